@@ -1,0 +1,3 @@
+"""tickcast: real-time market-data fan-out server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,191 @@
+"""The ASGI app: REST reads of the latest state, health, status and the dashboard files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tickcast import __version__
+from tickcast.edge import ClientRequest, Edge
+from tickcast.metrics import Metrics
+from tickcast.node import Node
+from tickcast.normalize import wall_ms
+from tickcast.settings import Settings
+from tickcast.sse import EventStream, parse_last_event_id
+from tickcast.tick import Tick
+from tickcast.ws import parse_symbols, websocket_endpoint
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def tick_response(tick: Tick) -> Response:
+    # The tick's own encoding: exact decimals, the same bytes the streams send.
+    return Response(tick.encode(), media_type="application/json")
+
+
+def ticks_response(ticks: list[Tick]) -> Response:
+    return Response(
+        b"[" + b",".join(t.encode() for t in ticks) + b"]", media_type="application/json"
+    )
+
+
+def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
+    """Build the app for ``settings``; the node starts and stops with the app's lifespan."""
+    node = node if node is not None else Node(settings)
+    edge = Edge(settings, node)
+    metrics = Metrics(node, edge)
+    edge.on_fanout = lambda tick, seconds: metrics.observe_fanout(tick, seconds, wall_ms())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        await edge.start()
+        try:
+            yield
+        finally:
+            await edge.stop()
+            await node.stop()
+
+    app = FastAPI(
+        title="tickcast",
+        version=__version__,
+        description="Real-time market data: one upstream, many WebSocket and SSE clients.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    app.state.edge = edge
+    app.state.settings = settings
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET"],
+        allow_headers=["*"],
+    )
+    served = set(settings.symbols)
+
+    def lookup(symbol: str) -> Tick | Response:
+        symbol = symbol.upper()
+        if symbol not in served:
+            return error_response(404, "unknown_symbol", f"{symbol} is not served here")
+        tick = node.hub.latest(symbol)
+        if tick is None:
+            return error_response(503, "no_data", f"no data for {symbol} yet; retry shortly")
+        return tick
+
+    @app.get("/price", summary="Latest tick of one symbol")
+    async def price(symbol: str = "BTCUSDT") -> Response:
+        found = lookup(symbol)
+        return found if isinstance(found, Response) else tick_response(found)
+
+    @app.get("/prices", summary="Latest tick of every symbol")
+    async def prices() -> Response:
+        snapshot = node.hub.snapshot()
+        ticks = [snapshot[s] for s in settings.symbols if s in snapshot]
+        if not ticks:
+            return error_response(503, "no_data", "no data yet; retry shortly")
+        return ticks_response(ticks)
+
+    @app.get("/prices/{symbol}", summary="Latest tick of one symbol")
+    async def price_of(symbol: str) -> Response:
+        found = lookup(symbol)
+        return found if isinstance(found, Response) else tick_response(found)
+
+    @app.get("/symbols", summary="Symbols served")
+    async def symbols() -> dict[str, object]:
+        return {"symbols": list(settings.symbols)}
+
+    @app.get("/history/{symbol}", summary="Recent ticks of one symbol, oldest first")
+    async def history(
+        symbol: str, limit: Annotated[int, Query(ge=1, le=settings.history_size)] = 100
+    ) -> Response:
+        symbol = symbol.upper()
+        if symbol not in served:
+            return error_response(404, "unknown_symbol", f"{symbol} is not served here")
+        return ticks_response(node.hub.history(symbol, limit))
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: fresh data and a connected hub")
+    async def readyz() -> JSONResponse:
+        ok, reason = node.ready()
+        return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @app.get("/status", summary="Upstream, source, hub, node and client state")
+    async def status(request: Request) -> Response:
+        denial = edge.admit_token(client_request(request))
+        if denial is not None:
+            return error_response(denial.status, denial.code, denial.message)
+        body = {"version": __version__, **node.status(), "edge": edge.status()}
+        return JSONResponse(body)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/sse",
+        summary="Server-Sent Events: event: tick with id: <seq>; resume with Last-Event-ID",
+        response_class=EventStream,
+    )
+    async def sse(
+        request: Request,
+        symbols: str | None = None,
+        throttle_ms: float = 0.0,
+        last_event_id: str | None = None,
+    ) -> Response:
+        client = client_request(request)
+        denial = edge.admit(client)
+        if denial is not None:
+            return error_response(denial.status, denial.code, denial.message)
+        wanted = settings.symbols if symbols is None else parse_symbols(symbols) or []
+        if "*" in wanted:
+            wanted = sorted(edge.served)
+        unknown = [s for s in wanted if s not in edge.served]
+        if unknown:
+            return error_response(404, "unknown_symbol", f"not served here: {', '.join(unknown)}")
+        resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
+        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
+
+    app.add_api_websocket_route("/ws", websocket_endpoint)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    # Only these named files of the static folder: no request path reaches the filesystem.
+    for name, media_type in STATIC_FILES.items():
+        app.add_api_route(
+            f"/{name}", _static_route(name, media_type), include_in_schema=False, methods=["GET"]
+        )
+
+    return app
+
+
+def _static_route(name: str, media_type: str) -> Callable[[], Awaitable[FileResponse]]:
+    async def serve() -> FileResponse:
+        return FileResponse(STATIC_DIR / name, media_type=media_type)
+
+    return serve
+
+
+def client_request(request: Request) -> ClientRequest:
+    return ClientRequest(
+        ip=request.client.host if request.client else "",
+        origin=request.headers.get("origin"),
+        authorization=request.headers.get("authorization"),
+        token_param=request.query_params.get("token"),
+    )

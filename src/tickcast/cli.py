@@ -1,0 +1,217 @@
+"""The ``tickcast`` command: serve, sim-exchange, record, tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import orjson
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from tickcast.settings import DEFAULT_SYMBOLS, Settings
+from tickcast.tick import SourceLabel
+
+log = logging.getLogger("tickcast")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    handler: typing.Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickcast", description="Real-time market-data fan-out server."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Every flag also reads TICKCAST_<NAME> and .env; "
+        "a flag given on the command line wins.",
+    )
+    add_settings_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    sim = commands.add_parser("sim-exchange", help="run the simulated Binance exchange")
+    sim.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=9443, help="port (default 9443; 0 = any)")
+    sim.add_argument("--seed", type=int, default=1, help="random-walk seed (default 1)")
+    sim.add_argument("--rate", type=float, default=1.0, help="events/s per symbol (default 1)")
+    sim.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma separated")
+    sim.add_argument("--ping-interval", type=float, default=20.0, help="seconds (default 20)")
+    sim.add_argument(
+        "--fault-schedule",
+        default="",
+        help="comma list of KIND@SECONDS[+DURATION]; kinds: drop, close1000, close1001, "
+        "close1008, stall, shutdown, garbage, burst, latency",
+    )
+    sim.set_defaults(handler=cmd_sim_exchange)
+
+    record = commands.add_parser("record", help="capture the upstream to JSONL")
+    record.add_argument("--out", required=True, type=Path, help="JSONL file to write")
+    record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    add_settings_flags(record, only=("source", "symbols", "book", "binance_url", "sim_rate"))
+    record.set_defaults(handler=cmd_record)
+
+    tail = commands.add_parser("tail", help="live terminal table of a running server")
+    tail.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols (default: all)")
+    tail.add_argument("--url", default="http://localhost:8000", help="server base URL")
+    tail.add_argument("--sse", action="store_true", help="use SSE instead of WebSocket")
+    tail.set_defaults(handler=cmd_tail)
+    return parser
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One flag per Settings field, documented with its variable and default."""
+    for name, info in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = f"TICKCAST_{name.upper()}"
+        default = "" if info.default_factory is not None else f"; default {info.default!r}"
+        help_text = f"{info.description} [{env}{default}]".replace("%", "%%")
+        kind = _flag_type(info)
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=name, default=None, type=kind, help=help_text)
+
+
+def _flag_type(info: FieldInfo) -> type:
+    annotation = info.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation in (bool, int, float):
+        return typing.cast(type, annotation)
+    return str
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _load_settings(args: argparse.Namespace) -> Settings | None:
+    try:
+        return settings_from_args(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"tickcast: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load_settings(args)
+    if settings is None:
+        return 2
+    from tickcast.server import run_server
+
+    return run_server(settings)
+
+
+def cmd_sim_exchange(args: argparse.Namespace) -> int:
+    from tickcast.logs import configure_logging
+    from tickcast.simulator import SimConfig, parse_fault_schedule, serve_forever
+
+    configure_logging("text", "info")
+    try:
+        schedule = parse_fault_schedule(args.fault_schedule) if args.fault_schedule else ()
+    except ValueError as exc:
+        print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
+        return 2
+    symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+    config = SimConfig(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        rate=args.rate,
+        symbols=symbols,
+        ping_interval=args.ping_interval,
+        fault_schedule=schedule,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(config))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from tickcast.logs import configure_logging
+
+    settings = _load_settings(args)
+    if settings is None:
+        return 2
+    if settings.source.startswith("replay:"):
+        print("tickcast record: recording a replay makes no sense", file=sys.stderr)
+        return 2
+    configure_logging("text", "info")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("wb") as out, contextlib.suppress(KeyboardInterrupt):
+        frames = asyncio.run(record(settings, out, args.seconds))
+        print(f"recorded {frames} frames to {args.out}", file=sys.stderr)
+    return 0
+
+
+async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> int:
+    """Write every upstream frame as ``{"t": ms, "source": label, "frame": text}``."""
+    from tickcast.sources import build_source
+
+    count = 0
+
+    def write(label: SourceLabel, frame: str) -> None:
+        nonlocal count
+        count += 1
+        line = {"t": time.time_ns() // 1_000_000, "source": label, "frame": frame}
+        out.write(orjson.dumps(line) + b"\n")
+
+    source = build_source(settings, lambda _update, _label: None, on_frame=write)
+    task = asyncio.create_task(source.run())
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=seconds)
+    except TimeoutError:
+        pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        out.flush()
+    return count
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from tickcast.tail import run_tail
+
+    symbols = [s.upper() for s in args.symbols]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_tail(args.url, symbols, args.sse))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Binance frames -> normalized events. Pure functions, no I/O.
+
+A frame is one WebSocket text message from a Binance market-data stream, raw
+(``{"e":"24hrTicker",...}``) or combined (``{"stream":"btcusdt@ticker","data":{...}}``).
+A frame that does not parse raises ``ParseError`` naming its kind; ``Normalizer`` counts
+those, logs one sample per kind, and skips them, so bad input never stops the feed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Final
+
+import orjson
+
+from tickcast.tick import canonical_decimal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One market-data event for one symbol.
+
+    ``order`` increases with each event of the same ``kind`` and symbol (event time, book
+    update id, trade id); it is what deduplication across overlapping connections uses.
+    """
+
+    symbol: str
+    kind: str
+    order: int
+    event_time_ms: int
+    values: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """Binance's notice that this connection's server is about to go away."""
+
+    event_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """A reply to SUBSCRIBE and friends: ``{"result":..,"id":..}`` or an error."""
+
+    id: object
+    result: object = None
+    error_code: int | None = None
+    error_msg: str | None = None
+
+
+Event = Update | ServerShutdown | ControlReply
+
+
+class ParseError(ValueError):
+    """A frame that is not a market-data event we understand; ``kind`` names why."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+# Binance field -> tick field, per event type. 24hrTicker:
+#   {"e":"24hrTicker","E":1672515782136,"s":"BNBBTC","p":"0.0015","P":"250.00",
+#    "w":"0.0018","x":"0.0009","c":"0.0025","Q":"10","b":"0.0024","B":"10","a":"0.0026",
+#    "A":"100","o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,
+#    "C":86400000,"F":0,"L":18150,"n":18151}
+_TICKER: Final = {
+    "c": "last_price",
+    "P": "change_percent",
+    "p": "change",
+    "o": "open",
+    "h": "high",
+    "l": "low",
+    "v": "volume",
+    "q": "quote_volume",
+    "b": "bid",
+    "a": "ask",
+}
+# 24hrMiniTicker: {"e":"24hrMiniTicker","E":..,"s":"BNBBTC","c":"0.0025","o":"0.0010",
+#   "h":"0.0025","l":"0.0010","v":"10000","q":"18"}
+_MINI: Final = {
+    "c": "last_price",
+    "o": "open",
+    "h": "high",
+    "l": "low",
+    "v": "volume",
+    "q": "quote_volume",
+}
+# bookTicker has no "e"/"E": {"u":400900217,"s":"BNBUSDT","b":"25.3519","B":"31.21",
+#   "a":"25.3652","A":"40.66"}
+_BOOK: Final = {"b": "bid", "a": "ask"}
+# trade: {"e":"trade","E":..,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":..,"m":true}
+# aggTrade: {"e":"aggTrade","E":..,"s":"BNBBTC","a":12345,"p":"0.001","q":"100",...}
+_TRADE: Final = {"p": "last_price"}
+
+_PERCENT_QUANTUM: Final = Decimal("0.001")
+
+
+def parse_frame(frame: str | bytes, now_ms: Callable[[], int]) -> list[Event]:
+    """Parse one upstream frame into events. Raises ``ParseError``."""
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError("invalid_json", str(exc)) from exc
+    if isinstance(obj, dict) and "stream" in obj and "data" in obj:
+        obj = obj["data"]
+    if isinstance(obj, list):
+        return [_parse_event(item, now_ms) for item in obj]
+    return [_parse_event(obj, now_ms)]
+
+
+def _parse_event(obj: object, now_ms: Callable[[], int]) -> Event:
+    if not isinstance(obj, dict):
+        raise ParseError("not_object", f"expected a JSON object, got {type(obj).__name__}")
+    event = obj.get("e")
+    if event == "24hrTicker":
+        return _update(obj, "ticker", _TICKER, order_key="E")
+    if event == "24hrMiniTicker":
+        return _mini_update(obj)
+    if event == "trade":
+        return _update(obj, "trade", _TRADE, order_key="t")
+    if event == "aggTrade":
+        return _update(obj, "aggTrade", _TRADE, order_key="a")
+    if event == "serverShutdown":
+        return ServerShutdown(event_time_ms=_int(obj, "E"))
+    if event is None:
+        if "u" in obj and "b" in obj and "a" in obj and "s" in obj:
+            return _update(obj, "bookTicker", _BOOK, order_key="u", event_time_ms=now_ms())
+        if "id" in obj and ("result" in obj or "error" in obj):
+            return _control(obj)
+        if "code" in obj and "msg" in obj:
+            return ControlReply(
+                id=obj.get("id"), error_code=_int(obj, "code"), error_msg=str(obj["msg"])
+            )
+    raise ParseError("unknown_event", f"event type {event!r}")
+
+
+def _update(
+    obj: dict[str, object],
+    kind: str,
+    fields: dict[str, str],
+    *,
+    order_key: str,
+    event_time_ms: int | None = None,
+) -> Update:
+    symbol = _symbol(obj)
+    values = {name: _decimal(obj, key) for key, name in fields.items()}
+    event_time = _int(obj, "E") if event_time_ms is None else event_time_ms
+    return Update(symbol, kind, _int(obj, order_key), event_time, values)
+
+
+def _mini_update(obj: dict[str, object]) -> Update:
+    update = _update(obj, "miniTicker", _MINI, order_key="E")
+    # The mini ticker carries no change fields; derive them exactly from close and open.
+    close, open_ = Decimal(update.values["last_price"]), Decimal(update.values["open"])
+    update.values["change"] = canonical_decimal(_plain(close - open_))
+    if open_ != 0:
+        percent = ((close - open_) / open_ * 100).quantize(_PERCENT_QUANTUM, ROUND_HALF_EVEN)
+        update.values["change_percent"] = canonical_decimal(_plain(percent))
+    return update
+
+
+def _control(obj: dict[str, object]) -> ControlReply:
+    error = obj.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        return ControlReply(
+            id=obj.get("id"),
+            error_code=code if isinstance(code, int) else None,
+            error_msg=str(error.get("msg", "")),
+        )
+    return ControlReply(id=obj.get("id"), result=obj.get("result"))
+
+
+def _symbol(obj: dict[str, object]) -> str:
+    value = obj.get("s")
+    if not isinstance(value, str) or not value or not value.isalnum() or not value.isascii():
+        raise ParseError("bad_value", f"symbol {value!r}")
+    return value.upper()
+
+
+def _decimal(obj: dict[str, object], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise ParseError("missing_field", f"field {key!r}")
+    if not isinstance(value, str):
+        raise ParseError("bad_value", f"field {key!r} is not a decimal string: {value!r}")
+    try:
+        return canonical_decimal(value)
+    except ValueError as exc:
+        raise ParseError("bad_value", f"field {key!r}: {exc}") from exc
+
+
+def _int(obj: dict[str, object], key: str) -> int:
+    value = obj.get(key)
+    if value is None:
+        raise ParseError("missing_field", f"field {key!r}")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ParseError("bad_value", f"field {key!r} is not an integer: {value!r}")
+    return value
+
+
+def _plain(value: Decimal) -> str:
+    try:
+        return format(value, "f")
+    except InvalidOperation as exc:  # pragma: no cover - finite inputs only
+        raise ParseError("bad_value", str(exc)) from exc
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Normalizer:
+    """Parses frames, counting and skipping the ones that do not parse.
+
+    Each kind of failure is logged once with a sample of the offending frame, so a flood
+    of garbage cannot flood the log.
+    """
+
+    def __init__(self, now_ms: Callable[[], int] = wall_ms) -> None:
+        self._now_ms = now_ms
+        self.errors: Counter[str] = Counter()
+        self.frames = 0
+
+    def parse(self, frame: str | bytes) -> list[Event]:
+        self.frames += 1
+        try:
+            return parse_frame(frame, self._now_ms)
+        except ParseError as exc:
+            self.errors[exc.kind] += 1
+            if self.errors[exc.kind] == 1:
+                sample = (
+                    frame[:200]
+                    if isinstance(frame, str)
+                    else frame[:200].decode("utf-8", "replace")
+                )
+                log.warning("skipping upstream frame (%s); sample: %r", exc, sample)
+            return []

@@ -1,0 +1,147 @@
+"""Configuration: ``TICKCAST_*`` environment variables and ``.env``; CLI flags override them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "TRXUSDT",
+    "LTCUSDT",
+    "LINKUSDT",
+)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server. Each field maps to ``TICKCAST_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKCAST_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # Serving
+    host: str = Field("0.0.0.0", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: str = Field("info", description="Log level.")
+
+    # Upstream
+    source: str = Field(
+        "auto", description="Data source: auto | binance | sim | replay:PATH (a JSONL capture)."
+    )
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SYMBOLS),
+        description="Symbols to serve, comma separated.",
+    )
+    book: bool = Field(False, description="Also subscribe <sym>@bookTicker (best bid/ask).")
+    binance_url: str = Field(
+        "wss://data-stream.binance.vision", description="Binance market-data WebSocket base URL."
+    )
+    auto_grace: float = Field(
+        8.0, gt=0, description="auto: seconds without live data before serving simulated data."
+    )
+    stale_after: float = Field(
+        10.0, gt=0, description="Replace an upstream connection silent for this many seconds."
+    )
+    rotate_after: float = Field(
+        23 * 3600.0, gt=0, description="Rotate an upstream connection (make-before-break) at age."
+    )
+    backoff_initial: float = Field(0.5, gt=0, description="First reconnect delay cap (s).")
+    backoff_max: float = Field(30.0, gt=0, description="Largest reconnect delay (s).")
+    backoff_reset_after: float = Field(
+        60.0, gt=0, description="Healthy seconds after which the backoff starts over."
+    )
+    streams_per_connection: int = Field(
+        1024, ge=1, le=1024, description="Upstream streams per connection (Binance: 1024)."
+    )
+    sim_rate: float = Field(1.0, gt=0, description="Simulated events per second per symbol.")
+    sim_seed: int = Field(1, description="Seed of the simulated exchange's random walk.")
+    replay_speed: float = Field(1.0, gt=0, description="replay: playback speed factor.")
+
+    # State
+    history_size: int = Field(1000, ge=1, description="Ticks of history held per symbol.")
+    node_id: str = Field(default_factory=default_node_id, description="This node's name.")
+
+    # Clients
+    slow_client_timeout: float = Field(
+        10.0, gt=0, description="Close a client that accepts nothing for this long (s)."
+    )
+    client_buffer_bytes: int = Field(
+        1 << 20, ge=1024, description="Close a client whose pending output passes this."
+    )
+    client_sndbuf: int = Field(
+        65536, ge=0, description="Kernel send buffer per client socket (bytes); 0 = OS default."
+    )
+    ping_interval: float = Field(20.0, gt=0, description="Server ping interval to clients (s).")
+    idle_timeout: float = Field(60.0, gt=0, description="Close a client silent this long (s).")
+    flush_ms: float = Field(
+        0.0, ge=0, description="Write coalescing window per client (ms); 0 writes at once."
+    )
+    sse_heartbeat: float = Field(15.0, gt=0, description="SSE comment heartbeat interval (s).")
+    sse_retry_ms: int = Field(2000, ge=0, description="SSE retry hint sent to clients (ms).")
+
+    # Security and limits
+    max_message_bytes: int = Field(4096, ge=64, description="Largest inbound WS message.")
+    ops_per_second: float = Field(20.0, gt=0, description="Client ops per second.")
+    ops_burst: int = Field(40, ge=1, description="Client ops burst.")
+    max_subscriptions: int = Field(200, ge=1, description="Symbols one client may subscribe.")
+    max_connections: int = Field(50000, ge=1, description="Client connections per node.")
+    max_connections_per_ip: int = Field(0, ge=0, description="Per client IP; 0 = no limit.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed on /ws and /sse; empty = any."
+    )
+    token: str = Field("", description="Bearer token for /ws, /sse, /status; empty = open.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="REST CORS origins."
+    )
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _parse_symbols(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [str(v).strip().upper() for v in value]
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        for symbol in value:
+            if not symbol.isalnum() or not symbol.isascii():
+                raise ValueError(f"invalid symbol {symbol!r}: expected letters and digits")
+        return list(dict.fromkeys(value))
+
+    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @classmethod
+    def _parse_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if value in ("auto", "binance", "sim") or (value.startswith("replay:") and len(value) > 7):
+            return value
+        raise ValueError(f"unknown source {value!r}: expected auto, binance, sim or replay:PATH")

@@ -1,0 +1,134 @@
+"""The normalized tick: one symbol's full state after an upstream event, encoded once.
+
+Values are kept as canonical decimal strings exactly as the exchange sent them (trailing
+zeros trimmed) and written into the JSON as numbers verbatim, so a price of "0.3" reaches
+clients as ``0.3``, never as ``0.30000000000000004``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
+
+import orjson
+
+SourceLabel = Literal["binance", "sim", "replay"]
+
+DECIMAL_FIELDS: Final = (
+    "last_price",
+    "change_percent",
+    "change",
+    "open",
+    "high",
+    "low",
+    "volume",
+    "quote_volume",
+    "bid",
+    "ask",
+)
+
+_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def canonical_decimal(text: str) -> str:
+    """Return ``text`` as a JSON-ready decimal: sign, digits, trailing zeros trimmed.
+
+    Raises ``ValueError`` when ``text`` is not a plain decimal number.
+    """
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"not a decimal number: {text[:40]!r}")
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    whole, _, frac = digits.partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    out = f"{whole}.{frac}" if frac else whole
+    if negative and out != "0":
+        out = "-" + out
+    return out
+
+
+@dataclass(slots=True)
+class Tick:
+    """The latest state of one symbol, stamped with a global sequence number.
+
+    Decimal fields hold canonical decimal strings (see ``canonical_decimal``) or ``None``
+    when the upstream has not sent that value yet.
+    """
+
+    symbol: str
+    seq: int
+    timestamp_ms: int
+    source: SourceLabel
+    last_price: str | None = None
+    change_percent: str | None = None
+    change: str | None = None
+    open: str | None = None
+    high: str | None = None
+    low: str | None = None
+    volume: str | None = None
+    quote_volume: str | None = None
+    bid: str | None = None
+    ask: str | None = None
+    _encoded: bytes | None = field(default=None, repr=False, compare=False)
+
+    def encode(self) -> bytes:
+        """The tick's JSON message, built once and shared by every subscriber."""
+        if self._encoded is None:
+            self._encoded = orjson.dumps(self.as_json_dict())
+        return self._encoded
+
+    def as_json_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "type": "tick",
+            "symbol": self.symbol,
+            "last_price": _fragment(self.last_price),
+            "change_percent": _fragment(self.change_percent),
+            "timestamp_ms": self.timestamp_ms,
+        }
+        for name in DECIMAL_FIELDS[2:]:
+            out[name] = _fragment(getattr(self, name))
+        out["seq"] = self.seq
+        out["source"] = self.source
+        return out
+
+    def evolve(self, **changes: object) -> Tick:
+        """A copy with ``changes`` applied and no cached encoding."""
+        return replace(self, _encoded=None, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Tick:
+        """Rebuild a tick from its own encoding (used by the Redis hub and replays).
+
+        Decimal values are recovered from the raw JSON text, never via float.
+        """
+        obj = orjson.loads(data)
+        if not isinstance(obj, dict) or obj.get("type") != "tick":
+            raise ValueError("not a tick message")
+        raw = _raw_numbers(data)
+        values: dict[str, str | None] = {}
+        for name in DECIMAL_FIELDS:
+            values[name] = raw.get(name) if obj.get(name) is not None else None
+        source = obj["source"]
+        if source not in ("binance", "sim", "replay"):
+            raise ValueError(f"unknown tick source {source!r}")
+        return cls(
+            symbol=str(obj["symbol"]),
+            seq=int(obj["seq"]),
+            timestamp_ms=int(obj["timestamp_ms"]),
+            source=source,
+            _encoded=bytes(data),
+            **values,
+        )
+
+
+_RAW_NUMBER = re.compile(rb'"([a-z_]+)":(-?\d+(?:\.\d+)?)(?=[,}])')
+
+
+def _raw_numbers(data: bytes) -> dict[str, str]:
+    return {m.group(1).decode(): m.group(2).decode() for m in _RAW_NUMBER.finditer(data)}
+
+
+def _fragment(value: str | None) -> orjson.Fragment | None:
+    return None if value is None else orjson.Fragment(value.encode())
