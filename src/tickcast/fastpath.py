@@ -1,0 +1,236 @@
+"""uvicorn protocols that let the fan-out write pre-encoded bytes straight to each socket.
+
+ASGI's ``send`` is a coroutine per message: awaiting it per client per tick costs a task
+switch per delivery, and uvicorn's ``send`` waits while the socket is paused, which would
+make a slow client stall whoever awaits it. These subclasses of uvicorn's own protocols
+add one ASGI extension, ``scope["extensions"]["tickcast.raw"]``, holding a transport the
+fan-out writes to without awaiting, plus the socket's flow-control signals
+(``pause_writing``/``resume_writing``), so the session conflates instead of queueing.
+Under any other ASGI server the extension is absent and ``tickcast.transport``'s queued
+fallback is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from tickcast.errors import CloseReason
+from tickcast.session import TransportKind
+from tickcast.wire import WireFormat
+
+EXTENSION = "tickcast.raw"
+# A slow client's close frame gets this long to go out before the socket is reset:
+# a client that is not reading would otherwise pin its buffers until TCP gives up.
+SLOW_CLOSE_GRACE = 1.0
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class SocketTuning:
+    """Per-connection socket limits, so backpressure shows within seconds.
+
+    With the kernel's auto-tuned send buffer (up to several MB) a client that stops
+    reading would silently absorb minutes of stale ticks before flow control pauses, and
+    conflation could not start; a modest buffer keeps what a client sees fresh.
+    """
+
+    sndbuf: int = 0  # 0 = the operating system's default
+    write_high: int = 64 * 1024
+
+    def apply(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if self.sndbuf and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.set_write_buffer_limits(high=self.write_high, low=self.write_high // 4)
+
+
+def protocol_classes(
+    tuning: SocketTuning,
+) -> tuple[type[FastHttpProtocol], type[FastWebSocketProtocol]]:
+    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket."""
+    http = type("TunedHttpProtocol", (FastHttpProtocol,), {"tuning": tuning})
+    ws = type("TunedWebSocketProtocol", (FastWebSocketProtocol,), {"tuning": tuning})
+    return http, ws
+
+
+class RawTransport:
+    """The fan-out's view of one connection: write now, or be told when it can."""
+
+    kind: TransportKind
+    wire_format: WireFormat
+
+    def __init__(self) -> None:
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+
+    def _paused(self) -> None:
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def _resumed(self) -> None:
+        if self.on_resume is not None:
+            self.on_resume()
+
+
+class RawWebSocket(RawTransport):
+    kind: TransportKind = "ws"
+    wire_format: WireFormat = "ws_frame"
+
+    def __init__(self, protocol: FastWebSocketProtocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+
+    @property
+    def writable(self) -> bool:
+        p = self._protocol
+        return p.writable.is_set() and not p.close_sent and not p.disconnected
+
+    def write(self, data: bytes) -> None:
+        p = self._protocol
+        if not p.close_sent and not p.disconnected:
+            p.transport.write(data)
+
+    def buffered(self) -> int:
+        return int(self._protocol.transport.get_write_buffer_size())
+
+    def close(self, reason: CloseReason) -> None:
+        self._protocol.close_now(reason)
+
+
+class FastWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol plus the ``tickcast.raw`` extension."""
+
+    raw: RawWebSocket | None = None
+    tuning: ClassVar[SocketTuning] = SocketTuning()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.tuning.apply(transport)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake was accepted and the app task created
+            self.raw = RawWebSocket(self)
+            scope["extensions"][EXTENSION] = {"transport": self.raw}
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.raw is not None:
+            self.raw._paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.raw is not None:
+            self.raw._resumed()
+
+    def shutdown(self) -> None:
+        # uvicorn closes with 1012 (service restart); SPEC §9 says 1001 (going away).
+        if self.handshake_complete and not self.close_sent and not self.disconnected:
+            self.stop_keepalive()
+            self.close_now(CloseReason.SHUTDOWN)
+            return
+        super().shutdown()
+
+    def close_now(self, reason: CloseReason) -> None:
+        """Send a close frame without waiting for the socket to drain (ASGI's close waits
+        while the socket is paused, i.e. forever for a client that stopped reading)."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.conn.send_close(reason.code, reason.reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": reason.code, "reason": reason.reason}
+        )
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if reason in (CloseReason.SLOW_CLIENT, CloseReason.BUFFER_FULL):
+            self.close_timer = self.loop.call_later(SLOW_CLOSE_GRACE, self.transport.abort)
+        else:
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+
+class RawEventStream(RawTransport):
+    """An SSE response body written as HTTP/1.1 chunks straight to the socket."""
+
+    kind: TransportKind = "sse"
+    wire_format: WireFormat = "sse_chunk"
+
+    def __init__(self, protocol: FastHttpProtocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self.closed = False
+
+    @property
+    def writable(self) -> bool:
+        return not self.closed and not self._protocol.flow.write_paused
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self._transport.write(data)
+
+    def buffered(self) -> int:
+        return int(self._transport.get_write_buffer_size())
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if reason in (CloseReason.SLOW_CLIENT, CloseReason.BUFFER_FULL):
+            # Nothing queued for a stalled client is worth delivering: reset at once.
+            self._transport.abort()
+        else:
+            self._transport.write(_LAST_CHUNK)
+            self._transport.close()
+
+
+class FastHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus the ``tickcast.raw`` extension for streams."""
+
+    raw: RawEventStream | None = None
+    tuning: ClassVar[SocketTuning] = SocketTuning()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.tuning.apply(transport)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.scope.get("type") == "http" and "path" in self.scope:
+            self.scope.setdefault("extensions", {})[EXTENSION] = {"stream": self.open_stream}
+
+    def shutdown(self) -> None:
+        # An event stream never completes by itself: end it now instead of letting the
+        # server wait out its graceful-shutdown timeout.
+        if self.raw is not None and not self.raw.closed:
+            self.raw.close(CloseReason.SHUTDOWN)
+            return
+        super().shutdown()
+
+    def open_stream(self) -> RawEventStream:
+        """Take over the response body of the current request (after its headers)."""
+        self.raw = RawEventStream(self)
+        return self.raw
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.raw is not None:
+            self.raw._paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.raw is not None:
+            self.raw._resumed()

@@ -1,0 +1,99 @@
+"""Prometheus metrics. Counters live as plain integers in the objects that own them and
+are read at scrape time, so the fan-out never takes a metrics lock per delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tickcast.binance import UpstreamState
+from tickcast.edge import Edge
+from tickcast.node import Node
+from tickcast.tick import Tick
+
+FANOUT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """One registry per app, so several apps can live in one process (tests)."""
+
+    def __init__(self, node: Node, edge: Edge) -> None:
+        self.registry = CollectorRegistry()
+        self.fanout = Histogram(
+            "tickcast_fanout_seconds",
+            "Time to hand one tick to every subscribed client",
+            buckets=FANOUT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tick_age = Histogram(
+            "tickcast_tick_age_seconds",
+            "Exchange event time to the start of its fan-out",
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(node, edge))
+
+    def observe_fanout(self, tick: Tick, seconds: float, now_ms: int) -> None:
+        self.fanout.observe(seconds)
+        self.tick_age.observe(max(0.0, (now_ms - tick.timestamp_ms) / 1000))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, node: Node, edge: Edge) -> None:
+        self._node = node
+        self._edge = edge
+
+    def collect(self) -> Iterator[Metric]:
+        node, edge = self._node, self._edge
+        yield _counter(
+            "tickcast_ticks_in", "Ticks published by the ingest", node.ingest.counts["published"]
+        )
+        yield _counter(
+            "tickcast_duplicates_dropped",
+            "Upstream duplicates dropped",
+            node.ingest.counts["duplicates"],
+        )
+        yield _counter("tickcast_deliveries", "Ticks written to clients", edge.delivered_total())
+        yield _counter(
+            "tickcast_conflated_updates",
+            "Ticks replaced by a newer one before a slow client took them",
+            edge.conflated_total(),
+        )
+        reconnects = node.source.brief().get("reconnects")
+        count = reconnects if isinstance(reconnects, int) else 0
+        yield _counter("tickcast_upstream_reconnects", "Upstream reconnects", count)
+        clients = GaugeMetricFamily("tickcast_clients", "Connected clients", labels=["transport"])
+        for transport, count in edge.clients_by_transport().items():
+            clients.add_metric([transport], count)
+        yield clients
+        closes = CounterMetricFamily(
+            "tickcast_client_closes", "Clients closed by the server", labels=["reason"]
+        )
+        for reason, count in edge.closes.items():
+            closes.add_metric([reason], count)
+        yield closes
+        state = GaugeMetricFamily(
+            "tickcast_upstream_state", "Upstream state (1 = current)", labels=["state"]
+        )
+        for candidate in UpstreamState:
+            state.add_metric([candidate.value], 1.0 if node.source.state == candidate else 0.0)
+        yield state
+        errors = CounterMetricFamily(
+            "tickcast_upstream_parse_errors", "Upstream frames skipped", labels=["kind"]
+        )
+        parse_errors = node.source.status().get("parse_errors")
+        if isinstance(parse_errors, dict):
+            for kind, count in parse_errors.items():
+                errors.add_metric([str(kind)], float(count))
+        yield errors
+
+
+def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

@@ -1,0 +1,69 @@
+"""Wire encodings of a tick, built once per tick and shared by every client.
+
+Server-to-client WebSocket frames are never masked (RFC 6455 §5.1: "A server MUST NOT
+mask any frames that it sends to the client"), so a text frame is the same bytes for every
+client and can be written to each socket as is. Likewise an SSE event, and its HTTP/1.1
+chunk, are the same bytes for every SSE client.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal
+
+from tickcast.tick import Tick
+
+# ws_frame: a complete WebSocket text frame, written straight to the socket.
+# json: the bare message, for a server that frames it itself (generic ASGI).
+# sse_chunk: an SSE event inside an HTTP/1.1 chunk, written straight to the socket.
+# sse_event: the bare SSE event, for a server that chunks it itself (generic ASGI).
+WireFormat = Literal["ws_frame", "json", "sse_chunk", "sse_event"]
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (opcode 0x1) carrying ``payload``."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
+
+
+def sse_event(event: str, data: bytes, event_id: int | None = None) -> bytes:
+    """One Server-Sent Event; ``data`` must be a single line (JSON is)."""
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    return head + b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (RFC 9112 §7.1)."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+def encode_message(fmt: WireFormat, data: bytes, event: str, event_id: int | None) -> bytes:
+    """``data`` (a JSON message) in the wire format ``fmt``."""
+    if fmt == "json":
+        return data
+    if fmt == "ws_frame":
+        return ws_text_frame(data)
+    sse = sse_event(event, data, event_id)
+    return http_chunk(sse) if fmt == "sse_chunk" else sse
+
+
+class Wire:
+    """A tick and its encodings, each built on first use."""
+
+    __slots__ = ("_cache", "tick")
+
+    def __init__(self, tick: Tick) -> None:
+        self.tick = tick
+        self._cache: dict[WireFormat, bytes] = {}
+
+    def get(self, fmt: WireFormat) -> bytes:
+        data = self._cache.get(fmt)
+        if data is None:
+            data = self._cache[fmt] = encode_message(fmt, self.tick.encode(), "tick", self.tick.seq)
+        return data
