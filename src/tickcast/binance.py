@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tickcast.normalize import ControlReply, Normalizer, ServerShutdown, Update
 from tickcast.pacing import AttemptBudget, Backoff, SendPacer
+from tickcast.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,6 @@ MAX_STREAMS_PER_CONNECTION = 1024
 # Streams per SUBSCRIBE message: one message carries many streams, so a full shard of
 # 1024 streams needs 4 messages, sent within Binance's 5 messages per second.
 SUBSCRIBE_BATCH = 256
-# After a 1008 (policy violation: too many requests), retrying at once is what gets an
-# IP banned; wait at least this long whatever the backoff says.
-POLICY_CLOSE_FLOOR = 5.0
 CONNECT_TIMEOUT = 10.0
 
 
@@ -77,6 +75,9 @@ class ClientOptions:
     backoff_max: float = 30.0
     backoff_reset_after: float = 60.0
     streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
+    # After a 1008 (policy violation: too many requests), retrying at once is what gets
+    # an IP banned; wait at least this long whatever the backoff says.
+    policy_close_floor: float = 5.0
 
 
 @dataclass
@@ -378,15 +379,9 @@ class _Shard:
             label,
             conn.ws.close_reason or "no reason",
         )
-        return POLICY_CLOSE_FLOOR if code == 1008 else 0.0
+        return self.client.options.policy_close_floor if code == 1008 else 0.0
 
     async def _close(self, conn: _Conn, code: int) -> None:
-        for task in (conn.subscriber, conn.reader):
-            if task is not None and not task.done():
-                task.cancel()
+        await cancel_and_wait(conn.subscriber, conn.reader)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.ws.close(code), timeout=2)
-        for task in (conn.subscriber, conn.reader):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

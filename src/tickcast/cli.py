@@ -181,6 +181,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> int:
     """Write every upstream frame as ``{"t": ms, "source": label, "frame": text}``."""
     from tickcast.sources import build_source
+    from tickcast.tasks import cancel_and_wait
 
     count = 0
 
@@ -197,9 +198,7 @@ async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> i
     except TimeoutError:
         pass
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         out.flush()
     return count
 

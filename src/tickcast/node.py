@@ -13,6 +13,7 @@ from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
 from tickcast.settings import Settings
 from tickcast.sources import ReplaySource, Source, build_source
+from tickcast.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,9 @@ class Node:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            with contextlib.suppress(Exception):  # already logged by _run_source
+                await cancel_and_wait(task)
         await self.hub.stop()
 
     async def _run_source(self) -> None:

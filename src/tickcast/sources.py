@@ -7,7 +7,6 @@ of where it came from, so simulated data is never presented as live.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from tickcast.binance import BinanceClient, ClientOptions, UpstreamState, stream
 from tickcast.normalize import Normalizer, Update
 from tickcast.settings import Settings
 from tickcast.simulator import SimConfig, SimExchange
+from tickcast.tasks import cancel_and_wait
 from tickcast.tick import SourceLabel
 
 log = logging.getLogger(__name__)
@@ -266,12 +266,12 @@ class AutoSource:
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
                     self._switch("sim")
                 elif sim_task is not None and self._live_fresh(now):
-                    await _cancel(sim_task)
+                    await cancel_and_wait(sim_task)
                     sim_task = None
                     self.sim = None
         finally:
             if sim_task is not None:
-                await _cancel(sim_task)
+                await cancel_and_wait(sim_task)
 
     def brief(self) -> dict[str, object]:
         if self._label == "sim" and self.sim is not None:
@@ -386,9 +386,3 @@ def build_source(
             settings.binance_url, streams, "binance", sink, options, on_state, on_frame
         )
     return AutoSource(settings, sink, on_state, on_frame)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

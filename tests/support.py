@@ -1,0 +1,105 @@
+"""Helpers for tests that run real processes over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``tickcast serve`` as its own process, the way users run it."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_base = f"ws://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "TICKCAST_LOG_LEVEL": "info", **env}
+        command = [sys.executable, "-m", "tickcast.cli", "serve", "--host", "127.0.0.1"]
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [*command, "--port", str(self.port), *args],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/price", timeout: float = 20.0) -> None:
+        """Wait until ``path`` answers 200 (for /price: data has arrived)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base + path, timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready on {path} in {timeout}s:\n{self.log()}")
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=5, **kwargs)  # type: ignore[arg-type]
+
+    def status(self) -> dict[str, object]:
+        body = self.get("/status").json()
+        assert isinstance(body, dict)
+        return body
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> float:
+        """Signal the server; returns how long it took to exit."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp_path: Path, args: list[str], env: Mapping[str, str] | None = None, ready: str = "/price"
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(args, env or {}, tmp_path / f"server-{free_port()}.log")
+    try:
+        server.wait_ready(ready)
+        yield server
+    finally:
+        server.stop()
+
+
+async def eventually(check: object, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Wait until ``check()`` is truthy (it may be a coroutine function)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        result = check()  # type: ignore[operator]
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        last = result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
