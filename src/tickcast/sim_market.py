@@ -1,0 +1,402 @@
+"""The simulated market: seeded random walks and Binance-shaped payloads, with no I/O.
+
+Every price and quantity is held as an integer count of 1e-8 (Binance prints 8
+decimals), so a payload never carries float noise and two runs with the same seed
+print the same strings. One ``Market.step`` advances the chosen symbols once under a
+single event time; the payload builders then read that state, so every stream kind of
+a symbol reports the same trade, book and 24h statistics for that step.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Final
+
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "TRXUSDT",
+    "LTCUSDT",
+    "LINKUSDT",
+)
+
+UNIT: Final = 10**8
+DAY_MS: Final = 86_400_000
+
+# Start price, tick size and lot size: close enough to the real books that a dashboard
+# looks plausible and the number of decimals in use matches what users expect.
+_LEVELS: Final[Mapping[str, tuple[str, str, str]]] = MappingProxyType(
+    {
+        "BTCUSDT": ("60000", "0.01", "0.00001"),
+        "ETHUSDT": ("3000", "0.01", "0.0001"),
+        "BNBUSDT": ("600", "0.01", "0.001"),
+        "SOLUSDT": ("150", "0.01", "0.001"),
+        "XRPUSDT": ("0.5", "0.0001", "0.1"),
+        "ADAUSDT": ("0.45", "0.0001", "0.1"),
+        "DOGEUSDT": ("0.12", "0.00001", "1"),
+        "TRXUSDT": ("0.12", "0.00001", "0.1"),
+        "LTCUSDT": ("80", "0.01", "0.001"),
+        "LINKUSDT": ("15", "0.001", "0.01"),
+    }
+)
+
+# Per-second volatility of the walk and the pull back towards the start level, which
+# keeps a simulator that runs for days from drifting to absurd prices.
+_VOLATILITY_PER_SECOND: Final = 0.0003
+_REVERSION: Final = 0.0005
+# Typical trade notional in quote units, used to size quantities.
+_TRADE_NOTIONAL: Final = 800.0
+
+_SYMBOL_RE: Final = re.compile(r"[a-z0-9]{2,20}")
+
+
+class StreamKind(enum.Enum):
+    """The stream kinds the simulator produces data for."""
+
+    TICKER = "ticker"
+    MINI_TICKER = "miniTicker"
+    BOOK_TICKER = "bookTicker"
+    TRADE = "trade"
+    AGG_TRADE = "aggTrade"
+    ALL_MINI_TICKERS = "!miniTicker@arr"
+
+
+_SYMBOL_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
+    {k.value: k for k in StreamKind if k is not StreamKind.ALL_MINI_TICKERS}
+)
+# python-binance asks for the "@1000ms" spelling; both name the same data.
+_ALL_MINI_NAMES: Final = frozenset({"!miniTicker@arr", "!miniTicker@arr@1000ms"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What a stream name asks for: a kind and a lowercase symbol (None: all symbols)."""
+
+    kind: StreamKind
+    symbol: str | None
+
+
+def parse_stream(name: str) -> StreamSpec | None:
+    """Map a subscribed stream name to the data it carries, or None for no data.
+
+    None covers retired streams (``!ticker@arr``), kinds the simulator does not
+    produce (klines, depth) and uppercase symbols, which Binance also accepts and then
+    never feeds.
+    """
+    if name in _ALL_MINI_NAMES:
+        return StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
+    symbol, sep, kind_name = name.partition("@")
+    if not sep or _SYMBOL_RE.fullmatch(symbol) is None:
+        return None
+    kind = _SYMBOL_KINDS.get(kind_name)
+    return None if kind is None else StreamSpec(kind, symbol)
+
+
+def format_units(value: int) -> str:
+    """Print an integer count of 1e-8 as Binance does: ``"60500.51000000"``."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), UNIT)
+    return f"{sign}{whole}.{frac:08d}"
+
+
+def format_percent(change: int, base: int) -> str:
+    """Price change percent with Binance's three decimals, rounded half away from zero."""
+    if base <= 0:
+        return "0.000"
+    thousandths = (2 * abs(change) * 100_000 + base) // (2 * base)
+    sign = "-" if change < 0 and thousandths else ""
+    whole, frac = divmod(thousandths, 1000)
+    return f"{sign}{whole}.{frac:03d}"
+
+
+def _units(text: str) -> int:
+    return int(Decimal(text) * UNIT)
+
+
+def _pow10_units(exponent: int) -> int:
+    """10**exponent as a count of 1e-8, at least one unit."""
+    return max(1, 10 ** (exponent + 8)) if exponent >= -8 else 1
+
+
+@dataclass(slots=True)
+class SymbolState:
+    """The simulated book and 24h statistics of one symbol (prices in 1e-8 units)."""
+
+    symbol: str
+    rng: random.Random
+    tick: int
+    lot: int
+    typical_lots: int
+    anchor: float
+    fair: float
+    last: int
+    last_qty: int
+    bid: int
+    bid_qty: int
+    ask: int
+    ask_qty: int
+    open: int
+    high: int
+    low: int
+    volume: int
+    quote_volume: int
+    first_trade_id: int
+    trade_id: int
+    agg_id: int
+    update_id: int
+    buyer_maker: bool
+
+    @property
+    def trades(self) -> int:
+        return self.trade_id - self.first_trade_id + 1
+
+    @property
+    def weighted_average(self) -> int:
+        return self.quote_volume * UNIT // self.volume if self.volume else self.last
+
+
+def _new_symbol(seed: int, symbol: str) -> SymbolState:
+    """Seed a symbol's walk from the seed and its name, so symbols stay independent."""
+    upper = symbol.upper()
+    rng = random.Random(f"tickcast-sim:{seed}:{upper}")
+    level = _LEVELS.get(upper)
+    if level is not None:
+        start, tick, lot = float(level[0]), _units(level[1]), _units(level[2])
+    else:
+        start = 10 ** rng.uniform(-2.0, 3.0)
+        magnitude = math.floor(math.log10(start))
+        tick = _pow10_units(magnitude - 5)
+        lot = _pow10_units(-magnitude - 1)
+    lot_price = start * lot / UNIT
+    typical_lots = max(1, round(_TRADE_NOTIONAL / lot_price))
+    start_units = start * UNIT
+
+    def quantize(price: float) -> int:
+        return max(tick, round(price / tick) * tick)
+
+    last = quantize(start_units)
+    open_ = quantize(start_units * math.exp(rng.gauss(0.0, 0.02)))
+    high = quantize(max(open_, last) * math.exp(abs(rng.gauss(0.0, 0.01))))
+    low = quantize(min(open_, last) * math.exp(-abs(rng.gauss(0.0, 0.01))))
+    trades = rng.randint(50_000, 2_000_000)
+    volume = trades * typical_lots * lot
+    first_trade_id = rng.randint(100_000_000, 4_000_000_000)
+    return SymbolState(
+        symbol=upper,
+        rng=rng,
+        tick=tick,
+        lot=lot,
+        typical_lots=typical_lots,
+        anchor=start_units,
+        fair=start_units,
+        last=last,
+        last_qty=typical_lots * lot,
+        bid=last - tick,
+        bid_qty=typical_lots * lot,
+        ask=last,
+        ask_qty=typical_lots * lot,
+        open=open_,
+        high=high,
+        low=low,
+        volume=volume,
+        quote_volume=volume * ((open_ + last) // 2) // UNIT,
+        first_trade_id=first_trade_id,
+        trade_id=first_trade_id + trades - 1,
+        agg_id=rng.randint(100_000_000, 3_000_000_000),
+        update_id=rng.randint(1_000_000_000, 70_000_000_000),
+        buyer_maker=False,
+    )
+
+
+class Market:
+    """Every symbol's state plus the exchange clock; ``step`` advances a set of symbols.
+
+    A symbol is created on first use, so any syntactically valid symbol gets data;
+    the walk only advances while someone is subscribed to it.
+    """
+
+    def __init__(self, seed: int, known_symbols: Iterable[str], steps_per_second: float) -> None:
+        self._seed = seed
+        self._states: dict[str, SymbolState] = {}
+        self.known_symbols: tuple[str, ...] = tuple(s.lower() for s in known_symbols)
+        self._sigma = _VOLATILITY_PER_SECOND / math.sqrt(max(steps_per_second, 1e-6))
+        self.event_time = 0
+        self.stepped: tuple[SymbolState, ...] = ()
+
+    def state(self, symbol: str) -> SymbolState:
+        """The state of a lowercase symbol, created from the seed on first use."""
+        state = self._states.get(symbol)
+        if state is None:
+            state = self._states[symbol] = _new_symbol(self._seed, symbol)
+        return state
+
+    def step(self, symbols: Iterable[str], now_ms: int) -> int:
+        """Advance each symbol by one trade; return the step's event time.
+
+        Event times strictly increase even when steps come faster than the clock
+        (bursts), because clients dedupe by symbol and event time.
+        """
+        self.event_time = max(now_ms, self.event_time + 1)
+        stepped = []
+        for symbol in symbols:
+            state = self.state(symbol)
+            self._advance(state)
+            stepped.append(state)
+        self.stepped = tuple(stepped)
+        return self.event_time
+
+    def _advance(self, s: SymbolState) -> None:
+        rng = s.rng
+        drift = -_REVERSION * math.log(s.fair / s.anchor)
+        s.fair *= math.exp(drift + self._sigma * rng.gauss(0.0, 1.0))
+        price = max(s.tick, round(s.fair / s.tick) * s.tick)
+        qty = s.lot * max(1, round(rng.expovariate(1.0) * s.typical_lots))
+        # A seller hitting the bid trades at the bid; a buyer lifting the ask at the ask.
+        s.buyer_maker = price < s.last or (price == s.last and rng.random() < 0.5)
+        spread = s.tick * (1 if rng.random() < 0.7 else 2)
+        if s.buyer_maker:
+            s.bid, s.ask = price, price + spread
+        else:
+            s.bid, s.ask = max(s.tick, price - spread), price
+            if s.bid >= s.ask:
+                s.ask = s.bid + s.tick
+        s.bid_qty = s.lot * rng.randint(1, 20 * s.typical_lots)
+        s.ask_qty = s.lot * rng.randint(1, 20 * s.typical_lots)
+        s.last, s.last_qty = price, qty
+        s.high = max(s.high, price)
+        s.low = min(s.low, price)
+        s.volume += qty
+        s.quote_volume += price * qty // UNIT
+        s.trade_id += 1
+        s.agg_id += 1
+        s.update_id += rng.randint(1, 40)
+
+
+Payload = dict[str, object]
+
+
+def ticker_payload(s: SymbolState, event_time: int, scale: int = 1) -> Payload:
+    """``<symbol>@ticker`` (event ``24hrTicker``); ``scale`` 1000 gives microseconds."""
+    change = s.last - s.open
+    e = event_time * scale
+    return {
+        "e": "24hrTicker",
+        "E": e,
+        "s": s.symbol,
+        "p": format_units(change),
+        "P": format_percent(change, s.open),
+        "w": format_units(s.weighted_average),
+        "x": format_units(s.open),
+        "c": format_units(s.last),
+        "Q": format_units(s.last_qty),
+        "b": format_units(s.bid),
+        "B": format_units(s.bid_qty),
+        "a": format_units(s.ask),
+        "A": format_units(s.ask_qty),
+        "o": format_units(s.open),
+        "h": format_units(s.high),
+        "l": format_units(s.low),
+        "v": format_units(s.volume),
+        "q": format_units(s.quote_volume),
+        "O": e - DAY_MS * scale,
+        "C": e,
+        "F": s.first_trade_id,
+        "L": s.trade_id,
+        "n": s.trades,
+    }
+
+
+def mini_ticker_payload(s: SymbolState, event_time: int, scale: int = 1) -> Payload:
+    """``<symbol>@miniTicker`` (event ``24hrMiniTicker``), also the ``!miniTicker@arr`` item."""
+    return {
+        "e": "24hrMiniTicker",
+        "E": event_time * scale,
+        "s": s.symbol,
+        "c": format_units(s.last),
+        "o": format_units(s.open),
+        "h": format_units(s.high),
+        "l": format_units(s.low),
+        "v": format_units(s.volume),
+        "q": format_units(s.quote_volume),
+    }
+
+
+def book_ticker_payload(s: SymbolState) -> Payload:
+    """``<symbol>@bookTicker``: no ``e`` or ``E``, ordered by the update id ``u``."""
+    return {
+        "u": s.update_id,
+        "s": s.symbol,
+        "b": format_units(s.bid),
+        "B": format_units(s.bid_qty),
+        "a": format_units(s.ask),
+        "A": format_units(s.ask_qty),
+    }
+
+
+def trade_payload(s: SymbolState, event_time: int, scale: int = 1) -> Payload:
+    """``<symbol>@trade``: the step's single trade."""
+    e = event_time * scale
+    return {
+        "e": "trade",
+        "E": e,
+        "s": s.symbol,
+        "t": s.trade_id,
+        "p": format_units(s.last),
+        "q": format_units(s.last_qty),
+        "T": e,
+        "m": s.buyer_maker,
+        "M": True,
+    }
+
+
+def agg_trade_payload(s: SymbolState, event_time: int, scale: int = 1) -> Payload:
+    """``<symbol>@aggTrade``: one aggregate per step, covering that step's one trade."""
+    e = event_time * scale
+    return {
+        "e": "aggTrade",
+        "E": e,
+        "s": s.symbol,
+        "a": s.agg_id,
+        "p": format_units(s.last),
+        "q": format_units(s.last_qty),
+        "f": s.trade_id,
+        "l": s.trade_id,
+        "T": e,
+        "m": s.buyer_maker,
+        "M": True,
+    }
+
+
+def build_payload(spec: StreamSpec, market: Market, scale: int = 1) -> Payload | list[Payload]:
+    """The payload of ``spec`` for the market's latest step."""
+    e = market.event_time
+    if spec.kind is StreamKind.ALL_MINI_TICKERS:
+        return [mini_ticker_payload(s, e, scale) for s in market.stepped]
+    assert spec.symbol is not None
+    s = market.state(spec.symbol)
+    if spec.kind is StreamKind.TICKER:
+        return ticker_payload(s, e, scale)
+    if spec.kind is StreamKind.MINI_TICKER:
+        return mini_ticker_payload(s, e, scale)
+    if spec.kind is StreamKind.BOOK_TICKER:
+        return book_ticker_payload(s)
+    if spec.kind is StreamKind.TRADE:
+        return trade_payload(s, e, scale)
+    return agg_trade_payload(s, e, scale)
+
+
+def server_shutdown_payload(event_time: int, scale: int = 1) -> Payload:
+    """The ``serverShutdown`` event Binance sends before closing a connection."""
+    return {"e": "serverShutdown", "E": event_time * scale}
