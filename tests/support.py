@@ -25,8 +25,10 @@ def free_port() -> int:
 class ServerProcess:
     """``tickcast serve`` as its own process, the way users run it."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log_path: Path, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
         self.log_path = log_path

@@ -106,14 +106,14 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     async def symbols() -> dict[str, object]:
         return {"symbols": list(settings.symbols)}
 
+    # The annotation names nothing local: with postponed annotations FastAPI resolves it
+    # in the module's globals, where ``settings`` is not (a per-app bound is applied below).
     @app.get("/history/{symbol}", summary="Recent ticks of one symbol, oldest first")
-    async def history(
-        symbol: str, limit: Annotated[int, Query(ge=1, le=settings.history_size)] = 100
-    ) -> Response:
+    async def history(symbol: str, limit: Annotated[int, Query(ge=1)] = 100) -> Response:
         symbol = symbol.upper()
         if symbol not in served:
             return error_response(404, "unknown_symbol", f"{symbol} is not served here")
-        return ticks_response(node.hub.history(symbol, limit))
+        return ticks_response(node.hub.history(symbol, min(limit, settings.history_size)))
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, object]:
@@ -140,6 +140,9 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
         "/sse",
         summary="Server-Sent Events: event: tick with id: <seq>; resume with Last-Event-ID",
         response_class=EventStream,
+        # EventStream's constructor has no status_code for FastAPI to read it from; the
+        # OpenAPI schema (and so /docs) fails to build without it.
+        status_code=200,
     )
     async def sse(
         request: Request,

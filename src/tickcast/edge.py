@@ -154,6 +154,7 @@ class Edge:
         self._session_ip[session.id] = ip
         transport.on_pause = session.paused
         transport.on_resume = session.flush
+        session.on_close = self._closed
         self.counters["opened_" + session.kind] += 1
         if wants_status:
             session.send_message(self.node.upstream_status())
@@ -179,16 +180,21 @@ class Edge:
                 session.offer(Wire(tick))
 
     def unsubscribe(self, session: Session, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        session.unsubscribed(symbols)
         for symbol in symbols:
-            session.symbols.discard(symbol)
             self._by_symbol.get(symbol, {}).pop(session.id, None)
 
     def drop(self, session: Session, reason: CloseReason) -> None:
-        """Close a client for ``reason`` (slow, rate limited, shutdown) and count it."""
-        if session.closed is None:
-            self.closes[reason.name.lower()] += 1
+        """Close a client for ``reason`` (slow, rate limited, shutdown)."""
+        session.close(reason)
+
+    def _closed(self, session: Session, reason: CloseReason) -> None:
+        # Every server-side close is counted here, including the ones a session decides
+        # by itself mid-write (its output passing the buffer limit).
+        self.closes[reason.name.lower()] += 1
+        if reason is not CloseReason.SHUTDOWN:  # not one line per client at shutdown
             log.info("closing client %d: %s", session.id, reason.reason)
-            session.close(reason)
 
     def detach(self, session: Session) -> None:
         """Forget a client whose connection has ended, however it ended."""

@@ -50,8 +50,11 @@ class SocketTuning:
         if self.sndbuf and sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.set_write_buffer_limits(high=self.write_high, low=self.write_high // 4)
+        # Duck-typed: uvloop's transports implement the methods but do not subclass
+        # asyncio.WriteTransport, so an isinstance check would skip them silently.
+        set_limits = getattr(transport, "set_write_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=self.write_high, low=self.write_high // 4)
 
 
 def protocol_classes(

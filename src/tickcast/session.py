@@ -7,6 +7,7 @@ client costs a bounded dict and never a queue. Timers come from an injected sche
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -22,6 +23,10 @@ TransportKind = Literal["ws", "sse"]
 MAX_PENDING_CONTROL = 256
 # A client whose ops stay over the rate limit this long is closed.
 RATE_LIMIT_CLOSE_AFTER = 5.0
+# Refusals less than this far apart count as one stretch over the limit: a client sending
+# flat out still gets an op through whenever a token refills, and that must not restart
+# the count.
+RATE_LIMIT_CALM = 1.0
 
 
 class Transport(Protocol):
@@ -130,6 +135,8 @@ class Session:
         self.symbols: set[str] = set()
         self.wants_status = wants_status
         self.closed: CloseReason | None = None
+        # Told of every close, whoever decided it (the edge counts them by reason).
+        self.on_close: Callable[[Session, CloseReason], None] | None = None
         self.delivered = 0
         self.conflated = 0
         self._clock = clock
@@ -140,8 +147,10 @@ class Session:
         self._control: list[bytes] = []
         self._flush_timer: Cancellable | None = None
         self._blocked_since: float | None = None
+        self._blocked_buffered = 0
         self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
         self._limited_since: float | None = None
+        self._limited_last = 0.0
 
     # -- fan-out side -------------------------------------------------------------
 
@@ -152,18 +161,22 @@ class Session:
             return
         symbol = wire.tick.symbol
         now = self._clock()
-        if self._throttle:
-            due = self._last_sent.get(symbol, -1e18) + self._throttle
-            if now < due:
-                self._hold(symbol, wire)
-                self._arm_flush(due)
-                return
+        if self._throttle and (due := self._due(symbol)) > now:
+            self._hold(symbol, wire)
+            self._arm_flush(due)
+            return
         if self._pending or self._control or not self.transport.writable:
             self._hold(symbol, wire)
             if not self.transport.writable:
                 self._mark_blocked(now)
             return
         self._send_tick(wire, now)
+
+    def _due(self, symbol: str) -> float:
+        """When ``symbol`` may next be sent under the throttle; its first tick at once,
+        however long the window (a sentinel "long ago" would not survive a huge one)."""
+        last = self._last_sent.get(symbol)
+        return -math.inf if last is None else last + self._throttle
 
     def _hold(self, symbol: str, wire: Wire) -> None:
         if symbol in self._pending:
@@ -194,11 +207,9 @@ class Session:
         later: float | None = None
         for wire in sorted(self._pending.values(), key=lambda w: w.tick.seq):
             symbol = wire.tick.symbol
-            if self._throttle:
-                due = self._last_sent.get(symbol, -1e18) + self._throttle
-                if now < due:
-                    later = due if later is None else min(later, due)
-                    continue
+            if self._throttle and (due := self._due(symbol)) > now:
+                later = due if later is None else min(later, due)
+                continue
             if not self.transport.writable or self.closed is not None:
                 break
             del self._pending[symbol]
@@ -217,6 +228,7 @@ class Session:
     def _mark_blocked(self, now: float) -> None:
         if self._blocked_since is None:
             self._blocked_since = now
+            self._blocked_buffered = self.transport.buffered()
 
     def check(self, now: float) -> CloseReason | None:
         """The periodic slow-client verdict: close a client that accepted nothing for too
@@ -225,10 +237,15 @@ class Session:
             return None
         if self.transport.writable:
             self._blocked_since = None
-        elif self._blocked_since is None:
-            self._blocked_since = now
-        elif now - self._blocked_since >= self.limits.slow_client_timeout:
-            return CloseReason.SLOW_CLIENT
+        else:
+            buffered = self.transport.buffered()
+            if self._blocked_since is None or buffered < self._blocked_buffered:
+                # Still paused, but the peer took bytes since the last look: it reads
+                # slowly (conflation serves it), it has not stopped.
+                self._blocked_since = now
+            self._blocked_buffered = buffered
+            if now - self._blocked_since >= self.limits.slow_client_timeout:
+                return CloseReason.SLOW_CLIENT
         if self.pending_bytes() > self.limits.client_buffer_bytes:
             return CloseReason.BUFFER_FULL
         return None
@@ -251,15 +268,30 @@ class Session:
             self._flush_timer.cancel()
             self._flush_timer = None
         self.transport.close(reason)
+        if self.on_close is not None:
+            self.on_close(self, reason)
+
+    def unsubscribed(self, symbols: Iterable[str]) -> None:
+        """Forget ``symbols``, with any tick still held for them: once the client has its
+        unsubscribe ack it must not get another tick of those symbols."""
+        for symbol in symbols:
+            self.symbols.discard(symbol)
+            self._pending.pop(symbol, None)
+            self._last_sent.pop(symbol, None)
 
     # -- control messages ---------------------------------------------------------
 
     def send_message(self, message: dict[str, object]) -> None:
-        """Send a control message (ack, error, status, pong) in order with the ticks."""
+        """Send a control message (ack, error, status, pong) in order with the ticks.
+
+        Replies go ahead of held ticks: those are conflated values waiting for the client
+        or for their throttle window, and a reply must not wait out a window. Ticks offered
+        after the reply (a subscribe's snapshot) still come after it.
+        """
         if self.closed is not None:
             return
         wire = encode_message(self.fmt, orjson.dumps(message), str(message["type"]), None)
-        if self._control or self._pending or not self.transport.writable:
+        if self._control or not self.transport.writable:
             if len(self._control) >= MAX_PENDING_CONTROL:
                 self.close(CloseReason.BUFFER_FULL)
                 return
@@ -277,13 +309,13 @@ class Session:
         self.wants_status = True
         op_id: object = None
         if not self._bucket.take(now):
-            if self._limited_since is None:
+            if self._limited_since is None or now - self._limited_last > RATE_LIMIT_CALM:
                 self._limited_since = now
-            elif now - self._limited_since >= RATE_LIMIT_CLOSE_AFTER:
+            self._limited_last = now
+            if now - self._limited_since >= RATE_LIMIT_CLOSE_AFTER:
                 return OpOutcome(close=CloseReason.RATE_LIMITED)
             self._error(None, ErrorCode.RATE_LIMITED, "too many ops; slow down")
             return OpOutcome()
-        self._limited_since = None
         try:
             request = _parse_op(text)
             op_id = request.get("id")
@@ -314,10 +346,7 @@ class Session:
             self._ack(op_id, "subscribe", wanted)
             return OpOutcome(subscribe=new)
         if op == "unsubscribe":
-            wanted = [s.upper() for s in _symbols_field(request)]
-            if wanted == ["*"]:
-                wanted = sorted(self.symbols)
-            gone = [s for s in dict.fromkeys(wanted) if s in self.symbols]
+            gone = [s for s in self.resolve(_symbols_field(request)) if s in self.symbols]
             self._ack(op_id, "unsubscribe", gone)
             return OpOutcome(unsubscribe=gone)
         raise OpError(

@@ -1,0 +1,91 @@
+"""Recording fakes for in-process tests of the session and the edge: a transport that
+keeps what it is given, and a clock with timers that move only when the test says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+
+from tickcast.errors import CloseReason
+from tickcast.session import TransportKind
+from tickcast.tick import Tick
+from tickcast.wire import Wire, WireFormat
+
+
+class RecordingTransport:
+    """Takes writes while ``writable``; remembers every write and the close reason."""
+
+    kind: TransportKind = "ws"
+    wire_format: WireFormat = "json"
+
+    def __init__(self) -> None:
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+        self.writable = True
+        self.writes: list[bytes] = []
+        self.buffered_bytes = 0
+        self.closed_with: CloseReason | None = None
+
+    def write(self, data: bytes) -> None:
+        assert self.closed_with is None, "write after close"
+        self.writes.append(data)
+
+    def buffered(self) -> int:
+        return self.buffered_bytes
+
+    def close(self, reason: CloseReason) -> None:
+        self.closed_with = reason
+
+    def messages(self) -> list[dict[str, object]]:
+        """Every write decoded, oldest first, and forgotten."""
+        out = [orjson.loads(data) for data in self.writes]
+        self.writes.clear()
+        return out
+
+
+class Timer:
+    def __init__(self, due: float, callback: Callable[[], None]) -> None:
+        self.due = due
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeTime:
+    """A monotonic clock and a ``call_later`` that only run when the test advances."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers: list[Timer] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.now + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.due <= end]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.due)
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.due)
+            timer.callback()
+        self.now = end
+
+    @property
+    def armed(self) -> int:
+        return sum(not t.cancelled for t in self.timers)
+
+
+def tick(symbol: str, seq: int, price: str = "1.5") -> Wire:
+    return Wire(Tick(symbol=symbol, seq=seq, timestamp_ms=1_700_000_000_000 + seq, source="sim",
+                     last_price=price, change_percent="0.1"))  # fmt: skip
