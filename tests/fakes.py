@@ -14,7 +14,11 @@ from tickcast.wire import Wire, WireFormat
 
 
 class RecordingTransport:
-    """Takes writes while ``writable``; remembers every write and the close reason."""
+    """Takes writes while ``writable``; remembers every write and the close reason.
+
+    Like the real transports, it calls ``on_pause``/``on_resume`` when its writability
+    changes (a test flips ``writable`` the way flow control would).
+    """
 
     kind: TransportKind = "ws"
     wire_format: WireFormat = "json"
@@ -22,10 +26,25 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
-        self.writable = True
+        self._writable = True
         self.writes: list[bytes] = []
         self.buffered_bytes = 0
         self.closed_with: CloseReason | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    @writable.setter
+    def writable(self, value: bool) -> None:
+        changed, self._writable = value != self._writable, value
+        callback = self.on_resume if value else self.on_pause
+        if changed and callback is not None:
+            callback()
+
+    def writable_before_resume(self) -> None:
+        """Writable again, with the resume callback not run yet (it runs a moment later)."""
+        self._writable = True
 
     def write(self, data: bytes) -> None:
         assert self.closed_with is None, "write after close"

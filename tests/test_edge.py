@@ -16,6 +16,7 @@ from tickcast.edge import ClientRequest, Edge
 from tickcast.errors import CloseReason
 from tickcast.fastpath import SocketTuning
 from tickcast.node import Node
+from tickcast.session import MAX_PENDING_CONTROL
 from tickcast.settings import Settings
 from tickcast.tick import Tick
 
@@ -211,12 +212,13 @@ async def test_the_sweeper_closes_a_client_that_accepts_nothing(edge: Edge) -> N
 
 
 async def test_every_server_close_is_counted_by_reason(edge: Edge) -> None:
-    """Closes the session decides itself (output over the limit) are counted too."""
-    tight = Edge(settings(client_buffer_bytes=1024), edge.node)
+    """Closes the session decides itself (replies piling up unread) are counted too."""
+    tight = Edge(settings(), edge.node)
     transport = RecordingTransport()
-    tight.open(transport, "1.1.1.1", ["BTCUSDT"])
-    transport.buffered_bytes = 5000
-    tight.publish(publish(edge.node, "BTCUSDT", 1))
+    flooded = tight.open(transport, "1.1.1.1", ["BTCUSDT"])
+    transport.writable = False
+    for _ in range(MAX_PENDING_CONTROL + 1):
+        flooded.send_message({"type": "pong"})
     assert transport.closed_with is CloseReason.BUFFER_FULL
     session = tight.open(RecordingTransport(), "1.1.1.2", [])
     tight.drop(session, CloseReason.RATE_LIMITED)
@@ -268,3 +270,75 @@ def test_socket_tuning_sets_write_limits_on_uvloop_transports() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(limits()) == (2048, 8192)
+
+
+# -- the fast path and write coalescing ------------------------------------------------
+
+
+class ClosedSocket(RecordingTransport):
+    """A transport whose socket closed a moment before its protocol heard of it."""
+
+    def raw_write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation: the handler is closed")
+
+
+async def test_a_socket_closed_under_the_fast_path_stops_nobody() -> None:
+    """A write that fails because the socket just closed marks that session lost; the
+    other subscribers still get the tick and later ones."""
+    edge = Edge(settings(), Node(settings()))
+    await edge.start()
+    try:
+        gone, healthy = ClosedSocket(), RecordingTransport()
+        lost = edge.open(gone, "1.1.1.1", ["BTCUSDT"])
+        edge.open(healthy, "1.1.1.2", ["BTCUSDT"])
+        for seq in (1, 2):
+            publish(edge.node, "BTCUSDT", seq)
+        assert [s for _, s in symbols_of(healthy)] == [1, 2]
+        assert lost.closed is CloseReason.GONE
+        assert not lost.ready
+    finally:
+        await edge.stop()
+
+
+async def test_coalescing_writes_each_client_once_per_window_in_order() -> None:
+    """With TICKCAST_FLUSH_MS, the ticks of one window reach a client in one write, still
+    one message per tick, in seq order; nothing is written before the window ends."""
+    edge = Edge(settings(flush_ms=20), Node(settings()))
+    await edge.start()
+    try:
+        a, b = RecordingTransport(), RecordingTransport()
+        edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
+        edge.open(b, "1.1.1.2", ["BTCUSDT"], snapshot=False)
+        for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "BTCUSDT", "SOLUSDT"], 1):
+            publish(edge.node, symbol, seq)
+        assert a.writes == []
+        assert b.writes == []
+        await eventually(lambda: a.writes and b.writes, timeout=2)
+        assert len(a.writes) == 1
+        assert len(b.writes) == 1
+        # "json" format: one JSON object per tick, concatenated in one write.
+        assert a.writes[0].count(b'"type":"tick"') == 4
+        seqs = [int(part.split(b",")[0]) for part in a.writes[0].split(b'"seq":')[1:]]
+        assert seqs == [1, 2, 3, 4]
+        assert b.writes[0].count(b'"type":"tick"') == 2
+        assert edge.delivered_total() == 6
+    finally:
+        await edge.stop()
+
+
+async def test_coalesced_replies_keep_their_place_among_ticks() -> None:
+    """A reply sent while ticks wait in the coalescing buffer goes out after them, in the
+    same write, never ahead."""
+    edge = Edge(settings(flush_ms=20), Node(settings()))
+    await edge.start()
+    try:
+        transport = RecordingTransport()
+        session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
+        publish(edge.node, "BTCUSDT", 1)
+        session.handle_text('{"op":"ping","id":7}')
+        publish(edge.node, "BTCUSDT", 2)
+        await eventually(lambda: transport.writes, timeout=2)
+        joined = transport.writes[0]
+        assert joined.index(b'"seq":1') < joined.index(b'"pong"') < joined.index(b'"seq":2')
+    finally:
+        await edge.stop()

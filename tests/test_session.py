@@ -115,7 +115,7 @@ def test_ticks_offered_while_others_are_held_wait_their_turn() -> None:
     session, transport, _ = make()
     pause(transport)
     session.offer(tick("BTCUSDT", 1))
-    transport.writable = True  # writable again, but the resume callback has not run yet
+    transport.writable_before_resume()
     session.offer(tick("ETHUSDT", 2))
     assert transport.writes == []
     session.flush()
@@ -146,7 +146,7 @@ def test_a_reply_made_while_ticks_are_held_is_not_overtaken_by_them() -> None:
     session, transport, _ = make()
     pause(transport)
     session.offer(tick("BTCUSDT", 1))
-    transport.writable = True
+    transport.writable_before_resume()
     op(session, {"op": "ping"})
     session.offer(tick("ETHUSDT", 2))
     session.flush()
@@ -303,12 +303,17 @@ def test_pending_output_past_the_buffer_limit_is_buffer_full() -> None:
 
 
 def test_a_write_that_leaves_too_much_buffered_closes_the_client() -> None:
-    """A write leaving more than the limit buffered closes BUFFER_FULL and reports it."""
-    session, transport, _ = make(limits=Limits(client_buffer_bytes=1024))
+    """A write leaving more than the limit buffered is judged BUFFER_FULL at the next check
+    (not on the write itself: the fast path does no per-write bookkeeping), and the close
+    is reported."""
+    session, transport, clock = make(limits=Limits(client_buffer_bytes=1024))
     closes: list[CloseReason] = []
     session.on_close = lambda closed, reason: closes.append(reason)
     transport.buffered_bytes = 2000
     session.offer(tick("BTCUSDT", 1))
+    verdict = session.check(clock.now)
+    assert verdict is CloseReason.BUFFER_FULL
+    session.close(verdict)
     assert transport.closed_with is CloseReason.BUFFER_FULL
     assert session.closed is CloseReason.BUFFER_FULL
     assert closes == [CloseReason.BUFFER_FULL]

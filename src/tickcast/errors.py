@@ -9,6 +9,8 @@ class CloseReason(Enum):
     """Why the server closes a client: the WebSocket close code and the reason text."""
 
     SHUTDOWN = (1001, "server shutting down")
+    # Not sent: the connection was already gone when the server noticed.
+    GONE = (1006, "connection lost")
     INVALID_UTF8 = (1007, "invalid UTF-8")
     SLOW_CLIENT = (1008, "slow client: accepted nothing for too long")
     BUFFER_FULL = (1008, "slow client: pending output over the limit")

@@ -96,11 +96,23 @@ class RawWebSocket(RawTransport):
     @property
     def writable(self) -> bool:
         p = self._protocol
-        return p.writable.is_set() and not p.close_sent and not p.disconnected
+        return (
+            p.writable.is_set()
+            and not p.close_sent
+            and not p.disconnected
+            and not p.transport.is_closing()
+        )
+
+    @property
+    def raw_write(self) -> Callable[[bytes], object]:
+        """The socket's own write, for the fan-out's fast path: only valid while
+        ``writable``, which the session tracks through ``on_pause``/``on_resume``."""
+        write: Callable[[bytes], object] = self._protocol.transport.write
+        return write
 
     def write(self, data: bytes) -> None:
         p = self._protocol
-        if not p.close_sent and not p.disconnected:
+        if not p.close_sent and not p.disconnected and not p.transport.is_closing():
             p.transport.write(data)
 
     def buffered(self) -> int:
@@ -136,6 +148,23 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         super().resume_writing()
         if self.raw is not None:
             self.raw._resumed()
+
+    # Every way the connection stops taking frames tells the session, so the fan-out's
+    # fast path stops writing to it at once.
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.raw is not None:
+            self.raw._paused()
+
+    def handle_close(self, event: Any) -> None:
+        super().handle_close(event)
+        if self.raw is not None:
+            self.raw._paused()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        if self.raw is not None:
+            self.raw._paused()
 
     def shutdown(self) -> None:
         # uvicorn closes with 1012 (service restart); SPEC §9 says 1001 (going away).
@@ -179,10 +208,20 @@ class RawEventStream(RawTransport):
 
     @property
     def writable(self) -> bool:
-        return not self.closed and not self._protocol.flow.write_paused
+        return (
+            not self.closed
+            and not self._protocol.flow.write_paused
+            and not self._transport.is_closing()
+        )
+
+    @property
+    def raw_write(self) -> Callable[[bytes], object]:
+        """The socket's own write, for the fan-out's fast path (see RawWebSocket)."""
+        write: Callable[[bytes], object] = self._transport.write
+        return write
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
+        if not self.closed and not self._transport.is_closing():
             self._transport.write(data)
 
     def buffered(self) -> int:
@@ -237,3 +276,8 @@ class FastHttpProtocol(HttpToolsProtocol):
         super().resume_writing()
         if self.raw is not None:
             self.raw._resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.raw is not None:
+            self.raw._paused()

@@ -64,6 +64,12 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+class Coalescer(Protocol):
+    """Collects sessions with bytes waiting in ``outbuf`` and flushes them together."""
+
+    def add(self, session: Session) -> None: ...
+
+
 Scheduler = Callable[[float, Callable[[], None]], Cancellable]
 
 
@@ -125,6 +131,7 @@ class Session:
         schedule: Scheduler,
         throttle_ms: float = 0.0,
         wants_status: bool = False,
+        coalescer: Coalescer | None = None,
     ) -> None:
         self.id = session_id
         self.transport = transport
@@ -151,12 +158,60 @@ class Session:
         self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
         self._limited_since: float | None = None
         self._limited_last = 0.0
+        # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go
+        # straight to ``direct`` (the socket's own write), or to ``outbuf`` when writes
+        # are coalesced, with no further checks.
+        raw_write: Callable[[bytes], object] | None = getattr(transport, "raw_write", None)
+        self.direct: Callable[[bytes], object] = raw_write or transport.write
+        self.outbuf: list[bytes] = []
+        self._coalescer = coalescer
+        self.ready = False
+        self._refresh_ready()
 
     # -- fan-out side -------------------------------------------------------------
+
+    def _refresh_ready(self) -> None:
+        self.ready = (
+            self.closed is None
+            and not self._throttle
+            and not self._pending
+            and not self._control
+            and self.transport.writable
+        )
+
+    def _emit(self, data: bytes) -> None:
+        """Write ``data`` in order with everything before it, coalesced when enabled."""
+        if self._coalescer is None:
+            self.transport.write(data)
+            return
+        if not self.outbuf:
+            self._coalescer.add(self)
+        self.outbuf.append(data)
+
+    def flush_out(self) -> None:
+        """Write the coalesced bytes in one write (called by the coalescer)."""
+        if self.outbuf:
+            data = b"".join(self.outbuf)
+            self.outbuf.clear()
+            if self.closed is None:
+                self.transport.write(data)
+
+    def lost(self) -> None:
+        """The connection is gone (the endpoint will detach us): stop writing to it."""
+        self.ready = False
+        if self.closed is None:
+            self.closed = CloseReason.GONE
+        self._pending.clear()
+        self._control.clear()
+        self.outbuf.clear()
 
     def offer(self, wire: Wire) -> None:
         """A new tick for one of this session's symbols: write it, or keep it as the
         symbol's latest until the client can take it."""
+        if self.ready:
+            self._emit(wire.get(self.fmt))
+            self.delivered += 1
+            return
         if self.closed is not None:
             return
         symbol = wire.tick.symbol
@@ -169,6 +224,7 @@ class Session:
             self._hold(symbol, wire)
             if not self.transport.writable:
                 self._mark_blocked(now)
+            self.ready = False
             return
         self._send_tick(wire, now)
 
@@ -184,7 +240,7 @@ class Session:
         self._pending[symbol] = wire
 
     def _send_tick(self, wire: Wire, now: float) -> None:
-        self.transport.write(wire.get(self.fmt))
+        self._emit(wire.get(self.fmt))
         self.delivered += 1
         if self._throttle:
             self._last_sent[wire.tick.symbol] = now
@@ -200,9 +256,12 @@ class Session:
             return
         self._blocked_since = None
         while self._control and self.transport.writable:
-            self.transport.write(self._control.pop(0))
-        if not self._pending:
-            return
+            self._emit(self._control.pop(0))
+        if self._pending:
+            self._flush_pending()
+        self._refresh_ready()
+
+    def _flush_pending(self) -> None:
         now = self._clock()
         later: float | None = None
         for wire in sorted(self._pending.values(), key=lambda w: w.tick.seq):
@@ -223,6 +282,7 @@ class Session:
 
     def paused(self) -> None:
         """The transport's flow control stopped accepting writes."""
+        self.ready = False
         self._mark_blocked(self._clock())
 
     def _mark_blocked(self, now: float) -> None:
@@ -262,8 +322,10 @@ class Session:
         if self.closed is not None:
             return
         self.closed = reason
+        self.ready = False
         self._pending.clear()
         self._control.clear()
+        self.outbuf.clear()
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -278,6 +340,8 @@ class Session:
             self.symbols.discard(symbol)
             self._pending.pop(symbol, None)
             self._last_sent.pop(symbol, None)
+        if not self._pending and not self._control and self.closed is None:
+            self._refresh_ready()
 
     # -- control messages ---------------------------------------------------------
 
@@ -296,8 +360,9 @@ class Session:
                 self.close(CloseReason.BUFFER_FULL)
                 return
             self._control.append(wire)
+            self.ready = False
             return
-        self.transport.write(wire)
+        self._emit(wire)
 
     def send_status(self, status: dict[str, object]) -> None:
         if self.wants_status:

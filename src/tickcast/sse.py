@@ -17,6 +17,7 @@ from tickcast.edge import ClientRequest, Edge
 from tickcast.errors import CloseReason
 from tickcast.fastpath import EXTENSION
 from tickcast.session import Transport
+from tickcast.tasks import cancel_and_wait
 from tickcast.tick import Tick
 from tickcast.transport import QueuedTransport
 from tickcast.wire import Wire, WireFormat, http_chunk, sse_event
@@ -123,9 +124,7 @@ async def _until_gone(receive: Receive, sender: asyncio.Task[None] | None) -> No
     try:
         await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
 
 
 async def _disconnected(receive: Receive) -> None:
