@@ -33,5 +33,17 @@ format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
 
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
+# `make bench` runs the load benchmark against tickcast and both baselines and keeps the
+# JSON under bench-results/; BENCH_ARGS overrides the load.
+BENCH_ARGS ?= --clients 1000 --symbols 10 --rate 1 --duration 10 --compare naive --compare raw
+
+bench: $(VENV)/.installed-bench
+	mkdir -p bench-results
+	$(VENV)/bin/tickcast bench $(BENCH_ARGS) --json bench-results/bench-$$(date +%Y%m%d-%H%M%S).json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

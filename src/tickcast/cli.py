@@ -1,4 +1,4 @@
-"""The ``tickcast`` command: serve, sim-exchange, record, tail."""
+"""The ``tickcast`` command: serve, sim-exchange, record, tail, bench."""
 
 from __future__ import annotations
 
@@ -78,6 +78,40 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--url", default="http://localhost:8000", help="server base URL")
     tail.add_argument("--sse", action="store_true", help="use SSE instead of WebSocket")
     tail.set_defaults(handler=cmd_tail)
+
+    bench = commands.add_parser(
+        "bench",
+        help="load benchmark against a local simulated exchange",
+        description="Start the simulated exchange, the server and load-generating clients "
+        "(all on 127.0.0.1), measure deliveries, latency, CPU and memory, print a table "
+        "and optionally write JSON (SPEC §11).",
+    )
+    bench.add_argument("--clients", type=int, default=1000, help="connections (default 1000)")
+    bench.add_argument("--symbols", type=int, default=10, help="symbols each (default 10)")
+    bench.add_argument("--rate", type=float, default=1.0, help="ticks/s per symbol (default 1)")
+    bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
+    bench.add_argument("--warmup", type=float, default=3.0, help="seconds before (default 3)")
+    bench.add_argument("--stall", type=int, default=0, help="clients that never read (0)")
+    bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
+    bench.add_argument(
+        "--compare",
+        action="append",
+        choices=("naive", "raw"),
+        default=[],
+        help="also run a baseline server on the same load (repeatable)",
+    )
+    bench.add_argument("--json", type=Path, default=None, help="write the results here")
+    bench.add_argument(
+        "--flush-ms", type=float, default=None, help="TICKCAST_FLUSH_MS (default: the server's)"
+    )
+    bench.add_argument(
+        "--slow-timeout", type=float, default=10.0, help="TICKCAST_SLOW_CLIENT_TIMEOUT (10)"
+    )
+    bench.add_argument("--loadgen-procs", type=int, default=1, help="client processes (1)")
+    bench.add_argument("--connect-batch", type=int, default=500, help="connects at once (500)")
+    bench.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (10)")
+    bench.add_argument("--logs", type=Path, default=None, help="keep process logs here")
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -210,6 +244,30 @@ def cmd_tail(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_tail(args.url, symbols, args.sse))
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tickcast.bench.runner import BenchConfig, run_bench
+
+    config = BenchConfig(
+        clients=args.clients,
+        symbols=args.symbols,
+        rate=args.rate,
+        duration=args.duration,
+        stall=args.stall,
+        transport=args.transport,
+        compare=tuple(args.compare),
+        json_path=args.json,
+        flush_ms=args.flush_ms,
+        slow_timeout=args.slow_timeout,
+        loadgen_procs=args.loadgen_procs,
+        warmup=args.warmup,
+        connect_batch=args.connect_batch,
+        connect_timeout=args.connect_timeout,
+        logs=args.logs,
+        argv=tuple(sys.argv[1:]),
+    )
+    return run_bench(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

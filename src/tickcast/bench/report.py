@@ -1,0 +1,392 @@
+"""From what one run measured to the figures: summary, ratios, the printed table.
+
+Pure functions over plain data, so they are tested with plain calls; ``runner`` fills
+``Measurements`` and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickcast.bench.histogram import LatencyHistogram
+from tickcast.bench.scan import Tally
+
+# What a stalled client's buffers hold before the server sees it blocked: its receive
+# buffer and the server's send buffer (the kernel doubles both settings), plus the
+# server's user-space write limit (64 KiB in tickcast and raw).
+STALL_RCVBUF = 4096
+SERVER_SNDBUF = 65536
+SERVER_WRITE_HIGH = 65536
+SWEEP_AND_GRACE_S = 1.5  # tickcast's 0.5 s sweep plus its 1 s close grace
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds consumed so far by each process of a run, at one wall time."""
+
+    wall: float
+    server: float | None
+    simulator: float | None
+    loadgen: list[float | None]
+    bench: float | None
+    machine: float
+
+
+@dataclass
+class Measurements:
+    """Everything one run measured, before any arithmetic."""
+
+    target: str
+    clients: int
+    stall: int
+    symbols: int
+    rate: float
+    duration: float
+    slow_timeout: float
+    connect: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    cpu_start: CpuSample | None = None
+    cpu_end: CpuSample | None = None
+    rss_baseline: int | None = None
+    rss_end: int | None = None
+    fds_end: int | None = None
+    fd_limit: int | None = None
+    expected: dict[str, int] = field(default_factory=dict)
+    reference_complete: bool = True
+    status_end: dict[str, Any] | None = None
+    closes_timeline: list[tuple[float, int]] = field(default_factory=list)
+    server_emfile_logged: bool = False
+    window_start_ms: int = 0
+    window_end_ms: int = 0
+    grace: float = 0.0
+
+
+def summarize(m: Measurements) -> dict[str, Any]:
+    """The figures of one run (see the module docstring of ``runner`` for the terms)."""
+    tally = Tally()
+    for report in m.reports:
+        tally.merge(Tally(**report["tally"]))
+    histogram = LatencyHistogram.merged(
+        LatencyHistogram.from_sparse(r["histogram"], int(r["max_units"])) for r in m.reports
+    )
+    clients = _clients(m)
+    deliveries = histogram.total
+    wall = _wall(m)
+    server_cpu = _cpu_delta(m, "server")
+    expected_each = sum(m.expected.values())
+    per_connection = _per_connection(m, clients["connected"])
+    return {
+        "target": m.target,
+        "clients": clients,
+        "deliveries": {
+            "total": deliveries,
+            "per_second": _round(deliveries / m.duration if m.duration else None, 1),
+            "expected": expected_each * tally.clients,
+            "events_per_symbol": dict(m.expected),
+        },
+        "latency_ms": histogram.summary(),
+        "gaps": {
+            "total": tally.gaps,
+            "max_per_client": tally.gaps_max_per_client,
+            "clients_with_gaps": tally.clients_with_gaps,
+            "extra": tally.extra,
+            "reference_complete": m.reference_complete,
+        },
+        "duplicates": {
+            "total": tally.duplicates,
+            "max_per_client": tally.duplicates_max_per_client,
+        },
+        "healthy_closed_by_server": sum(r["healthy_closed_by_server"] for r in m.reports),
+        "server": {
+            "cpu_percent": _percent(server_cpu, wall),
+            "cpu_us_per_delivery": _round(
+                server_cpu * 1e6 / deliveries if server_cpu is not None and deliveries else None,
+                3,
+            ),
+            "rss_baseline_mb": _mb(m.rss_baseline),
+            "rss_end_mb": _mb(m.rss_end),
+            "rss_per_connection_kb": per_connection,
+            "fds_end": m.fds_end,
+            "fd_limit": m.fd_limit,
+            "status": _status_subset(m.status_end),
+        },
+        "loadgen": _loadgen(m, wall, deliveries),
+        "simulator": {"cpu_percent": _percent(_cpu_delta(m, "simulator"), wall)},
+        "bench_process": {"cpu_percent": _percent(_cpu_delta(m, "bench"), wall)},
+        "machine": _machine(m, wall),
+        "stall": _stall(m, tally) if m.stall else None,
+        "window": {
+            "start_ms": m.window_start_ms,
+            "end_ms": m.window_end_ms,
+            "wall_seconds": _round(wall, 3),
+            "grace_seconds": m.grace,
+        },
+    }
+
+
+def _clients(m: Measurements) -> dict[str, Any]:
+    failures: Counter[str] = Counter()
+    for summary in m.connect:
+        failures.update(summary.get("failures", {}))
+    healthy = sum(s.get("healthy", 0) for s in m.connect)
+    stalled = sum(s.get("stalled", 0) for s in m.connect)
+    not_attempted = sum(s.get("not_attempted", 0) for s in m.connect)
+    connected = healthy + stalled
+    shortfall = m.clients - connected
+    return {
+        "requested": m.clients,
+        "connected": connected,
+        "healthy": healthy,
+        "stalled": stalled,
+        "failed": sum(failures.values()),
+        "failures": dict(failures),
+        "not_attempted": not_attempted,
+        "shortfall": shortfall,
+        "shortfall_cause": shortfall_cause(m, failures, not_attempted) if shortfall else None,
+        "connect_seconds": max((s.get("seconds", 0.0) for s in m.connect), default=None),
+    }
+
+
+def shortfall_cause(m: Measurements, failures: Mapping[str, int], not_attempted: int = 0) -> str:
+    """Why fewer clients connected than asked, in words."""
+    skipped = f"; {not_attempted} not attempted after a whole batch failed" if not_attempted else ""
+    server_full = m.server_emfile_logged or (
+        m.fds_end is not None and m.fd_limit is not None and m.fds_end >= m.fd_limit - 16
+    )
+    if server_full:
+        return (
+            f"server EMFILE: the server process reached its open-file limit "
+            f"(RLIMIT_NOFILE {m.fd_limit}; the hard limit cannot be raised here){skipped}"
+        )
+    if failures.get("client_emfile"):
+        return f"load generator EMFILE: spread the clients over more --loadgen-procs{skipped}"
+    if failures:
+        cause, count = max(failures.items(), key=lambda item: item[1])
+        return f"{cause} ({count} connections){skipped}"
+    return f"no failure recorded{skipped}"
+
+
+def _wall(m: Measurements) -> float | None:
+    if m.cpu_start is None or m.cpu_end is None:
+        return None
+    return m.cpu_end.wall - m.cpu_start.wall
+
+
+def _cpu_delta(m: Measurements, name: str) -> float | None:
+    if m.cpu_start is None or m.cpu_end is None:
+        return None
+    before, after = getattr(m.cpu_start, name), getattr(m.cpu_end, name)
+    if before is None or after is None:
+        return None
+    return float(after - before)
+
+
+def _loadgen(m: Measurements, wall: float | None, deliveries: int) -> dict[str, Any]:
+    per_proc: list[float | None] = []
+    if m.cpu_start is not None and m.cpu_end is not None:
+        for before, after in zip(m.cpu_start.loadgen, m.cpu_end.loadgen, strict=True):
+            per_proc.append(None if before is None or after is None else after - before)
+    total = sum(p for p in per_proc if p is not None) if per_proc else None
+    return {
+        "procs": len(m.connect),
+        "cpu_percent": _percent(total, wall),
+        "per_proc_cpu_percent": [_percent(p, wall) for p in per_proc],
+        "cpu_us_per_delivery": _round(
+            total * 1e6 / deliveries if total is not None and deliveries else None, 3
+        ),
+    }
+
+
+def _machine(m: Measurements, wall: float | None) -> dict[str, Any]:
+    if m.cpu_start is None or m.cpu_end is None or not wall:
+        return {"busy_cores": None, "other_cores": None}
+    busy = (m.cpu_end.machine - m.cpu_start.machine) / wall
+    ours = sum(
+        v
+        for v in (
+            _cpu_delta(m, "server"),
+            _cpu_delta(m, "simulator"),
+            _cpu_delta(m, "bench"),
+            *(
+                (a - b) if a is not None and b is not None else None
+                for a, b in zip(m.cpu_end.loadgen, m.cpu_start.loadgen, strict=True)
+            ),
+        )
+        if v is not None
+    )
+    return {"busy_cores": round(busy, 3), "other_cores": round(max(0.0, busy - ours / wall), 3)}
+
+
+def _per_connection(m: Measurements, connected: int) -> float | None:
+    if m.rss_baseline is None or m.rss_end is None or connected <= 0:
+        return None
+    return round((m.rss_end - m.rss_baseline) / connected / 1024, 2)
+
+
+def _stall(m: Measurements, tally: Tally) -> dict[str, Any]:
+    stalled_at = sorted(t for r in m.reports for t in r.get("stalled_at", []))
+    connected = sum(r.get("stalled", 0) for r in m.reports)
+    delays = close_delays(m.closes_timeline, statistics.median(stalled_at) if stalled_at else None)
+    message_bytes = tally.received_bytes / tally.messages if tally.messages else None
+    fill = fill_seconds(m.symbols * m.rate, message_bytes)
+    return {
+        "requested": m.stall,
+        "connected": connected,
+        "closed_by_server": len(delays),
+        "found_closed_at_end": sum(r.get("stalled_found_closed", 0) for r in m.reports),
+        "close_after_s": {
+            "first": _round(delays[0], 2) if delays else None,
+            "median": _round(statistics.median(delays), 2) if delays else None,
+            "last": _round(delays[-1], 2) if delays else None,
+        },
+        "fill_estimate_s": _round(fill, 1),
+        "expected_close_within_s": _round(
+            None if fill is None else m.slow_timeout + fill + SWEEP_AND_GRACE_S, 1
+        ),
+        "observed_for_s": _round(
+            m.window_end_ms / 1000 + m.grace - stalled_at[0] if stalled_at else None, 1
+        ),
+    }
+
+
+def close_delays(timeline: Sequence[tuple[float, int]], stalled_at: float | None) -> list[float]:
+    """Seconds from the stall to each server-side close, from ``(time, closes so far)``
+    polls of ``/status`` (a close is dated by the poll that first counts it)."""
+    if stalled_at is None or not timeline:
+        return []
+    delays = []
+    previous = timeline[0][1]
+    for when, closes in timeline[1:]:
+        delays.extend([when - stalled_at] * max(0, closes - previous))
+        previous = max(previous, closes)
+    return delays
+
+
+def fill_seconds(messages_per_second: float, message_bytes: float | None) -> float | None:
+    """Estimated time for a stalled client's buffers to fill at its message rate."""
+    if not message_bytes or messages_per_second <= 0:
+        return None
+    capacity = 2 * STALL_RCVBUF + 2 * SERVER_SNDBUF + SERVER_WRITE_HIGH
+    return capacity / (messages_per_second * message_bytes)
+
+
+def _status_subset(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not status:
+        return None
+    edge = status.get("edge", {})
+    keep = ("clients", "delivered", "conflated", "closes")
+    return {k: edge[k] for k in keep if k in edge}
+
+
+def ratios(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """tickcast over each baseline, for CPU-µs per delivery and p99 latency (< 1: tickcast
+    uses less / is faster)."""
+    base = runs.get("tickcast")
+    out: dict[str, dict[str, float | None]] = {}
+    if not base or "error" in base:
+        return out
+    for name, run in runs.items():
+        if name == "tickcast" or "error" in run:
+            continue
+        out[f"tickcast/{name}"] = {
+            "cpu_us_per_delivery": ratio(
+                base["server"]["cpu_us_per_delivery"], run["server"]["cpu_us_per_delivery"]
+            ),
+            "p99_ms": ratio(base["latency_ms"]["p99_ms"], run["latency_ms"]["p99_ms"]),
+        }
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return round(a / b, 3)
+
+
+def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The figures side by side, one column per server."""
+    names = list(runs)
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, pick: Any) -> None:
+        cells = []
+        for name in names:
+            run = runs[name]
+            try:
+                cells.append("error" if "error" in run else pick(run))
+            except (KeyError, TypeError):
+                cells.append("-")
+        rows.append((label, cells))
+
+    row("clients connected", lambda r: f"{r['clients']['connected']}/{r['clients']['requested']}")
+    row("deliveries/s", lambda r: _num(r["deliveries"]["per_second"], 0))
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        row(f"latency {label} ms", lambda r, k=key: _num(r["latency_ms"][k], 1))
+    row("latency max ms", lambda r: _num(r["latency_ms"]["max_ms"], 1))
+    row("gaps (max/client)", lambda r: f"{r['gaps']['total']} ({r['gaps']['max_per_client']})")
+    row(
+        "duplicates (max/client)",
+        lambda r: f"{r['duplicates']['total']} ({r['duplicates']['max_per_client']})",
+    )
+    row("server CPU %", lambda r: _num(r["server"]["cpu_percent"], 1))
+    row("server CPU-µs/delivery", lambda r: _num(r["server"]["cpu_us_per_delivery"], 2))
+    row("server RSS idle MB", lambda r: _num(r["server"]["rss_baseline_mb"], 1))
+    row("server RSS end MB", lambda r: _num(r["server"]["rss_end_mb"], 1))
+    row("RSS per connection KB", lambda r: _num(r["server"]["rss_per_connection_kb"], 1))
+    row("loadgen CPU % (procs)", lambda r: f"{_num(r['loadgen']['cpu_percent'], 1)} "
+        f"({r['loadgen']['procs']})")  # fmt: skip
+    row("simulator CPU %", lambda r: _num(r["simulator"]["cpu_percent"], 1))
+    row("machine busy cores", lambda r: _num(r["machine"]["busy_cores"], 2))
+    row("  of which others", lambda r: _num(r["machine"]["other_cores"], 2))
+    if any(not runs[n].get("error") and runs[n].get("stall") for n in names):
+        row("stalled closed/connected", lambda r: _stall_cell(r["stall"]))
+        row("  close after s (1st..last)", lambda r: _close_cell(r["stall"]))
+    row("healthy closed by server", lambda r: str(r["healthy_closed_by_server"]))
+    width = max(len(label) for label, _ in rows) + 2
+    col = max(12, *(len(n) + 2 for n in names))
+    lines = [" " * width + "".join(n.rjust(col) for n in names)]
+    lines += [label.ljust(width) + "".join(c.rjust(col) for c in cells) for label, cells in rows]
+    return "\n".join(lines)
+
+
+def format_ratios(table: Mapping[str, Mapping[str, float | None]]) -> str:
+    lines = []
+    for name, values in table.items():
+        cpu, p99 = values.get("cpu_us_per_delivery"), values.get("p99_ms")
+        lines.append(f"{name}: CPU-µs per delivery {_num(cpu, 3)}x, p99 latency {_num(p99, 3)}x")
+    return "\n".join(lines)
+
+
+def _stall_cell(stall: Mapping[str, Any] | None) -> str:
+    if not stall:
+        return "-"
+    return f"{stall['closed_by_server']}/{stall['connected']}"
+
+
+def _close_cell(stall: Mapping[str, Any] | None) -> str:
+    if not stall or stall["close_after_s"]["first"] is None:
+        return "-"
+    after = stall["close_after_s"]
+    return f"{after['first']}..{after['last']}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _percent(seconds: float | None, wall: float | None) -> float | None:
+    if seconds is None or not wall:
+        return None
+    return round(100 * seconds / wall, 1)
+
+
+def _mb(size: int | None) -> float | None:
+    return None if size is None else round(size / (1 << 20), 2)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

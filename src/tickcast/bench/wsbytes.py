@@ -1,0 +1,135 @@
+"""The HTTP and WebSocket bytes the bench writes and reads by hand (no I/O here).
+
+The load generator's clients send one upgrade request (RFC 6455 §4.1) or one SSE
+``GET``, check the status line, then only scan; the ``raw`` comparison server does the
+server half of the same handshake (§4.2.2). Client frames must be masked (§5.3); the
+only ones the load generator sends are pongs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+# RFC 6455 §1.3: the GUID appended to Sec-WebSocket-Key before hashing.
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD = 16 * 1024
+OP_PONG = 0xA
+# An unfragmented ping frame from a server: FIN + opcode 9, unmasked, length <= 125.
+_PING = re.compile(rb"\x89([\x00-\x7d])")
+
+
+class BadHead(ValueError):
+    """An HTTP request or response head that cannot be read."""
+
+
+def upgrade_request(host: str, port: int, target: str, key: bytes | None = None) -> bytes:
+    """A WebSocket opening handshake for ``target`` (path and query)."""
+    key = key if key is not None else base64.b64encode(os.urandom(16))
+    return (
+        b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        % (target.encode(), host.encode(), port, key)
+    )
+
+
+def sse_request(host: str, port: int, target: str) -> bytes:
+    """A ``GET`` for an event stream."""
+    return b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n" % (
+        target.encode(),
+        host.encode(),
+        port,
+    )
+
+
+def response_status(head: bytes) -> int:
+    """The status code of a response head (``HTTP/1.1 101 Switching Protocols``)."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise BadHead(f"not an HTTP status line: {line[:80]!r}")
+    return int(parts[1])
+
+
+def masked_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """A final client frame (masked, as §5.3 requires) with a payload up to 125 bytes."""
+    if len(payload) > 125:
+        raise ValueError("control frame payloads are at most 125 bytes (RFC 6455 §5.5)")
+    mask = mask if mask is not None else os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + body
+
+
+def pongs_for(data: bytes) -> list[bytes]:
+    """Masked pongs echoing every complete ping frame found in ``data``.
+
+    A false find (0x89 inside a 16-bit length field) answers with an unsolicited pong,
+    which §5.5.3 allows; a ping split across two reads goes unanswered, and the next
+    ping (20 s later, with a 40 s timeout) gets its answer.
+    """
+    pongs = []
+    for match in _PING.finditer(data):
+        size = match.group(1)[0]
+        payload = data[match.end() : match.end() + size]
+        if len(payload) == size:
+            pongs.append(masked_frame(OP_PONG, payload))
+    return pongs
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed request head."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+
+def parse_request(head: bytes) -> Request:
+    """``GET /ws?symbols=A HTTP/1.1`` plus headers (names lowercased)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadHead(f"not an HTTP request line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return Request(parts[0], parts[1], headers)
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (§4.2.2)."""
+    digest = hashlib.sha1(key.encode() + _WS_GUID).digest()
+    return base64.b64encode(digest).decode()
+
+
+def switching_protocols(key: str) -> bytes:
+    """The server's 101 answer to an upgrade request carrying ``key``."""
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key).encode()
+    )
+
+
+def http_response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+    """A complete ``Connection: close`` response."""
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+        status,
+        reason.get(status, "Status").encode(),
+        content_type.encode(),
+        len(body),
+    ) + (b"Connection: close\r\n\r\n" + body)
