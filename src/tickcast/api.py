@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
 from tickcast.edge import ClientRequest, Edge
@@ -41,7 +42,27 @@ def ticks_response(ticks: list[Tick]) -> Response:
     )
 
 
-def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
+class TickcastApp:
+    """The ASGI app. ``/ws`` goes straight to its endpoint; everything else to FastAPI.
+
+    A WebSocket lives for hours, and whatever the app's call chain holds stays alive with
+    it: FastAPI's middleware, routing and exit stacks cost about 15 KB per connection.
+    Dispatching ``/ws`` here, before all of that, keeps a connection's footprint small.
+    """
+
+    def __init__(self, api: FastAPI, edge: Edge) -> None:
+        self.api = api
+        self.edge = edge
+        self.state = api.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await websocket_endpoint(WebSocket(scope, receive, send), self.edge)
+            return
+        await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     """Build the app for ``settings``; the node starts and stops with the app's lifespan."""
     node = node if node is not None else Node(settings)
     edge = Edge(settings, node)
@@ -163,8 +184,6 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
         return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
 
-    app.add_api_websocket_route("/ws", websocket_endpoint)
-
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -175,7 +194,7 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
             f"/{name}", _static_route(name, media_type), include_in_schema=False, methods=["GET"]
         )
 
-    return app
+    return TickcastApp(app, edge)
 
 
 def _static_route(name: str, media_type: str) -> Callable[[], Awaitable[FileResponse]]:

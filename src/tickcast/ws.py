@@ -47,8 +47,8 @@ def parse_throttle(value: str | None) -> float:
         return 0.0
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    edge: Edge = websocket.app.state.edge
+async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
+    """One client connection, for its whole life (called by ``TickcastApp``, not routed)."""
     denial = edge.admit(client_request(websocket))
     if denial is not None:
         body = {"error": denial.code, "message": denial.message}
