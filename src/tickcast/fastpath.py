@@ -69,6 +69,8 @@ def protocol_classes(
 class RawTransport:
     """The fan-out's view of one connection: write now, or be told when it can."""
 
+    __slots__ = ("on_pause", "on_resume")
+
     kind: TransportKind
     wire_format: WireFormat
 
@@ -88,6 +90,7 @@ class RawTransport:
 class RawWebSocket(RawTransport):
     kind: TransportKind = "ws"
     wire_format: WireFormat = "ws_frame"
+    __slots__ = ("_protocol",)
 
     def __init__(self, protocol: FastWebSocketProtocol) -> None:
         super().__init__()
@@ -269,6 +272,7 @@ class RawEventStream(RawTransport):
 
     kind: TransportKind = "sse"
     wire_format: WireFormat = "sse_chunk"
+    __slots__ = ("_protocol", "_transport", "closed")
 
     def __init__(self, protocol: FastHttpProtocol) -> None:
         super().__init__()

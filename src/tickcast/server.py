@@ -14,7 +14,11 @@ GRACEFUL_SHUTDOWN_SECONDS = 4
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    http, ws = protocol_classes(SocketTuning(sndbuf=settings.client_sndbuf))
+    # Sockets pause well before a client's buffer limit, so a client the fan-out still
+    # writes to can never be over it (the slow-client sweep relies on that).
+    write_high = min(SocketTuning.write_high, settings.client_buffer_bytes // 2)
+    tuning = SocketTuning(sndbuf=settings.client_sndbuf, write_high=write_high)
+    http, ws = protocol_classes(tuning)
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -85,6 +85,8 @@ class Limits:
 class TokenBucket:
     """``rate`` tokens per second up to ``burst``; each op takes one."""
 
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self._rate = rate
         self._burst = float(burst)
@@ -119,6 +121,38 @@ class OpError(Exception):
 
 class Session:
     """The state of one connected client."""
+
+    # One per connection, tens of thousands per process: slots save a dict each.
+    __slots__ = (
+        "_blocked_buffered",
+        "_blocked_since",
+        "_bucket",
+        "_clock",
+        "_coalescer",
+        "_control",
+        "_flush_timer",
+        "_last_sent",
+        "_limited_last",
+        "_limited_since",
+        "_pending",
+        "_schedule",
+        "_throttle",
+        "closed",
+        "conflated",
+        "delivered",
+        "direct",
+        "fmt",
+        "id",
+        "kind",
+        "limits",
+        "on_close",
+        "outbuf",
+        "ready",
+        "served",
+        "symbols",
+        "transport",
+        "wants_status",
+    )
 
     def __init__(
         self,

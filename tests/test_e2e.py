@@ -1,0 +1,236 @@
+"""The dashboard in headless Chromium against a real server (Playwright, system Chromium).
+
+Screenshots go to each test's temp dir. With TICKCAST_UPDATE_SCREENSHOT=1 the first test
+also writes docs/dashboard.png, the README's picture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .support import ServerProcess, free_port, running_server
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DEFAULT_SYMBOLS = 10
+REPO = Path(__file__).resolve().parent.parent
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
+        pytest.fail(
+            f"browser tests are required (TICKCAST_E2E_REQUIRED=1) but {CHROMIUM} is missing: "
+            "install it with `apt-get install -y chromium`",
+            pytrace=False,
+        )
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    with running_server(tmp, ["--source", "sim"], {"TICKCAST_SIM_RATE": "4"}) as process:
+        yield process
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    new_page = context.new_page()
+    new_page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield new_page
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def rows(page: Page) -> list[str]:
+    return page.eval_on_selector_all("tr[data-symbol]", "rs => rs.map(r => r.dataset.symbol)")
+
+
+def tick_count(page: Page) -> int:
+    return int(page.inner_text("#tick-count") or 0)
+
+
+def wait_for_more_ticks(page: Page, than: int, timeout_ms: int = 10_000) -> None:
+    page.wait_for_function(
+        "n => Number(document.querySelector('#tick-count').textContent) > n",
+        arg=than,
+        timeout=timeout_ms,
+    )
+
+
+def capture_dashboard(page: Page, base_url: str, out: Path) -> None:
+    """Load the dashboard, wait until every default symbol has a price, change and
+    sparkline, and take the screenshot (also the README's picture)."""
+    page.goto(base_url + "/")
+    expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('tr[data-symbol]')].every(r =>
+             r.querySelector('.price').textContent.trim() &&
+             r.querySelector('.change').textContent.trim() &&
+             r.querySelector('.spark polyline').getAttribute('points').trim().split(' ').length >= 8)""",
+        timeout=15_000,
+    )
+    page.screenshot(path=str(out), full_page=True)
+
+
+def test_table_fills_with_live_prices_that_change(
+    page: Page, server: ServerProcess, tmp_path: Path
+) -> None:
+    """Every default symbol gets a row with a price, change and sparkline; prices move."""
+    shot = tmp_path / "dashboard.png"
+    capture_dashboard(page, server.base, shot)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("TICKCAST_UPDATE_SCREENSHOT") == "1":
+        shutil.copy(shot, REPO / "docs" / "dashboard.png")
+    expect(page.locator("#conn-state")).to_have_text("connected")
+    price = page.locator('tr[data-symbol="BTCUSDT"] .price')
+    first = price.inner_text()
+    page.wait_for_function(
+        "p => document.querySelector('tr[data-symbol=\"BTCUSDT\"] .price').textContent !== p",
+        arg=first,
+        timeout=10_000,
+    )
+    latency = page.inner_text("#latency")
+    assert "ms" in latency
+
+
+def test_disconnect_stops_updates_and_connect_resumes(page: Page, server: ServerProcess) -> None:
+    """Disconnect freezes the table (no reconnect); Connect brings live ticks back."""
+    page.goto(server.base + "/")
+    wait_for_more_ticks(page, 10)
+    page.click("#disconnect")
+    expect(page.locator("#conn-state")).to_have_text("disconnected")
+    frozen = tick_count(page)
+    time.sleep(1.5)
+    assert tick_count(page) == frozen
+    expect(page.locator("#conn-state")).to_have_text("disconnected")
+    page.click("#connect")
+    expect(page.locator("#conn-state")).to_have_text("connected")
+    wait_for_more_ticks(page, frozen)
+
+
+def test_sse_switch(page: Page, server: ServerProcess, tmp_path: Path) -> None:
+    """Switching to SSE closes the WebSocket and streams over /sse instead."""
+    page.goto(server.base + "/")
+    wait_for_more_ticks(page, 10)
+    page.select_option("#transport", "sse")
+    before = tick_count(page)
+    wait_for_more_ticks(page, before + 5)
+    clients = server.status()["edge"]["clients"]  # type: ignore[index]
+    assert clients["sse"] >= 1
+    page.screenshot(path=str(tmp_path / "sse.png"))
+    page.select_option("#transport", "ws")
+    wait_for_more_ticks(page, tick_count(page) + 5)
+
+
+def test_remove_and_add_a_symbol(page: Page, server: ServerProcess, tmp_path: Path) -> None:
+    """Removing a row unsubscribes it for good; adding it back subscribes and fills it;
+    an unknown symbol shows an error."""
+    page.goto(server.base + "/")
+    expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+    page.click('button.remove[aria-label="Remove ADAUSDT"]')
+    expect(page.locator('tr[data-symbol="ADAUSDT"]')).to_have_count(0)
+    wait_for_more_ticks(page, tick_count(page) + 20)
+    expect(page.locator('tr[data-symbol="ADAUSDT"]')).to_have_count(0)
+
+    page.fill("#add-symbol", "adausdt")
+    page.click("#add-btn")
+    expect(page.locator('tr[data-symbol="ADAUSDT"] .price')).not_to_be_empty(timeout=10_000)
+    assert len(rows(page)) == DEFAULT_SYMBOLS
+
+    page.fill("#add-symbol", "NOPEUSDT")
+    page.click("#add-btn")
+    expect(page.locator("#error")).to_contain_text("NOPEUSDT", timeout=10_000)
+    expect(page.locator('tr[data-symbol="NOPEUSDT"]')).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "add-remove.png"))
+
+
+def test_simulated_data_banner(page: Page, server: ServerProcess) -> None:
+    """With --source sim the page says plainly that the data is simulated."""
+    page.goto(server.base + "/")
+    expect(page.locator("#sim-banner")).to_be_visible(timeout=10_000)
+    expect(page.locator("#sim-banner")).to_contain_text("Simulated")
+
+
+def test_phone_width_has_no_horizontal_overflow(browser: Browser, server: ServerProcess) -> None:
+    """At 375 px the page fits: the table may scroll, the page does not."""
+    context = browser.new_context(viewport={"width": 375, "height": 740})
+    page = context.new_page()
+    try:
+        page.goto(server.base + "/")
+        expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375
+        expect(page.locator("#connect")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_upstream_banner_while_the_feed_is_stalled(page: Page, tmp_path: Path) -> None:
+    """A stalled upstream (status stale/reconnecting) raises the banner; it clears after."""
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port),
+         "--rate", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}", "TICKCAST_STALE_AFTER": "1"}
+    try:
+        with running_server(tmp_path, ["--source", "binance"], env) as server:
+            page.goto(server.base + "/")
+            wait_for_more_ticks(page, 5)
+            expect(page.locator("#upstream-banner")).to_be_hidden()
+            expect(page.locator("#sim-banner")).to_be_hidden()
+            httpx.post(f"http://127.0.0.1:{sim_port}/_sim/fault?kind=stall&duration=4")
+            expect(page.locator("#upstream-banner")).to_be_visible(timeout=10_000)
+            page.screenshot(path=str(tmp_path / "upstream-banner.png"))
+            expect(page.locator("#upstream-banner")).to_be_hidden(timeout=20_000)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+def test_page_recovers_when_the_server_restarts(page: Page, tmp_path: Path) -> None:
+    """Killing the server shows the reconnecting state; a restarted server on the same
+    port is picked up by itself, without a click."""
+    port = free_port()
+    args = ["--source", "sim"]
+    first = ServerProcess(args, {"TICKCAST_SIM_RATE": "4"}, tmp_path / "first.log", port)
+    try:
+        first.wait_ready()
+        page.goto(f"http://127.0.0.1:{port}/")
+        wait_for_more_ticks(page, 5)
+    finally:
+        first.stop(signal.SIGKILL)
+    expect(page.locator("#conn-state")).not_to_have_text("connected", timeout=5_000)
+    count = tick_count(page)
+    second = ServerProcess(args, {"TICKCAST_SIM_RATE": "4"}, tmp_path / "second.log", port)
+    try:
+        second.wait_ready()
+        expect(page.locator("#conn-state")).to_have_text("connected", timeout=40_000)
+        wait_for_more_ticks(page, count)
+    finally:
+        second.stop()
