@@ -513,3 +513,51 @@ def test_an_op_makes_the_client_a_status_receiver() -> None:
     transport.messages()
     session.send_status({"type": "status", "upstream": "connected"})
     assert transport.messages() == [{"type": "status", "upstream": "connected"}]
+
+
+class ProgressTransport(RecordingTransport):
+    """A transport that reports the kernel's acknowledged and outstanding bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked = 0
+        self.outstanding = 0
+
+    def progress(self) -> tuple[int, int]:
+        return self.acked, self.outstanding
+
+
+def test_no_acknowledged_bytes_for_the_timeout_is_a_stall() -> None:
+    """Outstanding bytes with the peer's acknowledged count frozen for the timeout is a
+    slow client, even while flow control still accepts writes."""
+    clock = FakeTime()
+    transport = ProgressTransport()
+    session = Session(
+        1, transport, SERVED, limits=Limits(slow_client_timeout=10), clock=clock,
+        schedule=clock.schedule,
+    )  # fmt: skip
+    transport.outstanding = 500
+    assert session.check_progress(0.0) is None
+    transport.acked = 100  # it read something: the clock starts over
+    assert session.check_progress(1.0) is None
+    assert session.check_progress(2.0) is None
+    assert session.check_progress(11.0) is None
+    assert session.check_progress(12.0) is CloseReason.SLOW_CLIENT
+
+
+def test_an_idle_client_with_nothing_outstanding_is_never_a_stall() -> None:
+    """No bytes outstanding: nothing to acknowledge, however long it lasts."""
+    clock = FakeTime()
+    transport = ProgressTransport()
+    session = Session(
+        1, transport, SERVED, limits=Limits(slow_client_timeout=1), clock=clock,
+        schedule=clock.schedule,
+    )  # fmt: skip
+    for now in range(0, 100, 5):
+        assert session.check_progress(float(now)) is None
+
+
+def test_transports_without_progress_are_judged_by_flow_control_only() -> None:
+    """A transport that cannot report progress (generic ASGI) is never judged by it."""
+    session, _transport, clock = make()
+    assert session.check_progress(clock()) is None

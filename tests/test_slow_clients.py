@@ -219,3 +219,25 @@ async def test_100_sse_clients_vanishing_at_once_are_all_forgotten(
             abort_socket(sock)  # type: ignore[arg-type]
     await eventually(lambda: clients_total(server) == 0, timeout=10)
     assert edge_status(server)["subscriptions"] == 0
+
+
+async def test_a_client_that_stops_reading_a_slow_feed_is_closed_on_time(
+    tmp_path: Path,
+) -> None:
+    """At 2 ticks/s of one symbol (about 0.5 KB/s) the socket buffers would take minutes
+    to fill; the kernel's acknowledged-bytes counter shows the stall within the timeout."""
+    env = {"TICKCAST_SIM_RATE": "2", "TICKCAST_SLOW_CLIENT_TIMEOUT": "2"}
+    with running_server(tmp_path, ["--source", "sim"], env) as slow_feed:
+        before = server_closes(slow_feed)
+        stalled = await RawWebSocket.connect(slow_feed.ws_base + "/ws?symbols=BTCUSDT", rcvbuf=1024)
+        started = time.monotonic()
+        try:
+            await eventually(lambda: server_closes(slow_feed) > before, timeout=20)
+            closed_after = time.monotonic() - started
+        finally:
+            stalled.close()
+        closes = edge_status(slow_feed)["closes"]
+    assert isinstance(closes, dict)
+    assert closes.get("slow_client", 0) >= 1
+    # The timeout, plus up to one check period (timeout/4) and the buffers' first second.
+    assert closed_after < 2 + 0.5 + 4.0

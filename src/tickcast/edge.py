@@ -264,16 +264,24 @@ class Edge:
         return self._loop.call_later(delay, callback)
 
     async def _sweep(self) -> None:
+        # Clients the fan-out still writes to are asked the kernel whether they read at
+        # all, a slice per sweep so that each is asked every timeout/4 seconds: one
+        # getsockopt per client per 2.5 s by default, not per sweep.
+        slices = max(1, round(self.limits.slow_client_timeout / 4 / SWEEP_INTERVAL))
+        turn = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
+            turn = (turn + 1) % slices
             for session in tuple(self.sessions.values()):
                 # A ready session is writable with nothing held, and its socket pauses
-                # below the buffer limit (server.py): nothing to judge. Skipping them
-                # keeps the sweep's cost with the clients in trouble, not all of them.
+                # below the buffer limit (server.py): only the kernel can say more.
                 if session.ready:
-                    continue
-                verdict = session.check(now)
+                    if session.id % slices != turn:
+                        continue
+                    verdict = session.check_progress(now)
+                else:
+                    verdict = session.check(now)
                 if verdict is not None:
                     self.drop(session, verdict)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -66,17 +67,48 @@ def protocol_classes(
     return http, ws
 
 
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes (u32)
+# at 144, tcpi_bytes_sent (u64) at 200 (Linux 4.19+).
+_TCP_INFO_LEN = 208
+_TCP_INFO = struct.Struct("=120xQ16xI52xQ")
+
+
+def tcp_progress(sock: socket.socket | None) -> tuple[int, int] | None:
+    """(bytes the peer has acknowledged, bytes still in the kernel for it), or None where
+    TCP_INFO is not available. A peer that reads nothing acknowledges nothing."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO_LEN:
+        return None
+    acked, notsent, sent = _TCP_INFO.unpack_from(raw)
+    return acked, notsent + max(0, sent - acked)
+
+
 class RawTransport:
     """The fan-out's view of one connection: write now, or be told when it can."""
 
-    __slots__ = ("on_pause", "on_resume")
+    __slots__ = ("_sock", "_transport", "on_pause", "on_resume")
 
     kind: TransportKind
     wire_format: WireFormat
 
-    def __init__(self) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._sock: socket.socket | None = transport.get_extra_info("socket")
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
+
+    def buffered(self) -> int:
+        return int(self._transport.get_write_buffer_size())
+
+    def progress(self) -> tuple[int, int] | None:
+        """Acknowledged and outstanding bytes, kernel and asyncio buffers together."""
+        found = tcp_progress(self._sock)
+        return None if found is None else (found[0], found[1] + self.buffered())
 
     def _paused(self) -> None:
         if self.on_pause is not None:
@@ -93,7 +125,7 @@ class RawWebSocket(RawTransport):
     __slots__ = ("_protocol",)
 
     def __init__(self, protocol: FastWebSocketProtocol) -> None:
-        super().__init__()
+        super().__init__(protocol.transport)
         self._protocol = protocol
 
     @property
@@ -117,9 +149,6 @@ class RawWebSocket(RawTransport):
         p = self._protocol
         if not p.close_sent and not p.disconnected and not p.transport.is_closing():
             p.transport.write(data)
-
-    def buffered(self) -> int:
-        return int(self._protocol.transport.get_write_buffer_size())
 
     def close(self, reason: CloseReason) -> None:
         self._protocol.close_now(reason)
@@ -199,6 +228,9 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept":
             # The handshake's request and response (headers and all) are not used again.
+            # websockets' parser generator still holds the request for the connection's
+            # life, so its headers are emptied rather than just dropped here.
+            self.request.headers.clear()
             del self.request, self.response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -272,12 +304,11 @@ class RawEventStream(RawTransport):
 
     kind: TransportKind = "sse"
     wire_format: WireFormat = "sse_chunk"
-    __slots__ = ("_protocol", "_transport", "closed")
+    __slots__ = ("_protocol", "closed")
 
     def __init__(self, protocol: FastHttpProtocol) -> None:
-        super().__init__()
+        super().__init__(protocol.transport)
         self._protocol = protocol
-        self._transport = protocol.transport
         self.closed = False
 
     @property
@@ -297,9 +328,6 @@ class RawEventStream(RawTransport):
     def write(self, data: bytes) -> None:
         if not self.closed and not self._transport.is_closing():
             self._transport.write(data)
-
-    def buffered(self) -> int:
-        return int(self._transport.get_write_buffer_size())
 
     def close(self, reason: CloseReason) -> None:
         if self.closed:

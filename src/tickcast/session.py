@@ -124,6 +124,7 @@ class Session:
 
     # One per connection, tens of thousands per process: slots save a dict each.
     __slots__ = (
+        "_acked",
         "_blocked_buffered",
         "_blocked_since",
         "_bucket",
@@ -136,6 +137,7 @@ class Session:
         "_limited_since",
         "_pending",
         "_schedule",
+        "_stuck_since",
         "_throttle",
         "closed",
         "conflated",
@@ -189,6 +191,8 @@ class Session:
         self._flush_timer: Cancellable | None = None
         self._blocked_since: float | None = None
         self._blocked_buffered = 0
+        self._acked = -1
+        self._stuck_since: float | None = None
         self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
         self._limited_since: float | None = None
         self._limited_last = 0.0
@@ -342,6 +346,29 @@ class Session:
                 return CloseReason.SLOW_CLIENT
         if self.pending_bytes() > self.limits.client_buffer_bytes:
             return CloseReason.BUFFER_FULL
+        return None
+
+    def check_progress(self, now: float) -> CloseReason | None:
+        """The kernel's verdict, for a client the fan-out still writes to: bytes are
+        outstanding and the peer has acknowledged none of them for the timeout.
+
+        Flow control alone notices a client that stopped reading only once the socket
+        buffers are full, which at a few KB/s takes minutes; the acknowledged-bytes
+        counter stops moving at once.
+        """
+        progress_of = getattr(self.transport, "progress", None)
+        progress = None if progress_of is None else progress_of()
+        if progress is None or self.closed is not None:
+            return None
+        acked, outstanding = progress
+        if outstanding <= 0 or acked != self._acked:
+            self._acked = acked
+            self._stuck_since = None
+            return None
+        if self._stuck_since is None:
+            self._stuck_since = now
+        elif now - self._stuck_since >= self.limits.slow_client_timeout:
+            return CloseReason.SLOW_CLIENT
         return None
 
     def pending_bytes(self) -> int:
