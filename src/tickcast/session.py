@@ -361,13 +361,18 @@ class Session:
         if progress is None or self.closed is not None:
             return None
         acked, outstanding = progress
-        if outstanding <= 0 or acked != self._acked:
+        if acked != self._acked:
+            # No acknowledgement since this check, at least: the clock starts here.
             self._acked = acked
-            self._stuck_since = None
-            return None
-        if self._stuck_since is None:
             self._stuck_since = now
-        elif now - self._stuck_since >= self.limits.slow_client_timeout:
+            return None
+        if outstanding <= 0:
+            self._stuck_since = now  # nothing to acknowledge is not a stall
+            return None
+        if (
+            self._stuck_since is not None
+            and now - self._stuck_since >= self.limits.slow_client_timeout
+        ):
             return CloseReason.SLOW_CLIENT
         return None
 
