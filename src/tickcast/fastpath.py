@@ -212,7 +212,28 @@ class LeanEvent:
             await waiter
 
 
-class FastWebSocketProtocol(WebSocketsSansIOProtocol):
+class _FlowSignals(asyncio.Protocol):
+    """Relays a connection's flow-control signals to its raw transport, if it has one."""
+
+    raw: RawTransport | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.raw is not None:
+            self.raw._paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.raw is not None:
+            self.raw._resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.raw is not None:
+            self.raw._paused()
+
+
+class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol plus the ``tickcast.raw`` extension."""
 
     raw: RawWebSocket | None = None
@@ -244,23 +265,8 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self.raw = RawWebSocket(self)
             scope["extensions"][EXTENSION] = {"transport": self.raw}
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.raw is not None:
-            self.raw._paused()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.raw is not None:
-            self.raw._resumed()
-
     # Every way the connection stops taking frames tells the session, so the fan-out's
     # fast path stops writing to it at once.
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.raw is not None:
-            self.raw._paused()
-
     def handle_close(self, event: Any) -> None:
         super().handle_close(event)
         if self.raw is not None:
@@ -341,7 +347,7 @@ class RawEventStream(RawTransport):
             self._transport.close()
 
 
-class FastHttpProtocol(HttpToolsProtocol):
+class FastHttpProtocol(_FlowSignals, HttpToolsProtocol):
     """uvicorn's httptools protocol plus the ``tickcast.raw`` extension for streams."""
 
     raw: RawEventStream | None = None
@@ -368,18 +374,3 @@ class FastHttpProtocol(HttpToolsProtocol):
         """Take over the response body of the current request (after its headers)."""
         self.raw = RawEventStream(self)
         return self.raw
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.raw is not None:
-            self.raw._paused()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.raw is not None:
-            self.raw._resumed()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.raw is not None:
-            self.raw._paused()

@@ -19,19 +19,6 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-DEFAULT_SYMBOLS: tuple[str, ...] = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "BNBUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "TRXUSDT",
-    "LTCUSDT",
-    "LINKUSDT",
-)
-
 UNIT: Final = 10**8
 DAY_MS: Final = 86_400_000
 

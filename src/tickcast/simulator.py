@@ -28,6 +28,7 @@ from typing import Final
 import orjson
 from websockets.frames import Frame, Opcode
 
+from tickcast.settings import DEFAULT_SYMBOLS
 from tickcast.sim_connection import ConnectionLimits, SimConnection, SimStats
 from tickcast.sim_control import AttemptLimiter
 from tickcast.sim_faults import (
@@ -40,7 +41,6 @@ from tickcast.sim_faults import (
     parse_fault_schedule,
 )
 from tickcast.sim_market import (
-    DEFAULT_SYMBOLS,
     Market,
     StreamKind,
     StreamSpec,
