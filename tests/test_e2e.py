@@ -234,3 +234,23 @@ def test_page_recovers_when_the_server_restarts(page: Page, tmp_path: Path) -> N
         wait_for_more_ticks(page, count)
     finally:
         second.stop()
+
+
+def test_page_opened_from_disk_connects_to_localhost_8000(page: Page, tmp_path: Path) -> None:
+    """index.html opened as a file connects to ws://localhost:8000/ws by itself."""
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("port 8000 is in use on this machine")
+    server = ServerProcess(
+        ["--source", "sim"], {"TICKCAST_SIM_RATE": "4"}, tmp_path / "s.log", 8000
+    )
+    try:
+        server.wait_ready()
+        page.goto((REPO / "src" / "tickcast" / "static" / "index.html").as_uri())
+        expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+        expect(page.locator("#conn-state")).to_have_text("connected")
+        wait_for_more_ticks(page, 20)
+    finally:
+        server.stop()
