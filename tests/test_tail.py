@@ -1,98 +1,349 @@
-"""tickcast tail: the pure table state, and the live client against a real server."""
+"""tickcast tail: the pure table state and protocol helpers, then the driver over loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from tickcast.tail import TailState, run_tail, sse_url, websocket_url
+from tickcast.tail import (
+    DOWN_STYLE,
+    MISSING,
+    UP_STYLE,
+    ConnectionState,
+    SseEvent,
+    SseParser,
+    TailState,
+    decode_message,
+    format_percent,
+    format_price,
+    format_volume,
+    run_tail,
+    sparkline,
+    sse_message,
+    sse_url,
+    websocket_url,
+)
 
 from .support import running_server
 
+PRICE, CHANGE, HIGH, LOW, VOLUME, TREND = 1, 2, 3, 4, 5, 6
 
-def tick(symbol: str, price: float, seq: int, change: float = 1.5) -> dict[str, object]:
+
+def tick(symbol: str, price: object, seq: int = 1, change: object = 1.5) -> dict[str, object]:
     return {
         "type": "tick", "symbol": symbol, "last_price": price, "change_percent": change,
-        "timestamp_ms": 1, "high": 2, "low": 1, "volume": 10, "seq": seq, "source": "sim",
+        "timestamp_ms": 1_700_000_000_000, "change": 1, "open": price, "high": 70000.25,
+        "low": 0.5, "volume": 12345.678, "quote_volume": 1, "bid": price, "ask": price,
+        "seq": seq, "source": "binance",
     }  # fmt: skip
 
 
-def rendered(state: TailState) -> str:
-    console = Console(file=io.StringIO(), width=120, color_system=None)
-    console.print(state.view())
+def cells(table: Table, column: int) -> list[Text]:
+    found = list(table.columns[column].cells)
+    assert all(isinstance(cell, Text) for cell in found)
+    return found  # type: ignore[return-value]
+
+
+def text_of(table: Table) -> str:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(table)
     output = console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(output, str)
     return output
 
 
-def test_ticks_fill_rows_and_colour_the_last_move() -> None:
-    """Each symbol gets a row; the price is green after a rise, red after a fall."""
+# ---------------------------------------------------------------------- TailState
+
+
+def test_ticks_make_one_row_per_symbol_in_arrival_order() -> None:
+    """Each symbol gets one row, kept in the order symbols first appeared."""
     state = TailState()
-    state.apply(tick("BTCUSDT", 100.0, 1))
-    state.apply(tick("ETHUSDT", 10.0, 2, change=-2))
-    state.apply(tick("BTCUSDT", 101.0, 3))
-    state.apply(tick("ETHUSDT", 9.5, 4, change=-2))
+    for n, (symbol, price) in enumerate([("ETHUSDT", 3000), ("BTCUSDT", 60000), ("ETHUSDT", 1)]):
+        state.apply(tick(symbol, price, seq=n))
     table = state.render()
     assert table.row_count == 2
-    assert state.direction == {"BTCUSDT": 1, "ETHUSDT": -1}
-    price_cells = list(table.columns[1].cells)
-    assert [c.style for c in price_cells] == ["green", "red"]  # type: ignore[union-attr]
-    change_cells = list(table.columns[2].cells)
-    assert [c.style for c in change_cells] == ["green", "red"]  # type: ignore[union-attr]
-    assert state.received == 4
+    assert [c.plain for c in cells(table, 0)] == ["ETHUSDT", "BTCUSDT"]
+    assert state.tick_count == 3
 
 
-def test_status_reset_error_and_unknown_messages() -> None:
-    """status updates the title, reset loads a snapshot, error is shown, others ignored."""
+def test_price_colour_follows_the_last_change() -> None:
+    """A rise colours the price green, a fall red, and an unchanged tick keeps the colour."""
     state = TailState()
-    state.apply({"type": "status", "upstream": "reconnecting", "source": "sim"})
-    state.apply({"type": "reset", "ticks": [tick("SOLUSDT", 150.0, 9)]})
-    state.apply({"type": "mystery"})
-    state.apply({"type": "error", "code": "unknown_symbol", "message": "not served: X"})
-    text = rendered(state)
-    assert "upstream reconnecting" in text
-    assert "SIMULATED DATA" in text
-    assert "SOLUSDT" in text
-    assert "unknown_symbol: not served: X" in text
+    state.apply(tick("BTCUSDT", 100.0))
+    assert cells(state.render(), PRICE)[0].style == ""
+    state.apply(tick("BTCUSDT", 101.5))
+    assert cells(state.render(), PRICE)[0].style == UP_STYLE
+    state.apply(tick("BTCUSDT", 101.5))
+    assert cells(state.render(), PRICE)[0].style == UP_STYLE
+    state.apply(tick("BTCUSDT", 99))
+    assert cells(state.render(), PRICE)[0].style == DOWN_STYLE
+    assert state.rows["BTCUSDT"].previous_price == Decimal("101.5")
 
 
-def test_seed_style_messages_without_type_are_ticks() -> None:
-    """A plain {symbol, last_price, ...} object (the seed server's shape) is a tick."""
+def test_change_percent_is_coloured_by_sign() -> None:
+    """24h change is green above zero, red below, plain at zero, and printed signed."""
     state = TailState()
-    state.apply({"symbol": "BTCUSDT", "last_price": 1, "change_percent": 0, "timestamp_ms": 1})
-    assert "BTCUSDT" in state.ticks
+    state.apply(tick("AUSDT", 1, change=2.5))
+    state.apply(tick("BUSDT", 1, change=-0.75))
+    state.apply(tick("CUSDT", 1, change=0))
+    changes = cells(state.render(), CHANGE)
+    assert [c.plain for c in changes] == ["+2.50%", "-0.75%", "+0.00%"]
+    assert [c.style for c in changes] == [UP_STYLE, DOWN_STYLE, ""]
 
 
-def test_urls() -> None:
-    """The base URL maps to /ws (with status) and /sse, symbols passed along."""
+def test_row_shows_high_low_volume_and_trend() -> None:
+    """High and low are prices, volume is compact, trend is a sparkline of recent prices."""
+    state = TailState()
+    for n, price in enumerate([1, 2, 3, 2]):
+        state.apply(tick("XUSDT", price, seq=n))
+    table = state.render()
+    assert cells(table, HIGH)[0].plain == "70,000.25"
+    assert cells(table, LOW)[0].plain == "0.5000"
+    assert cells(table, VOLUME)[0].plain == "12.35K"
+    assert cells(table, TREND)[0].plain == "▁▅█▅"
+
+
+def test_untyped_message_with_symbol_and_price_is_a_tick() -> None:
+    """The seed server's shape, {symbol, last_price, ...} without type, is a tick."""
+    state = TailState()
+    state.apply({"symbol": "btcusdt", "last_price": 1, "change_percent": 0, "timestamp_ms": 1})
+    assert "BTCUSDT" in state.rows
+    assert state.ignored_count == 0
+
+
+def test_unknown_and_malformed_messages_are_ignored_and_counted() -> None:
+    """Unknown types and ticks without a symbol or a numeric price change nothing but a count."""
+    state = TailState()
+    state.apply({"type": "mystery", "symbol": "BTCUSDT", "last_price": 1})
+    state.apply({"type": "tick", "last_price": 1})
+    state.apply({"type": "tick", "symbol": "BTCUSDT", "last_price": "not a number"})
+    state.apply({"type": "tick", "symbol": "BTCUSDT", "last_price": True})
+    state.apply({"no": "type"})
+    state.apply({"type": "ack", "id": 1, "op": "subscribe", "symbols": ["BTCUSDT"]})
+    state.apply({"type": "pong"})
+    assert state.rows == {}
+    assert state.tick_count == 0
+    assert state.ignored_count == 5
+
+
+def test_status_sets_upstream_and_source_in_the_title() -> None:
+    """A status message shows the upstream state and source; sim gets a SIMULATED marker."""
+    state = TailState()
+    state.set_connection(ConnectionState.CONNECTED)
+    state.apply({"type": "status", "upstream": "reconnecting", "source": "sim", "since": 1})
+    output = text_of(state.render())
+    assert "● connected" in output
+    assert "upstream: reconnecting" in output
+    assert "source: sim" in output
+    assert "SIMULATED DATA" in output
+
+
+def test_live_source_has_no_simulated_marker() -> None:
+    """Ticks from binance show their source without the SIMULATED marker."""
+    state = TailState()
+    state.apply(tick("BTCUSDT", 1))
+    output = text_of(state.render())
+    assert "source: binance" in output
+    assert "SIMULATED" not in output
+
+
+def test_tick_source_overrides_status_source() -> None:
+    """The newest tick's source wins, so a switch from sim to live clears the marker."""
+    state = TailState()
+    state.apply({"type": "status", "upstream": "connected", "source": "sim"})
+    state.apply(tick("BTCUSDT", 1))
+    assert state.source == "binance"
+
+
+def test_sse_reset_replaces_row_values_from_the_snapshot() -> None:
+    """An SSE reset event loads every tick of its snapshot into the rows."""
+    state = TailState()
+    state.apply(tick("BTCUSDT", 100))
+    state.apply({"type": "reset", "last_seq": 9, "ticks": [tick("BTCUSDT", 90), tick("E", 5)]})
+    assert [c.plain for c in cells(state.render(), PRICE)] == ["90.00", "5.00"]
+    assert state.rows["BTCUSDT"].direction == -1
+    state.apply({"type": "reset", "ticks": "garbage"})
+    assert state.ignored_count == 1
+
+
+def test_error_reply_is_shown_in_the_caption() -> None:
+    """An error message's text appears under the table."""
+    state = TailState()
+    state.apply({"type": "error", "id": 1, "code": "unknown_symbol", "message": "FOO not served"})
+    assert "server: FOO not served" in text_of(state.render())
+
+
+def test_reconnecting_shows_the_countdown_and_forgets_the_upstream() -> None:
+    """While reconnecting the title counts down, and the server's upstream state is dropped."""
+    state = TailState()
+    state.apply({"type": "status", "upstream": "connected", "source": "binance"})
+    state.set_connection(ConnectionState.RECONNECTING, retry_in=2.2)
+    state.note_error(ConnectionRefusedError("refused"))
+    output = text_of(state.render())
+    assert "reconnecting in 3s" in output
+    assert "upstream" not in output
+    assert "ConnectionRefusedError: refused" in output
+    state.set_connection(ConnectionState.CONNECTED)
+    assert state.last_error is None
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (60500.5, "60,500.50"),
+        (0.1234, "0.1234"),
+        (0.5, "0.5000"),
+        (0.00001234, "0.00001234"),
+        ("1.23456789123", "1.23456789"),
+        (Decimal("3000.123"), "3,000.123"),
+        (None, MISSING),
+        ("x", MISSING),
+    ],
+)
+def test_prices_keep_the_digits_given(value: object, shown: str) -> None:
+    """Prices show every decimal the server sent (at least 2, or 4 below 1; at most 8)."""
+    assert format_price(value) == shown
+
+
+def test_percent_volume_and_sparkline_formats() -> None:
+    """Percent is signed with 2 decimals, volume compact, a flat sparkline sits mid-height."""
+    assert format_percent(-1.2) == "-1.20%"
+    assert format_percent(Decimal("1.25")) == "+1.25%"
+    assert format_volume(745000000.5) == "745.00M"
+    assert format_volume(12.3) == "12.30"
+    assert sparkline([Decimal(1)]) == ""
+    assert sparkline([Decimal(1)] * 3) == "▄▄▄"
+
+
+def test_decode_message_keeps_exact_decimals() -> None:
+    """Numbers decode as exact decimals (no float noise); non-objects and bad JSON are None."""
+    message = decode_message(b'{"type":"tick","last_price":0.3,"seq":5}')
+    assert message == {"type": "tick", "last_price": Decimal("0.3"), "seq": 5}
+    assert decode_message("[1, 2]") is None
+    assert decode_message(b"\xff{") is None
+    assert decode_message("{") is None
+
+
+# ---------------------------------------------------------------------- protocol helpers
+
+
+def test_urls_map_the_base_to_ws_and_sse() -> None:
+    """The base maps to /ws (asking for status) and /sse, keeping a token and a path prefix."""
     assert websocket_url("http://h:1/", ["A", "B"]) == "ws://h:1/ws?status=1&symbols=A,B"
     assert websocket_url("https://h", []) == "wss://h/ws?status=1"
+    assert websocket_url("localhost:8000", []) == "ws://localhost:8000/ws?status=1"
     assert sse_url("http://h:1", ["A"]) == "http://h:1/sse?symbols=A"
+    assert sse_url("ws://h/prefix/?token=t", []) == "http://h/prefix/sse?token=t"
 
 
-async def test_tail_shows_live_prices_over_ws_and_sse(tmp_path: Path) -> None:
-    """Against a real server, both transports fill the table within a few seconds."""
+def test_sse_parser_follows_the_event_stream_format() -> None:
+    """Comments are skipped, data lines join, a blank line dispatches, the id persists."""
+    parser = SseParser()
+    lines = [
+        "retry: 2000", "", ": heartbeat", "event: tick", "id: 7", 'data: {"a":', "data:1}", "",
+        "data: plain", "",
+    ]  # fmt: skip
+    events = [e for line in lines if (e := parser.feed_line(line)) is not None]
+    assert events == [
+        SseEvent(event="tick", data='{"a":\n1}', id="7"),
+        SseEvent(event="message", data="plain", id="7"),
+    ]
+    assert parser.retry_ms == 2000
+    assert parser.last_event_id == "7"
+
+
+def test_sse_parser_restart_drops_a_half_received_event() -> None:
+    """A new connection discards the partial event but keeps the last event id."""
+    parser = SseParser()
+    for line in ["id: 3", "data: x", "", "event: tick", "data: partial"]:
+        parser.feed_line(line)
+    parser.restart()
+    assert parser.feed_line("") is None
+    assert parser.last_event_id == "3"
+
+
+def test_sse_message_is_typed_by_the_event_name() -> None:
+    """Event data without a type takes the event's name; typed data is left alone."""
+    assert sse_message(SseEvent("status", '{"upstream":"stale"}', None)) == {
+        "upstream": "stale",
+        "type": "status",
+    }
+    assert sse_message(SseEvent("tick", '{"type":"tick"}', "1")) == {"type": "tick"}
+    assert sse_message(SseEvent("tick", "not json", "1")) is None
+
+
+# ---------------------------------------------------------------------- driver over loopback
+
+
+def quiet_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=160, color_system=None, force_terminal=False), out
+
+
+async def test_tail_keeps_retrying_when_the_server_is_down() -> None:
+    """No server: tail says it is reconnecting and returns cleanly at max_seconds."""
+    console, out = quiet_console()
+    await asyncio.wait_for(
+        run_tail("http://127.0.0.1:9", [], False, console=console, max_seconds=1.5), 5
+    )
+    assert "reconnecting" in out.getvalue()
+
+
+async def test_sse_reconnect_sends_last_event_id() -> None:
+    """After the stream drops, tail reconnects and resumes with Last-Event-ID."""
+    requests: list[str] = []
+    finished = asyncio.Event()
+    event = json.dumps(tick("BTCUSDT", 60500.5, seq=41))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append((await reader.readuntil(b"\r\n\r\n")).decode().lower())
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        writer.write(head + f"event: tick\nid: 41\ndata: {event}\n\n".encode())
+        await writer.drain()
+        if len(requests) > 1:
+            await reader.read()  # stay open until tail closes the stream at max_seconds
+        writer.close()
+        await writer.wait_closed()
+        if len(requests) > 1:
+            finished.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    console, out = quiet_console()
+    async with server:
+        await run_tail(
+            f"http://127.0.0.1:{port}", ["BTCUSDT"], True, console=console, max_seconds=2.5
+        )
+        await asyncio.wait_for(finished.wait(), 5)
+    assert len(requests) >= 2
+    assert requests[0].startswith("get /sse?symbols=btcusdt ")
+    assert "last-event-id" not in requests[0]
+    assert "last-event-id: 41" in requests[1]
+    assert "60,500.50" in out.getvalue()
+
+
+@pytest.mark.slow
+async def test_tail_shows_live_prices_from_a_real_server(tmp_path: Path) -> None:
+    """Against `tickcast serve --source sim`, both transports fill the table in seconds."""
     with running_server(tmp_path, ["--source", "sim"], {"TICKCAST_SIM_RATE": "5"}) as server:
         for use_sse in (False, True):
-            out = io.StringIO()
-            console = Console(file=out, width=120, color_system=None, force_terminal=False)
+            console, out = quiet_console()
             await run_tail(
                 server.base, ["BTCUSDT", "ETHUSDT"], use_sse, console=console, max_seconds=2.5
             )
             text = out.getvalue()
             assert "BTCUSDT" in text
             assert "ETHUSDT" in text
+            assert "SOLUSDT" not in text
             assert "SIMULATED DATA" in text
-
-
-async def test_tail_keeps_retrying_when_the_server_is_down() -> None:
-    """No server: tail shows it is reconnecting and stops cleanly at max_seconds."""
-    out = io.StringIO()
-    console = Console(file=out, width=120, color_system=None)
-    await asyncio.wait_for(
-        run_tail("http://127.0.0.1:9", [], False, console=console, max_seconds=1.5), 5
-    )
-    assert "reconnecting" in out.getvalue()
