@@ -14,14 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
-from tickcast.edge import ClientRequest, Edge
+from tickcast.edge import Edge
 from tickcast.metrics import Metrics
 from tickcast.node import Node
 from tickcast.normalize import wall_ms
 from tickcast.settings import Settings
 from tickcast.sse import EventStream, parse_last_event_id
 from tickcast.tick import Tick
-from tickcast.ws import parse_symbols, websocket_endpoint
+from tickcast.ws import client_request, parse_symbols, websocket_endpoint
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -96,19 +96,18 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     )
     served = set(settings.symbols)
 
-    def lookup(symbol: str) -> Tick | Response:
+    def latest_response(symbol: str) -> Response:
         symbol = symbol.upper()
         if symbol not in served:
             return error_response(404, "unknown_symbol", f"{symbol} is not served here")
         tick = node.hub.latest(symbol)
         if tick is None:
             return error_response(503, "no_data", f"no data for {symbol} yet; retry shortly")
-        return tick
+        return tick_response(tick)
 
     @app.get("/price", summary="Latest tick of one symbol")
     async def price(symbol: str = "BTCUSDT") -> Response:
-        found = lookup(symbol)
-        return found if isinstance(found, Response) else tick_response(found)
+        return latest_response(symbol)
 
     @app.get("/prices", summary="Latest tick of every symbol")
     async def prices() -> Response:
@@ -120,8 +119,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
 
     @app.get("/prices/{symbol}", summary="Latest tick of one symbol")
     async def price_of(symbol: str) -> Response:
-        found = lookup(symbol)
-        return found if isinstance(found, Response) else tick_response(found)
+        return latest_response(symbol)
 
     @app.get("/symbols", summary="Symbols served")
     async def symbols() -> dict[str, object]:
@@ -202,12 +200,3 @@ def _static_route(name: str, media_type: str) -> Callable[[], Awaitable[FileResp
         return FileResponse(STATIC_DIR / name, media_type=media_type)
 
     return serve
-
-
-def client_request(request: Request) -> ClientRequest:
-    return ClientRequest(
-        ip=request.client.host if request.client else "",
-        origin=request.headers.get("origin"),
-        authorization=request.headers.get("authorization"),
-        token_param=request.query_params.get("token"),
-    )

@@ -117,8 +117,7 @@ def _framed(fmt: WireFormat, events: bytes) -> bytes:
 async def _until_gone(receive: Receive, sender: asyncio.Task[None] | None) -> None:
     """Return when the client disconnects, or when the server closed the session."""
     if sender is None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await _disconnected(receive)
         return
     watcher = asyncio.create_task(_disconnected(receive))
     try:

@@ -12,6 +12,7 @@ import logging
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from tickcast.edge import ClientRequest, Edge
@@ -23,13 +24,14 @@ from tickcast.transport import QueuedTransport
 log = logging.getLogger(__name__)
 
 
-def client_request(websocket: WebSocket) -> ClientRequest:
-    client = websocket.client
+def client_request(connection: HTTPConnection) -> ClientRequest:
+    """What admission needs of an HTTP request or a WebSocket (both HTTPConnections)."""
+    client = connection.client
     return ClientRequest(
         ip=client.host if client else "",
-        origin=websocket.headers.get("origin"),
-        authorization=websocket.headers.get("authorization"),
-        token_param=websocket.query_params.get("token"),
+        origin=connection.headers.get("origin"),
+        authorization=connection.headers.get("authorization"),
+        token_param=connection.query_params.get("token"),
     )
 
 
