@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import orjson
 
+from tickcast.edge.session import TransportKind
+from tickcast.edge.wire import Wire, WireFormat
 from tickcast.errors import CloseReason
-from tickcast.session import TransportKind
 from tickcast.tick import Tick
-from tickcast.wire import Wire, WireFormat
 
 
 class RecordingTransport:

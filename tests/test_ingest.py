@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
-from tickcast.normalize import Update
 from tickcast.tick import Tick
+from tickcast.upstream.normalize import Update
 
 
 def ticker(symbol: str, order: int, price: str) -> Update:

@@ -14,14 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
-from tickcast.edge import Edge
+from tickcast.edge.fanout import Edge
+from tickcast.edge.sse import EventStream, parse_last_event_id
+from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.metrics import Metrics
 from tickcast.node import Node
-from tickcast.normalize import wall_ms
 from tickcast.settings import Settings
-from tickcast.sse import EventStream, parse_last_event_id
 from tickcast.tick import Tick
-from tickcast.ws import client_request, parse_symbols, websocket_endpoint
+from tickcast.upstream.normalize import wall_ms
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}

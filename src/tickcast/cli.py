@@ -172,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_sim_exchange(args: argparse.Namespace) -> int:
     from tickcast.logs import configure_logging
-    from tickcast.simulator import SimConfig, parse_fault_schedule, serve_forever
+    from tickcast.sim.exchange import SimConfig, parse_fault_schedule, serve_forever
 
     configure_logging("text", "info")
     try:
@@ -214,8 +214,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> int:
     """Write every upstream frame as ``{"t": ms, "source": label, "frame": text}``."""
-    from tickcast.sources import build_source
     from tickcast.tasks import cancel_and_wait
+    from tickcast.upstream.sources import build_source
 
     count = 0
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tickcast.hub.base import Hub
-from tickcast.normalize import Update
 from tickcast.tick import SourceLabel, Tick
+from tickcast.upstream.normalize import Update
 
 
 @dataclass(slots=True)

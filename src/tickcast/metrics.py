@@ -9,10 +9,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tickcast.binance import UpstreamState
-from tickcast.edge import Edge
+from tickcast.edge.fanout import Edge
 from tickcast.node import Node
 from tickcast.tick import Tick
+from tickcast.upstream.binance import UpstreamState
 
 FANOUT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

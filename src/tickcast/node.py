@@ -12,8 +12,8 @@ from tickcast.hub.base import Hub
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
 from tickcast.settings import Settings
-from tickcast.sources import ReplaySource, Source, build_source
 from tickcast.tasks import cancel_and_wait
+from tickcast.upstream.sources import ReplaySource, Source, build_source
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from tickcast.api import create_app
-from tickcast.fastpath import SocketTuning, protocol_classes
+from tickcast.edge.fastpath import SocketTuning, protocol_classes
 from tickcast.logs import configure_logging
 from tickcast.settings import Settings
 

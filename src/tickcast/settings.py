@@ -9,18 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_SYMBOLS: tuple[str, ...] = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "BNBUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "ADAUSDT",
-    "DOGEUSDT",
-    "TRXUSDT",
-    "LTCUSDT",
-    "LINKUSDT",
-)
+from tickcast.tick import DEFAULT_SYMBOLS
+
+__all__ = ["DEFAULT_SYMBOLS", "Settings"]
 
 
 def _split_csv(value: object) -> object:

@@ -26,7 +26,7 @@ from rich.text import Text
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
-from tickcast.pacing import Backoff
+from tickcast.upstream.pacing import Backoff
 
 SPARK_POINTS: Final = 30
 SPARK_BARS: Final = "▁▂▃▄▅▆▇█"

@@ -15,6 +15,20 @@ import orjson
 
 SourceLabel = Literal["binance", "sim", "replay"]
 
+# SPEC §3: the symbols served when none are configured; the simulator plays the same ones.
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "DOGEUSDT",
+    "TRXUSDT",
+    "LTCUSDT",
+    "LINKUSDT",
+)
+
 DECIMAL_FIELDS: Final = (
     "last_price",
     "change_percent",

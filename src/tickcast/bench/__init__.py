@@ -7,4 +7,6 @@ HTTP and WebSocket bytes; ``loadgen`` is the client process; ``procstat`` reads 
 exchange; ``runner`` drives one run and the comparison; ``report`` turns the numbers into
 a table, ratios and JSON. ``naive`` and ``raw`` are the comparison servers, ``plot``
 draws latency against client count.
+
+May import anything but ``cli``: it runs the server, the simulator and the baselines.
 """

@@ -39,7 +39,7 @@ from tickcast.bench.wsbytes import (
     parse_request,
     switching_protocols,
 )
-from tickcast.wire import ws_text_frame
+from tickcast.edge.wire import ws_text_frame
 
 SWEEP_INTERVAL = 0.5
 SNDBUF = 65536  # as tickcast's default TICKCAST_CLIENT_SNDBUF, for the same stall timing

@@ -1,4 +1,8 @@
-"""The hub: where ticks are published and where edges and REST read them."""
+"""The hub: where ingest publishes ticks and where the edge and REST read them: the
+``Hub`` interface, the per-symbol tick store and the in-memory hub.
+
+May import ``tickcast.tick`` and itself only.
+"""
 
 from tickcast.hub.base import Hub, Listener
 from tickcast.hub.memory import MemoryHub

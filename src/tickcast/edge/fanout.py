@@ -1,0 +1,373 @@
+"""The edge: every connected client's session, and the fan-out from the hub to them.
+
+The hot path is ``publish``: for each tick it builds the wire bytes once and hands them to
+each subscribed session, which writes them at once or keeps them as that symbol's latest.
+No task and no ``await`` per client, so one slow client can delay nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tickcast.edge.session import Limits, OpOutcome, Session, Transport
+from tickcast.edge.wire import Wire, WireFormat, http_chunk
+from tickcast.errors import CloseReason
+from tickcast.hub.base import Hub
+from tickcast.settings import Settings
+from tickcast.tasks import cancel_and_wait
+from tickcast.tick import Tick
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 0.5
+_HEARTBEAT = b": heartbeat\n\n"
+_HEARTBEAT_CHUNK = http_chunk(_HEARTBEAT)
+
+
+class Feed(Protocol):
+    """What the edge needs of its node: the hub it fans out from and the upstream state.
+
+    A protocol, so the edge depends on the hub alone and never on the upstream package.
+    """
+
+    hub: Hub
+
+    def on_upstream_change(
+        self, listener: Callable[[dict[str, object]], None]
+    ) -> Callable[[], None]: ...
+
+    def upstream_status(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a connection is refused before it is accepted."""
+
+    status: int
+    code: str
+    message: str
+    close: CloseReason
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """What admission needs to know of a connecting client."""
+
+    ip: str
+    origin: str | None
+    authorization: str | None
+    token_param: str | None
+
+
+class Edge:
+    """Owns the sessions; subscribes to the hub and the upstream state."""
+
+    def __init__(self, settings: Settings, node: Feed) -> None:
+        self.settings = settings
+        self.node = node
+        self.served = frozenset(settings.symbols)
+        self.limits = Limits(
+            max_subscriptions=settings.max_subscriptions,
+            ops_per_second=settings.ops_per_second,
+            ops_burst=settings.ops_burst,
+            client_buffer_bytes=settings.client_buffer_bytes,
+            slow_client_timeout=settings.slow_client_timeout,
+        )
+        self.sessions: dict[int, Session] = {}
+        # symbol -> wire format -> sessions: each format is encoded once per tick.
+        self._by_symbol: dict[str, dict[WireFormat, dict[int, Session]]] = {
+            s: {} for s in self.served
+        }
+        self.coalescer = (
+            WriteCoalescer(settings.flush_ms / 1000, self._schedule) if settings.flush_ms else None
+        )
+        self._direct_delivered = 0
+        self._per_ip: Counter[str] = Counter()
+        self._session_ip: dict[int, str] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.closes: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.fanout_seconds: list[float] = []
+        self.on_fanout: Callable[[Tick, float], None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe.append(self.node.hub.subscribe(self.publish))
+        self._unsubscribe.append(self.node.on_upstream_change(self.broadcast_status))
+        self._tasks.append(asyncio.create_task(self._sweep(), name="edge-sweep"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="edge-heartbeat"))
+
+    async def stop(self) -> None:
+        """Close every client with 1001 and stop the timers."""
+        for undo in self._unsubscribe:
+            undo()
+        self._unsubscribe.clear()
+        for session in list(self.sessions.values()):
+            session.close(CloseReason.SHUTDOWN)
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(*tasks)
+
+    # -- admission ----------------------------------------------------------------
+
+    def admit_token(self, request: ClientRequest) -> Denial | None:
+        """The bearer token check alone (``/status`` needs it too)."""
+        if self.settings.token and not _token_ok(self.settings.token, request):
+            return Denial(
+                401, "unauthorized", "a valid token is required", CloseReason.UNAUTHORIZED
+            )
+        return None
+
+    def admit(self, request: ClientRequest) -> Denial | None:
+        """Check token, origin and connection limits (SPEC §10)."""
+        s = self.settings
+        if (denial := self.admit_token(request)) is not None:
+            return denial
+        if s.allowed_origins and request.origin not in s.allowed_origins:
+            return Denial(403, "forbidden_origin", "origin not allowed", CloseReason.UNAUTHORIZED)
+        if len(self.sessions) >= s.max_connections:
+            return Denial(503, "too_many_connections", "server full", CloseReason.TRY_AGAIN_LATER)
+        if s.max_connections_per_ip and self._per_ip[request.ip] >= s.max_connections_per_ip:
+            return Denial(
+                429, "too_many_connections", "too many connections from your address",
+                CloseReason.TRY_AGAIN_LATER,
+            )  # fmt: skip
+        return None
+
+    # -- sessions -----------------------------------------------------------------
+
+    def open(
+        self,
+        transport: Transport,
+        ip: str,
+        symbols: Iterable[str],
+        *,
+        throttle_ms: float = 0.0,
+        wants_status: bool = False,
+        snapshot: bool = True,
+    ) -> Session:
+        """Register a client; subscribe it to ``symbols`` and send their snapshot."""
+        session = Session(
+            next(self._ids),
+            transport,
+            self.served,
+            limits=self.limits,
+            clock=time.monotonic,
+            schedule=self._schedule,
+            throttle_ms=throttle_ms,
+            wants_status=wants_status,
+            coalescer=self.coalescer,
+        )
+        self.sessions[session.id] = session
+        self._per_ip[ip] += 1
+        self._session_ip[session.id] = ip
+        transport.on_pause = session.paused
+        transport.on_resume = session.flush
+        session.on_close = self._closed
+        self.counters["opened_" + session.kind] += 1
+        if wants_status:
+            session.send_message(self.node.upstream_status())
+        self.subscribe(session, symbols, snapshot=snapshot)
+        return session
+
+    def apply(self, session: Session, outcome: OpOutcome) -> None:
+        if outcome.close is not None:
+            self.drop(session, outcome.close)
+            return
+        if outcome.unsubscribe:
+            self.unsubscribe(session, outcome.unsubscribe)
+        if outcome.subscribe:
+            self.subscribe(session, outcome.subscribe)
+
+    def subscribe(self, session: Session, symbols: Iterable[str], snapshot: bool = True) -> None:
+        for symbol in symbols:
+            if symbol in session.symbols or symbol not in self.served:
+                continue
+            session.symbols.add(symbol)
+            self._by_symbol[symbol].setdefault(session.fmt, {})[session.id] = session
+            if snapshot and (tick := self.node.hub.latest(symbol)) is not None:
+                session.offer(Wire(tick))
+
+    def unsubscribe(self, session: Session, symbols: Iterable[str]) -> None:
+        symbols = list(symbols)
+        session.unsubscribed(symbols)
+        for symbol in symbols:
+            self._by_symbol.get(symbol, {}).get(session.fmt, {}).pop(session.id, None)
+
+    def drop(self, session: Session, reason: CloseReason) -> None:
+        """Close a client for ``reason`` (slow, rate limited, shutdown)."""
+        session.close(reason)
+
+    def _closed(self, session: Session, reason: CloseReason) -> None:
+        # Every server-side close is counted here, including the ones a session decides
+        # by itself mid-write (its output passing the buffer limit).
+        self.closes[reason.name.lower()] += 1
+        if reason is not CloseReason.SHUTDOWN:  # not one line per client at shutdown
+            log.info("closing client %d: %s", session.id, reason.reason)
+
+    def detach(self, session: Session) -> None:
+        """Forget a client whose connection has ended, however it ended."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self.unsubscribe(session, list(session.symbols))
+        ip = self._session_ip.pop(session.id, "")
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+        self.counters["delivered"] += session.delivered
+        self.counters["conflated"] += session.conflated
+        if session.closed is None:
+            session.closed = CloseReason.SHUTDOWN  # gone: stop writing to it
+
+    # -- fan-out ------------------------------------------------------------------
+
+    def publish(self, tick: Tick) -> None:
+        """The hub listener: one tick to every session subscribed to its symbol.
+
+        This loop is the server's hot path, so ``Session.offer`` is inlined for the common
+        case: a ``ready`` session (writable, nothing held, no throttle) gets the shared
+        bytes written straight to its socket, or appended to its coalescing buffer.
+        """
+        groups = self._by_symbol.get(tick.symbol)
+        if not groups:
+            return
+        started = time.perf_counter()
+        wire = Wire(tick)
+        coalescer = self.coalescer
+        delivered = 0
+        for fmt, sessions in groups.items():
+            if not sessions:
+                continue
+            data = wire.get(fmt)
+            for session in tuple(sessions.values()):
+                if not session.ready:
+                    session.offer(wire)
+                elif coalescer is not None:
+                    if not session.outbuf:
+                        coalescer.add(session)
+                    session.outbuf.append(data)
+                    delivered += 1
+                else:
+                    try:
+                        session.direct(data)
+                    except RuntimeError:
+                        # The socket closed a moment before the protocol heard of it.
+                        session.lost()
+                        continue
+                    delivered += 1
+        self._direct_delivered += delivered
+        if self.on_fanout is not None:
+            self.on_fanout(tick, time.perf_counter() - started)
+
+    def broadcast_status(self, status: dict[str, object]) -> None:
+        for session in tuple(self.sessions.values()):
+            session.send_status(status)
+
+    def _schedule(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        assert self._loop is not None, "the edge is not started"
+        return self._loop.call_later(delay, callback)
+
+    async def _sweep(self) -> None:
+        # Clients the fan-out still writes to are asked the kernel whether they read at
+        # all, a slice per sweep so that each is asked every timeout/4 seconds: one
+        # getsockopt per client per 2.5 s by default, not per sweep.
+        slices = max(1, round(self.limits.slow_client_timeout / 4 / SWEEP_INTERVAL))
+        turn = 0
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            turn = (turn + 1) % slices
+            for session in tuple(self.sessions.values()):
+                # A ready session is writable with nothing held, and its socket pauses
+                # below the buffer limit (server.py): only the kernel can say more.
+                if session.ready:
+                    if session.id % slices != turn:
+                        continue
+                    verdict = session.check_progress(now)
+                else:
+                    verdict = session.check(now)
+                if verdict is not None:
+                    self.drop(session, verdict)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sse_heartbeat)
+            for session in tuple(self.sessions.values()):
+                if session.kind == "sse" and session.transport.writable:
+                    session.transport.write(_heartbeat_bytes(session))
+
+    # -- observation --------------------------------------------------------------
+
+    def delivered_total(self) -> int:
+        slow = sum(s.delivered for s in self.sessions.values())
+        return self._direct_delivered + self.counters["delivered"] + slow
+
+    def conflated_total(self) -> int:
+        return self.counters["conflated"] + sum(s.conflated for s in self.sessions.values())
+
+    def clients_by_transport(self) -> dict[str, int]:
+        counts = Counter(s.kind for s in self.sessions.values())
+        return {"ws": counts["ws"], "sse": counts["sse"]}
+
+    def status(self) -> dict[str, object]:
+        return {
+            "clients": {**self.clients_by_transport(), "total": len(self.sessions)},
+            "subscriptions": sum(len(s.symbols) for s in self.sessions.values()),
+            "pending_conflated": sum(s.pending_count for s in self.sessions.values()),
+            "delivered": self.delivered_total(),
+            "conflated": self.conflated_total(),
+            "closes": dict(self.closes),
+        }
+
+
+class WriteCoalescer:
+    """Holds each session's frames for up to ``window`` seconds, then writes them in one
+    ``write`` per session: still one WebSocket message (or SSE event) per tick, but one
+    system call for all the ticks of the window, which is most of the cost of a delivery.
+    """
+
+    def __init__(
+        self, window: float, schedule: Callable[[float, Callable[[], None]], object]
+    ) -> None:
+        self.window = window
+        self._schedule = schedule
+        self._dirty: list[Session] = []
+        self._armed = False
+
+    def add(self, session: Session) -> None:
+        self._dirty.append(session)
+        if not self._armed:
+            self._armed = True
+            self._schedule(self.window, self.flush)
+
+    def flush(self) -> None:
+        self._armed = False
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            try:
+                session.flush_out()
+            except RuntimeError:
+                session.lost()
+
+
+def _heartbeat_bytes(session: Session) -> bytes:
+    return _HEARTBEAT_CHUNK if session.fmt == "sse_chunk" else _HEARTBEAT
+
+
+def _token_ok(token: str, request: ClientRequest) -> bool:
+    offered = request.token_param
+    if request.authorization and request.authorization.lower().startswith("bearer "):
+        offered = request.authorization[7:].strip()
+    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())

@@ -1,0 +1,376 @@
+"""uvicorn protocols that let the fan-out write pre-encoded bytes straight to each socket.
+
+ASGI's ``send`` is a coroutine per message: awaiting it per client per tick costs a task
+switch per delivery, and uvicorn's ``send`` waits while the socket is paused, which would
+make a slow client stall whoever awaits it. These subclasses of uvicorn's own protocols
+add one ASGI extension, ``scope["extensions"]["tickcast.raw"]``, holding a transport the
+fan-out writes to without awaiting, plus the socket's flow-control signals
+(``pause_writing``/``resume_writing``), so the session conflates instead of queueing.
+Under any other ASGI server the extension is absent and ``tickcast.edge.transport``'s queued
+fallback is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from tickcast.edge.session import TransportKind
+from tickcast.edge.wire import WireFormat
+from tickcast.errors import CloseReason
+
+EXTENSION = "tickcast.raw"
+# A slow client's close frame gets this long to go out before the socket is reset:
+# a client that is not reading would otherwise pin its buffers until TCP gives up.
+SLOW_CLOSE_GRACE = 1.0
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class SocketTuning:
+    """Per-connection socket limits, so backpressure shows within seconds.
+
+    With the kernel's auto-tuned send buffer (up to several MB) a client that stops
+    reading would silently absorb minutes of stale ticks before flow control pauses, and
+    conflation could not start; a modest buffer keeps what a client sees fresh.
+    """
+
+    sndbuf: int = 0  # 0 = the operating system's default
+    write_high: int = 64 * 1024
+
+    def apply(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if self.sndbuf and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        # Duck-typed: uvloop's transports implement the methods but do not subclass
+        # asyncio.WriteTransport, so an isinstance check would skip them silently.
+        set_limits = getattr(transport, "set_write_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=self.write_high, low=self.write_high // 4)
+
+
+def protocol_classes(
+    tuning: SocketTuning,
+) -> tuple[type[FastHttpProtocol], type[FastWebSocketProtocol]]:
+    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket."""
+    http = type("TunedHttpProtocol", (FastHttpProtocol,), {"tuning": tuning})
+    ws = type("TunedWebSocketProtocol", (FastWebSocketProtocol,), {"tuning": tuning})
+    return http, ws
+
+
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes (u32)
+# at 144, tcpi_bytes_sent (u64) at 200 (Linux 4.19+).
+_TCP_INFO_LEN = 208
+_TCP_INFO = struct.Struct("=120xQ16xI52xQ")
+
+
+def tcp_progress(sock: socket.socket | None) -> tuple[int, int] | None:
+    """(bytes the peer has acknowledged, bytes still in the kernel for it), or None where
+    TCP_INFO is not available. A peer that reads nothing acknowledges nothing."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO_LEN:
+        return None
+    acked, notsent, sent = _TCP_INFO.unpack_from(raw)
+    return acked, notsent + max(0, sent - acked)
+
+
+class RawTransport:
+    """The fan-out's view of one connection: write now, or be told when it can."""
+
+    __slots__ = ("_sock", "_transport", "on_pause", "on_resume")
+
+    kind: TransportKind
+    wire_format: WireFormat
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._sock: socket.socket | None = transport.get_extra_info("socket")
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+
+    def buffered(self) -> int:
+        return int(self._transport.get_write_buffer_size())
+
+    def progress(self) -> tuple[int, int] | None:
+        """Acknowledged and outstanding bytes, kernel and asyncio buffers together."""
+        found = tcp_progress(self._sock)
+        return None if found is None else (found[0], found[1] + self.buffered())
+
+    def _paused(self) -> None:
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def _resumed(self) -> None:
+        if self.on_resume is not None:
+            self.on_resume()
+
+
+class RawWebSocket(RawTransport):
+    kind: TransportKind = "ws"
+    wire_format: WireFormat = "ws_frame"
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: FastWebSocketProtocol) -> None:
+        super().__init__(protocol.transport)
+        self._protocol = protocol
+
+    @property
+    def writable(self) -> bool:
+        p = self._protocol
+        return (
+            p.writable.is_set()
+            and not p.close_sent
+            and not p.disconnected
+            and not p.transport.is_closing()
+        )
+
+    @property
+    def raw_write(self) -> Callable[[bytes], object]:
+        """The socket's own write, for the fan-out's fast path: only valid while
+        ``writable``, which the session tracks through ``on_pause``/``on_resume``."""
+        write: Callable[[bytes], object] = self._protocol.transport.write
+        return write
+
+    def write(self, data: bytes) -> None:
+        p = self._protocol
+        if not p.close_sent and not p.disconnected and not p.transport.is_closing():
+            p.transport.write(data)
+
+    def close(self, reason: CloseReason) -> None:
+        self._protocol.close_now(reason)
+
+
+class LeanQueue:
+    """What uvicorn's WebSocket protocol needs of its receive queue (``put_nowait``,
+    ``get``, ``empty``), without ``asyncio.Queue``'s three deques and an event: about
+    3 KB per connection for a queue that rarely holds more than one message."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class LeanEvent:
+    """``asyncio.Event``'s interface with one slot instead of a deque of waiters."""
+
+    __slots__ = ("_flag", "_waiters")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        while not self._flag:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
+class _FlowSignals(asyncio.Protocol):
+    """Relays a connection's flow-control signals to its raw transport, if it has one."""
+
+    raw: RawTransport | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.raw is not None:
+            self.raw._paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.raw is not None:
+            self.raw._resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.raw is not None:
+            self.raw._paused()
+
+
+class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol plus the ``tickcast.raw`` extension."""
+
+    raw: RawWebSocket | None = None
+    tuning: ClassVar[SocketTuning] = SocketTuning()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.writable = LeanEvent()  # type: ignore[assignment]
+        self.writable.set()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept":
+            # The handshake's request and response (headers and all) are not used again.
+            # websockets' parser generator still holds the request for the connection's
+            # life, so its headers are emptied rather than just dropped here.
+            self.request.headers.clear()
+            del self.request, self.response
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.tuning.apply(transport)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the handshake was accepted and the app task created
+            self.raw = RawWebSocket(self)
+            scope["extensions"][EXTENSION] = {"transport": self.raw}
+
+    # Every way the connection stops taking frames tells the session, so the fan-out's
+    # fast path stops writing to it at once.
+    def handle_close(self, event: Any) -> None:
+        super().handle_close(event)
+        if self.raw is not None:
+            self.raw._paused()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        if self.raw is not None:
+            self.raw._paused()
+
+    def shutdown(self) -> None:
+        # uvicorn closes with 1012 (service restart); SPEC §9 says 1001 (going away).
+        if self.handshake_complete and not self.close_sent and not self.disconnected:
+            self.stop_keepalive()
+            self.close_now(CloseReason.SHUTDOWN)
+            return
+        super().shutdown()
+
+    def close_now(self, reason: CloseReason) -> None:
+        """Send a close frame without waiting for the socket to drain (ASGI's close waits
+        while the socket is paused, i.e. forever for a client that stopped reading)."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return
+        self.conn.send_close(reason.code, reason.reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": reason.code, "reason": reason.reason}
+        )
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if reason in (CloseReason.SLOW_CLIENT, CloseReason.BUFFER_FULL):
+            self.close_timer = self.loop.call_later(SLOW_CLOSE_GRACE, self.transport.abort)
+        else:
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+
+class RawEventStream(RawTransport):
+    """An SSE response body written as HTTP/1.1 chunks straight to the socket."""
+
+    kind: TransportKind = "sse"
+    wire_format: WireFormat = "sse_chunk"
+    __slots__ = ("_protocol", "closed")
+
+    def __init__(self, protocol: FastHttpProtocol) -> None:
+        super().__init__(protocol.transport)
+        self._protocol = protocol
+        self.closed = False
+
+    @property
+    def writable(self) -> bool:
+        return (
+            not self.closed
+            and not self._protocol.flow.write_paused
+            and not self._transport.is_closing()
+        )
+
+    @property
+    def raw_write(self) -> Callable[[bytes], object]:
+        """The socket's own write, for the fan-out's fast path (see RawWebSocket)."""
+        write: Callable[[bytes], object] = self._transport.write
+        return write
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if reason in (CloseReason.SLOW_CLIENT, CloseReason.BUFFER_FULL):
+            # Nothing queued for a stalled client is worth delivering: reset at once.
+            self._transport.abort()
+        else:
+            self._transport.write(_LAST_CHUNK)
+            self._transport.close()
+
+
+class FastHttpProtocol(_FlowSignals, HttpToolsProtocol):
+    """uvicorn's httptools protocol plus the ``tickcast.raw`` extension for streams."""
+
+    raw: RawEventStream | None = None
+    tuning: ClassVar[SocketTuning] = SocketTuning()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.tuning.apply(transport)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self.scope.get("type") == "http" and "path" in self.scope:
+            self.scope.setdefault("extensions", {})[EXTENSION] = {"stream": self.open_stream}
+
+    def shutdown(self) -> None:
+        # An event stream never completes by itself: end it now instead of letting the
+        # server wait out its graceful-shutdown timeout.
+        if self.raw is not None and not self.raw.closed:
+            self.raw.close(CloseReason.SHUTDOWN)
+            return
+        super().shutdown()
+
+    def open_stream(self) -> RawEventStream:
+        """Take over the response body of the current request (after its headers)."""
+        self.raw = RawEventStream(self)
+        return self.raw

@@ -1,0 +1,531 @@
+"""One client's session: subscriptions, ops, conflation, throttling and limits.
+
+No I/O and no ``await``: the session writes pre-encoded bytes to a ``Transport`` when it
+can take them and otherwise keeps the latest tick per symbol (conflation), so a slow
+client costs a bounded dict and never a queue. Timers come from an injected scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import orjson
+
+from tickcast.edge.wire import Wire, WireFormat, encode_message
+from tickcast.errors import CloseReason, ErrorCode
+
+TransportKind = Literal["ws", "sse"]
+# Control replies wait here while the transport is paused; ops are rate limited, so
+# reaching this means the client sends ops and never reads.
+MAX_PENDING_CONTROL = 256
+# A client whose ops stay over the rate limit this long is closed.
+RATE_LIMIT_CLOSE_AFTER = 5.0
+# Refusals less than this far apart count as one stretch over the limit: a client sending
+# flat out still gets an op through whenever a token refills, and that must not restart
+# the count.
+RATE_LIMIT_CALM = 1.0
+
+
+class Transport(Protocol):
+    """Where a session's bytes go: a WebSocket or an SSE stream.
+
+    The transport calls ``on_pause`` when its flow control stops taking writes and
+    ``on_resume`` when it takes them again; the edge points them at the session.
+    """
+
+    on_pause: Callable[[], None] | None
+    on_resume: Callable[[], None] | None
+
+    @property
+    def kind(self) -> TransportKind: ...
+
+    @property
+    def wire_format(self) -> WireFormat:
+        """How this transport wants its bytes (see ``tickcast.edge.wire``)."""
+
+    @property
+    def writable(self) -> bool:
+        """False while the connection's flow control says it cannot take more."""
+
+    def write(self, data: bytes) -> None:
+        """Queue already-encoded wire bytes (frames or events) without blocking."""
+
+    def buffered(self) -> int:
+        """Bytes written but not yet accepted by the peer's socket."""
+
+    def close(self, reason: CloseReason) -> None:
+        """Close the connection now, with ``reason`` where the protocol can carry it."""
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Coalescer(Protocol):
+    """Collects sessions with bytes waiting in ``outbuf`` and flushes them together."""
+
+    def add(self, session: Session) -> None: ...
+
+
+Scheduler = Callable[[float, Callable[[], None]], Cancellable]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_subscriptions: int = 200
+    ops_per_second: float = 20.0
+    ops_burst: int = 40
+    client_buffer_bytes: int = 1 << 20
+    slow_client_timeout: float = 10.0
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; each op takes one."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class OpOutcome:
+    """What an op asks the driver to do besides the replies the session already sent."""
+
+    subscribe: list[str] = field(default_factory=list)
+    unsubscribe: list[str] = field(default_factory=list)
+    close: CloseReason | None = None
+
+
+class OpError(Exception):
+    def __init__(self, code: ErrorCode, message: str, op_id: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.op_id = op_id
+
+
+class Session:
+    """The state of one connected client."""
+
+    # One per connection, tens of thousands per process: slots save a dict each.
+    __slots__ = (
+        "_acked",
+        "_blocked_buffered",
+        "_blocked_since",
+        "_bucket",
+        "_clock",
+        "_coalescer",
+        "_control",
+        "_flush_timer",
+        "_last_sent",
+        "_limited_last",
+        "_limited_since",
+        "_pending",
+        "_schedule",
+        "_stuck_since",
+        "_throttle",
+        "closed",
+        "conflated",
+        "delivered",
+        "direct",
+        "fmt",
+        "id",
+        "kind",
+        "limits",
+        "on_close",
+        "outbuf",
+        "ready",
+        "served",
+        "symbols",
+        "transport",
+        "wants_status",
+    )
+
+    def __init__(
+        self,
+        session_id: int,
+        transport: Transport,
+        served: frozenset[str],
+        *,
+        limits: Limits,
+        clock: Callable[[], float],
+        schedule: Scheduler,
+        throttle_ms: float = 0.0,
+        wants_status: bool = False,
+        coalescer: Coalescer | None = None,
+    ) -> None:
+        self.id = session_id
+        self.transport = transport
+        self.kind: TransportKind = transport.kind
+        self.fmt: WireFormat = transport.wire_format
+        self.served = served
+        self.limits = limits
+        self.symbols: set[str] = set()
+        self.wants_status = wants_status
+        self.closed: CloseReason | None = None
+        # Told of every close, whoever decided it (the edge counts them by reason).
+        self.on_close: Callable[[Session, CloseReason], None] | None = None
+        self.delivered = 0
+        self.conflated = 0
+        self._clock = clock
+        self._schedule = schedule
+        self._throttle = throttle_ms / 1000.0
+        self._last_sent: dict[str, float] = {}
+        self._pending: dict[str, Wire] = {}
+        self._control: list[bytes] = []
+        self._flush_timer: Cancellable | None = None
+        self._blocked_since: float | None = None
+        self._blocked_buffered = 0
+        self._acked = -1
+        self._stuck_since: float | None = None
+        self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
+        self._limited_since: float | None = None
+        self._limited_last = 0.0
+        # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go
+        # straight to ``direct`` (the socket's own write), or to ``outbuf`` when writes
+        # are coalesced, with no further checks.
+        raw_write: Callable[[bytes], object] | None = getattr(transport, "raw_write", None)
+        self.direct: Callable[[bytes], object] = raw_write or transport.write
+        self.outbuf: list[bytes] = []
+        self._coalescer = coalescer
+        self.ready = False
+        self._refresh_ready()
+
+    # -- fan-out side -------------------------------------------------------------
+
+    def _refresh_ready(self) -> None:
+        self.ready = (
+            self.closed is None
+            and not self._throttle
+            and not self._pending
+            and not self._control
+            and self.transport.writable
+        )
+
+    def _emit(self, data: bytes) -> None:
+        """Write ``data`` in order with everything before it, coalesced when enabled."""
+        if self._coalescer is None:
+            self.transport.write(data)
+            return
+        if not self.outbuf:
+            self._coalescer.add(self)
+        self.outbuf.append(data)
+
+    def flush_out(self) -> None:
+        """Write the coalesced bytes in one write (called by the coalescer)."""
+        if self.outbuf:
+            data = b"".join(self.outbuf)
+            self.outbuf.clear()
+            if self.closed is None:
+                self.transport.write(data)
+
+    def lost(self) -> None:
+        """The connection is gone (the endpoint will detach us): stop writing to it."""
+        self.ready = False
+        if self.closed is None:
+            self.closed = CloseReason.GONE
+        self._pending.clear()
+        self._control.clear()
+        self.outbuf.clear()
+
+    def offer(self, wire: Wire) -> None:
+        """A new tick for one of this session's symbols: write it, or keep it as the
+        symbol's latest until the client can take it."""
+        if self.ready:
+            self._emit(wire.get(self.fmt))
+            self.delivered += 1
+            return
+        if self.closed is not None:
+            return
+        symbol = wire.tick.symbol
+        now = self._clock()
+        if self._throttle and (due := self._due(symbol)) > now:
+            self._hold(symbol, wire)
+            self._arm_flush(due)
+            return
+        if self._pending or self._control or not self.transport.writable:
+            self._hold(symbol, wire)
+            if not self.transport.writable:
+                self._mark_blocked(now)
+            self.ready = False
+            return
+        self._send_tick(wire, now)
+
+    def _due(self, symbol: str) -> float:
+        """When ``symbol`` may next be sent under the throttle; its first tick at once,
+        however long the window (a sentinel "long ago" would not survive a huge one)."""
+        last = self._last_sent.get(symbol)
+        return -math.inf if last is None else last + self._throttle
+
+    def _hold(self, symbol: str, wire: Wire) -> None:
+        if symbol in self._pending:
+            self.conflated += 1
+        self._pending[symbol] = wire
+
+    def _send_tick(self, wire: Wire, now: float) -> None:
+        self._emit(wire.get(self.fmt))
+        self.delivered += 1
+        if self._throttle:
+            self._last_sent[wire.tick.symbol] = now
+        if self.transport.buffered() > self.limits.client_buffer_bytes:
+            self.close(CloseReason.BUFFER_FULL)
+
+    def flush(self) -> None:
+        """Write what is held, oldest first, as far as the transport takes it."""
+        if self.closed is not None:
+            return
+        self._flush_timer = None
+        if not self.transport.writable:
+            return
+        self._blocked_since = None
+        while self._control and self.transport.writable:
+            self._emit(self._control.pop(0))
+        if self._pending:
+            self._flush_pending()
+        self._refresh_ready()
+
+    def _flush_pending(self) -> None:
+        now = self._clock()
+        later: float | None = None
+        for wire in sorted(self._pending.values(), key=lambda w: w.tick.seq):
+            symbol = wire.tick.symbol
+            if self._throttle and (due := self._due(symbol)) > now:
+                later = due if later is None else min(later, due)
+                continue
+            if not self.transport.writable or self.closed is not None:
+                break
+            del self._pending[symbol]
+            self._send_tick(wire, now)
+        if later is not None:
+            self._arm_flush(later)
+
+    def _arm_flush(self, due: float) -> None:
+        if self._flush_timer is None:
+            self._flush_timer = self._schedule(max(0.0, due - self._clock()), self.flush)
+
+    def paused(self) -> None:
+        """The transport's flow control stopped accepting writes."""
+        self.ready = False
+        self._mark_blocked(self._clock())
+
+    def _mark_blocked(self, now: float) -> None:
+        if self._blocked_since is None:
+            self._blocked_since = now
+            self._blocked_buffered = self.transport.buffered()
+
+    def check(self, now: float) -> CloseReason | None:
+        """The periodic slow-client verdict: close a client that accepted nothing for too
+        long, or whose pending output passed the limit."""
+        if self.closed is not None:
+            return None
+        if self.transport.writable:
+            self._blocked_since = None
+        else:
+            buffered = self.transport.buffered()
+            if self._blocked_since is None or buffered < self._blocked_buffered:
+                # Still paused, but the peer took bytes since the last look: it reads
+                # slowly (conflation serves it), it has not stopped.
+                self._blocked_since = now
+            self._blocked_buffered = buffered
+            if now - self._blocked_since >= self.limits.slow_client_timeout:
+                return CloseReason.SLOW_CLIENT
+        if self.pending_bytes() > self.limits.client_buffer_bytes:
+            return CloseReason.BUFFER_FULL
+        return None
+
+    def check_progress(self, now: float) -> CloseReason | None:
+        """The kernel's verdict, for a client the fan-out still writes to: bytes are
+        outstanding and the peer has acknowledged none of them for the timeout.
+
+        Flow control alone notices a client that stopped reading only once the socket
+        buffers are full, which at a few KB/s takes minutes; the acknowledged-bytes
+        counter stops moving at once.
+        """
+        progress_of = getattr(self.transport, "progress", None)
+        progress = None if progress_of is None else progress_of()
+        if progress is None or self.closed is not None:
+            return None
+        acked, outstanding = progress
+        if acked != self._acked:
+            # No acknowledgement since this check, at least: the clock starts here.
+            self._acked = acked
+            self._stuck_since = now
+            return None
+        if outstanding <= 0:
+            self._stuck_since = now  # nothing to acknowledge is not a stall
+            return None
+        if (
+            self._stuck_since is not None
+            and now - self._stuck_since >= self.limits.slow_client_timeout
+        ):
+            return CloseReason.SLOW_CLIENT
+        return None
+
+    def pending_bytes(self) -> int:
+        held = sum(len(w.get(self.fmt)) for w in self._pending.values())
+        return self.transport.buffered() + held + sum(map(len, self._control))
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def close(self, reason: CloseReason) -> None:
+        if self.closed is not None:
+            return
+        self.closed = reason
+        self.ready = False
+        self._pending.clear()
+        self._control.clear()
+        self.outbuf.clear()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self.transport.close(reason)
+        if self.on_close is not None:
+            self.on_close(self, reason)
+
+    def unsubscribed(self, symbols: Iterable[str]) -> None:
+        """Forget ``symbols``, with any tick still held for them: once the client has its
+        unsubscribe ack it must not get another tick of those symbols."""
+        for symbol in symbols:
+            self.symbols.discard(symbol)
+            self._pending.pop(symbol, None)
+            self._last_sent.pop(symbol, None)
+        if not self._pending and not self._control and self.closed is None:
+            self._refresh_ready()
+
+    # -- control messages ---------------------------------------------------------
+
+    def send_message(self, message: dict[str, object]) -> None:
+        """Send a control message (ack, error, status, pong) in order with the ticks.
+
+        Replies go ahead of held ticks: those are conflated values waiting for the client
+        or for their throttle window, and a reply must not wait out a window. Ticks offered
+        after the reply (a subscribe's snapshot) still come after it.
+        """
+        if self.closed is not None:
+            return
+        wire = encode_message(self.fmt, orjson.dumps(message), str(message["type"]), None)
+        if self._control or not self.transport.writable:
+            if len(self._control) >= MAX_PENDING_CONTROL:
+                self.close(CloseReason.BUFFER_FULL)
+                return
+            self._control.append(wire)
+            self.ready = False
+            return
+        self._emit(wire)
+
+    def send_status(self, status: dict[str, object]) -> None:
+        if self.wants_status:
+            self.send_message(status)
+
+    def handle_text(self, text: str) -> OpOutcome:
+        """Apply one client op; replies are sent here, subscription changes returned."""
+        now = self._clock()
+        self.wants_status = True
+        op_id: object = None
+        if not self._bucket.take(now):
+            if self._limited_since is None or now - self._limited_last > RATE_LIMIT_CALM:
+                self._limited_since = now
+            self._limited_last = now
+            if now - self._limited_since >= RATE_LIMIT_CLOSE_AFTER:
+                return OpOutcome(close=CloseReason.RATE_LIMITED)
+            self._error(None, ErrorCode.RATE_LIMITED, "too many ops; slow down")
+            return OpOutcome()
+        try:
+            request = _parse_op(text)
+            op_id = request.get("id")
+            return self._dispatch(request, op_id)
+        except OpError as exc:
+            self._error(exc.op_id if op_id is None else op_id, exc.code, exc.message)
+            return OpOutcome()
+
+    def handle_binary(self) -> None:
+        self._error(None, ErrorCode.BINARY_NOT_SUPPORTED, "send ops as JSON text frames")
+
+    def _dispatch(self, request: dict[str, object], op_id: object) -> OpOutcome:
+        op = request["op"]
+        if op == "ping":
+            self.send_message(_with_id({"type": "pong"}, op_id))
+            return OpOutcome()
+        if op == "list":
+            self._ack(op_id, "list", sorted(self.symbols))
+            return OpOutcome()
+        if op == "subscribe":
+            wanted = self.resolve(_symbols_field(request))
+            new = [s for s in wanted if s not in self.symbols]
+            if len(self.symbols) + len(new) > self.limits.max_subscriptions:
+                raise OpError(
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                    f"at most {self.limits.max_subscriptions} symbols per client",
+                )
+            self._ack(op_id, "subscribe", wanted)
+            return OpOutcome(subscribe=new)
+        if op == "unsubscribe":
+            gone = [s for s in self.resolve(_symbols_field(request)) if s in self.symbols]
+            self._ack(op_id, "unsubscribe", gone)
+            return OpOutcome(unsubscribe=gone)
+        raise OpError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
+        )
+
+    def resolve(self, names: Iterable[str]) -> list[str]:
+        """Served symbols for ``names`` (``*`` = all); raises OpError naming unknown ones."""
+        wanted = [n.strip().upper() for n in names if n.strip()]
+        if "*" in wanted:
+            return sorted(self.served)
+        unknown = [s for s in dict.fromkeys(wanted) if s not in self.served]
+        if unknown:
+            raise OpError(ErrorCode.UNKNOWN_SYMBOL, f"not served here: {', '.join(unknown)}")
+        return list(dict.fromkeys(wanted))
+
+    def _ack(self, op_id: object, op: str, symbols: list[str]) -> None:
+        self.send_message(_with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
+
+    def _error(self, op_id: object, code: ErrorCode, message: str) -> None:
+        self.send_message(
+            _with_id({"type": "error", "code": code.value, "message": message}, op_id)
+        )
+
+
+def _with_id(message: dict[str, object], op_id: object) -> dict[str, object]:
+    if op_id is not None:
+        return {"type": message["type"], "id": op_id, **message}
+    return message
+
+
+def _parse_op(text: str) -> dict[str, object]:
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise OpError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise OpError(ErrorCode.INVALID_OP, 'expected a JSON object like {"op":"subscribe"}')
+    op_id = request.get("id")
+    if op_id is not None and not isinstance(op_id, int | str):
+        raise OpError(ErrorCode.INVALID_OP, "id must be a number or a string")
+    if not isinstance(request.get("op"), str):
+        raise OpError(ErrorCode.INVALID_OP, 'missing "op"', op_id)
+    return request
+
+
+def _symbols_field(request: dict[str, object]) -> list[str]:
+    symbols = request.get("symbols")
+    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+        raise OpError(ErrorCode.INVALID_OP, '"symbols" must be a non-empty list of strings')
+    return symbols

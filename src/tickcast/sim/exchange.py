@@ -1,0 +1,539 @@
+"""A local Binance-compatible market-data WebSocket server with fault injection.
+
+Binance's own client libraries connect to it as to ``wss://data-stream.binance.vision``:
+``/ws/<stream>``, ``/ws`` + SUBSCRIBE, ``/stream?streams=...``, ``/stream``; the control
+messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
+stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
+of the client's recovery. ``POST /_sim/fault?kind=...`` and ``GET /_sim/stats`` on the
+same port are the admin interface.
+
+Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
+messages, limits, heartbeat bookkeeping) and ``faults`` (fault kinds and schedule)
+are pure; ``connection`` drives one connection; this module owns the listener, the
+market clock, the stream index that fans events out, and the faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+import orjson
+from websockets.frames import Frame, Opcode
+
+from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
+from tickcast.sim.control import AttemptLimiter
+from tickcast.sim.faults import (
+    DEFAULT_LATENCY_MS,
+    Fault,
+    FaultKind,
+    burst_size,
+    effective_duration,
+    parse_fault_query,
+    parse_fault_schedule,
+)
+from tickcast.sim.market import (
+    Market,
+    StreamKind,
+    StreamSpec,
+    build_payload,
+    parse_stream,
+)
+from tickcast.tick import DEFAULT_SYMBOLS
+
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "Fault",
+    "FaultKind",
+    "SimConfig",
+    "SimExchange",
+    "parse_fault_schedule",
+    "serve_forever",
+]
+
+log = logging.getLogger(__name__)
+_STOP_GRACE: Final = 1.0
+_CLOSE_REASONS: Final = {
+    FaultKind.CLOSE1000: (1000, "Normal closure (simulated fault)"),
+    FaultKind.CLOSE1001: (1001, "Going away (simulated fault)"),
+    FaultKind.CLOSE1008: (1008, "Policy violation (simulated fault)"),
+}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Settings of one simulated exchange; the defaults are Binance's real limits.
+
+    ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
+    universe (realistic start prices, the ``!miniTicker@arr`` members), though any
+    valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
+    (per client address per 5 minutes) are off when 0.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int = 1
+    rate: float = 1.0
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    ping_interval: float = 20.0
+    pong_timeout: float = 60.0
+    max_streams: int = 1024
+    max_incoming_per_second: int = 5
+    max_connection_attempts: int = 300
+    fault_schedule: tuple[Fault, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "ping_interval", "pong_timeout"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"SimConfig.{name} must be a positive number, got {value!r}")
+        if self.max_streams < 1:
+            raise ValueError(f"SimConfig.max_streams must be >= 1, got {self.max_streams}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"SimConfig.port must be 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The streams that carry data and the symbols to step, rebuilt on (un)subscribe."""
+
+    streams: tuple[tuple[str, StreamSpec], ...]
+    symbols: tuple[str, ...]
+
+
+def _text_frame(payload: bytes) -> bytes:
+    # Server frames are unmasked and no extension is negotiated, so one serialized frame
+    # is valid on every connection: encode once, write the same bytes everywhere.
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class _Encoded:
+    """One event of one stream, encoded lazily once per (combined, time unit) variant."""
+
+    __slots__ = ("_frames", "_market", "_name", "_payloads", "_spec")
+
+    def __init__(self, name: str, spec: StreamSpec, market: Market) -> None:
+        self._name = name
+        self._spec = spec
+        self._market = market
+        self._frames: list[bytes | None] = [None, None, None, None]
+        self._payloads: list[object] = [None, None]
+
+    def frame(self, combined: bool, micro: bool) -> bytes:
+        slot = 2 * combined + micro
+        frame = self._frames[slot]
+        if frame is None:
+            payload = self._payloads[micro]
+            if payload is None:
+                payload = self._payloads[micro] = build_payload(
+                    self._spec, self._market, 1000 if micro else 1
+                )
+            body = {"stream": self._name, "data": payload} if combined else payload
+            frame = self._frames[slot] = _text_frame(orjson.dumps(body))
+        return frame
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SimExchange:
+    """A simulated Binance market-data server on ``config.host:config.port``.
+
+    One market state serves every connection: each step produces one event per
+    subscribed stream, and the same bytes go to every subscriber, so a client holding
+    two connections (make-before-break) sees identical events on both. ``start`` may
+    follow ``stop`` again; the market and the statistics carry over.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._market = Market(config.seed, config.symbols, config.rate)
+        self._stats = SimStats()
+        self._attempts = AttemptLimiter(config.max_connection_attempts)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._port = config.port
+        self._conns: set[SimConnection] = set()
+        self._open: set[SimConnection] = set()
+        self._garbage: set[SimConnection] = set()
+        self._subscribers: dict[str, set[SimConnection]] = {}
+        self._plan: _Plan | None = None
+        # Replaced in start(): an Event binds to the loop that first waits on it.
+        self._has_streams = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._started_at = 0.0
+        self._stall_until = 0.0
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Bind the listener and start the market clock and the fault schedule."""
+        if self._server is not None:
+            raise RuntimeError("SimExchange is already running")
+        loop = self._loop = asyncio.get_running_loop()
+        config = self.config
+        limits = ConnectionLimits(
+            config.ping_interval,
+            config.pong_timeout,
+            config.max_streams,
+            config.max_incoming_per_second,
+        )
+        self._server = await loop.create_server(
+            lambda: SimConnection(self, loop, limits, self._stats),
+            self.config.host,
+            self.config.port,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._started_at = loop.time()
+        self._stall_until = 0.0
+        self._has_streams = asyncio.Event()
+        self._spawn(self._tick_loop(), "sim-market")
+        if self.config.fault_schedule:
+            self._spawn(self._run_schedule(), "sim-faults")
+        log.debug("simulated exchange listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close every connection (1001) and the listener; cancel and await own tasks."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        conns = list(self._conns)
+        for conn in conns:
+            conn.close_for_stop()
+        await self._wait_closed(conns)
+        for conn in conns:
+            conn.abort()
+        await self._wait_closed(conns)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        await server.wait_closed()
+
+    async def __aenter__(self) -> SimExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @staticmethod
+    async def _wait_closed(conns: list[SimConnection]) -> None:
+        pending = [c.closed for c in conns if not c.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=_STOP_GRACE)
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = self._require_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("simulator task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        loop = self._require_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            callback()
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._server is None:
+            raise RuntimeError("SimExchange is not running; call start() first")
+        return self._loop
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one before ``start``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL clients connect to, e.g. ``ws://127.0.0.1:9443``."""
+        host = self.config.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self._port}"
+
+    def stats(self) -> dict[str, object]:
+        """Counters for tests and the admin endpoint (``closes`` keyed by code as text)."""
+        s = self._stats
+        loop = self._loop
+        return {
+            "url": self.url,
+            "connections_open": len(self._open),
+            "connections_total": s.connections_total,
+            "connection_attempts": s.connection_attempts,
+            "connections_rejected": s.connections_rejected,
+            "closes": dict(sorted(s.closes.items())),
+            "resets": s.resets,
+            "messages_sent": s.messages_sent,
+            "streams": len(self._subscribers),
+            "faults": list(s.faults),
+            "pings_sent": s.pings_sent,
+            "pongs_ok": s.pongs_ok,
+            "incoming_rate_violations": s.incoming_rate_violations,
+            "slow_consumer_drops": s.slow_consumer_drops,
+            "stalled": loop is not None and loop.time() < self._stall_until,
+        }
+
+    # Market clock
+
+    async def _tick_loop(self) -> None:
+        loop = self._require_loop()
+        period = 1.0 / self.config.rate
+        next_at = loop.time()
+        while True:
+            if not self._subscribers:
+                await self._has_streams.wait()
+                next_at = loop.time()
+            next_at += period
+            delay = next_at - loop.time()
+            if delay < -period:
+                # Far behind (a busy or suspended host): skip the missed ticks instead
+                # of catching up with a burst nobody asked for.
+                next_at, delay = loop.time(), 0.0
+            await asyncio.sleep(max(0.0, delay))
+            self._tick()
+
+    def _tick(self) -> None:
+        now = self._require_loop().time()
+        if now < self._stall_until:
+            return
+        self._publish(_now_ms())
+        if self._garbage:
+            self._garbage_round(now)
+
+    def _publish(self, now_ms: int) -> None:
+        plan = self._current_plan()
+        if not plan.streams:
+            return
+        self._market.step(plan.symbols, now_ms)
+        for name, spec in plan.streams:
+            conns = self._subscribers.get(name)
+            if not conns:
+                continue
+            encoded = _Encoded(name, spec, self._market)
+            # Safe to iterate: sending never unsubscribes synchronously (connection_lost
+            # runs later, from the loop).
+            for conn in conns:
+                conn.send_data(encoded.frame(conn.session.combined, conn.micro))
+
+    def _current_plan(self) -> _Plan:
+        if self._plan is None:
+            streams = []
+            for name in self._subscribers:
+                spec = parse_stream(name)
+                if spec is not None:
+                    streams.append((name, spec))
+            symbols: dict[str, None] = {}
+            if any(spec.kind is StreamKind.ALL_MINI_TICKERS for _, spec in streams):
+                symbols.update(dict.fromkeys(self._market.known_symbols))
+            for _, spec in streams:
+                if spec.symbol is not None:
+                    symbols[spec.symbol] = None
+            self._plan = _Plan(tuple(streams), tuple(symbols))
+        return self._plan
+
+    # ConnectionOwner: called by SimConnection
+
+    def on_subscribe(self, conn: SimConnection, names: tuple[str, ...]) -> None:
+        """Add ``conn`` to the fan-out of each stream."""
+        for name in names:
+            conns = self._subscribers.get(name)
+            if conns is None:
+                conns = self._subscribers[name] = set()
+                self._plan = None
+            conns.add(conn)
+        if self._subscribers:
+            self._has_streams.set()
+
+    def on_unsubscribe(self, conn: SimConnection, names: tuple[str, ...]) -> None:
+        """Remove ``conn`` from the fan-out of each stream."""
+        for name in names:
+            conns = self._subscribers.get(name)
+            if conns is None:
+                continue
+            conns.discard(conn)
+            if not conns:
+                del self._subscribers[name]
+                self._plan = None
+        if not self._subscribers:
+            self._has_streams.clear()
+
+    def on_connection_made(self, conn: SimConnection) -> None:
+        self._conns.add(conn)
+
+    def on_attempt(self, peer: str) -> bool:
+        """Count a handshake attempt; False once ``peer`` is over its budget (HTTP 429)."""
+        self._stats.connection_attempts += 1
+        allowed = self._attempts.allow(peer, self._require_loop().time())
+        if not allowed:
+            self._stats.connections_rejected += 1
+        return allowed
+
+    def on_opened(self, conn: SimConnection) -> None:
+        self._open.add(conn)
+        self._stats.connections_total += 1
+
+    def on_connection_lost(self, conn: SimConnection) -> None:
+        self._conns.discard(conn)
+        if conn not in self._open:
+            return
+        self._open.discard(conn)
+        self._garbage.discard(conn)
+        self.on_unsubscribe(conn, tuple(conn.session.streams))
+        if conn.was_reset:
+            self._stats.resets += 1
+        else:
+            self._stats.closes[str(conn.close_code())] += 1
+
+    # Faults
+
+    def inject(
+        self, kind: FaultKind, duration: float = 0.0, *, latency_ms: float = DEFAULT_LATENCY_MS
+    ) -> None:
+        """Apply a fault now to every open connection (same effect as a scheduled one).
+
+        ``duration`` as in ``Fault``; ``latency_ms`` is the hold-back of a latency fault.
+        Raises RuntimeError unless the exchange is running.
+        """
+        loop = self._require_loop()
+        kind = FaultKind(kind)
+        if not math.isfinite(duration) or duration < 0:
+            raise ValueError(f"fault duration must be a finite number >= 0, got {duration!r}")
+        self._stats.faults.append(kind.value)
+        log.info("simulated fault: %s (duration %g s)", kind.value, duration)
+        now = loop.time()
+        targets = list(self._open)
+        if kind is FaultKind.DROP:
+            for conn in targets:
+                conn.reset()
+        elif kind in _CLOSE_REASONS:
+            code, reason = _CLOSE_REASONS[kind]
+            for conn in targets:
+                conn.close(code, reason)
+        elif kind is FaultKind.STALL:
+            self._stall_until = max(self._stall_until, now + effective_duration(kind, duration))
+        elif kind is FaultKind.SHUTDOWN:
+            self._shutdown(targets, duration)
+        elif kind is FaultKind.GARBAGE:
+            self._start_garbage(targets, now + duration)
+        elif kind is FaultKind.BURST:
+            self._burst(targets, burst_size(duration))
+        else:
+            until = now + effective_duration(kind, duration)
+            for conn in targets:
+                conn.latency_until = until
+                conn.latency = latency_ms / 1000.0
+
+    def _shutdown(self, targets: list[SimConnection], delay: float) -> None:
+        now_ms = _now_ms()
+        for conn in targets:
+            conn.send_shutdown(now_ms)
+
+        def close_them() -> None:
+            for conn in targets:
+                conn.close(1001, "Server shutdown")
+
+        self._call_later(delay, close_them)
+
+    def _start_garbage(self, targets: list[SimConnection], until: float) -> None:
+        now_ms = _now_ms()
+        for conn in targets:
+            conn.send_garbage(now_ms)
+            conn.garbage_until = until
+            self._garbage.add(conn)
+
+    def _garbage_round(self, now: float) -> None:
+        now_ms = _now_ms()
+        for conn in list(self._garbage):
+            if now >= conn.garbage_until:
+                self._garbage.discard(conn)
+            else:
+                conn.send_garbage(now_ms)
+
+    def _burst(self, targets: list[SimConnection], messages: int) -> None:
+        if self._require_loop().time() < self._stall_until:
+            log.info("burst skipped: the exchange is stalled")
+            return
+        counts = [k for k in (c.data_stream_count() for c in targets) if k > 0]
+        if not counts:
+            return
+        # Enough steps that every connection gets at least `messages` events, without
+        # multiplying a 1000-stream connection's share by the burst size.
+        now_ms = _now_ms()
+        for _ in range(math.ceil(messages / min(counts))):
+            self._publish(now_ms)
+
+    async def _run_schedule(self) -> None:
+        loop = self._require_loop()
+        for fault in sorted(self.config.fault_schedule, key=lambda f: f.at):
+            await asyncio.sleep(max(0.0, self._started_at + fault.at - loop.time()))
+            self.inject(fault.kind, fault.duration)
+
+    # Admin
+
+    def on_admin(self, method: str, target: str) -> tuple[int, dict[str, object]]:
+        """Answer ``/_sim/stats`` and ``/_sim/fault``: an HTTP status and a JSON body."""
+        path, _, query = target.partition("?")
+        if path == "/_sim/stats":
+            if method != "GET":
+                return 405, {"ok": False, "error": "use GET /_sim/stats"}
+            return 200, self.stats()
+        if path == "/_sim/fault":
+            if method != "POST":
+                return 405, {"ok": False, "error": "use POST /_sim/fault?kind=...&duration=..."}
+            try:
+                request = parse_fault_query(query)
+            except ValueError as exc:
+                return 400, {"ok": False, "error": str(exc)}
+            self.inject(request.kind, request.duration, latency_ms=request.latency_ms)
+            body: dict[str, object] = {
+                "ok": True,
+                "kind": request.kind.value,
+                "duration": request.duration,
+            }
+            if request.kind is FaultKind.LATENCY:
+                body["ms"] = request.latency_ms
+            return 200, body
+        return 404, {"ok": False, "error": f"no such endpoint: {path}"}
+
+
+async def serve_forever(config: SimConfig) -> None:
+    """Run a simulated exchange until cancelled, then stop it cleanly."""
+    async with SimExchange(config) as exchange:
+        log.info(
+            "simulated exchange listening on %s (seed %d, %g events/s per stream)",
+            exchange.url,
+            config.seed,
+            config.rate,
+        )
+        await asyncio.get_running_loop().create_future()

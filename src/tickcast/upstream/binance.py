@@ -1,0 +1,387 @@
+"""The Binance market-data client: sharded combined streams that never give up.
+
+Each shard of at most 1024 streams is one ``_Shard`` supervising one connection at a time
+(two during a make-before-break rotation). It reconnects on every close code with
+exponential backoff and full jitter, replaces a connection that is open but silent, and
+rotates a connection before Binance's 24-hour limit or when the server announces
+``serverShutdown``. Duplicates during the overlap are dropped by the ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from tickcast.tasks import cancel_and_wait
+from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown, Update
+from tickcast.upstream.pacing import AttemptBudget, Backoff, SendPacer
+
+log = logging.getLogger(__name__)
+
+MAX_STREAMS_PER_CONNECTION = 1024
+# Streams per SUBSCRIBE message: one message carries many streams, so a full shard of
+# 1024 streams needs 4 messages, sent within Binance's 5 messages per second.
+SUBSCRIBE_BATCH = 256
+CONNECT_TIMEOUT = 10.0
+
+
+class UpstreamState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    STALE = "stale"
+
+
+def stream_names(symbols: Sequence[str], book: bool) -> list[str]:
+    """Binance stream names (lowercase) for ``symbols``: ``@ticker``, plus ``@bookTicker``."""
+    kinds = ("ticker", "bookTicker") if book else ("ticker",)
+    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
+
+
+def shard(streams: Sequence[str], size: int = MAX_STREAMS_PER_CONNECTION) -> list[list[str]]:
+    """Split ``streams`` into connections of at most ``size`` streams each."""
+    size = min(size, MAX_STREAMS_PER_CONNECTION)
+    return [list(streams[i : i + size]) for i in range(0, len(streams), size)]
+
+
+def combined_url(base: str) -> str:
+    """The bare combined-stream endpoint (``/stream``) under ``base``; streams are added by
+    SUBSCRIBE, which keeps the URL short for 1024 streams."""
+    base = base.rstrip("/")
+    for suffix in ("/stream", "/ws"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base + "/stream"
+
+
+@dataclass
+class ClientOptions:
+    """Timing of the upstream client (all in seconds)."""
+
+    stale_after: float = 10.0
+    rotate_after: float = 23 * 3600.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    backoff_reset_after: float = 60.0
+    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
+    # After a 1008 (policy violation: too many requests), retrying at once is what gets
+    # an IP banned; wait at least this long whatever the backoff says.
+    policy_close_floor: float = 5.0
+
+
+@dataclass
+class _Conn:
+    """One open upstream connection and what its reader has seen."""
+
+    ws: ClientConnection
+    number: int
+    opened_at: float
+    last_data: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    first_data: asyncio.Event = field(default_factory=asyncio.Event)
+    shutdown_notice: bool = False
+    reader: asyncio.Task[None] | None = None
+    subscriber: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.reader is not None and not self.reader.done()
+
+
+class BinanceClient:
+    """Holds the upstream connections for ``streams`` and feeds updates to ``on_update``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        streams: Sequence[str],
+        on_update: Callable[[Update], None],
+        *,
+        options: ClientOptions | None = None,
+        on_frame: Callable[[str], None] | None = None,
+        on_state: Callable[[UpstreamState], None] | None = None,
+    ) -> None:
+        if not streams:
+            raise ValueError("the Binance client needs at least one stream")
+        self.url = combined_url(base_url)
+        self.options = options or ClientOptions()
+        self._on_update = on_update
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self.normalizer = Normalizer()
+        self.budget = AttemptBudget()
+        self.counters: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self._conn_numbers = itertools.count(1)
+        self._shards = [
+            _Shard(self, i, part)
+            for i, part in enumerate(shard(streams, self.options.streams_per_connection))
+        ]
+        self._state = UpstreamState.CONNECTING
+        self.state_since = time.time()
+
+    @property
+    def shards(self) -> int:
+        return len(self._shards)
+
+    @property
+    def state(self) -> UpstreamState:
+        return self._state
+
+    @property
+    def last_message_age(self) -> float | None:
+        ages = [s.last_data_age() for s in self._shards]
+        known = [a for a in ages if a is not None]
+        return max(known) if known and len(known) == len(ages) else None
+
+    async def run(self) -> None:
+        """Run every shard until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for part in self._shards:
+                group.create_task(part.run(), name=f"binance-shard-{part.index}")
+
+    def status(self) -> dict[str, object]:
+        age = self.last_message_age
+        return {
+            "state": self._state.value,
+            "since": self.state_since,
+            "url": self.url,
+            "connections": sum(1 for s in self._shards if s.connected),
+            "shards": len(self._shards),
+            "reconnects": self.counters["reconnects"],
+            "last_message_age": None if age is None else round(age, 3),
+            "counters": dict(self.counters),
+            "closes": dict(self.closes),
+            "parse_errors": dict(self.normalizer.errors),
+        }
+
+    def _refresh_state(self) -> None:
+        # The worst shard speaks for the whole upstream.
+        order = [UpstreamState.STALE, UpstreamState.RECONNECTING, UpstreamState.CONNECTING]
+        states = {s.state for s in self._shards}
+        new = next((s for s in order if s in states), UpstreamState.CONNECTED)
+        if new != self._state:
+            log.info("upstream %s -> %s", self._state.value, new.value)
+            self._state = new
+            self.state_since = time.time()
+            if self._on_state is not None:
+                self._on_state(new)
+
+    def _handle_frame(self, conn: _Conn, frame: str | bytes) -> None:
+        if self._on_frame is not None:
+            self._on_frame(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
+        self.counters["frames"] += 1
+        for event in self.normalizer.parse(frame):
+            if isinstance(event, Update):
+                conn.last_data = time.monotonic()
+                if not conn.first_data.is_set():
+                    conn.first_data.set()
+                self._on_update(event)
+            elif isinstance(event, ServerShutdown):
+                self.counters["server_shutdowns"] += 1
+                log.info("upstream connection %d: serverShutdown notice", conn.number)
+                conn.shutdown_notice = True
+                conn.wake.set()
+            elif isinstance(event, ControlReply) and event.error_code is not None:
+                self.counters["control_errors"] += 1
+                log.warning(
+                    "upstream rejected request %r: %s %s",
+                    event.id,
+                    event.error_code,
+                    event.error_msg,
+                )
+
+
+class _Shard:
+    """One slice of the streams, on one connection at a time."""
+
+    def __init__(self, client: BinanceClient, index: int, streams: list[str]) -> None:
+        self.client = client
+        self.index = index
+        self.streams = streams
+        self.state = UpstreamState.CONNECTING
+        self.backoff = Backoff(client.options.backoff_initial, client.options.backoff_max)
+        self.current: _Conn | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def connected(self) -> bool:
+        return self.current is not None and self.current.alive
+
+    def last_data_age(self) -> float | None:
+        if self.current is None or not self.current.first_data.is_set():
+            return None
+        return time.monotonic() - self.current.last_data
+
+    def _set_state(self, state: UpstreamState) -> None:
+        self.state = state
+        self.client._refresh_state()
+
+    async def run(self) -> None:
+        delay_floor = 0.0
+        first = True
+        try:
+            while True:
+                if self.current is None:
+                    self.current = await self._establish(first, delay_floor)
+                    first = False
+                reason = await self._watch(self.current)
+                if reason == "rotate":
+                    await self._rotate()
+                    continue
+                delay_floor = await self._retire(self.current, reason)
+                self.current = None
+                self.client.counters["reconnects"] += 1
+        finally:
+            if self.current is not None:
+                await self._close(self.current, 1001)
+
+    async def _establish(self, first: bool, delay_floor: float) -> _Conn:
+        """Connect and subscribe, retrying with backoff until it works."""
+        while True:
+            if not first:
+                self._set_state(UpstreamState.RECONNECTING)
+                await asyncio.sleep(max(delay_floor, self.backoff.next_delay()))
+            first = False
+            delay_floor = 0.0
+            conn = await self._try_connect()
+            if conn is not None:
+                self._set_state(UpstreamState.CONNECTED)
+                return conn
+
+    async def _try_connect(self) -> _Conn | None:
+        budget = self.client.budget
+        while (wait := budget.wait_time(time.monotonic())) > 0:
+            log.warning("upstream connection attempts at Binance's limit; waiting %.1fs", wait)
+            await asyncio.sleep(wait)
+        budget.record(time.monotonic())
+        self.client.counters["connect_attempts"] += 1
+        try:
+            ws = await connect(
+                self.client.url,
+                ping_interval=None,  # Binance pings us; our own pings would count as requests
+                compression=None,
+                open_timeout=CONNECT_TIMEOUT,
+                close_timeout=2,
+                max_size=1 << 22,
+                proxy=None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.client.counters["connect_failures"] += 1
+            log.warning("upstream connect to %s failed: %s", self.client.url, exc)
+            return None
+        now = time.monotonic()
+        conn = _Conn(ws, next(self.client._conn_numbers), opened_at=now, last_data=now)
+        conn.reader = asyncio.create_task(self._read(conn), name=f"binance-read-{conn.number}")
+        conn.subscriber = asyncio.create_task(self._subscribe(conn))
+        log.info(
+            "upstream connection %d open (%d streams, shard %d)",
+            conn.number,
+            len(self.streams),
+            self.index,
+        )
+        return conn
+
+    async def _subscribe(self, conn: _Conn) -> None:
+        """Send the streams in batched SUBSCRIBE messages, paced under 5 per second."""
+        pacer = SendPacer()
+        for i in range(0, len(self.streams), SUBSCRIBE_BATCH):
+            await asyncio.sleep(pacer.reserve(time.monotonic()))
+            batch = self.streams[i : i + SUBSCRIBE_BATCH]
+            request = {"method": "SUBSCRIBE", "params": batch, "id": next(self._ids)}
+            try:
+                await conn.ws.send(orjson.dumps(request).decode())
+            except ConnectionClosed:
+                return
+            self.client.counters["subscribe_messages"] += 1
+
+    async def _read(self, conn: _Conn) -> None:
+        try:
+            async for frame in conn.ws:
+                self.client._handle_frame(conn, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.wake.set()
+
+    async def _watch(self, conn: _Conn) -> str:
+        """Wait until ``conn`` closes ("closed"), falls silent ("stale") or must rotate."""
+        options = self.client.options
+        check = min(1.0, options.stale_after / 4)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.wake.wait(), timeout=check)
+            conn.wake.clear()
+            now = time.monotonic()
+            if not conn.alive:
+                return "closed"
+            if conn.shutdown_notice or now - conn.opened_at >= options.rotate_after:
+                return "rotate"
+            if now - conn.last_data > options.stale_after:
+                self.client.counters["stale"] += 1
+                self._set_state(UpstreamState.STALE)
+                log.warning(
+                    "upstream connection %d silent for %.1fs: replacing it",
+                    conn.number,
+                    now - conn.last_data,
+                )
+                return "stale"
+            if now - conn.opened_at >= options.backoff_reset_after and conn.first_data.is_set():
+                self.backoff.reset()
+
+    async def _rotate(self) -> None:
+        """Make before break: open a replacement, switch when it delivers, close the old."""
+        old = self.current
+        assert old is not None
+        self.client.counters["rotations"] += 1
+        log.info("upstream connection %d: rotating", old.number)
+        new = await self._try_connect()
+        if new is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(new.first_data.wait(), self.client.options.stale_after)
+            if new.first_data.is_set():
+                self.current = new
+                await self._close(old, 1000)
+                log.info("upstream connection %d replaced by %d", old.number, new.number)
+                return
+            await self._close(new, 1000)
+        self.client.counters["rotation_failures"] += 1
+        # The old connection keeps serving until it closes; then the normal path
+        # reconnects. Postpone the next rotation try so a failing one cannot loop.
+        old.shutdown_notice = False
+        old.opened_at = time.monotonic() - self.client.options.rotate_after + self._retry_pause()
+
+    def _retry_pause(self) -> float:
+        return max(1.0, self.backoff.next_delay())
+
+    async def _retire(self, conn: _Conn, reason: str) -> float:
+        """Close ``conn`` after it ended or went stale; returns the minimum retry delay."""
+        code = conn.ws.close_code
+        await self._close(conn, 1000)
+        if reason == "stale":
+            return 0.0
+        label = "1006" if code is None else str(code)
+        self.client.closes[label] += 1
+        log.warning(
+            "upstream connection %d closed (code %s, %s)",
+            conn.number,
+            label,
+            conn.ws.close_reason or "no reason",
+        )
+        return self.client.options.policy_close_floor if code == 1008 else 0.0
+
+    async def _close(self, conn: _Conn, code: int) -> None:
+        await cancel_and_wait(conn.subscriber, conn.reader)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.ws.close(code), timeout=2)

@@ -1,0 +1,388 @@
+"""Sources of upstream data: live Binance, the simulated exchange, auto fallback, replay.
+
+A source runs until cancelled and hands every parsed update to its sink with the label
+of where it came from, so simulated data is never presented as live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from tickcast.settings import Settings
+from tickcast.sim.exchange import SimConfig, SimExchange
+from tickcast.tasks import cancel_and_wait
+from tickcast.tick import SourceLabel
+from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
+from tickcast.upstream.normalize import Normalizer, Update
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Update, SourceLabel], object]
+StateListener = Callable[[], None]
+FrameHook = Callable[[SourceLabel, str], None]
+
+
+class Source(Protocol):
+    """Where ticks come from. ``run`` feeds the sink until cancelled."""
+
+    @property
+    def label(self) -> SourceLabel: ...
+
+    @property
+    def state(self) -> UpstreamState: ...
+
+    async def run(self) -> None: ...
+
+    def brief(self) -> dict[str, object]:
+        """state, since, reconnects and last_message_age of what is serving now."""
+
+    def status(self) -> dict[str, object]: ...
+
+
+def client_options(settings: Settings) -> ClientOptions:
+    return ClientOptions(
+        stale_after=settings.stale_after,
+        rotate_after=settings.rotate_after,
+        backoff_initial=settings.backoff_initial,
+        backoff_max=settings.backoff_max,
+        backoff_reset_after=settings.backoff_reset_after,
+        streams_per_connection=settings.streams_per_connection,
+    )
+
+
+class ExchangeSource:
+    """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label."""
+
+    def __init__(
+        self,
+        url: str,
+        streams: Sequence[str],
+        label: SourceLabel,
+        sink: Sink,
+        options: ClientOptions,
+        on_state: StateListener | None = None,
+        on_frame: FrameHook | None = None,
+    ) -> None:
+        self._label = label
+        self._sink = sink
+        self._on_state = on_state
+        hook = None if on_frame is None else (lambda frame: on_frame(label, frame))
+        self.client = BinanceClient(
+            url,
+            streams,
+            self._deliver,
+            options=options,
+            on_frame=hook,
+            on_state=self._state_changed,
+        )
+        self.last_update = 0.0
+
+    @property
+    def label(self) -> SourceLabel:
+        return self._label
+
+    @property
+    def state(self) -> UpstreamState:
+        return self.client.state
+
+    def _deliver(self, update: Update) -> None:
+        self.last_update = time.monotonic()
+        self._sink(update, self._label)
+
+    def _state_changed(self, _state: UpstreamState) -> None:
+        if self._on_state is not None:
+            self._on_state()
+
+    async def run(self) -> None:
+        await self.client.run()
+
+    def brief(self) -> dict[str, object]:
+        age = self.client.last_message_age
+        return {
+            "state": self.client.state.value,
+            "since": self.client.state_since,
+            "reconnects": self.client.counters["reconnects"],
+            "last_message_age": None if age is None else round(age, 3),
+        }
+
+    def status(self) -> dict[str, object]:
+        return {"source": self._label, **self.client.status()}
+
+
+class SimSource:
+    """The built-in simulated exchange on a free loopback port, read by the real client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        on_state: StateListener | None = None,
+        on_frame: FrameHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._on_state = on_state
+        self._on_frame = on_frame
+        self.exchange = SimExchange(
+            SimConfig(
+                host="127.0.0.1",
+                port=0,
+                seed=settings.sim_seed,
+                rate=settings.sim_rate,
+                symbols=tuple(settings.symbols),
+            )
+        )
+        self.inner: ExchangeSource | None = None
+
+    @property
+    def label(self) -> SourceLabel:
+        return "sim"
+
+    @property
+    def state(self) -> UpstreamState:
+        return UpstreamState.CONNECTING if self.inner is None else self.inner.state
+
+    @property
+    def last_update(self) -> float:
+        return 0.0 if self.inner is None else self.inner.last_update
+
+    async def run(self) -> None:
+        await self.exchange.start()
+        try:
+            self.inner = ExchangeSource(
+                self.exchange.url,
+                stream_names(self._settings.symbols, self._settings.book),
+                "sim",
+                self._sink,
+                client_options(self._settings),
+                self._on_state,
+                self._on_frame,
+            )
+            log.info("serving simulated data from %s", self.exchange.url)
+            await self.inner.run()
+        finally:
+            await self.exchange.stop()
+
+    def brief(self) -> dict[str, object]:
+        if self.inner is None:
+            return {"state": self.state.value, "since": None, "reconnects": 0}
+        return self.inner.brief()
+
+    def status(self) -> dict[str, object]:
+        if self.inner is None:
+            return {"source": "sim", "state": self.state.value}
+        return {**self.inner.status(), "exchange": self.exchange.url}
+
+
+class AutoSource:
+    """Live Binance first; simulated data while live has been silent for the grace period.
+
+    Live keeps retrying in the background, and wins as soon as it delivers again.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        on_state: StateListener | None = None,
+        on_frame: FrameHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._on_state = on_state
+        self._on_frame = on_frame
+        self.live = ExchangeSource(
+            settings.binance_url,
+            stream_names(settings.symbols, settings.book),
+            "binance",
+            self._from_live,
+            client_options(settings),
+            on_state,
+            on_frame,
+        )
+        self.sim: SimSource | None = None
+        self._label: SourceLabel = "binance"
+        self.fallbacks = 0
+
+    @property
+    def label(self) -> SourceLabel:
+        return self._label
+
+    @property
+    def state(self) -> UpstreamState:
+        if self._label == "sim" and self.sim is not None:
+            return self.sim.state
+        return self.live.state
+
+    def _live_fresh(self, now: float) -> bool:
+        last = self.live.last_update
+        return last > 0 and now - last < self._settings.auto_grace
+
+    def _from_live(self, update: Update, label: SourceLabel) -> None:
+        self._switch("binance")
+        self._sink(update, label)
+
+    def _from_sim(self, update: Update, label: SourceLabel) -> None:
+        # Live may have come back a moment ago: never mix sim ticks into live ones.
+        if self._label == "sim":
+            self._sink(update, label)
+
+    def _switch(self, label: SourceLabel) -> None:
+        if label != self._label:
+            log.warning("auto source: now serving %s data", label)
+            self._label = label
+            if self._on_state is not None:
+                self._on_state()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.live.run(), name="auto-live")
+            await self._supervise()
+
+    async def _supervise(self) -> None:
+        started = time.monotonic()
+        sim_task: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(0.25)
+                now = time.monotonic()
+                quiet_since = max(started, self.live.last_update)
+                if sim_task is None and now - quiet_since >= self._settings.auto_grace:
+                    log.warning(
+                        "auto source: no live data for %.0fs, serving simulated data",
+                        self._settings.auto_grace,
+                    )
+                    self.fallbacks += 1
+                    self.sim = SimSource(
+                        self._settings, self._from_sim, self._on_state, self._on_frame
+                    )
+                    sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
+                    self._switch("sim")
+                elif sim_task is not None and self._live_fresh(now):
+                    await cancel_and_wait(sim_task)
+                    sim_task = None
+                    self.sim = None
+        finally:
+            if sim_task is not None:
+                await cancel_and_wait(sim_task)
+
+    def brief(self) -> dict[str, object]:
+        if self._label == "sim" and self.sim is not None:
+            return self.sim.brief()
+        return self.live.brief()
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "source": self._label,
+            "mode": "auto",
+            "fallbacks": self.fallbacks,
+            "live": self.live.status(),
+        }
+        if self.sim is not None:
+            out["sim"] = self.sim.status()
+        out["state"] = self.state.value
+        return out
+
+
+class ReplaySource:
+    """Replays a capture written by ``tickcast record``, at its recorded pace, in a loop."""
+
+    def __init__(
+        self, path: Path, sink: Sink, speed: float = 1.0, on_state: StateListener | None = None
+    ) -> None:
+        self.path = path
+        self._sink = sink
+        self._speed = speed
+        self._on_state = on_state
+        self._state = UpstreamState.CONNECTING
+        self._since = time.time()
+        self.normalizer = Normalizer()
+        self.passes = 0
+        self.frames = 0
+
+    @property
+    def label(self) -> SourceLabel:
+        return "replay"
+
+    @property
+    def state(self) -> UpstreamState:
+        return self._state
+
+    def load(self) -> list[tuple[int, str]]:
+        """The capture's (receive time ms, frame) pairs; raises ValueError naming a bad line."""
+        records: list[tuple[int, str]] = []
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = orjson.loads(line)
+                    records.append((int(item["t"]), str(item["frame"])))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{self.path}:{number}: not a capture line ({exc})") from exc
+        if not records:
+            raise ValueError(f"{self.path}: the capture holds no frames")
+        return records
+
+    async def run(self) -> None:
+        records = await asyncio.to_thread(self.load)
+        self._set_state(UpstreamState.CONNECTED)
+        while True:
+            self.passes += 1
+            began, first_t = time.monotonic(), records[0][0]
+            for t, frame in records:
+                due = began + (t - first_t) / 1000 / self._speed
+                if (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                self.frames += 1
+                for event in self.normalizer.parse(frame):
+                    if isinstance(event, Update):
+                        self._sink(event, "replay")
+            await asyncio.sleep(0.5)
+
+    def _set_state(self, state: UpstreamState) -> None:
+        self._state = state
+        self._since = time.time()
+        if self._on_state is not None:
+            self._on_state()
+
+    def brief(self) -> dict[str, object]:
+        return {"state": self._state.value, "since": self._since, "reconnects": 0}
+
+    def status(self) -> dict[str, object]:
+        return {
+            "source": "replay",
+            "state": self._state.value,
+            "path": str(self.path),
+            "passes": self.passes,
+            "frames": self.frames,
+            "parse_errors": dict(self.normalizer.errors),
+        }
+
+
+def build_source(
+    settings: Settings,
+    sink: Sink,
+    on_state: StateListener | None = None,
+    on_frame: FrameHook | None = None,
+) -> Source:
+    """The source ``settings.source`` names."""
+    name = settings.source
+    if name.startswith("replay:"):
+        return ReplaySource(Path(name[7:]), sink, settings.replay_speed, on_state)
+    if name == "sim":
+        return SimSource(settings, sink, on_state, on_frame)
+    if name == "binance":
+        streams = stream_names(settings.symbols, settings.book)
+        options = client_options(settings)
+        return ExchangeSource(
+            settings.binance_url, streams, "binance", sink, options, on_state, on_frame
+        )
+    return AutoSource(settings, sink, on_state, on_frame)

@@ -1,0 +1,447 @@
+"""The load benchmark: its counting cores with plain calls, then one tiny real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tickcast.bench.histogram import BUCKETS, FINE, UNITS_PER_MS, LatencyHistogram
+from tickcast.bench.loadgen import (
+    HandshakeClosed,
+    HandshakeRejected,
+    classify_failure,
+    share,
+    stall_indices,
+)
+from tickcast.bench.plot import main as plot_main
+from tickcast.bench.plot import series
+from tickcast.bench.rawhttp import dechunk
+from tickcast.bench.report import (
+    CpuSample,
+    Measurements,
+    close_delays,
+    fill_seconds,
+    format_ratios,
+    format_table,
+    ratios,
+    summarize,
+)
+from tickcast.bench.runner import symbol_names
+from tickcast.bench.scan import NEVER_MS, Ledger, Scanner, Tally, rest_after
+from tickcast.bench.upstream import tick_message, wanted_symbols
+from tickcast.bench.wsbytes import (
+    OP_PONG,
+    accept_key,
+    masked_frame,
+    parse_request,
+    pongs_for,
+    response_status,
+    upgrade_request,
+)
+from tickcast.edge.wire import http_chunk, sse_event, ws_text_frame
+from tickcast.tick import Tick
+
+T0 = 1_700_000_000_000  # a window start, in exchange ms
+
+
+def tick(symbol: str, seq: int, stamp: int) -> Tick:
+    return Tick(
+        symbol=symbol, seq=seq, timestamp_ms=stamp, source="binance", last_price="60500.5",
+        change_percent="1.25", change="745.1", open="59755.4", high="61000", low="59000",
+        volume="12345.678", quote_volume="745000000.5", bid="60500.4", ask="60500.6",
+    )  # fmt: skip
+
+
+def ws_stream(ticks: list[Tick]) -> bytes:
+    return b"".join(ws_text_frame(t.encode()) for t in ticks)
+
+
+def sample_ticks() -> list[Tick]:
+    """Two symbols, 1 s apart, seq global and increasing; seq and stamp lengths vary."""
+    out = []
+    for step in range(6):
+        for index, symbol in enumerate(("BTCUSDT", "ETHUSDT")):
+            out.append(tick(symbol, 98 + 2 * step + index, T0 + 1000 * step))
+    return out
+
+
+def window_scanner() -> Scanner:
+    return Scanner(T0, NEVER_MS)
+
+
+def per_symbol(ledger: Ledger) -> dict[bytes, int]:
+    return {symbol: ledger.events(symbol) for symbol in ledger.symbols}
+
+
+# -- scanner ---------------------------------------------------------------------------
+
+
+def test_scanner_counts_every_tick_of_whole_frames() -> None:
+    """A chunk of WebSocket frames yields each tick once, per symbol, with no tail left."""
+    scanner, ledger = window_scanner(), Ledger()
+    assert scanner.feed(ledger, ws_stream(sample_ticks()), T0 * UNITS_PER_MS) == 12
+    assert per_symbol(ledger) == {b"BTCUSDT": 6, b"ETHUSDT": 6}
+    assert ledger.tail == b"" and ledger.duplicates == 0
+
+
+def test_scanner_split_at_every_byte_counts_the_same() -> None:
+    """Splitting the stream in two at any offset (inside headers, keys, numbers) changes
+    nothing: the unconsumed tail is carried to the next chunk."""
+    stream = ws_stream(sample_ticks())
+    for cut in range(len(stream) + 1):
+        scanner, ledger = window_scanner(), Ledger()
+        scanner.feed(ledger, stream[:cut], 0)
+        scanner.feed(ledger, stream[cut:], 0)
+        assert scanner.deliveries == 12, cut
+        assert per_symbol(ledger) == {b"BTCUSDT": 6, b"ETHUSDT": 6}, cut
+        assert ledger.duplicates == 0, cut
+
+
+def test_scanner_byte_by_byte_reads_count_the_same() -> None:
+    """The worst fragmentation: one byte per read."""
+    stream = ws_stream(sample_ticks())
+    scanner, ledger = window_scanner(), Ledger()
+    for at in range(len(stream)):
+        scanner.feed(ledger, stream[at : at + 1], 0)
+    assert scanner.deliveries == 12 and ledger.duplicates == 0
+
+
+def test_scanner_never_takes_a_truncated_seq() -> None:
+    """``"seq":12`` at the end of a read is not seq 12 when ``34,`` follows."""
+    data = ws_text_frame(tick("BTCUSDT", 1234, T0).encode())
+    cut = data.index(b'"seq":12') + len(b'"seq":12')
+    scanner, ledger = window_scanner(), Ledger()
+    assert scanner.feed(ledger, data[:cut], 0) == 0
+    assert scanner.feed(ledger, data[cut:], 0) == 1
+    assert ledger.symbols[b"BTCUSDT"][0] == 1234
+
+
+def test_scanner_reads_sse_chunks_too() -> None:
+    """SSE events inside HTTP chunks, split anywhere, count like frames."""
+    body = b"".join(
+        http_chunk(sse_event("tick", t.encode(), t.seq)) + http_chunk(b": heartbeat\n\n")
+        for t in sample_ticks()
+    )
+    for cut in range(0, len(body), 7):
+        scanner, ledger = window_scanner(), Ledger()
+        scanner.feed(ledger, body[:cut], 0)
+        scanner.feed(ledger, body[cut:], 0)
+        assert scanner.deliveries == 12, cut
+
+
+def test_scanner_counts_a_repeated_seq_as_duplicate() -> None:
+    """The same tick twice is one delivery and one duplicate, not a new event."""
+    first = tick("BTCUSDT", 7, T0)
+    scanner, ledger = window_scanner(), Ledger()
+    scanner.feed(ledger, ws_stream([first, tick("ETHUSDT", 8, T0), first]), 0)
+    assert ledger.duplicates == 1
+    assert scanner.deliveries == 2
+    assert per_symbol(ledger) == {b"BTCUSDT": 1, b"ETHUSDT": 1}
+
+
+def test_scanner_skips_the_window_edges_and_times_latency() -> None:
+    """Only ticks stamped in [start, end) count; latency = receive time - stamp."""
+    scanner, ledger = Scanner(T0, T0 + 2000), Ledger()
+    ticks = [tick("BTCUSDT", 1, T0 - 1), tick("BTCUSDT", 2, T0), tick("BTCUSDT", 3, T0 + 1999)]
+    ticks.append(tick("BTCUSDT", 4, T0 + 2000))
+    now = (T0 + 2003) * UNITS_PER_MS + 5  # 2003.5 ms after T0
+    assert scanner.feed(ledger, ws_stream(ticks), now) == 2
+    assert ledger.events(b"BTCUSDT") == 2
+    assert scanner.histogram.max_ms() == 2003.5
+    assert scanner.histogram.percentile_ms(0.5) == 4.6  # 4.5 ms, bucket upper edge
+
+
+def test_scanner_counts_nothing_before_a_window_is_set() -> None:
+    """A fresh scanner has no window: the warm-up is not measured."""
+    scanner, ledger = Scanner(), Ledger()
+    assert scanner.feed(ledger, ws_stream(sample_ticks()), 0) == 0
+    assert ledger.events(b"BTCUSDT") == 0 and ledger.messages == 12
+
+
+def test_scanner_counts_events_by_exchange_time_not_seq() -> None:
+    """Two ticks of one exchange event (same stamp, two seqs) are one event."""
+    scanner, ledger = window_scanner(), Ledger()
+    scanner.feed(ledger, ws_stream([tick("BTCUSDT", 1, T0), tick("BTCUSDT", 2, T0)]), 0)
+    assert ledger.events(b"BTCUSDT") == 1 and ledger.duplicates == 0
+
+
+def test_rest_after_ignores_an_incomplete_later_copy() -> None:
+    """A duplicate cut right after its seq digits stays in the tail, whole."""
+    complete = ws_text_frame(tick("BTCUSDT", 5, T0).encode())
+    partial = complete[: complete.index(b'"seq":5') + len(b'"seq":5')]
+    assert rest_after(complete + partial, b"5") == partial[partial.index(b"{") :]
+    assert rest_after(complete + complete[:3], b"5") == b""  # a frame header only
+
+
+# -- gaps and duplicates ----------------------------------------------------------------
+
+
+def test_ledger_gaps_against_the_exchange_count() -> None:
+    """Missing = expected events not received; extra = received but never sent."""
+    scanner, ledger = window_scanner(), Ledger()
+    scanner.feed(ledger, ws_stream(sample_ticks()[:-1]), 0)  # the last ETHUSDT tick lost
+    assert ledger.gaps({b"BTCUSDT": 6, b"ETHUSDT": 6}) == (1, 0)
+    assert ledger.gaps({b"BTCUSDT": 6}) == (0, 5)
+
+
+def test_tally_keeps_totals_and_the_worst_client() -> None:
+    """Across clients: sums, clients with gaps, and the per-client maximum."""
+    expected = {b"BTCUSDT": 6, b"ETHUSDT": 6}
+    tally = Tally()
+    for keep in (12, 10, 12):
+        scanner, ledger = window_scanner(), Ledger()
+        scanner.feed(ledger, ws_stream(sample_ticks()[:keep]), 0)
+        tally.add(ledger, expected)
+    other = Tally(clients=1, gaps=3, gaps_max_per_client=3, clients_with_gaps=1)
+    tally.merge(other)
+    assert tally.clients == 4
+    assert tally.gaps == 5 and tally.gaps_max_per_client == 3 and tally.clients_with_gaps == 2
+    assert tally.deliveries == 34
+
+
+# -- histogram --------------------------------------------------------------------------
+
+
+def test_histogram_percentiles_of_a_known_distribution() -> None:
+    """1..1000 units (0.1..100 ms): p50 = 50 ms, p99 = 99 ms, p99.9 = 99.9 ms."""
+    histogram = LatencyHistogram()
+    for units in range(1, 1001):
+        histogram.add(units)
+    assert histogram.percentile_ms(0.5) == pytest.approx(50.1)
+    assert histogram.percentile_ms(0.99) == pytest.approx(99.1)
+    assert histogram.percentile_ms(0.999) == pytest.approx(100.0)
+    assert histogram.max_ms() == 100.0 and histogram.total == 1000
+
+
+def test_histogram_reads_seconds_of_lag_at_10_ms_and_keeps_the_maximum() -> None:
+    """Past 10 s buckets are 10 ms wide, past 600 s one overflow bucket; the maximum
+    stays exact and percentiles never pass it."""
+    histogram = LatencyHistogram()
+    for units in (5, 120_004, 120_004, 7_000_000):  # 0.5 ms, 12.0004 s twice, 700 s
+        histogram.add(units)
+    assert histogram.counts[FINE + 200] == 2 and histogram.counts[BUCKETS] == 1
+    assert histogram.percentile_ms(0.5) == pytest.approx(12_010.0)
+    assert histogram.percentile_ms(1.0) == histogram.max_ms() == 700_000.0
+
+
+def test_histogram_sparse_round_trip_and_merge() -> None:
+    """What crosses the pipe rebuilds the same histogram; merging adds counts."""
+    a, b = LatencyHistogram(), LatencyHistogram()
+    for units in (3, 3, 40):
+        a.add(units)
+    b.add(7)
+    copy = LatencyHistogram.from_sparse(a.to_sparse(), a.max_units)
+    assert copy.counts == a.counts and copy.max_units == 40
+    merged = LatencyHistogram.merged([a, b])
+    assert merged.total == 4 and merged.max_units == 40
+    assert merged.percentile_ms(0.5) == pytest.approx(0.4)
+
+
+def test_histogram_empty_has_no_percentiles() -> None:
+    """No samples: every figure is None, not zero."""
+    summary = LatencyHistogram().summary()
+    assert summary["p99_ms"] is None and summary["max_ms"] is None and summary["samples"] == 0
+
+
+# -- wire bytes -------------------------------------------------------------------------
+
+
+def test_accept_key_matches_rfc_6455_example() -> None:
+    """RFC 6455 §1.3's own example key and answer."""
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_upgrade_request_parses_back() -> None:
+    """The client's request is a valid head the raw server reads."""
+    head = upgrade_request("127.0.0.1", 8000, "/ws?symbols=A,B", key=b"a2V5a2V5a2V5a2V5a2V5MQ==")
+    request = parse_request(head.split(b"\r\n\r\n")[0])
+    assert request.path == "/ws" and request.query == "symbols=A,B"
+    assert request.headers["upgrade"] == "websocket"
+    assert request.headers["sec-websocket-key"] == "a2V5a2V5a2V5a2V5a2V5MQ=="
+    assert response_status(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket") == 101
+
+
+def test_pongs_echo_pings_masked() -> None:
+    """A ping among text frames gets a masked pong with the same payload; a split one
+    gets none."""
+    data = ws_text_frame(b'{"a":1}') + b"\x89\x04ping" + ws_text_frame(b"{}")
+    (pong,) = pongs_for(data)
+    assert pong[0] == 0x80 | OP_PONG and pong[1] == 0x80 | 4
+    mask = pong[2:6]
+    assert bytes(b ^ mask[i % 4] for i, b in enumerate(pong[6:])) == b"ping"
+    assert pongs_for(b"\x89\x04pi") == []
+    assert masked_frame(OP_PONG, b"", mask=b"\0\0\0\0") == b"\x8a\x80\0\0\0\0"
+
+
+def test_dechunk_joins_chunks() -> None:
+    """A chunked body decodes to its payload."""
+    assert dechunk(b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n") == b"abcde"
+
+
+def test_baseline_tick_has_tickcasts_fields_in_order() -> None:
+    """The comparison servers send tickcast's tick shape, so the scanner reads all three."""
+    event = {"e": "24hrTicker", "E": T0, "s": "BTCUSDT", "c": "1.5", "P": "2", "p": "0.1",
+             "o": "1", "h": "2", "l": "1", "v": "10", "q": "15", "b": "1.4", "a": "1.6"}  # fmt: skip
+    message = tick_message(event, 42)
+    assert list(orjson.loads(message)) == list(tick("BTCUSDT", 1, T0).as_json_dict())
+    scanner, ledger = window_scanner(), Ledger()
+    assert scanner.feed(ledger, ws_text_frame(message), 0) == 1
+
+
+def test_wanted_symbols_from_a_query() -> None:
+    """``symbols=`` picks served symbols; absent or ``*`` means all."""
+    served = frozenset({"BTCUSDT", "ETHUSDT"})
+    assert wanted_symbols("symbols=btcusdt,XYZ", served) == {"BTCUSDT"}
+    assert wanted_symbols("", served) == served
+    assert wanted_symbols("symbols=*", served) == served
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+def test_failures_are_named() -> None:
+    """Connection failures become counted causes, EMFILE included."""
+    assert classify_failure(HandshakeRejected(503)) == "http_503"
+    assert classify_failure(HandshakeClosed()) == "closed_before_handshake"
+    assert classify_failure(TimeoutError()) == "timeout"
+    assert classify_failure(ConnectionRefusedError()) == "refused"
+    assert classify_failure(OSError(24, "Too many open files")) == "client_emfile"
+
+
+def test_stalled_clients_spread_and_shares_add_up() -> None:
+    """K stalled of N are distinct and spread; process shares sum to the total."""
+    assert stall_indices(10, 3) == {0, 3, 6}
+    assert stall_indices(5, 5) == {0, 1, 2, 3, 4}
+    assert stall_indices(5, 0) == frozenset()
+    assert [share(1001, 3, i) for i in range(3)] == [334, 334, 333]
+
+
+def test_symbol_names_default_then_synthetic() -> None:
+    """The 10 defaults first, then S11USDT, S12USDT..."""
+    names = symbol_names(12)
+    assert names[0] == "BTCUSDT" and names[9] == "LINKUSDT" and names[10:] == ["S11USDT", "S12USDT"]
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def measured(target: str, server_cpu: float, latency_units: int) -> Measurements:
+    histogram = LatencyHistogram()
+    for _ in range(1000):
+        histogram.add(latency_units)
+    tally = Tally(clients=10, deliveries=1000, messages=1000, received_bytes=300_000)
+    return Measurements(
+        target=target, clients=12, stall=0, symbols=10, rate=1.0, duration=10.0,
+        slow_timeout=10.0,
+        connect=[{"healthy": 10, "stalled": 0, "failures": {"timeout": 2}, "seconds": 1.0}],
+        reports=[{"tally": tally.as_dict(), "histogram": histogram.to_sparse(),
+                  "max_units": histogram.max_units, "healthy_closed_by_server": 0}],
+        cpu_start=CpuSample(100.0, 1.0, 1.0, [1.0], 1.0, 50.0),
+        cpu_end=CpuSample(110.0, 1.0 + server_cpu, 1.1, [2.0], 1.1, 60.0),
+        rss_baseline=50 << 20, rss_end=51 << 20, fds_end=30, fd_limit=20_000,
+        expected={"BTCUSDT": 10},
+    )  # fmt: skip
+
+
+def test_summary_figures_and_ratios() -> None:
+    """Deliveries/s, CPU-µs per delivery, RSS per connection, shortfall, and the ratios
+    of tickcast over a baseline."""
+    runs = {
+        "tickcast": summarize(measured("tickcast", 0.01, 20)),
+        "naive": summarize(measured("naive", 0.04, 100)),
+        "raw": {"target": "raw", "error": "RuntimeError: boom"},
+    }
+    run = runs["tickcast"]
+    assert run["deliveries"]["per_second"] == 100.0
+    assert run["server"]["cpu_us_per_delivery"] == 10.0
+    assert run["server"]["cpu_percent"] == 0.1
+    assert run["server"]["rss_per_connection_kb"] == 102.4
+    assert run["clients"]["shortfall"] == 2 and "timeout" in run["clients"]["shortfall_cause"]
+    assert run["loadgen"]["cpu_percent"] == 10.0
+    assert run["latency_ms"]["p99_ms"] == 2.0
+    table = ratios(runs)
+    assert table == {"tickcast/naive": {"cpu_us_per_delivery": 0.25, "p99_ms": 0.2}}
+    assert "0.250x" in format_ratios(table)
+    text = format_table(runs)
+    assert "error" in text and "10/12" in text and "10.00" in text
+
+
+def test_stall_close_timing_and_fill_estimate() -> None:
+    """Closes are dated from /status polls relative to the stall; the fill estimate is
+    buffer capacity over the client's byte rate."""
+    timeline = [(100.0, 0), (105.0, 0), (112.0, 2), (113.0, 3)]
+    assert close_delays(timeline, 101.0) == [11.0, 11.0, 12.0]
+    assert close_delays(timeline, None) == []
+    seconds = fill_seconds(10.0, 300.0)
+    assert seconds is not None and 60 < seconds < 80
+    assert fill_seconds(10.0, None) is None
+
+
+# -- a real run -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
+    """``tickcast bench`` end to end: 20 clients get ticks from tickcast, naive and raw,
+    with no gap and no duplicate from tickcast and raw, and the ratios are printed."""
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
+        "--rate", "5", "--duration", "2", "--warmup", "1", "--compare", "naive",
+        "--compare", "raw", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert set(runs) == {"tickcast", "naive", "raw"}
+    for name in ("tickcast", "naive", "raw"):
+        assert runs[name]["deliveries"]["total"] > 0, name
+        assert runs[name]["clients"]["connected"] == 20, name
+    for name in ("tickcast", "raw"):
+        assert runs[name]["gaps"]["total"] == 0, runs[name]["gaps"]
+        assert runs[name]["duplicates"]["total"] == 0, runs[name]["duplicates"]
+    assert set(result["ratios"]) == {"tickcast/naive", "tickcast/raw"}
+    assert result["ratios"]["tickcast/raw"]["p99_ms"] is not None
+    assert "tickcast/naive: CPU-µs per delivery" in done.stdout
+    assert result["machine"]["nproc"] >= 1 and result["command"].startswith("tickcast bench")
+
+
+# -- plot -------------------------------------------------------------------------------
+
+
+def plot_results() -> list[dict[str, object]]:
+    def run(clients: int, p99: float) -> dict[str, object]:
+        latency = {"p50_ms": p99 / 4, "p99_ms": p99, "p999_ms": p99 * 2}
+        return {"clients": {"connected": clients}, "latency_ms": latency}
+
+    return [
+        {"runs": {"tickcast": run(1000, 8.0), "naive": run(1000, 90.0)}},
+        {"runs": {"tickcast": run(100, 2.0), "raw": {"error": "boom"}}},
+    ]
+
+
+def test_plot_series_per_server_and_percentile() -> None:
+    """Each server and percentile is a line over client counts; failed runs are left out."""
+    lines = series(plot_results())
+    assert lines[("tickcast", "p99_ms")] == [(100, 2.0), (1000, 8.0)]
+    assert lines[("naive", "p999_ms")] == [(1000, 180.0)]
+    assert not any(name == "raw" for name, _ in lines)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    """The helper draws the figure to a PNG file (with the bench extra installed)."""
+    pytest.importorskip("matplotlib")
+    paths = []
+    for index, result in enumerate(plot_results()):
+        path = tmp_path / f"r{index}.json"
+        path.write_text(json.dumps(result))
+        paths.append(path)
+    out = tmp_path / "docs" / "latency.png"
+    assert plot_main([*map(str, paths), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

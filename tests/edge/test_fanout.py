@@ -1,0 +1,344 @@
+"""The edge in-process: admission, fan-out to sessions, close accounting and clean-up.
+
+A real ``Node`` with its memory hub (its source is never started) and recording transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import uvloop
+
+from tickcast.edge.fanout import ClientRequest, Edge
+from tickcast.edge.fastpath import SocketTuning
+from tickcast.edge.session import MAX_PENDING_CONTROL
+from tickcast.errors import CloseReason
+from tickcast.node import Node
+from tickcast.settings import Settings
+from tickcast.tick import Tick
+
+from ..fakes import RecordingTransport
+from ..support import eventually
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"source": "binance", "symbols": SYMBOLS, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+def request(ip: str = "10.0.0.1", **fields: str | None) -> ClientRequest:
+    values: dict[str, str | None] = {"origin": None, "authorization": None, "token_param": None}
+    values.update(fields)
+    return ClientRequest(ip=ip, **values)
+
+
+def publish(node: Node, symbol: str, seq: int, price: str = "1") -> Tick:
+    tick = Tick(symbol=symbol, seq=seq, timestamp_ms=seq, source="sim", last_price=price)
+    node.hub.publish(tick)
+    return tick
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Edge]:
+    edge = Edge(settings(slow_client_timeout=0.3), Node(settings()))
+    await edge.start()
+    try:
+        yield edge
+    finally:
+        await edge.stop()
+
+
+def symbols_of(transport: RecordingTransport) -> list[tuple[object, object]]:
+    return [(m.get("symbol"), m.get("seq")) for m in transport.messages()]
+
+
+# -- admission ------------------------------------------------------------------------
+
+
+def test_admission_without_limits_lets_anyone_in() -> None:
+    """By default no token, origin or per-IP limit applies."""
+    edge = Edge(settings(), Node(settings()))
+    assert edge.admit(request(origin="https://anywhere.example")) is None
+
+
+def test_a_token_is_needed_by_header_or_parameter() -> None:
+    """With a token set, a client needs ``Authorization: Bearer`` or ``?token=`` (401)."""
+    edge = Edge(settings(token="s3cret"), Node(settings()))
+    denial = edge.admit(request())
+    assert denial is not None
+    assert (denial.status, denial.close) == (401, CloseReason.UNAUTHORIZED)
+    assert edge.admit(request(token_param="wrong")) is not None
+    assert edge.admit(request(authorization="Bearer nope")) is not None
+    assert edge.admit(request(token_param="s3cret")) is None
+    assert edge.admit(request(authorization="Bearer s3cret")) is None
+    assert edge.admit(request(authorization="bearer s3cret")) is None
+    assert edge.admit_token(request()) is not None
+
+
+def test_only_allowed_origins_are_admitted() -> None:
+    """With allowed origins set, any other Origin (or none) is refused with 403."""
+    edge = Edge(settings(allowed_origins="https://ok.example"), Node(settings()))
+    assert edge.admit(request(origin="https://ok.example")) is None
+    for origin in ("https://evil.example", None):
+        denial = edge.admit(request(origin=origin))
+        assert denial is not None
+        assert denial.status == 403
+
+
+async def test_connection_limits_refuse_with_503_and_429(edge: Edge) -> None:
+    """Past max_connections: 503; past the per-IP limit: 429; a detach frees the slot."""
+    limited = Edge(settings(max_connections=3, max_connections_per_ip=2), edge.node)
+    sessions = [
+        limited.open(RecordingTransport(), "10.0.0.1", []),
+        limited.open(RecordingTransport(), "10.0.0.1", []),
+    ]
+    denial = limited.admit(request("10.0.0.1"))
+    assert denial is not None
+    assert (denial.status, denial.close) == (429, CloseReason.TRY_AGAIN_LATER)
+    sessions.append(limited.open(RecordingTransport(), "10.0.0.2", []))
+    denial = limited.admit(request("10.0.0.3"))
+    assert denial is not None
+    assert denial.status == 503
+    limited.detach(sessions[0])
+    assert limited.admit(request("10.0.0.1")) is None
+
+
+# -- fan-out --------------------------------------------------------------------------
+
+
+async def test_a_tick_goes_once_to_each_subscriber_of_its_symbol(edge: Edge) -> None:
+    """Subscribers of the symbol get the same encoded bytes; others get nothing."""
+    a, b, c = RecordingTransport(), RecordingTransport(), RecordingTransport()
+    edge.open(a, "1.1.1.1", ["BTCUSDT"])
+    edge.open(b, "1.1.1.2", ["BTCUSDT", "ETHUSDT"])
+    edge.open(c, "1.1.1.3", ["ETHUSDT"])
+    publish(edge.node, "BTCUSDT", 1)
+    assert len(a.writes) == len(b.writes) == 1
+    assert a.writes[0] is b.writes[0]
+    assert c.writes == []
+    publish(edge.node, "ETHUSDT", 2)
+    assert symbols_of(a) == [("BTCUSDT", 1)]
+    assert symbols_of(b) == [("BTCUSDT", 1), ("ETHUSDT", 2)]
+    assert symbols_of(c) == [("ETHUSDT", 2)]
+
+
+async def test_a_new_session_gets_the_snapshot_then_live_ticks(edge: Edge) -> None:
+    """Opening sends the latest tick of each requested symbol, then live ones."""
+    publish(edge.node, "BTCUSDT", 1)
+    publish(edge.node, "ETHUSDT", 2)
+    publish(edge.node, "BTCUSDT", 3)
+    transport = RecordingTransport()
+    edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    assert symbols_of(transport) == [("BTCUSDT", 3), ("ETHUSDT", 2)]
+    publish(edge.node, "SOLUSDT", 4)
+    assert symbols_of(transport) == [("SOLUSDT", 4)]
+
+
+async def test_a_status_client_gets_the_upstream_state_first(edge: Edge) -> None:
+    """``wants_status`` clients get a status message at open and on every change."""
+    transport, quiet = RecordingTransport(), RecordingTransport()
+    publish(edge.node, "BTCUSDT", 1)
+    edge.open(transport, "1.1.1.1", ["BTCUSDT"], wants_status=True)
+    edge.open(quiet, "1.1.1.2", ["BTCUSDT"])
+    first = transport.messages()
+    assert [m["type"] for m in first] == ["status", "tick"]
+    assert "upstream" in first[0]
+    edge.broadcast_status({"type": "status", "upstream": "reconnecting"})
+    assert transport.messages() == [{"type": "status", "upstream": "reconnecting"}]
+    assert [m["type"] for m in quiet.messages()] == ["tick"]
+
+
+async def test_a_slow_client_never_holds_up_the_others(edge: Edge) -> None:
+    """A paused client is conflated while the others get every tick at once."""
+    slow, fast = RecordingTransport(), RecordingTransport()
+    edge.open(slow, "1.1.1.1", ["BTCUSDT"])
+    edge.open(fast, "1.1.1.2", ["BTCUSDT"])
+    slow.writable = False
+    for seq in range(1, 101):
+        publish(edge.node, "BTCUSDT", seq)
+    assert [s for _, s in symbols_of(fast)] == list(range(1, 101))
+    assert slow.writes == []
+    assert edge.status()["pending_conflated"] == 1
+    assert edge.conflated_total() == 99
+
+
+async def test_unsubscribe_stops_ticks_including_held_ones(edge: Edge) -> None:
+    """After an unsubscribe op no tick of that symbol arrives, not even a held one."""
+    transport = RecordingTransport()
+    session = edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT"])
+    transport.writable = False
+    publish(edge.node, "BTCUSDT", 1)
+    publish(edge.node, "ETHUSDT", 2)
+    edge.apply(session, session.handle_text('{"op":"unsubscribe","symbols":["ETHUSDT"]}'))
+    transport.writable = True
+    session.flush()
+    publish(edge.node, "ETHUSDT", 3)
+    publish(edge.node, "BTCUSDT", 4)
+    out = transport.messages()
+    assert [(m["type"], m.get("seq")) for m in out] == [("ack", None), ("tick", 1), ("tick", 4)]
+    assert edge.status()["subscriptions"] == 1
+
+
+async def test_subscribe_op_acks_then_sends_a_snapshot_of_each_new_symbol(edge: Edge) -> None:
+    """A subscribe op is acked, then each new symbol's latest tick follows."""
+    publish(edge.node, "ETHUSDT", 1)
+    publish(edge.node, "SOLUSDT", 2)
+    transport = RecordingTransport()
+    session = edge.open(transport, "1.1.1.1", [])
+    op = orjson.dumps({"op": "subscribe", "symbols": ["SOLUSDT", "ETHUSDT"], "id": 1})
+    edge.apply(session, session.handle_text(op.decode()))
+    out = transport.messages()
+    assert out[0] == {"type": "ack", "id": 1, "op": "subscribe", "symbols": ["SOLUSDT", "ETHUSDT"]}
+    assert [(m["symbol"], m["seq"]) for m in out[1:]] == [("SOLUSDT", 2), ("ETHUSDT", 1)]
+
+
+# -- closes and clean-up --------------------------------------------------------------
+
+
+async def test_the_sweeper_closes_a_client_that_accepts_nothing(edge: Edge) -> None:
+    """A client paused past slow_client_timeout is closed by the sweeper and counted."""
+    transport = RecordingTransport()
+    edge.open(transport, "1.1.1.1", ["BTCUSDT"])
+    transport.writable = False
+    publish(edge.node, "BTCUSDT", 1)
+    await eventually(lambda: transport.closed_with is not None, timeout=5)
+    assert transport.closed_with is CloseReason.SLOW_CLIENT
+    assert edge.status()["closes"] == {"slow_client": 1}
+
+
+async def test_every_server_close_is_counted_by_reason(edge: Edge) -> None:
+    """Closes the session decides itself (replies piling up unread) are counted too."""
+    tight = Edge(settings(), edge.node)
+    transport = RecordingTransport()
+    flooded = tight.open(transport, "1.1.1.1", ["BTCUSDT"])
+    transport.writable = False
+    for _ in range(MAX_PENDING_CONTROL + 1):
+        flooded.send_message({"type": "pong"})
+    assert transport.closed_with is CloseReason.BUFFER_FULL
+    session = tight.open(RecordingTransport(), "1.1.1.2", [])
+    tight.drop(session, CloseReason.RATE_LIMITED)
+    tight.drop(session, CloseReason.RATE_LIMITED)
+    assert tight.status()["closes"] == {"buffer_full": 1, "rate_limited": 1}
+
+
+async def test_detach_forgets_the_client_and_its_subscriptions(edge: Edge) -> None:
+    """However a connection ends, detach leaves no session, subscription or IP count."""
+    sessions = [edge.open(RecordingTransport(), "1.1.1.1", SYMBOLS) for _ in range(5)]
+    status = edge.status()
+    assert status["clients"] == {"ws": 5, "sse": 0, "total": 5}
+    assert status["subscriptions"] == 15
+    for session in sessions:
+        edge.detach(session)
+        edge.detach(session)
+    assert edge.status()["clients"] == {"ws": 0, "sse": 0, "total": 0}
+    assert edge.status()["subscriptions"] == 0
+    publish(edge.node, "BTCUSDT", 1)
+    assert all(s.transport.writes == [] for s in sessions)  # type: ignore[attr-defined]
+
+
+async def test_stop_closes_every_client_as_going_away(edge: Edge) -> None:
+    """Stopping the edge closes each client with SHUTDOWN (1001)."""
+    transports = [RecordingTransport() for _ in range(3)]
+    for transport in transports:
+        edge.open(transport, "1.1.1.1", ["BTCUSDT"])
+    await edge.stop()
+    assert [t.closed_with for t in transports] == [CloseReason.SHUTDOWN] * 3
+    assert CloseReason.SHUTDOWN.code == 1001
+
+
+def test_socket_tuning_sets_write_limits_on_uvloop_transports() -> None:
+    """The per-client write high-water mark is applied to uvloop transports too."""
+
+    async def limits() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        try:
+            SocketTuning(write_high=8192).apply(transport)
+            low, high = transport.get_write_buffer_limits()
+            return int(low), int(high)
+        finally:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(limits()) == (2048, 8192)
+
+
+# -- the fast path and write coalescing ------------------------------------------------
+
+
+class ClosedSocket(RecordingTransport):
+    """A transport whose socket closed a moment before its protocol heard of it."""
+
+    def raw_write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation: the handler is closed")
+
+
+async def test_a_socket_closed_under_the_fast_path_stops_nobody() -> None:
+    """A write that fails because the socket just closed marks that session lost; the
+    other subscribers still get the tick and later ones."""
+    edge = Edge(settings(), Node(settings()))
+    await edge.start()
+    try:
+        gone, healthy = ClosedSocket(), RecordingTransport()
+        lost = edge.open(gone, "1.1.1.1", ["BTCUSDT"])
+        edge.open(healthy, "1.1.1.2", ["BTCUSDT"])
+        for seq in (1, 2):
+            publish(edge.node, "BTCUSDT", seq)
+        assert [s for _, s in symbols_of(healthy)] == [1, 2]
+        assert lost.closed is CloseReason.GONE
+        assert not lost.ready
+    finally:
+        await edge.stop()
+
+
+async def test_coalescing_writes_each_client_once_per_window_in_order() -> None:
+    """With TICKCAST_FLUSH_MS, the ticks of one window reach a client in one write, still
+    one message per tick, in seq order; nothing is written before the window ends."""
+    edge = Edge(settings(flush_ms=20), Node(settings()))
+    await edge.start()
+    try:
+        a, b = RecordingTransport(), RecordingTransport()
+        edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
+        edge.open(b, "1.1.1.2", ["BTCUSDT"], snapshot=False)
+        for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "BTCUSDT", "SOLUSDT"], 1):
+            publish(edge.node, symbol, seq)
+        assert a.writes == []
+        assert b.writes == []
+        await eventually(lambda: a.writes and b.writes, timeout=2)
+        assert len(a.writes) == 1
+        assert len(b.writes) == 1
+        # "json" format: one JSON object per tick, concatenated in one write.
+        assert a.writes[0].count(b'"type":"tick"') == 4
+        seqs = [int(part.split(b",")[0]) for part in a.writes[0].split(b'"seq":')[1:]]
+        assert seqs == [1, 2, 3, 4]
+        assert b.writes[0].count(b'"type":"tick"') == 2
+        assert edge.delivered_total() == 6
+    finally:
+        await edge.stop()
+
+
+async def test_coalesced_replies_keep_their_place_among_ticks() -> None:
+    """A reply sent while ticks wait in the coalescing buffer goes out after them, in the
+    same write, never ahead."""
+    edge = Edge(settings(flush_ms=20), Node(settings()))
+    await edge.start()
+    try:
+        transport = RecordingTransport()
+        session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
+        publish(edge.node, "BTCUSDT", 1)
+        session.handle_text('{"op":"ping","id":7}')
+        publish(edge.node, "BTCUSDT", 2)
+        await eventually(lambda: transport.writes, timeout=2)
+        joined = transport.writes[0]
+        assert joined.index(b'"seq":1') < joined.index(b'"pong"') < joined.index(b'"seq":2')
+    finally:
+        await edge.stop()

@@ -1,0 +1,253 @@
+"""``/sse`` against a real ``tickcast serve`` process with simulated data, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tickcast.settings import DEFAULT_SYMBOLS
+
+from ..support import ServerProcess, running_server
+
+SIM = ["--source", "sim"]
+Event = dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_SSE_HEARTBEAT": "1"}
+    with running_server(tmp_path_factory.mktemp("sse"), SIM, env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def short_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_HISTORY_SIZE": "5"}
+    with running_server(tmp_path_factory.mktemp("sse-short"), SIM, env) as s:
+        yield s
+
+
+class EventReader:
+    """Server-Sent Events parsed from a streaming response, one at a time."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 5.0) -> Event | None:
+        """The next event (a comment counts as one); None when the stream ends."""
+        event: Event = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.01, deadline - time.monotonic())
+            try:
+                line = await asyncio.wait_for(anext(self._lines), left)
+            except StopAsyncIteration:
+                return None
+            if line == "":
+                if event:
+                    return event
+                continue
+            name, _, value = line.partition(":")
+            name = name or "comment"
+            event[name] = event.get(name, "") + value.removeprefix(" ")
+
+    async def ticks_for(self, seconds: float) -> list[Event]:
+        """Every tick event in the next ``seconds``."""
+        out: list[Event] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = await self.next(left)
+            except TimeoutError:
+                break
+            assert event is not None, "stream ended"
+            if event.get("event") == "tick":
+                out.append(event)
+        return out
+
+    async def close(self) -> None:
+        await self._lines.aclose()  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def stream(
+    server: ServerProcess, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[EventReader]:
+    async with (
+        httpx.AsyncClient(base_url=server.base, timeout=10) as client,
+        client.stream("GET", path, headers=headers) as response,
+    ):
+        assert response.status_code == 200, response.status_code
+        reader = EventReader(response)
+        try:
+            yield reader
+        finally:
+            await reader.close()
+
+
+def tick_of(event: Event) -> dict[str, object]:
+    data = orjson.loads(event["data"])
+    assert isinstance(data, dict)
+    assert data["type"] == "tick"
+    assert event["id"] == str(data["seq"]), "id: is the tick's seq"
+    return data
+
+
+def seqs_of(events: list[Event], symbol: str) -> list[int]:
+    return [int(e["id"]) for e in events if tick_of(e)["symbol"] == symbol]
+
+
+def history_seqs(server: ServerProcess, symbol: str) -> list[int]:
+    return [int(t["seq"]) for t in server.get(f"/history/{symbol}?limit=1000").json()]
+
+
+async def test_a_stream_starts_with_retry_then_the_snapshot(server: ServerProcess) -> None:
+    """``retry: 2000``, a ``tick`` event per symbol with ``id: <seq>``, then live ticks."""
+    async with stream(server, "/sse?symbols=BTCUSDT,ETHUSDT") as events:
+        assert events.response.headers["content-type"].startswith("text/event-stream")
+        assert events.response.headers["cache-control"] == "no-cache"
+        assert await events.next() == {"retry": "2000"}
+        snapshot = [await events.next(), await events.next()]
+        live = await events.ticks_for(1.0)
+    assert all(e is not None and e["event"] == "tick" for e in snapshot)
+    first = [tick_of(e) for e in snapshot if e is not None]
+    assert sorted(str(t["symbol"]) for t in first) == ["BTCUSDT", "ETHUSDT"]
+    assert [t["seq"] for t in first] == sorted(t["seq"] for t in first)  # type: ignore[type-var]
+    ids = [int(e["id"]) for e in live]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids[0] > max(int(t["seq"]) for t in first)  # type: ignore[call-overload]
+    assert {tick_of(e)["symbol"] for e in live} == {"BTCUSDT", "ETHUSDT"}
+
+
+async def test_the_default_stream_carries_every_default_symbol(server: ServerProcess) -> None:
+    """``/sse`` with no parameters gets a snapshot of all the default symbols."""
+    async with stream(server, "/sse") as events:
+        assert await events.next() == {"retry": "2000"}
+        snapshot = [await events.next() for _ in DEFAULT_SYMBOLS]
+    symbols = sorted(str(tick_of(e)["symbol"]) for e in snapshot if e is not None)
+    assert symbols == sorted(DEFAULT_SYMBOLS)
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_a_resumed_stream_misses_nothing_and_repeats_nothing(
+    server: ServerProcess, how: str
+) -> None:
+    """A resume by last id delivers every missed tick once, in order: /history matches."""
+    path = "/sse?symbols=BTCUSDT,ETHUSDT"
+    async with stream(server, path) as events:
+        assert await events.next() == {"retry": "2000"}
+        before = await events.ticks_for(1.0)
+    last_id = before[-1]["id"]
+    await asyncio.sleep(1.0)
+    if how == "header":
+        resumed = stream(server, path, headers={"Last-Event-ID": last_id})
+    else:
+        resumed = stream(server, f"{path}&last_event_id={last_id}")
+    async with resumed as events:
+        assert await events.next() == {"retry": "2000"}
+        after = await events.ticks_for(1.0)
+    assert int(after[0]["id"]) > int(last_id)
+    ids = [int(e["id"]) for e in before + after]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "in order, no duplicates"
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        got = seqs_of(before, symbol) + seqs_of(after, symbol)
+        reference = [s for s in history_seqs(server, symbol) if got[0] <= s <= got[-1]]
+        assert got == reference, f"{symbol}: gap or duplicate across the reconnect"
+
+
+async def test_a_resume_from_before_the_history_gets_a_reset(
+    short_history: ServerProcess,
+) -> None:
+    """A resume older than the history gets ``event: reset`` with a snapshot, then live."""
+    path = "/sse?symbols=BTCUSDT,ETHUSDT"
+    async with stream(short_history, path) as events:
+        assert await events.next() == {"retry": "2000"}
+        before = await events.ticks_for(0.3)
+    await asyncio.sleep(1.5)
+    async with stream(short_history, path, headers={"Last-Event-ID": before[-1]["id"]}) as events:
+        assert await events.next() == {"retry": "2000"}
+        reset = await events.next()
+        live = await events.ticks_for(0.5)
+    assert reset is not None
+    assert reset["event"] == "reset"
+    body = orjson.loads(reset["data"])
+    assert body["type"] == "reset"
+    assert int(reset["id"]) == body["last_seq"]
+    assert sorted(t["symbol"] for t in body["ticks"]) == ["BTCUSDT", "ETHUSDT"]
+    assert all(t["seq"] <= body["last_seq"] for t in body["ticks"])
+    assert live and all(int(e["id"]) > body["last_seq"] for e in live)
+
+
+async def test_an_id_from_the_future_gets_a_reset(server: ServerProcess) -> None:
+    """A Last-Event-ID the server never issued (e.g. before a restart) resets the client."""
+    async with stream(server, "/sse?symbols=BTCUSDT", {"Last-Event-ID": "999999999"}) as events:
+        assert await events.next() == {"retry": "2000"}
+        reset = await events.next()
+    assert reset is not None and reset["event"] == "reset"
+
+
+async def test_a_garbage_last_event_id_is_a_fresh_start(server: ServerProcess) -> None:
+    """A Last-Event-ID that is not a number is ignored: the stream starts with a snapshot."""
+    async with stream(server, "/sse?symbols=BTCUSDT", {"Last-Event-ID": "abc"}) as events:
+        assert await events.next() == {"retry": "2000"}
+        first = await events.next()
+    assert first is not None and first["event"] == "tick"
+
+
+async def test_the_stream_sends_heartbeat_comments(server: ServerProcess) -> None:
+    """With TICKCAST_SSE_HEARTBEAT=1 a comment line arrives about every second."""
+    comments = 0
+    async with stream(server, "/sse?symbols=BTCUSDT") as events:
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline and comments < 2:
+            event = await events.next()
+            assert event is not None
+            comments += "comment" in event
+    assert comments >= 2
+
+
+async def test_an_unknown_symbol_is_a_404_json_error(server: ServerProcess) -> None:
+    """``/sse?symbols=`` with a symbol not served answers 404 with a JSON error body."""
+    async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
+        response = await client.get("/sse?symbols=BTCUSDT,NOPEUSDT")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"] == "unknown_symbol"
+    assert "NOPEUSDT" in response.json()["message"]
+
+
+async def test_a_closed_stream_is_forgotten(server: ServerProcess) -> None:
+    """When an SSE client goes away its session and subscriptions are dropped."""
+    async with stream(server, "/sse?symbols=BTCUSDT,ETHUSDT,SOLUSDT") as events:
+        await events.next()
+        edge = server.status()["edge"]
+        assert isinstance(edge, dict)
+        assert edge["clients"]["sse"] >= 1
+    deadline = time.monotonic() + 5
+    while server.status()["edge"]["clients"]["sse"] != 0:  # type: ignore[index]
+        assert time.monotonic() < deadline, "SSE session not detached"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigterm_ends_open_streams_and_exits_within_5s(tmp_path: Path) -> None:
+    """On SIGTERM an open event stream ends cleanly and the process exits in under 5 s."""
+    with running_server(tmp_path, SIM, {"TICKCAST_SIM_RATE": "10"}) as server:
+        async with stream(server, "/sse?symbols=BTCUSDT") as events:
+            await events.next()
+
+            async def until_end() -> None:
+                while await events.next(timeout=8) is not None:
+                    pass
+
+            ended = asyncio.create_task(until_end())
+            took = await asyncio.to_thread(server.stop)
+            await ended
+    assert took < 5.0

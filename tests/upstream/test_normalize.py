@@ -1,0 +1,152 @@
+"""Binance frames -> updates: every payload kind, combined and raw, and bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from tickcast.upstream.normalize import (
+    ControlReply,
+    Normalizer,
+    ParseError,
+    ServerShutdown,
+    Update,
+    parse_frame,
+)
+
+TICKER = {
+    "e": "24hrTicker", "E": 1672515782136, "s": "BNBBTC", "p": "0.0015", "P": "250.00",
+    "w": "0.0018", "x": "0.0009", "c": "0.0025", "Q": "10", "b": "0.0024", "B": "10",
+    "a": "0.0026", "A": "100", "o": "0.0010", "h": "0.0025", "l": "0.0010", "v": "10000",
+    "q": "18", "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151,
+}  # fmt: skip
+MINI = {
+    "e": "24hrMiniTicker", "E": 1672515782136, "s": "BNBBTC", "c": "0.0025", "o": "0.0010",
+    "h": "0.0025", "l": "0.0010", "v": "10000", "q": "18",
+}  # fmt: skip
+BOOK = {"u": 400900217, "s": "BNBUSDT", "b": "25.35190000", "B": "31.21", "a": "25.3652", "A": "4"}
+TRADE = {
+    "e": "trade", "E": 1672515782136, "s": "BNBBTC", "t": 12345, "p": "0.001", "q": "100",
+    "T": 1672515782136, "m": True, "M": True,
+}  # fmt: skip
+AGG = {
+    "e": "aggTrade", "E": 1672515782136, "s": "BNBBTC", "a": 777, "p": "0.002", "q": "100",
+    "f": 100, "l": 105, "T": 1672515782136, "m": True, "M": True,
+}  # fmt: skip
+
+
+def now() -> int:
+    return 42
+
+
+def one(frame: object) -> object:
+    events = parse_frame(orjson.dumps(frame), now)
+    assert len(events) == 1
+    return events[0]
+
+
+def test_ticker_maps_every_field() -> None:
+    """A 24hrTicker becomes a full update ordered by event time."""
+    update = one(TICKER)
+    assert update == Update(
+        symbol="BNBBTC",
+        kind="ticker",
+        order=1672515782136,
+        event_time_ms=1672515782136,
+        values={
+            "last_price": "0.0025", "change_percent": "250", "change": "0.0015",
+            "open": "0.001", "high": "0.0025", "low": "0.001", "volume": "10000",
+            "quote_volume": "18", "bid": "0.0024", "ask": "0.0026",
+        },
+    )  # fmt: skip
+
+
+def test_combined_wrapper_is_unwrapped() -> None:
+    """The combined form's {"stream","data"} wrapper gives the same update as the raw form."""
+    assert one({"stream": "bnbbtc@ticker", "data": TICKER}) == one(TICKER)
+
+
+def test_mini_ticker_derives_change_exactly() -> None:
+    """A mini ticker has no change fields: they are derived exactly from close and open."""
+    update = one(MINI)
+    assert isinstance(update, Update)
+    assert update.kind == "miniTicker"
+    assert update.values["change"] == "0.0015"
+    assert update.values["change_percent"] == "150"
+
+
+def test_mini_ticker_array() -> None:
+    """!miniTicker@arr frames carry one update per changed symbol."""
+    frame = {"stream": "!miniTicker@arr", "data": [MINI, {**MINI, "s": "ETHBTC"}]}
+    events = parse_frame(orjson.dumps(frame), now)
+    assert [e.symbol for e in events if isinstance(e, Update)] == ["BNBBTC", "ETHBTC"]
+
+
+def test_book_ticker_has_no_event_time() -> None:
+    """bookTicker carries no e/E: it is ordered by update id and stamped on receipt."""
+    update = one(BOOK)
+    assert update == Update(
+        "BNBUSDT", "bookTicker", 400900217, 42, {"bid": "25.3519", "ask": "25.3652"}
+    )
+
+
+def test_trades_set_last_price() -> None:
+    """trade and aggTrade update the last price, ordered by their ids."""
+    trade, agg = one(TRADE), one(AGG)
+    assert isinstance(trade, Update)
+    assert isinstance(agg, Update)
+    assert (trade.kind, trade.order, trade.values) == ("trade", 12345, {"last_price": "0.001"})
+    assert (agg.kind, agg.order, agg.values) == ("aggTrade", 777, {"last_price": "0.002"})
+
+
+def test_server_shutdown_both_forms() -> None:
+    """serverShutdown is recognised raw and combined."""
+    raw = {"e": "serverShutdown", "E": 1770123456789}
+    assert one(raw) == ServerShutdown(1770123456789)
+    assert one({"stream": "!serverShutdown", "data": raw}) == ServerShutdown(1770123456789)
+
+
+def test_control_replies_and_errors() -> None:
+    """Acks and both error shapes parse as control replies."""
+    assert one({"result": None, "id": 1}) == ControlReply(id=1)
+    wrapped = one({"error": {"code": 2, "msg": "Invalid request"}, "id": "a"})
+    assert wrapped == ControlReply(id="a", error_code=2, error_msg="Invalid request")
+    bare = one({"code": 3, "msg": "Invalid JSON", "id": None})
+    assert bare == ControlReply(id=None, error_code=3, error_msg="Invalid JSON")
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        (b'{"e":"24hrTicker","s":', "invalid_json"),
+        (b"hello", "invalid_json"),
+        (b'"just a string"', "not_object"),
+        (b'{"e":"mystery"}', "unknown_event"),
+        (orjson.dumps({k: v for k, v in TICKER.items() if k != "c"}), "missing_field"),
+        (orjson.dumps({**TICKER, "c": 60500.5}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": "1e5"}), "bad_value"),
+        (orjson.dumps({**TICKER, "E": "soon"}), "bad_value"),
+        (orjson.dumps({**TICKER, "s": "BTC/USDT"}), "bad_value"),
+    ],
+)
+def test_bad_frames_raise_named_errors(frame: bytes, kind: str) -> None:
+    """Every malformed frame raises a ParseError naming its kind."""
+    with pytest.raises(ParseError) as info:
+        parse_frame(frame, now)
+    assert info.value.kind == kind
+
+
+def test_normalizer_counts_skips_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Bad frames are counted and skipped; each kind is logged once, with a sample."""
+    normalizer = Normalizer(now)
+    caplog.set_level(logging.WARNING)
+    for _ in range(5):
+        assert normalizer.parse(b"garbage!") == []
+    assert normalizer.parse(orjson.dumps(TICKER))
+    assert normalizer.errors == {"invalid_json": 5}
+    assert normalizer.frames == 6
+    warnings = [r for r in caplog.records if "skipping upstream frame" in r.message]
+    assert len(warnings) == 1
+    assert "garbage!" in warnings[0].message

@@ -1,0 +1,156 @@
+"""Sources: auto fallback and switch-back, record and replay, and the full fault schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tickcast.cli import record
+from tickcast.hub.memory import MemoryHub
+from tickcast.ingest import Ingest
+from tickcast.settings import Settings
+from tickcast.sim.exchange import SimConfig, SimExchange
+from tickcast.tick import Tick
+from tickcast.upstream.sources import AutoSource, ReplaySource
+
+from ..support import eventually, free_port, running_server
+
+
+async def test_auto_falls_back_to_sim_and_back_to_live() -> None:
+    """auto: no live data within the grace -> simulated data labelled sim; live returns ->
+    live data labelled binance, and the simulator is stopped."""
+    port = free_port()
+    settings = Settings(
+        source="auto",
+        binance_url=f"ws://127.0.0.1:{port}",
+        auto_grace=1.0,
+        sim_rate=10,
+        backoff_initial=0.1,
+        backoff_max=0.5,
+        symbols=["BTCUSDT", "ETHUSDT"],
+    )
+    hub = MemoryHub(100)
+    ticks: list[Tick] = []
+    hub.subscribe(ticks.append)
+    ingest = Ingest(hub, settings.symbols)
+    source = AutoSource(settings, ingest.apply)
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: any(t.source == "sim" for t in ticks), timeout=8)
+        assert source.label == "sim"
+        assert source.status()["fallbacks"] == 1
+        live = SimExchange(SimConfig(port=port, rate=10, seed=99))
+        await live.start()
+        try:
+            await eventually(lambda: ticks[-1].source == "binance", timeout=10)
+            await eventually(lambda: source.sim is None, timeout=5)
+            marker = len(ticks)
+            await eventually(lambda: len(ticks) >= marker + 10)
+            assert {t.source for t in ticks[marker:]} == {"binance"}
+            assert source.label == "binance"
+        finally:
+            await live.stop()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_record_then_replay(tmp_path: Path) -> None:
+    """`record` captures raw frames as JSONL; replay serves them labelled replay."""
+    settings = Settings(source="sim", sim_rate=20, symbols=["BTCUSDT", "ETHUSDT"])
+    capture = tmp_path / "capture.jsonl"
+    with capture.open("wb") as out:
+        frames = await record(settings, out, seconds=1.5)
+    assert frames >= 10
+    lines = capture.read_bytes().splitlines()
+    assert len(lines) == frames
+    first = orjson.loads(lines[0])
+    assert set(first) == {"t", "source", "frame"}
+    assert first["source"] == "sim"
+
+    hub = MemoryHub(100)
+    ticks: list[Tick] = []
+    hub.subscribe(ticks.append)
+    ingest = Ingest(hub, settings.symbols)
+    replay = ReplaySource(capture, ingest.apply, speed=10.0)
+    task = asyncio.create_task(replay.run())
+    try:
+        await eventually(lambda: len(ticks) >= 10, timeout=5)
+        assert {t.source for t in ticks} == {"replay"}
+        assert {t.symbol for t in ticks} == {"BTCUSDT", "ETHUSDT"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_replay_rejects_a_malformed_capture(tmp_path: Path) -> None:
+    """A capture line that is not a record names the file and line."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 1, "frame": "{}"}\nnot json\n')
+    replay = ReplaySource(bad, lambda _u, _l: None)
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
+        replay.load()
+
+
+def test_serve_rejects_a_missing_replay_file(tmp_path: Path) -> None:
+    """serve --source replay:PATH with no such file exits non-zero with the file named."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tickcast.cli", "serve", "--port", str(free_port()),
+         "--source", f"replay:{tmp_path / 'missing.jsonl'}"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "missing.jsonl" in result.stdout + result.stderr
+
+
+def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
+    """serve --source binance against sim-exchange running every fault kind keeps /price
+    fresh, and /status counts each reconnect."""
+    sim_port = free_port()
+    schedule = (
+        "drop@2,close1000@4,close1001@6,stall@8+2.5,close1008@13,shutdown@20+1,"
+        "garbage@22+1,burst@24+1,latency@26+1"
+    )
+    sim_log = (tmp_path / "sim.log").open("wb")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port),
+         "--rate", "10", "--ping-interval", "1", "--fault-schedule", schedule],
+        stdout=sim_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    env = {
+        "TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}",
+        "TICKCAST_STALE_AFTER": "1",
+        "TICKCAST_BACKOFF_MAX": "1",
+    }
+    try:
+        with running_server(tmp_path, ["--source", "binance"], env) as server:
+            worst_age = 0.0
+            deadline = time.monotonic() + 29
+            while time.monotonic() < deadline:
+                tick = server.get("/price").json()
+                worst_age = max(worst_age, time.time() - tick["timestamp_ms"] / 1000)
+                time.sleep(0.25)
+            upstream = server.status()["upstream"]
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        sim_log.close()
+    assert isinstance(upstream, dict)
+    # drop, close1000, close1001, close1008 and the stall each cost one reconnect.
+    assert upstream["reconnects"] >= 5, upstream
+    assert upstream["closes"].keys() >= {"1006", "1000", "1001", "1008"}, upstream
+    assert upstream["counters"]["stale"] >= 1
+    assert upstream["counters"]["rotations"] >= 1
+    assert upstream["parse_errors"], upstream
+    assert upstream["state"] == "connected"
+    # The stall lasts 2.5 s and the 1008 floor is 5 s: never staler than that plus slack.
+    assert worst_age < 8.0
