@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
@@ -19,6 +21,7 @@ from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.metrics import Metrics
 from tickcast.node import Node
+from tickcast.openapi import DOCS_ASSETS, description
 from tickcast.settings import Settings
 from tickcast.tick import Tick
 from tickcast.upstream.normalize import wall_ms
@@ -29,6 +32,16 @@ STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A bad query or path parameter gets the same ``{"error","message"}`` body as any error."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
 
 
 def tick_response(tick: Tick) -> Response:
@@ -79,12 +92,15 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
             await edge.stop()
             await node.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed package's files, not a CDN: /docs works offline.
+    app = FastAPIOffline(
         title="tickcast",
         version=__version__,
-        description="Real-time market data: one upstream, many WebSocket and SSE clients.",
+        description=description(),
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.node = node
     app.state.edge = edge
     app.state.settings = settings
@@ -157,7 +173,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
 
     @app.get(
         "/sse",
-        summary="Server-Sent Events: event: tick with id: <seq>; resume with Last-Event-ID",
+        summary="Server-Sent Events: ticks as unnamed events with an id; resume with Last-Event-ID",
         response_class=EventStream,
         # EventStream's constructor has no status_code for FastAPI to read it from; the
         # OpenAPI schema (and so /docs) fails to build without it.

@@ -1,0 +1,59 @@
+"""The API's own documentation: the OpenAPI description of what is not a path (``/ws``).
+
+``/docs`` and ``/redoc`` are served by ``fastapi-offline`` from the Swagger UI and ReDoc
+files it installs, under ``DOCS_ASSETS``: no CDN, so they render offline."""
+
+from __future__ import annotations
+
+from tickcast.errors import CloseReason, ErrorCode
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _close_codes() -> str:
+    rows = [f"| {r.code} | {r.reason} |" for r in CloseReason if r is not CloseReason.GONE]
+    return "\n".join(["| code | reason |", "|---|---|", *rows])
+
+
+def _error_codes() -> str:
+    return ", ".join(f"`{code.value}`" for code in ErrorCode)
+
+
+def description() -> str:
+    """The API description: the REST paths document themselves; ``/ws`` is described here."""
+    return f"""Real-time market data: one upstream, many WebSocket and SSE clients.
+
+## WebSocket `/ws`
+
+`ws://HOST:PORT/ws` with no parameters sends one snapshot tick per default symbol, then
+live ticks. Query parameters: `symbols=BTCUSDT,ETHUSDT` (or `*`), `throttle_ms=N` (at most
+one tick per symbol per N ms, latest value wins), `status=1` (also send upstream `status`
+messages), `last_event_id=ID` (resume, as SSE), `token=T` (when the server requires one).
+
+Every message is one JSON object. A tick:
+`{{"type":"tick","symbol":"BTCUSDT","last_price":60500.5,"change_percent":1.25,
+"timestamp_ms":1678886400000,"seq":1234,"source":"binance",...}}`
+
+Client ops, each a JSON text message:
+
+| op | example | reply |
+|---|---|---|
+| subscribe | `{{"op":"subscribe","symbols":["ETHUSDT"],"id":1}}` | `ack`, a tick per new symbol |
+| unsubscribe | `{{"op":"unsubscribe","symbols":["ETHUSDT"],"id":2}}` | `ack` |
+| list | `{{"op":"list","id":3}}` | `ack` with the current symbols |
+| ping | `{{"op":"ping"}}` | `{{"type":"pong"}}` |
+
+An ack: `{{"type":"ack","id":1,"op":"subscribe","symbols":["ETHUSDT"]}}`.
+A client that has sent an op also receives `{{"type":"status","upstream":...}}` when the
+upstream state changes. Errors are replies, not closes:
+`{{"type":"error","id":1,"code":"...","message":"..."}}` with code one of {_error_codes()}.
+
+The server pings every 20 s and closes a client silent for 60 s. Close codes:
+
+{_close_codes()}
+
+## Server-Sent Events `/sse`
+
+Ticks are unnamed events (`onmessage`) with an `id:`; `event: status` and `event: reset`
+are named. Reconnect with `Last-Event-ID` to receive what was missed.
+"""

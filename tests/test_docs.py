@@ -1,0 +1,109 @@
+"""``/docs`` and the OpenAPI schema: served from the installed bundle, complete offline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tickcast.errors import CloseReason
+
+from .support import ServerProcess, running_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("docs"), ["--source", "sim"]) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base, timeout=5) as http:
+        yield http
+
+
+def test_docs_page_loads_its_assets_from_this_server(client: httpx.Client) -> None:
+    """/docs names only same-origin assets, and each of them is served."""
+    html = client.get("/docs").text
+    assert "cdn" not in html.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert f"/docs/assets/{asset}" in html
+        response = client.get(f"/docs/assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 100
+
+
+def test_docs_assets_serve_named_files_only(client: httpx.Client) -> None:
+    """No path under /docs/assets leaves the folder of the installed assets."""
+    assert client.get("/docs/assets/../__init__.py").status_code == 404
+    assert client.get("/docs/assets/%2e%2e/core.py").status_code == 404
+
+
+def test_openapi_describes_the_websocket_protocol(client: httpx.Client) -> None:
+    """The schema's description documents /ws: its ops, replies and every close code."""
+    text = client.get("/openapi.json").json()["info"]["description"]
+    for word in ("/ws", "subscribe", "unsubscribe", '"op":"list"', "pong", "ack", "error"):
+        assert word in text
+    for reason in CloseReason:
+        if reason is not CloseReason.GONE:
+            assert f"| {reason.code} | {reason.reason} |" in text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/history/BTCUSDT?limit=0", "/history/BTCUSDT?limit=abc", "/sse?throttle_ms=fast"],
+)
+def test_validation_errors_use_the_common_error_body(client: httpx.Client, path: str) -> None:
+    """A bad parameter gets {"error","message"} naming the parameter, not FastAPI's detail."""
+    response = client.get(path)
+    assert response.status_code == 422
+    body = response.json()
+    assert set(body) == {"error", "message"}
+    assert body["error"] == "invalid_request"
+    assert path.split("?")[1].split("=")[0] in body["message"]
+
+
+@pytest.mark.e2e
+def test_docs_render_the_endpoints_in_chromium_with_the_network_cut(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """With every request to another host refused, Swagger UI still lists the endpoints."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
+            pytest.fail(f"browser tests are required but {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import Route, sync_playwright
+
+    own = urlsplit(server.base).netloc
+    refused: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if urlsplit(route.request.url).netloc == own:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_this_server)
+            page.goto(server.base + "/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+            paths = page.eval_on_selector_all(
+                ".opblock-summary-path", "els => els.map(e => e.textContent.trim())"
+            )
+            page.screenshot(path=str(tmp_path / "docs.png"))
+        finally:
+            browser.close()
+    for path in ("/price", "/prices", "/history/{symbol}", "/status", "/sse"):
+        assert path in [p.replace("\u200b", "") for p in paths]
+    assert refused == []
