@@ -273,6 +273,34 @@ def test_sse_parser_restart_drops_a_half_received_event() -> None:
     assert parser.last_event_id == "3"
 
 
+def test_sse_parser_records_an_id_only_when_its_event_is_dispatched() -> None:
+    """An id read before a cut-off event is not the resume point; the last complete one is."""
+    parser = SseParser()
+    for line in ["id: tok-1", "data: {}", "", "id: tok-2", "data: {"]:
+        parser.feed_line(line)
+    assert parser.last_event_id == "tok-1"
+    parser.restart()  # the connection dropped mid-event
+    for line in ["retry: 2000", "", "event: status", "data: {}"]:
+        parser.feed_line(line)
+    assert parser.feed_line("") == SseEvent(event="status", data="{}", id="tok-1")
+    assert parser.last_event_id == "tok-1"
+
+
+def test_unnamed_sse_events_are_ticks() -> None:
+    """A tick sent as an unnamed event (SPEC §6) is applied; so is the older named form."""
+    state = TailState()
+    parser = SseParser()
+    data = json.dumps(tick("BTCUSDT", 60500.5))
+    lines = ["id: opaque:1", f"data: {data}", "", "event: tick", "id: 2", f"data: {data}", ""]
+    for event in (e for line in lines if (e := parser.feed_line(line)) is not None):
+        message = sse_message(event)
+        assert message is not None
+        state.apply(message)
+    assert state.tick_count == 2
+    assert state.ignored_count == 0
+    assert parser.last_event_id == "2"
+
+
 def test_sse_message_is_typed_by_the_event_name() -> None:
     """Event data without a type takes the event's name; typed data is left alone."""
     assert sse_message(SseEvent("status", '{"upstream":"stale"}', None)) == {
@@ -331,6 +359,43 @@ async def test_sse_reconnect_sends_last_event_id() -> None:
     assert "last-event-id" not in requests[0]
     assert "last-event-id: 41" in requests[1]
     assert "60,500.50" in out.getvalue()
+
+
+async def test_sse_resumes_after_the_last_complete_tick() -> None:
+    """A tick cut off mid-event is asked for again: Last-Event-ID names the one before it."""
+    requests: list[str] = []
+    finished = asyncio.Event()
+    first = json.dumps(tick("BTCUSDT", 60500.5, seq=41))
+    cut = json.dumps(tick("BTCUSDT", 60600.25, seq=42))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append((await reader.readuntil(b"\r\n\r\n")).decode().lower())
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        if len(requests) == 1:
+            # The new server format: unnamed tick events with opaque ids; the second is cut.
+            body = f"retry: 2000\n\nid: t-41\ndata: {first}\n\nid: t-42\ndata: {cut[:40]}"
+            writer.write(head + body.encode())
+        else:
+            writer.write(head + f"id: t-42\ndata: {cut}\n\n".encode())
+        await writer.drain()
+        if len(requests) > 1:
+            await reader.read()  # stay open until tail closes the stream at max_seconds
+        writer.close()
+        await writer.wait_closed()
+        if len(requests) > 1:
+            finished.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    console, out = quiet_console()
+    async with server:
+        await run_tail(
+            f"http://127.0.0.1:{port}", ["BTCUSDT"], True, console=console, max_seconds=2.5
+        )
+        await asyncio.wait_for(finished.wait(), 5)
+    assert len(requests) >= 2
+    assert "last-event-id: t-41\r\n" in requests[1]
+    assert "60,600.25" in out.getvalue()
 
 
 @pytest.mark.slow

@@ -1,16 +1,95 @@
-"""Logging set-up: human-readable lines by default, one JSON object per line on request."""
+"""Logging set-up: human-readable lines by default, one JSON object per line on request.
+
+Every record passes a ``RedactSecrets`` filter on the one handler before it is formatted,
+so no access token reaches the output: uvicorn prints the request target of every
+WebSocket handshake (``"WebSocket /ws?token=..." [accepted]``) on ``uvicorn.error``, its
+access log (when enabled) does the same for HTTP, and an exception's text may quote a URL.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 import time
-from typing import Literal
+from collections.abc import Iterable
+from typing import Final, Literal, TextIO
 
 import orjson
 
+REDACTED: Final = "[redacted]"
+# Shorter secrets are not replaced wherever they appear as plain text: a 3-letter token
+# would blank out unrelated words. The patterns below still catch them in their usual places.
+MIN_LITERAL_SECRET: Final = 6
+
+# A query parameter whose name ends in "token" (token=, access_token=), in any position,
+# also when the whole query is itself percent-encoded once or more (a URL inside a
+# parameter: "next=%2Fws%3Ftoken%3D..."), where "=" is %3D (%253D...) and "&" is %26.
+_QUERY_TOKEN: Final = re.compile(
+    r"""(?ix) ( \b [\w.~-]*? token (?: = | %(?:25)*3d ) )
+        (?! \[redacted\] ) ( (?: (?! %(?:25)*26 ) [^&\s"'\#\\<>] )+ )"""
+)
+# An Authorization header in any shape it is printed in: "Authorization: Bearer x",
+# {'authorization': 'Bearer x'}, (b'authorization', b'Bearer x').
+_BEARER: Final = re.compile(r"""(?i)(\bbearer\s+)(?!\[redacted\])([^\s"',;)\]}\\]+)""")
+
+
+class Redactor:
+    """Rewrites text so no access token survives. Pure: tested with plain calls."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a shorter secret never leaves the tail of a longer one behind.
+        wanted = sorted({s for s in secrets if len(s) >= MIN_LITERAL_SECRET}, key=len, reverse=True)
+        alternatives = "|".join(_any_encoding(s) for s in wanted)
+        self._literal = re.compile(alternatives, re.IGNORECASE) if wanted else None
+
+    def __call__(self, text: str) -> str:
+        text = _QUERY_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+        return text if self._literal is None else self._literal.sub(REDACTED, text)
+
+
+def _any_encoding(secret: str) -> str:
+    """A pattern for ``secret`` as typed or with any of its characters percent-encoded
+    (once or more), as a client may have put it in a URL."""
+    parts = []
+    for char in secret:
+        encoded = "".join(f"%(?:25)*{byte:02x}" for byte in char.encode())
+        plus = r"|\+" if char == " " else ""
+        parts.append(f"(?:{re.escape(char)}|{encoded}{plus})")
+    return "".join(parts)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites each record's message, exception and stack text through a ``Redactor``.
+
+    On the handler rather than on loggers: a logger's filters do not see the records
+    its children propagate, a handler's see every record it writes.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redact = redactor
+        self._plain = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # the handler would print the raw msg and args to stderr instead
+            message = f"{record.msg!s} (unformattable arguments: {record.args!r})"
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and not record.exc_text:
+            # Formatters print a cached exc_text as is; fill the cache with redacted text.
+            record.exc_text = self._plain.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, message (and exc when present)."""
+    """One JSON object per record: ts, level, logger, message (exc and stack when present)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -19,23 +98,39 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(fmt: Literal["text", "json"], level: str) -> None:
-    """Route tickcast's and uvicorn's loggers to stderr in ``fmt``."""
-    handler = logging.StreamHandler()
+def build_handler(
+    fmt: Literal["text", "json"], secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    """The handler every log line goes through: ``fmt`` lines on ``stream`` (stderr),
+    with access tokens (``secrets``, and any ``token=`` or bearer value) redacted."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
+    handler.addFilter(RedactSecrets(Redactor(secrets)))
+    return handler
+
+
+def configure_logging(
+    fmt: Literal["text", "json"], level: str, *, secrets: Iterable[str] = ()
+) -> None:
+    """Route tickcast's and uvicorn's loggers to stderr in ``fmt``, ``secrets`` redacted."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [build_handler(fmt, secrets)]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # Their own handlers would bypass the root handler and its redaction.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

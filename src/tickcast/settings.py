@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickcast.tick import DEFAULT_SYMBOLS
 
-__all__ = ["DEFAULT_SYMBOLS", "Settings"]
+__all__ = ["DEFAULT_SYMBOLS", "SettingError", "Settings", "setting_errors"]
 
 
 def _split_csv(value: object) -> object:
@@ -136,3 +137,32 @@ class Settings(BaseSettings):
         if value in ("auto", "binance", "sim") or (value.startswith("replay:") and len(value) > 7):
             return value
         raise ValueError(f"unknown source {value!r}: expected auto, binance, sim or replay:PATH")
+
+
+@dataclass(frozen=True)
+class SettingError:
+    """One invalid setting, named both ways a user can set it."""
+
+    env: str
+    flag: str
+    problem: str
+    value: str | None
+
+    def __str__(self) -> str:
+        got = f" (got {self.value})" if self.value is not None else ""
+        return f"invalid setting {self.env} / {self.flag}: {self.problem}{got}"
+
+
+def setting_errors(exc: ValidationError) -> list[SettingError]:
+    """pydantic's errors in the user's terms: the variable, the flag, what is wrong."""
+    out = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        problem = error["msg"].removeprefix("Value error, ")
+        problem = problem[:1].lower() + problem[1:]
+        raw = error.get("input")
+        value = None if raw is None or isinstance(raw, dict) else repr(raw)[:80]
+        out.append(
+            SettingError(f"TICKCAST_{name.upper()}", "--" + name.replace("_", "-"), problem, value)
+        )
+    return out

@@ -68,7 +68,7 @@ class TailState:
     """Everything the terminal table shows; updated by ``apply``, drawn by ``render``.
 
     Pure: no I/O, no clock. Messages are the decoded JSON objects of SPEC §6 (WebSocket
-    messages, or SSE event data with the event name as ``type``).
+    messages, or SSE event data, see ``sse_message``).
     """
 
     def __init__(self) -> None:
@@ -367,8 +367,10 @@ class SseEvent:
 class SseParser:
     """The line-level SSE parser of the HTML standard, fed one line at a time.
 
-    "If the line is empty (a blank line): dispatch the event" - and the last event ID
-    persists across events and connections, which is what ``Last-Event-ID`` resends.
+    An ``id:`` line only fills the last event ID buffer; "If the line is empty (a blank
+    line): dispatch the event", and dispatching is what sets "the last event ID string of
+    the event source to the value of the last event ID buffer". So an event cut off by a
+    dropped connection never becomes the resume point that ``Last-Event-ID`` resends.
     """
 
     def __init__(self) -> None:
@@ -376,11 +378,18 @@ class SseParser:
         self.retry_ms: int | None = None
         self._event = ""
         self._data: list[str] = []
+        self._id_buffer: str | None = None
 
     def restart(self) -> None:
-        """Drop a half-received event, as when a new connection starts."""
+        """Drop a half-received event and the id it carried, as when a new connection starts.
+
+        The buffer restarts from the last dispatched id (as Chromium's parser does), not
+        empty as the standard has it: an id-less event (the opening ``retry:``, a status
+        event) on the new connection must not erase the resume point.
+        """
         self._event = ""
         self._data = []
+        self._id_buffer = self.last_event_id
 
     def feed_line(self, line: str) -> SseEvent | None:
         """Process one line (without its line ending); return an event on a blank line."""
@@ -396,21 +405,28 @@ class SseParser:
         elif name == "data":
             self._data.append(value)
         elif name == "id" and "\0" not in value:
-            self.last_event_id = value
+            self._id_buffer = value
         elif name == "retry" and value.isdigit():
             self.retry_ms = int(value)
         return None
 
     def _dispatch(self) -> SseEvent | None:
+        # The event is complete: its id (even one without data) is now the resume point.
+        self.last_event_id = self._id_buffer
         event, data = self._event or "message", self._data
-        self.restart()
+        self._event, self._data = "", []
         if not data:
             return None
         return SseEvent(event=event, data="\n".join(data), id=self.last_event_id)
 
 
 def sse_message(event: SseEvent) -> dict[str, object] | None:
-    """The message an SSE event carries, typed by its event name when the data is untyped."""
+    """The message an SSE event carries, typed by its event name when the data is untyped.
+
+    Ticks are unnamed events (type ``message``) whose JSON says ``"type":"tick"`` (SPEC §6);
+    servers before that named them ``tick``, which reads the same. ``status`` and ``reset``
+    stay named.
+    """
     message = decode_message(event.data)
     if message is not None and "type" not in message and event.event != "message":
         message["type"] = event.event

@@ -18,8 +18,9 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -58,10 +59,48 @@ class SocketTuning:
             set_limits(high=self.write_high, low=self.write_high // 4)
 
 
-def protocol_classes(
-    tuning: SocketTuning,
-) -> tuple[type[FastHttpProtocol], type[FastWebSocketProtocol]]:
-    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket."""
+# The uvicorn releases whose protocol internals these subclasses are tested against;
+# pyproject.toml pins the same range, so an upgrade is a deliberate change.
+TESTED_UVICORN: Final = ("0.54",)
+# What the subclasses override or call on uvicorn's classes.
+_HOOKS: Final[dict[type, tuple[str, ...]]] = {
+    HttpToolsProtocol: ("connection_made", "on_headers_complete", "shutdown", "data_received"),
+    WebSocketsSansIOProtocol: (
+        "connection_made",
+        "handle_connect",
+        "handle_close",
+        "keepalive_timeout",
+        "shutdown",
+        "send",
+    ),
+}
+
+
+def fast_path_problem() -> str | None:
+    """Why the fast path cannot be trusted with the installed uvicorn, or None."""
+    release = ".".join(uvicorn.__version__.split(".")[:2])
+    if release not in TESTED_UVICORN:
+        return (
+            f"uvicorn {uvicorn.__version__} is not a tested release ({', '.join(TESTED_UVICORN)})"
+        )
+    for cls, names in _HOOKS.items():
+        missing = [name for name in names if not callable(getattr(cls, name, None))]
+        if missing:
+            return f"uvicorn's {cls.__name__} has no {', '.join(missing)}"
+    return None
+
+
+def write_path() -> str:
+    """``fast`` or ``portable (why)``: what start-up logs."""
+    problem = fast_path_problem()
+    return "fast" if problem is None else f"portable ({problem})"
+
+
+def protocol_classes(tuning: SocketTuning) -> tuple[type | str, type | str]:
+    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket;
+    uvicorn's stock protocols (the queued, portable path) when the fast path is not safe."""
+    if fast_path_problem() is not None:
+        return "httptools", "websockets-sansio"
     http = type("TunedHttpProtocol", (FastHttpProtocol,), {"tuning": tuning})
     ws = type("TunedWebSocketProtocol", (FastWebSocketProtocol,), {"tuning": tuning})
     return http, ws

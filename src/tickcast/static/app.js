@@ -134,18 +134,20 @@
     es.onopen = function () {
       setConn("connected");
     };
-    es.addEventListener("tick", function (event) {
-      onSseEvent(event, applyTick);
-    });
+    // Ticks are unnamed events (SPEC §6): they arrive here, typed by their JSON.
+    es.onmessage = function (event) {
+      onSseEvent(event, dispatch);
+    };
+    // Control events are named. Servers before SPEC §6 named ticks `tick` too.
     es.addEventListener("status", function (event) {
       onSseEvent(event, applyStatus);
     });
     es.addEventListener("reset", function (event) {
       onSseEvent(event, applyReset);
     });
-    es.onmessage = function (event) {
-      onSseEvent(event, dispatch);
-    };
+    es.addEventListener("tick", function (event) {
+      onSseEvent(event, applyTick);
+    });
     // EventSource would retry on its own at the server's fixed `retry:` interval; closing
     // it and reconnecting ourselves gives the same backoff and state display as WebSocket.
     es.onerror = function () {
@@ -158,6 +160,7 @@
   }
 
   function onSseEvent(event, handler) {
+    // An opaque resume token (SPEC §6): sent back as is on reconnect, never parsed.
     if (event.lastEventId) {
       state.lastEventId = event.lastEventId;
     }

@@ -1,0 +1,224 @@
+"""Log redaction: the pure redactor, the handler's formats, then real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from tickcast.logs import REDACTED, Redactor, build_handler
+
+from .support import eventually, free_port, running_server
+
+TOKEN = "tc_S3cret-Token.42~x"
+# The same token as a client may put it in a URL: unreserved characters percent-encoded.
+TOKEN_ENCODED = "tc_S3cret%2DToken%2E42~x"
+
+
+# ---------------------------------------------------------------------- Redactor
+
+
+@pytest.mark.parametrize(
+    ("line", "redacted"),
+    [
+        ('"WebSocket /ws?token=abc" [accepted]', f'"WebSocket /ws?token={REDACTED}" [accepted]'),
+        ("/ws?symbols=A,B&token=abc&status=1", f"/ws?symbols=A,B&token={REDACTED}&status=1"),
+        ("/sse?symbols=A&token=abc", f"/sse?symbols=A&token={REDACTED}"),
+        ("/sse?TOKEN=a%2Db#frag", f"/sse?TOKEN={REDACTED}#frag"),
+        ("/x?access_token=abc&y=1", f"/x?access_token={REDACTED}&y=1"),
+        ("next=%2Fws%3Ftoken%3Dabc%26x%3D1", f"next=%2Fws%3Ftoken%3D{REDACTED}%26x%3D1"),
+        ("next=%252Fws%253Ftoken%253Dabc%2526x", f"next=%252Fws%253Ftoken%253D{REDACTED}%2526x"),
+        ("{'query_string': b'token=abc'}", f"{{'query_string': b'token={REDACTED}'}}"),
+    ],
+)
+def test_token_query_parameter_is_redacted_in_any_position_and_encoding(
+    line: str, redacted: str
+) -> None:
+    """A token= value goes, first or later in the query, plain or percent-encoded."""
+    assert Redactor()(line) == redacted
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Authorization: Bearer abc.def",
+        "{'authorization': 'bearer abc.def'}",
+        "[(b'authorization', b'Bearer abc.def')]",
+        '{"Authorization":"Bearer abc.def"}',
+    ],
+)
+def test_bearer_credentials_are_redacted_in_any_header_shape(line: str) -> None:
+    """The credential of an Authorization header is gone however the header is printed."""
+    out = Redactor()(line)
+    assert "abc" not in out
+    assert REDACTED in out
+
+
+def test_configured_token_is_redacted_wherever_it_appears() -> None:
+    """The configured token goes in any context, with any of its characters %-encoded."""
+    redact = Redactor([TOKEN])
+    out = redact(f"path /a/{TOKEN}/b; encoded {TOKEN_ENCODED}; twice %74c_S3cret%252DToken.42~x")
+    assert out == f"path /a/{REDACTED}/b; encoded {REDACTED}; twice {REDACTED}"
+    assert redact(f"Bearer {TOKEN}, token={TOKEN}") == f"Bearer {REDACTED}, token={REDACTED}"
+
+
+def test_other_text_is_left_alone() -> None:
+    """Other query parameters, other words and a short token's lookalikes are kept."""
+    line = "/sse?symbols=BTCUSDT&last_event_id=5 tokens=3 tick abc"
+    assert Redactor(["abc", ""])(line) == line
+
+
+# ---------------------------------------------------------------------- the handler
+
+
+@pytest.fixture
+def logger() -> logging.Logger:
+    """A logger outside logging's registry: no parent, and pytest adds no handler to it."""
+    return logging.Logger("tickcast.test", logging.DEBUG)
+
+
+def log_everything(logger: logging.Logger) -> None:
+    logger.info("client %s", f"/ws?token={TOKEN}")
+    logger.warning("auth header %r", {"authorization": f"Bearer {TOKEN}"})
+    try:
+        raise ValueError(f"bad request /sse?symbols=X&token={TOKEN_ENCODED}")
+    except ValueError:
+        logger.exception("request failed", stack_info=True)
+    logger.error("unformattable %d", f"token={TOKEN}")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_messages_exceptions_and_stacks_are_redacted(
+    fmt: Literal["text", "json"], logger: logging.Logger
+) -> None:
+    """Messages, their arguments, tracebacks and stacks are written without the token."""
+    out = io.StringIO()
+    logger.addHandler(build_handler(fmt, [TOKEN], out))
+    log_everything(logger)
+    text = out.getvalue()
+    assert TOKEN not in text
+    assert TOKEN_ENCODED not in text
+    assert "ValueError: bad request /sse?symbols=X&token=[redacted]" in text
+    assert "Traceback" in text
+    assert "Stack (most recent call last)" in text
+    if fmt == "json":
+        entries = [json.loads(line) for line in text.splitlines()]
+        assert [e["level"] for e in entries] == ["info", "warning", "error", "error"]
+        assert entries[0]["message"] == f"client /ws?token={REDACTED}"
+        assert entries[1]["message"] == f"auth header {{'authorization': 'Bearer {REDACTED}'}}"
+        assert "token=[redacted]" in entries[2]["exc"]
+        assert "unformattable arguments" in entries[3]["message"]
+
+
+# ---------------------------------------------------------------------- real processes
+
+
+async def make_requests(base: str) -> None:
+    """Real clients offering the token every way the server accepts it, and a wrong one."""
+    ws = base.replace("http://", "ws://", 1)
+    async with ws_connect(f"{ws}/ws?symbols=BTCUSDT&token={TOKEN}") as client:
+        await asyncio.wait_for(client.recv(), 5)
+    async with ws_connect(f"{ws}/ws?token={TOKEN_ENCODED}&symbols=ETHUSDT") as client:
+        await asyncio.wait_for(client.recv(), 5)
+    for target in ["/ws?token=wrong-guess-1234", f"/ws?next=%2Fsse%3Ftoken%3D{TOKEN}"]:
+        with pytest.raises(InvalidStatus):
+            async with ws_connect(ws + target):
+                pass
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        async with http.stream("GET", f"/sse?symbols=BTCUSDT&token={TOKEN_ENCODED}") as sse:
+            assert sse.status_code == 200
+            await anext(sse.aiter_lines())
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await http.get("/status", headers=headers)).status_code == 200
+        assert (await http.get(f"/status?token={TOKEN}")).status_code == 200
+
+
+def assert_no_token(log: str) -> None:
+    for secret in (TOKEN, TOKEN_ENCODED, "wrong-guess-1234"):
+        assert secret.lower() not in log.lower(), f"{secret} leaked into the log:\n{log}"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_server_log_never_shows_the_token(tmp_path: Path, fmt: str) -> None:
+    """`tickcast serve` with a token logs each handshake with the token redacted."""
+    env = {"TICKCAST_TOKEN": TOKEN, "TICKCAST_LOG_FORMAT": fmt}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        await make_requests(server.base)
+    log = server.log_path.read_text()
+    assert_no_token(log)
+    if fmt == "json":
+        messages = "\n".join(json.loads(line)["message"] for line in log.splitlines())
+    else:
+        messages = log
+    assert f'"WebSocket /ws?symbols=BTCUSDT&token={REDACTED}" [accepted]' in messages
+    assert f'"WebSocket /ws?token={REDACTED}&symbols=ETHUSDT" [accepted]' in messages
+    assert f'"WebSocket /ws?token={REDACTED}" 401' in messages
+    assert f'"WebSocket /ws?next=%2Fsse%3Ftoken%3D{REDACTED}" 401' in messages
+
+
+# tickcast serve turns uvicorn's access log off; an operator running the same app and
+# logging set-up with it on must not get the token in it either.
+ACCESS_LOGGED_SERVER = """
+import logging, uvicorn
+from tickcast.logs import configure_logging
+from tickcast.server import uvicorn_config
+from tickcast.settings import Settings
+settings = Settings()
+configure_logging(settings.log_format, settings.log_level, secrets=[settings.token])
+config = uvicorn_config(settings)
+logging.getLogger("uvicorn.access").propagate = True
+uvicorn.Server(config).run()
+"""
+
+
+async def ready(base: str, proc: asyncio.subprocess.Process) -> bool:
+    assert proc.returncode is None, "the server exited"
+    async with httpx.AsyncClient(timeout=1) as http:
+        try:
+            return (await http.get(base + "/price")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+async def test_access_log_never_shows_the_token(tmp_path: Path) -> None:
+    """With uvicorn's access log on, /sse and /status lines carry the token redacted."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TICKCAST_TOKEN": TOKEN,
+        "TICKCAST_SOURCE": "sim",
+        "TICKCAST_HOST": "127.0.0.1",
+        "TICKCAST_PORT": str(port),
+        "TICKCAST_LOG_FORMAT": "json",
+    }
+    log_path = tmp_path / "access.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", ACCESS_LOGGED_SERVER, env=env, stdout=log_file, stderr=log_file
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await eventually(lambda: ready(base, proc), timeout=20)
+            await make_requests(base)
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+    log = log_path.read_text()
+    assert_no_token(log)
+    access = [
+        entry["message"]
+        for entry in map(json.loads, log.splitlines())
+        if entry["logger"] == "uvicorn.access"
+    ]
+    assert any(f"GET /sse?symbols=BTCUSDT&token={REDACTED} HTTP/1.1" in a for a in access), access
+    assert any(f"GET /status?token={REDACTED} HTTP/1.1" in a for a in access), access
