@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from tickcast.logs import REDACTED, Redactor, build_handler
+from tickcast.logs import REDACTED, RateLimit, Redactor, build_handler
 
 from .support import eventually, free_port, running_server
 
@@ -222,3 +222,73 @@ async def test_access_log_never_shows_the_token(tmp_path: Path) -> None:
     ]
     assert any(f"GET /sse?symbols=BTCUSDT&token={REDACTED} HTTP/1.1" in a for a in access), access
     assert any(f"GET /status?token={REDACTED} HTTP/1.1" in a for a in access), access
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rate_limited_logger(stream: io.StringIO, clock: FakeClock) -> logging.Logger:
+    handler = build_handler("text", stream=stream)
+    limit = next(f for f in handler.filters if isinstance(f, RateLimit))
+    limit._clock = clock
+    logger = logging.getLogger(f"tickcast.test.rate.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_a_flood_of_one_message_is_summarized_with_a_count() -> None:
+    """Thousands of the same warning (different arguments) give a burst and one summary."""
+    stream, clock = io.StringIO(), FakeClock()
+    logger = rate_limited_logger(stream, clock)
+    for i in range(5000):
+        logger.warning("bad frame from client %s", f"10.0.0.{i % 250}")
+    clock.now = 11.0
+    logger.warning("bad frame from client %s", "10.9.9.9")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 5 + 1 + 1
+    summary = [line for line in lines if "more like this" in line]
+    assert len(summary) == 1
+    assert "4995 more like this in 10 s, the last: bad frame from client 10.0.0.249" in summary[0]
+
+
+def test_rate_limits_are_per_kind() -> None:
+    """Another message, logger or level keeps its own allowance."""
+    stream, clock = io.StringIO(), FakeClock()
+    logger = rate_limited_logger(stream, clock)
+    for _ in range(100):
+        logger.warning("flood %d", 1)
+    logger.warning("something else happened")
+    logger.error("flood %d", 1)
+    lines = stream.getvalue().splitlines()
+    assert any("something else happened" in line for line in lines)
+    assert sum("ERROR" in line for line in lines) == 1
+
+
+def test_summaries_are_redacted_too() -> None:
+    """A summary quoting the last message still hides the token."""
+    stream, clock = io.StringIO(), FakeClock()
+    logger = rate_limited_logger(stream, clock)
+    for _ in range(20):
+        logger.warning("rejected %s", "/ws?token=hunter22secret")
+    clock.now = 20.0
+    logger.info("tick")
+    assert "hunter22secret" not in stream.getvalue()
+    assert "more like this" in stream.getvalue()
+
+
+def test_a_quiet_flood_is_summarized_on_flush() -> None:
+    """Suppressed lines are reported at shutdown even if nothing else is logged."""
+    stream, clock = io.StringIO(), FakeClock()
+    logger = rate_limited_logger(stream, clock)
+    for _ in range(8):
+        logger.warning("upstream garbage")
+    limit = next(f for f in logger.handlers[0].filters if isinstance(f, RateLimit))
+    limit.flush()
+    assert "3 more like this" in stream.getvalue()

@@ -12,7 +12,8 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final, Literal, TextIO
 
 import orjson
@@ -88,6 +89,95 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+@dataclass
+class _Window:
+    start: float
+    passed: int = 0
+    suppressed: int = 0
+    sample: logging.LogRecord | None = None
+
+
+class RateLimit(logging.Filter):
+    """Lets ``burst`` records of one kind through per ``window`` seconds, then counts the
+    rest and writes one summary line for them when the window ends.
+
+    A kind is the logger, the level and the message *template* (``record.msg`` before its
+    arguments are filled in), so "bad frame from %s" from a thousand clients is one kind.
+    Must run before any filter that formats the message into ``msg``. An access log,
+    when enabled, is a record of every request, so it is exempt.
+    """
+
+    exempt: frozenset[str] = frozenset({"uvicorn.access"})
+
+    def __init__(
+        self,
+        emit: Callable[[logging.LogRecord], object],
+        burst: int = 5,
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_kinds: int = 1000,
+    ) -> None:
+        super().__init__()
+        self._emit = emit
+        self.burst = burst
+        self.window = window
+        self._clock = clock
+        self._max_kinds = max_kinds
+        self._windows: dict[tuple[str, int, str], _Window] = {}
+        self._next_sweep = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "rate_summary", False) or record.name in self.exempt:
+            return True
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        key = (record.name, record.levelno, str(record.msg))
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self._max_kinds:
+                return True  # too many kinds to track: let it through rather than lose it
+            window = self._windows[key] = _Window(now)
+        if window.passed < self.burst:
+            window.passed += 1
+            return True
+        window.suppressed += 1
+        window.sample = record
+        return False
+
+    def flush(self) -> None:
+        """Write the summaries now, whatever their windows (at shutdown)."""
+        self._sweep(float("inf"))
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + min(1.0, self.window)
+        for key, window in list(self._windows.items()):
+            if now - window.start < self.window:
+                continue
+            del self._windows[key]
+            if window.suppressed and window.sample is not None:
+                self._emit(self._summary(window))
+
+    def _summary(self, window: _Window) -> logging.LogRecord:
+        sample = window.sample
+        assert sample is not None
+        try:
+            text = sample.getMessage()
+        except Exception:
+            text = str(sample.msg)
+        record = logging.LogRecord(
+            sample.name,
+            sample.levelno,
+            sample.pathname,
+            sample.lineno,
+            "%d more like this in %.0f s, the last: %s",
+            (window.suppressed, self.window, text),
+            None,
+        )
+        record.rate_summary = True
+        return record
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, message (exc and stack when present)."""
 
@@ -119,6 +209,8 @@ def build_handler(
         formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
+    # Rate limiting reads the message template, which redaction replaces: it goes first.
+    handler.addFilter(RateLimit(handler.handle))
     handler.addFilter(RedactSecrets(Redactor(secrets)))
     return handler
 
