@@ -51,7 +51,8 @@ class TickStore:
     def since(self, symbols: Iterable[str], after_seq: int) -> list[Tick] | None:
         out: list[Tick] = []
         for symbol in symbols:
-            if self._evicted.get(symbol, 0) > after_seq:
+            evicted = self._evicted.get(symbol)
+            if evicted is not None and evicted > after_seq:
                 return None
             ring = self._history.get(symbol)
             if ring:
