@@ -82,3 +82,62 @@ def test_unserved_symbols_are_ignored() -> None:
     assert ingest.apply(ticker("DOGEUSDT", 1, "1"), "sim") is None
     assert seen == []
     assert ingest.counts["ignored_symbol"] == 1
+
+
+def book(symbol: str, order: int, bid: str, ask: str, at_ms: int, history: int = 0) -> Update:
+    return Update(symbol, "bookTicker", order, at_ms, {"bid": bid, "ask": ask}, history)
+
+
+def full_ticker(order: int, price: str, bid: str, ask: str) -> Update:
+    values = {"last_price": price, "change_percent": "1", "high": price, "bid": bid, "ask": ask}
+    return Update("BTCUSDT", "ticker", order, order, values)
+
+
+def test_a_new_source_never_carries_the_previous_sources_fields() -> None:
+    """A live book update after simulated prices is held until live sends a price; the
+    published live tick carries no simulated value, and the reverse holds too."""
+    ingest, hub, seen = make()
+    ingest.apply(full_ticker(100, "50", "49", "51"), "sim")
+    assert ingest.apply(book("BTCUSDT", 7, "60000", "60001", 150), "binance") is None
+    latest = hub.latest("BTCUSDT")
+    assert latest is not None and (latest.source, latest.last_price) == ("sim", "50")
+    ingest.apply(ticker("BTCUSDT", 200, "60000.5"), "binance")
+    live = seen[-1]
+    assert (live.source, live.last_price, live.bid, live.ask) == (
+        "binance",
+        "60000.5",
+        "60000",
+        "60001",
+    )
+    assert live.high is None  # the simulator's high is not the exchange's
+    ingest.apply(ticker("BTCUSDT", 300, "51"), "sim")
+    back = seen[-1]
+    assert (back.source, back.last_price, back.bid, back.ask) == ("sim", "51", None, None)
+
+
+def test_book_quotes_win_over_the_tickers_older_bid_ask() -> None:
+    """With bookTicker on, bid/ask come from it: a later 24h ticker's b/a (a 1 s old
+    snapshot) does not put them back, and timestamp_ms never goes backwards."""
+    ingest, _hub, seen = make()
+    ingest.apply(full_ticker(1_000, "10", "9", "11"), "binance")
+    ingest.apply(book("BTCUSDT", 5, "9.9", "10.1", 1_500), "binance")
+    ingest.apply(full_ticker(1_400, "10.05", "9", "11"), "binance")
+    last = seen[-1]
+    assert (last.last_price, last.bid, last.ask) == ("10.05", "9.9", "10.1")
+    assert [t.timestamp_ms for t in seen] == [1_000, 1_500, 1_500]
+    ingest.apply(book("BTCUSDT", 6, "10", "10.2", 1_600), "binance")
+    assert (seen[-1].bid, seen[-1].timestamp_ms) == ("10", 1_600)
+
+
+def test_a_new_history_restarts_dedupe_but_a_rotation_overlap_does_not() -> None:
+    """Updates of the same history are deduplicated (the rotation overlap); an update of a
+    new history (a restarted exchange) is accepted even though its id went backwards."""
+    ingest, _hub, seen = make()
+    ingest.apply(ticker("BTCUSDT", 1, "10"), "sim")
+    for order in (500, 501, 501, 500):
+        ingest.apply(book("BTCUSDT", order, f"9.{order}", "11", 2, history=1), "sim")
+    assert [t.bid for t in seen[1:]] == ["9.500", "9.501"]
+    ingest.apply(book("BTCUSDT", 3, "8", "12", 3, history=2), "sim")
+    assert seen[-1].bid == "8"
+    assert ingest.counts["dedupe_resets"] == 1
+    assert ingest.counts["duplicates"] == 2

@@ -32,6 +32,7 @@ ALLOWED: dict[str, frozenset[str] | None] = {
     "server": None,
     "tail": None,
     "bench": None,
+    "openapi": None,
     "cli": None,
     "__init__": frozenset(),
 }

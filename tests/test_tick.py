@@ -32,6 +32,24 @@ def test_canonical_decimal_rejects_non_decimals(text: str) -> None:
         canonical_decimal(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0661\u0662",  # Arabic-Indic 12
+        "1.\u0665",  # 1.5 with an Arabic-Indic 5
+        "\uff16\uff10\uff10\uff10\uff10",  # fullwidth 60000
+        "\u0967\u0968\u0969",  # Devanagari 123
+        "12\n",
+        "\U0001d7d9\U0001d7da",  # mathematical double-struck 12
+    ],
+)
+def test_canonical_decimal_accepts_ascii_digits_only(text: str) -> None:
+    """Digits of other scripts are refused: written into the JSON as they are, they would
+    make every client's message invalid JSON."""
+    with pytest.raises(ValueError, match="not a decimal"):
+        canonical_decimal(text)
+
+
 def _tick(**values: str) -> Tick:
     return Tick(symbol="BTCUSDT", seq=7, timestamp_ms=1678886400000, source="sim", **values)
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 import types
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from tickcast.settings import DEFAULT_SYMBOLS, Settings
+from tickcast.settings import DEFAULT_SYMBOLS, Settings, setting_errors
 from tickcast.tick import SourceLabel
 
 log = logging.getLogger("tickcast")
@@ -155,10 +157,30 @@ def _load_settings(args: argparse.Namespace) -> Settings | None:
     try:
         return settings_from_args(args)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            print(f"tickcast: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        json_lines = _wants_json_logs(args)
+        for error in setting_errors(exc):
+            if json_lines:
+                line = {
+                    "ts": round(time.time(), 3),
+                    "level": "error",
+                    "logger": "tickcast",
+                    "message": str(error),
+                    "setting": error.env,
+                    "flag": error.flag,
+                }
+                print(orjson.dumps(line).decode(), file=sys.stderr)
+            else:
+                print(f"tickcast: {error}", file=sys.stderr)
         return None
+
+
+def _wants_json_logs(args: argparse.Namespace) -> bool:
+    """Whether errors found before logging is set up should be JSON lines: the flag, the
+    environment or ``.env`` asks for it (read by hand, since the settings are invalid)."""
+    value = getattr(args, "log_format", None) or os.environ.get("TICKCAST_LOG_FORMAT")
+    if value is None:
+        value = dotenv_values(".env").get("TICKCAST_LOG_FORMAT")
+    return (value or "").strip().lower() == "json"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -213,7 +235,10 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> int:
-    """Write every upstream frame as ``{"t": ms, "source": label, "frame": text}``."""
+    """Write every upstream frame as ``{"t": ms, "source": label, "frame": text}``; returns
+    the frames written. ``source`` is where the frame came from (``binance`` or ``sim``,
+    per frame under ``auto``): a replay keeps simulated data marked simulated. A write that
+    fails (a full disk) is counted by the client and skipped; the capture goes on."""
     from tickcast.tasks import cancel_and_wait
     from tickcast.upstream.sources import build_source
 
@@ -221,9 +246,9 @@ async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> i
 
     def write(label: SourceLabel, frame: str) -> None:
         nonlocal count
-        count += 1
         line = {"t": time.time_ns() // 1_000_000, "source": label, "frame": frame}
         out.write(orjson.dumps(line) + b"\n")
+        count += 1
 
     source = build_source(settings, lambda _update, _label: None, on_frame=write)
     task = asyncio.create_task(source.run())

@@ -8,16 +8,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from tickcast.hub.base import Hub
 from tickcast.tick import SourceLabel, Tick
 from tickcast.upstream.normalize import Update
 
+_QUOTE: Final = ("bid", "ask")
+
 
 @dataclass(slots=True)
 class _Partial:
-    """Values of a symbol seen before its first last price (e.g. a bookTicker first)."""
+    """Values of a symbol from one source, seen before that source's first last price
+    (e.g. a bookTicker first, or the first live update after simulated data)."""
 
+    source: SourceLabel
+    timestamp_ms: int = 0
     values: dict[str, str] = field(default_factory=dict)
 
 
@@ -25,16 +31,27 @@ class Ingest:
     """Turns updates into ticks: drops duplicates, merges into the symbol's state, stamps
     a monotonically increasing ``seq`` and publishes to the hub.
 
-    Two connections to the same stream (make-before-break rotation, or a shard reconnect)
-    deliver the same events; an update whose ``order`` is not above the last one seen for
-    its (source, symbol, kind) is a duplicate and is dropped.
+    Two connections to the same stream (make-before-break rotation) deliver the same
+    events; an update whose ``order`` is not above the last one seen for its (source,
+    symbol, kind) in the same history is a duplicate and is dropped. An update of another
+    history (a fresh connection, maybe to an exchange that restarted and numbers its
+    updates from the start again) starts that key's dedupe over.
+
+    A tick's ``source`` is true of every field it carries: when the source of a symbol
+    changes (``auto`` switching between live and simulated data), its tick is rebuilt
+    from the new source's values alone. Each field comes from its freshest update: once a
+    source's bookTicker has set a symbol's bid/ask, that source's 24h ticker (a snapshot
+    up to a second old) no longer does, and ``timestamp_ms`` never goes backwards.
     """
 
     def __init__(self, hub: Hub, symbols: Iterable[str]) -> None:
         self._hub = hub
         self._symbols = frozenset(symbols)
-        self._last_order: dict[tuple[str, str, str], int] = {}
+        # (source, symbol, kind) -> (history, order) of the newest update applied.
+        self._last_order: dict[tuple[str, str, str], tuple[int, int]] = {}
         self._partial: dict[str, _Partial] = {}
+        # symbol -> the source whose bookTicker owns the symbol's bid/ask.
+        self._book_quotes: dict[str, SourceLabel] = {}
         self._seq = hub.last_seq()
         self.counts: Counter[str] = Counter()
 
@@ -47,12 +64,9 @@ class Ingest:
         if update.symbol not in self._symbols:
             self.counts["ignored_symbol"] += 1
             return None
-        key = (source, update.symbol, update.kind)
-        last = self._last_order.get(key)
-        if last is not None and update.order <= last:
+        if self._is_duplicate(update, source):
             self.counts["duplicates"] += 1
             return None
-        self._last_order[key] = update.order
         tick = self._merge(update, source)
         if tick is None:
             self.counts["held_partial"] += 1
@@ -66,25 +80,56 @@ class Ingest:
         for key in [k for k in self._last_order if k[0] == source]:
             del self._last_order[key]
 
+    def _is_duplicate(self, update: Update, source: SourceLabel) -> bool:
+        key = (source, update.symbol, update.kind)
+        seen = self._last_order.get(key)
+        if seen is not None:
+            history, order = seen
+            if history == update.history and update.order <= order:
+                return True
+            if history != update.history:
+                self.counts["dedupe_resets"] += 1
+        self._last_order[key] = (update.history, update.order)
+        return False
+
+    def _fresh_values(self, update: Update, source: SourceLabel) -> dict[str, str]:
+        """The update's values that are newer than what the symbol holds."""
+        if update.kind == "bookTicker":
+            self._book_quotes[update.symbol] = source
+            return update.values
+        if self._book_quotes.get(update.symbol) == source:
+            return {k: v for k, v in update.values.items() if k not in _QUOTE}
+        return update.values
+
     def _merge(self, update: Update, source: SourceLabel) -> Tick | None:
+        values = self._fresh_values(update, source)
+        timestamp_ms = update.event_time_ms
         previous = self._hub.latest(update.symbol)
-        values = update.values
+        if previous is not None and previous.source != source:
+            previous = None  # start over from this source's own values
         if previous is None:
-            partial = self._partial.setdefault(update.symbol, _Partial())
-            partial.values.update(update.values)
+            partial = self._partial.get(update.symbol)
+            if partial is None or partial.source != source:
+                partial = self._partial[update.symbol] = _Partial(source)
+            partial.values.update(values)
+            partial.timestamp_ms = max(partial.timestamp_ms, timestamp_ms)
             if "last_price" not in partial.values:
                 return None
-            values = self._partial.pop(update.symbol).values
+            del self._partial[update.symbol]
+            values, timestamp_ms = partial.values, partial.timestamp_ms
         # The hub may also be fed by another node (Redis): never go backwards in seq.
         self._seq = max(self._seq, self._hub.last_seq()) + 1
         if previous is not None:
+            # A bookTicker is stamped on arrival, a 24h ticker with the exchange's event
+            # time: keep the newest so the tick's time never jumps back between the two.
+            timestamp_ms = max(previous.timestamp_ms, timestamp_ms)
             return previous.evolve(
-                seq=self._seq, timestamp_ms=update.event_time_ms, source=source, **values
+                seq=self._seq, timestamp_ms=timestamp_ms, source=source, **values
             )
         return Tick(
             symbol=update.symbol,
             seq=self._seq,
-            timestamp_ms=update.event_time_ms,
+            timestamp_ms=timestamp_ms,
             source=source,
             **values,  # type: ignore[arg-type]
         )

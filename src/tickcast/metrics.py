@@ -66,9 +66,16 @@ class _StateCollector(Collector):
             "Ticks replaced by a newer one before a slow client took them",
             edge.conflated_total(),
         )
-        reconnects = node.source.brief().get("reconnects")
+        brief = node.source.brief()
+        reconnects = brief.get("reconnects")
         count = reconnects if isinstance(reconnects, int) else 0
         yield _counter("tickcast_upstream_reconnects", "Upstream reconnects", count)
+        yield _counter(
+            "tickcast_upstream_restarts",
+            "Upstream source restarts after a failure",
+            node.source.restarts,
+        )
+        yield from _upstream_times(brief)
         clients = GaugeMetricFamily("tickcast_clients", "Connected clients", labels=["transport"])
         for transport, count in edge.clients_by_transport().items():
             clients.add_metric([transport], count)
@@ -86,13 +93,29 @@ class _StateCollector(Collector):
             state.add_metric([candidate.value], 1.0 if node.source.state == candidate else 0.0)
         yield state
         errors = CounterMetricFamily(
-            "tickcast_upstream_parse_errors", "Upstream frames skipped", labels=["kind"]
+            "tickcast_upstream_parse_errors", "Upstream frames skipped, by kind", labels=["kind"]
         )
-        parse_errors = node.source.status().get("parse_errors")
-        if isinstance(parse_errors, dict):
-            for kind, count in parse_errors.items():
-                errors.add_metric([str(kind)], float(count))
+        for kind, count in sorted(node.source.parse_errors().items()):
+            errors.add_metric([kind], float(count))
         yield errors
+
+
+def _upstream_times(brief: dict[str, object]) -> Iterator[Metric]:
+    """SPEC §3: since when the upstream is in its state, and the age of its last message."""
+    since = GaugeMetricFamily(
+        "tickcast_upstream_state_since_seconds",
+        "Unix time at which the upstream entered its current state",
+    )
+    if isinstance(since_value := brief.get("since"), int | float):
+        since.add_metric([], float(since_value))
+    yield since
+    age = GaugeMetricFamily(
+        "tickcast_upstream_last_message_age_seconds",
+        "Seconds since the upstream last delivered data (absent before the first)",
+    )
+    if isinstance(age_value := brief.get("last_message_age"), int | float):
+        age.add_metric([], float(age_value))
+    yield age
 
 
 def _counter(name: str, documentation: str, value: int) -> CounterMetricFamily:

@@ -13,7 +13,7 @@ from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
-from tickcast.upstream.sources import ReplaySource, Source, build_source
+from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,18 @@ class Node:
         self.settings = settings
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size)
         self.ingest = Ingest(self.hub, settings.symbols)
-        self.source: Source = build_source(settings, self.ingest.apply, self._upstream_changed)
+        # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
+        self.source: SupervisedSource = build_source(
+            settings, self.ingest.apply, self._upstream_changed
+        )
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[UpstreamListener] = []
 
     async def start(self) -> None:
-        if isinstance(self.source, ReplaySource):
+        if isinstance(self.source.inner, ReplaySource):
             # Fail at start-up, with the file's name, rather than serve nothing.
-            await asyncio.to_thread(self.source.load)
+            await asyncio.to_thread(self.source.inner.load)
         await self.hub.start()
         self._task = asyncio.create_task(self._run_source(), name="source")
 
@@ -50,12 +53,13 @@ class Node:
         await self.hub.stop()
 
     async def _run_source(self) -> None:
+        # The supervisor restarts a failed source; only a bug of its own gets here.
         try:
             await self.source.run()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("the upstream source failed")
+            log.exception("the upstream supervisor failed")
             raise
 
     def on_upstream_change(self, listener: UpstreamListener) -> Callable[[], None]:
@@ -81,6 +85,7 @@ class Node:
             "since": brief.get("since"),
             "reconnects": brief.get("reconnects", 0),
             "last_message_age": brief.get("last_message_age"),
+            "simulated": self.source.label == "sim",
         }
 
     def newest_tick_age(self) -> float | None:

@@ -42,7 +42,9 @@ DECIMAL_FIELDS: Final = (
     "ask",
 )
 
-_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
+# ASCII digits only: ``\d`` also matches the digits of other scripts ("١٢"), which would be
+# written into the JSON verbatim and make every client's message invalid JSON.
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 def canonical_decimal(text: str) -> str:
@@ -137,7 +139,7 @@ class Tick:
         )
 
 
-_RAW_NUMBER = re.compile(rb'"([a-z_]+)":(-?\d+(?:\.\d+)?)(?=[,}])')
+_RAW_NUMBER = re.compile(rb'"([a-z_]+)":(-?[0-9]+(?:\.[0-9]+)?)(?=[,}])')
 
 
 def _raw_numbers(data: bytes) -> dict[str, str]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
 from tickcast.sim.exchange import FaultKind, SimConfig, SimExchange
+from tickcast.tasks import cancel_and_wait
 from tickcast.tick import Tick
 from tickcast.upstream.binance import (
     BinanceClient,
@@ -21,8 +23,10 @@ from tickcast.upstream.binance import (
     shard,
     stream_names,
 )
+from tickcast.upstream.normalize import Update
 
 from ..support import eventually
+from .scripted import ScriptedExchange
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 FAST = ClientOptions(
@@ -69,6 +73,7 @@ async def feed(
     options: ClientOptions = FAST,
     symbols: list[str] = SYMBOLS,
     book: bool = False,
+    on_frame: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Feed]:
     sim = SimExchange(config or SimConfig(rate=10, ping_interval=0.5))
     await sim.start()
@@ -79,6 +84,7 @@ async def feed(
         stream_names(symbols, book),
         lambda update: ingest.apply(update, "binance"),
         options=options,
+        on_frame=on_frame,
     )
     result = Feed(sim, client, ingest)
     hub.subscribe(result.ticks.append)
@@ -90,7 +96,7 @@ async def feed(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await sim.stop()
+        await result.sim.stop()
 
 
 def test_streams_are_sharded_at_1024() -> None:
@@ -238,3 +244,125 @@ async def test_more_than_1024_streams_use_two_connections_within_limits() -> Non
         assert f.client.status()["shards"] == 2
         await eventually(lambda: {"S0USDT", "S549USDT"} <= {t.symbol for t in f.ticks})
         assert f.client.closes == {}
+
+
+async def test_frame_hook_and_sink_errors_skip_the_frame_not_the_feed() -> None:
+    """An OSError from the frame hook (a full disk under ``record``) and an error of the sink
+    are counted by kind; the connection and the feed carry on."""
+    calls = 0
+
+    def failing_hook(_frame: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % 2:
+            raise OSError(28, "No space left on device")
+
+    async with feed(on_frame=failing_hook) as f:
+        deliver = f.client._on_update
+
+        def flaky_sink(update: Update) -> None:
+            if update.symbol == "ETHUSDT":
+                raise RuntimeError("the ingest broke on this update")
+            deliver(update)
+
+        f.client._on_update = flaky_sink
+        await f.more_ticks(20)
+        assert f.client.errors["frame_hook_error"] >= 10
+        assert f.client.errors["sink_error"] >= 1
+        assert f.client.counters["reconnects"] == 0
+        assert f.client.state is UpstreamState.CONNECTED
+        assert f.client.status()["parse_errors"] == dict(f.client.errors)
+
+
+async def test_rotation_switches_only_after_every_subscribe_is_acked() -> None:
+    """A shard whose streams need several SUBSCRIBE batches loses no event of its later
+    batches when rotating: the old connection stays until the new one confirmed them all."""
+    symbols = [f"S{i}USDT" for i in range(12)]
+    options = ClientOptions(**{**FAST.__dict__, "subscribe_batch": 4})
+    async with feed(options=options, symbols=symbols) as f:
+        await eventually(lambda: {t.symbol for t in f.ticks} == set(symbols))
+        mark = max(t.timestamp_ms for t in f.ticks)
+        f.sim.inject(FaultKind.SHUTDOWN, 3.0)
+        await eventually(lambda: f.client.counters["rotations"] == 1)
+        await eventually(lambda: f.sim.stats()["connections_open"] == 1, timeout=5)
+        await f.more_ticks(60)
+        assert f.client.counters["reconnects"] == 0
+        steps = {
+            s: {t.timestamp_ms for t in f.ticks if t.symbol == s and t.timestamp_ms > mark}
+            for s in symbols
+        }
+        end = min(max(times) for times in steps.values())
+        every_step = {e for e in steps[symbols[0]] if e <= end}
+        for symbol in symbols[4:]:  # the streams of the second and third batches
+            missed = every_step - steps[symbol]
+            assert not missed, f"{symbol} missed {len(missed)} events during the rotation"
+
+
+async def test_cancelling_during_a_rotation_closes_both_connections() -> None:
+    """Cancelled while a rotation waits for its new connection, the client closes the new
+    connection and its reader too, not only the current one."""
+    exchange = ScriptedExchange(script=None)  # connections stay open and silent
+    await exchange.start()
+    try:
+        options = ClientOptions(**{**FAST.__dict__, "rotate_after": 0.3, "stale_after": 30})
+        client = BinanceClient(exchange.url, ["btcusdt@ticker"], lambda _u: None, options=options)
+        task = asyncio.create_task(client.run())
+        await eventually(lambda: exchange.connections_total == 2, timeout=5)
+        await eventually(lambda: client.counters["rotations"] == 1)
+        await asyncio.sleep(0.1)
+        await cancel_and_wait(task)
+        await eventually(lambda: exchange.open_connections == 0, timeout=5)
+        readers = [t for t in asyncio.all_tasks() if t.get_name().startswith("binance-read")]
+        assert readers == []
+    finally:
+        await exchange.stop()
+
+
+async def test_a_restarted_exchange_is_not_taken_for_duplicates() -> None:
+    """An exchange restarted from scratch (its bookTicker update ids start over) is a new
+    history: its updates are published, not dropped as duplicates of the previous run."""
+    async with feed(book=True) as f:
+        await asyncio.sleep(2.0)  # let the update ids run well ahead of their start
+        port = f.sim.port
+        await f.sim.stop()
+        f.sim = SimExchange(SimConfig(port=port, rate=10, ping_interval=0.5))
+        await f.sim.start()
+        await eventually(lambda: f.client.counters["reconnects"] >= 1, timeout=5)
+        duplicates = f.ingest.counts["duplicates"]
+        restarts = f.ingest.counts["dedupe_resets"]
+        await f.more_ticks(60)
+        assert f.ingest.counts["duplicates"] == duplicates
+        assert f.ingest.counts["dedupe_resets"] > restarts
+
+
+class _ReaderBreaksOnce(BinanceClient):
+    """A client whose frame handling fails once, outside every per-frame guard: the way an
+    unforeseen error of the connection itself reaches the reader."""
+
+    broke = False
+
+    def _handle_frame(self, conn: Any, frame: str | bytes) -> None:
+        if not self.broke:
+            self.broke = True
+            raise RuntimeError("the reader broke")
+        super()._handle_frame(conn, frame)
+
+
+async def test_an_error_of_the_connection_ends_in_a_reconnect() -> None:
+    """An exception that escapes the reader closes that connection and the client
+    reconnects; it never stops the shard or the client."""
+    sim = SimExchange(SimConfig(rate=10, ping_interval=0.5))
+    await sim.start()
+    updates: list[Update] = []
+    client = _ReaderBreaksOnce(sim.url, ["btcusdt@ticker"], updates.append, options=FAST)
+    task = asyncio.create_task(client.run())
+    try:
+        await eventually(lambda: len(updates) >= 10, timeout=10)
+        assert client.broke
+        assert client.counters["connection_errors"] == 1
+        assert client.counters["reconnects"] == 1
+        assert client.state is UpstreamState.CONNECTED
+        assert not task.done()
+    finally:
+        await cancel_and_wait(task)
+        await sim.stop()

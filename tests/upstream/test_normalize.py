@@ -37,8 +37,11 @@ AGG = {
 }  # fmt: skip
 
 
+NOW = 1672515782500  # half a second after the samples' event time
+
+
 def now() -> int:
-    return 42
+    return NOW
 
 
 def one(frame: object) -> object:
@@ -88,7 +91,7 @@ def test_book_ticker_has_no_event_time() -> None:
     """bookTicker carries no e/E: it is ordered by update id and stamped on receipt."""
     update = one(BOOK)
     assert update == Update(
-        "BNBUSDT", "bookTicker", 400900217, 42, {"bid": "25.3519", "ask": "25.3652"}
+        "BNBUSDT", "bookTicker", 400900217, NOW, {"bid": "25.3519", "ask": "25.3652"}
     )
 
 
@@ -129,6 +132,16 @@ def test_control_replies_and_errors() -> None:
         (orjson.dumps({**TICKER, "c": "1e5"}), "bad_value"),
         (orjson.dumps({**TICKER, "E": "soon"}), "bad_value"),
         (orjson.dumps({**TICKER, "s": "BTC/USDT"}), "bad_value"),
+        (orjson.dumps({**TICKER, "b": "\u0661\u0662"}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": "\uff16\uff10\uff10\uff10\uff10"}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": "NaN"}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": "Infinity"}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": ""}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": "9" * 41}), "bad_value"),
+        (orjson.dumps({**TICKER, "c": None}), "missing_field"),
+        (orjson.dumps({**TICKER, "E": 2**62}), "bad_value"),
+        (orjson.dumps({**TICKER, "E": NOW - 2 * 86_400_000}), "bad_value"),
+        (orjson.dumps({**MINI, "o": "\u0661"}), "bad_value"),
     ],
 )
 def test_bad_frames_raise_named_errors(frame: bytes, kind: str) -> None:
@@ -150,3 +163,52 @@ def test_normalizer_counts_skips_and_logs_once(caplog: pytest.LogCaptureFixture)
     warnings = [r for r in caplog.records if "skipping upstream frame" in r.message]
     assert len(warnings) == 1
     assert "garbage!" in warnings[0].message
+
+
+TINY = "0." + "0" * 37 + "1"  # 40 characters, the longest decimal accepted
+
+
+@pytest.mark.parametrize(
+    ("close", "open_", "change", "percent"),
+    [
+        ("100000000000000000000", "0.00000001", "99999999999999999999.99999999",
+         "999999999999999999999999999900"),
+        ("9" * 40, TINY, "9" * 39 + "8." + "9" * 38, "9" * 39 + "8" + "9" * 38 + "00"),
+        (TINY, "9" * 40, "-" + "9" * 39 + "8." + "9" * 38, "-100"),
+        ("5", "0", "5", None),
+    ],
+)  # fmt: skip
+def test_mini_ticker_change_is_exact_for_huge_and_tiny_values(
+    close: str, open_: str, change: str, percent: str | None
+) -> None:
+    """Derived change and percent stay exact at the extremes instead of overflowing the
+    decimal context (an InvalidOperation once escaped the parser and stopped the feed)."""
+    update = one({**MINI, "c": close, "o": open_})
+    assert isinstance(update, Update)
+    assert update.values["change"] == change
+    assert update.values.get("change_percent") == percent
+
+
+def test_an_unexpected_parser_failure_is_counted_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception the parser did not foresee skips the frame under ``parser_error``, logged
+    once with its traceback; the next frame parses."""
+
+    calls = 0
+
+    def clock_that_breaks_twice() -> int:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise ZeroDivisionError("clock broke")
+        return NOW
+
+    normalizer = Normalizer(clock_that_breaks_twice)
+    caplog.set_level(logging.ERROR)
+    assert normalizer.parse(orjson.dumps(BOOK)) == []
+    assert normalizer.parse(orjson.dumps(BOOK)) == []
+    assert normalizer.parse(orjson.dumps(BOOK))
+    assert normalizer.errors == {"parser_error": 2}
+    failures = [r for r in caplog.records if r.exc_info is not None]
+    assert len(failures) == 1

@@ -64,7 +64,8 @@ async def test_auto_falls_back_to_sim_and_back_to_live() -> None:
 
 
 async def test_record_then_replay(tmp_path: Path) -> None:
-    """`record` captures raw frames as JSONL; replay serves them labelled replay."""
+    """`record` captures raw frames as JSONL with their source; a replay of simulated data
+    stays labelled sim."""
     settings = Settings(source="sim", sim_rate=20, symbols=["BTCUSDT", "ETHUSDT"])
     capture = tmp_path / "capture.jsonl"
     with capture.open("wb") as out:
@@ -84,7 +85,7 @@ async def test_record_then_replay(tmp_path: Path) -> None:
     task = asyncio.create_task(replay.run())
     try:
         await eventually(lambda: len(ticks) >= 10, timeout=5)
-        assert {t.source for t in ticks} == {"replay"}
+        assert {t.source for t in ticks} == {"sim"}
         assert {t.symbol for t in ticks} == {"BTCUSDT", "ETHUSDT"}
     finally:
         task.cancel()
@@ -154,3 +155,102 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     assert upstream["state"] == "connected"
     # The stall lasts 2.5 s and the 1008 floor is 5 s: never staler than that plus slack.
     assert worst_age < 8.0
+
+
+def capture_line(t: int, frame: object, source: str | None = "sim") -> bytes:
+    line: dict[str, object] = {"t": t, "frame": orjson.dumps(frame).decode()}
+    if source is not None:
+        line["source"] = source
+    return orjson.dumps(line) + b"\n"
+
+
+def write_capture(path: Path, source: str | None) -> int:
+    """Five steps of BTCUSDT 100 ms apart, a ticker and a book update each; returns updates."""
+    with path.open("wb") as out:
+        for i in range(5):
+            event = 1_600_000_000_000 + 100 * i
+            ticker = {"e": "24hrMiniTicker", "E": event, "s": "BTCUSDT", "c": f"{100 + i}",
+                      "o": "100", "h": "110", "l": "90", "v": "1", "q": "100"}  # fmt: skip
+            book = {"u": 5_000 + i, "s": "BTCUSDT", "b": f"{99 + i}", "a": f"{101 + i}"}
+            out.write(
+                capture_line(event + 3, {"stream": "btcusdt@miniTicker", "data": ticker}, source)
+            )
+            out.write(
+                capture_line(event + 4, {"stream": "btcusdt@bookTicker", "data": book}, source)
+            )
+    return 10
+
+
+async def replay_ticks(path: Path, passes: int) -> tuple[ReplaySource, list[Tick]]:
+    hub = MemoryHub(1000)
+    ticks: list[Tick] = []
+    hub.subscribe(ticks.append)
+    ingest = Ingest(hub, ["BTCUSDT"])
+    replay = ReplaySource(path, ingest.apply, speed=4.0)
+    task = asyncio.create_task(replay.run())
+    try:
+        await eventually(lambda: replay.passes > passes, timeout=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return replay, ticks
+
+
+async def test_replay_passes_deliver_fresh_ticks(tmp_path: Path) -> None:
+    """Every pass of a looped replay is published in full, with timestamps near now that
+    advance from pass to pass; a simulated capture stays labelled sim."""
+    capture = tmp_path / "sim.jsonl"
+    per_pass = write_capture(capture, "sim")
+    started_ms = time.time() * 1000
+    replay, ticks = await replay_ticks(capture, passes=3)
+    assert len(ticks) >= 3 * per_pass - 1  # the first book update waits for a price
+    assert {t.source for t in ticks} == {"sim"}
+    assert replay.label == "sim"
+    stamps = [t.timestamp_ms for t in ticks]
+    assert stamps == sorted(stamps)
+    assert stamps[0] >= started_ms - 1000
+    assert stamps[-1] - stamps[0] >= 2 * 400 / 4  # two passes of a 0.4 s capture at 4x
+    assert replay.status()["recorded_sources"] == {"sim": per_pass}
+
+
+async def test_replay_of_a_capture_without_labels_is_marked_replay(tmp_path: Path) -> None:
+    """A capture written before records carried their source is still read, as replay."""
+    capture = tmp_path / "old.jsonl"
+    write_capture(capture, None)
+    replay, ticks = await replay_ticks(capture, passes=1)
+    assert ticks
+    assert {t.source for t in ticks} == {"replay"}
+    assert replay.label == "replay"
+
+
+def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path: Path) -> None:
+    """`tickcast record` of the simulator, then `serve --source replay:PATH`: /price keeps
+    advancing pass after pass, /readyz stays ready, and /status says the data is simulated."""
+    capture = tmp_path / "capture.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "tickcast.cli", "record", "--out", str(capture), "--seconds", "1",
+         "--source", "sim", "--sim-rate", "10", "--symbols", "BTCUSDT"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    lines = [orjson.loads(line) for line in capture.read_bytes().splitlines()]
+    assert lines and {line["source"] for line in lines} == {"sim"}
+    env = {"TICKCAST_REPLAY_SPEED": "3", "TICKCAST_SYMBOLS": "BTCUSDT"}
+    with running_server(tmp_path, ["--source", f"replay:{capture}"], env) as server:
+        first = server.get("/price").json()
+        deadline = time.monotonic() + 15
+        while server.status()["upstream"]["passes"] < 3 and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.2)
+        last = server.get("/price").json()
+        assert last["seq"] > first["seq"] + 10
+        assert last["timestamp_ms"] > first["timestamp_ms"]
+        assert time.time() - last["timestamp_ms"] / 1000 < 3
+        assert last["source"] == "sim"
+        assert server.get("/readyz").status_code == 200
+        status = server.status()
+        assert status["simulated"] is True
+        assert status["source"] == "sim"
+        upstream = status["upstream"]
+        assert isinstance(upstream, dict)
+        assert upstream["mode"] == "replay"
+        assert upstream["passes"] >= 3

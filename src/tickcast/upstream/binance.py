@@ -5,6 +5,10 @@ Each shard of at most 1024 streams is one ``_Shard`` supervising one connection 
 exponential backoff and full jitter, replaces a connection that is open but silent, and
 rotates a connection before Binance's 24-hour limit or when the server announces
 ``serverShutdown``. Duplicates during the overlap are dropped by the ingest.
+
+A frame that fails to parse or to be handed on is counted in ``errors`` by kind and
+skipped; an error of a connection ends in a reconnect. Nothing one frame holds can stop
+the feed.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,12 +34,15 @@ from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown
 from tickcast.upstream.pacing import AttemptBudget, Backoff, SendPacer
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_STREAMS_PER_CONNECTION = 1024
 # Streams per SUBSCRIBE message: one message carries many streams, so a full shard of
 # 1024 streams needs 4 messages, sent within Binance's 5 messages per second.
 SUBSCRIBE_BATCH = 256
 CONNECT_TIMEOUT = 10.0
+# SendPacer's default spacing of control messages, to bound how long subscribing takes.
+SUBSCRIBE_INTERVAL = 0.25
 
 
 class UpstreamState(StrEnum):
@@ -78,6 +87,14 @@ class ClientOptions:
     # After a 1008 (policy violation: too many requests), retrying at once is what gets
     # an IP banned; wait at least this long whatever the backoff says.
     policy_close_floor: float = 5.0
+    subscribe_batch: int = SUBSCRIBE_BATCH
+
+
+def new_history() -> int:
+    """A fresh history id (see ``Update.history``). Random rather than counted, so the ids
+    of a client started later (the simulator's second run under ``auto``) never repeat
+    those of an earlier one, with no counter shared between clients."""
+    return secrets.randbits(62)
 
 
 @dataclass
@@ -88,15 +105,36 @@ class _Conn:
     number: int
     opened_at: float
     last_data: float
+    history: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     first_data: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once every SUBSCRIBE of the shard was sent and acked: all its streams flow here.
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    pending_acks: set[int] = field(default_factory=set)
+    all_sent: bool = False
+    subscribe_failed: bool = False
     shutdown_notice: bool = False
+    error: str | None = None
     reader: asyncio.Task[None] | None = None
     subscriber: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
         return self.reader is not None and not self.reader.done()
+
+    def acked(self, request_id: int, ok: bool) -> None:
+        """Note the reply to one of our SUBSCRIBEs."""
+        self.pending_acks.discard(request_id)
+        self.subscribe_failed = self.subscribe_failed or not ok
+        self._check_confirmed()
+
+    def sent_all(self) -> None:
+        self.all_sent = True
+        self._check_confirmed()
+
+    def _check_confirmed(self) -> None:
+        if self.all_sent and not self.pending_acks and not self.subscribe_failed:
+            self.confirmed.set()
 
 
 class BinanceClient:
@@ -111,6 +149,7 @@ class BinanceClient:
         options: ClientOptions | None = None,
         on_frame: Callable[[str], None] | None = None,
         on_state: Callable[[UpstreamState], None] | None = None,
+        errors: Counter[str] | None = None,
     ) -> None:
         if not streams:
             raise ValueError("the Binance client needs at least one stream")
@@ -119,7 +158,11 @@ class BinanceClient:
         self._on_update = on_update
         self._on_frame = on_frame
         self._on_state = on_state
-        self.normalizer = Normalizer()
+        # Frames skipped, by kind: the parser's kinds, plus ``frame_hook_error`` (the frame
+        # hook raised; the frame is still parsed) and ``sink_error`` (the sink raised on an
+        # update). A counter given by the owner outlives this client (restarts add up).
+        self.errors: Counter[str] = Counter() if errors is None else errors
+        self.normalizer = Normalizer(errors=self.errors)
         self.budget = AttemptBudget()
         self.counters: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
@@ -146,10 +189,21 @@ class BinanceClient:
         return max(known) if known and len(known) == len(ages) else None
 
     async def run(self) -> None:
-        """Run every shard until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for part in self._shards:
-                group.create_task(part.run(), name=f"binance-shard-{part.index}")
+        """Run every shard until cancelled. May be called again after it failed."""
+        self._set_all(UpstreamState.CONNECTING)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for part in self._shards:
+                    group.create_task(part.run(), name=f"binance-shard-{part.index}")
+        except Exception:
+            # Whoever restarts us reports the failure; until then, never claim "connected".
+            self._set_all(UpstreamState.RECONNECTING)
+            raise
+
+    def _set_all(self, state: UpstreamState) -> None:
+        for part in self._shards:
+            part.state = state
+        self._refresh_state()
 
     def status(self) -> dict[str, object]:
         age = self.last_message_age
@@ -163,7 +217,7 @@ class BinanceClient:
             "last_message_age": None if age is None else round(age, 3),
             "counters": dict(self.counters),
             "closes": dict(self.closes),
-            "parse_errors": dict(self.normalizer.errors),
+            "parse_errors": dict(self.errors),
         }
 
     def _refresh_state(self) -> None:
@@ -179,28 +233,44 @@ class BinanceClient:
                 self._on_state(new)
 
     def _handle_frame(self, conn: _Conn, frame: str | bytes) -> None:
-        if self._on_frame is not None:
-            self._on_frame(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
         self.counters["frames"] += 1
+        if self._on_frame is not None:
+            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+            self._guarded("frame_hook_error", self._on_frame, text)
         for event in self.normalizer.parse(frame):
             if isinstance(event, Update):
                 conn.last_data = time.monotonic()
                 if not conn.first_data.is_set():
                     conn.first_data.set()
-                self._on_update(event)
+                update = replace(event, history=conn.history)
+                self._guarded("sink_error", self._on_update, update)
             elif isinstance(event, ServerShutdown):
                 self.counters["server_shutdowns"] += 1
                 log.info("upstream connection %d: serverShutdown notice", conn.number)
                 conn.shutdown_notice = True
                 conn.wake.set()
-            elif isinstance(event, ControlReply) and event.error_code is not None:
-                self.counters["control_errors"] += 1
-                log.warning(
-                    "upstream rejected request %r: %s %s",
-                    event.id,
-                    event.error_code,
-                    event.error_msg,
-                )
+            elif isinstance(event, ControlReply):
+                self._control_reply(conn, event)
+
+    def _guarded(self, kind: str, call: Callable[[_T], None], arg: _T) -> None:
+        """``call(arg)``; an error is counted under ``kind`` and logged once per kind."""
+        try:
+            call(arg)
+        except Exception:
+            self.errors[kind] += 1
+            if self.errors[kind] == 1:
+                log.exception("upstream frame skipped (%s)", kind)
+
+    def _control_reply(self, conn: _Conn, reply: ControlReply) -> None:
+        ok = reply.error_code is None
+        if not ok:
+            self.counters["control_errors"] += 1
+            log.warning(
+                "upstream rejected request %r: %s %s", reply.id, reply.error_code, reply.error_msg
+            )
+        # Our ids are ints; anything else (a string, a list from a broken server) is not ours.
+        if type(reply.id) is int and reply.id in conn.pending_acks:
+            conn.acked(reply.id, ok)
 
 
 class _Shard:
@@ -213,6 +283,9 @@ class _Shard:
         self.state = UpstreamState.CONNECTING
         self.backoff = Backoff(client.options.backoff_initial, client.options.backoff_max)
         self.current: _Conn | None = None
+        # A rotation's replacement until it takes over: owned here so that a cancellation
+        # in the middle of a rotation closes it too.
+        self.candidate: _Conn | None = None
         self._ids = itertools.count(1)
 
     @property
@@ -244,8 +317,11 @@ class _Shard:
                 self.current = None
                 self.client.counters["reconnects"] += 1
         finally:
-            if self.current is not None:
-                await self._close(self.current, 1001)
+            # Left clean, so that run() may be called again after a failure.
+            conns = [c for c in (self.candidate, self.current) if c is not None]
+            self.candidate = self.current = None
+            for conn in conns:
+                await self._close(conn, 1001)
 
     async def _establish(self, first: bool, delay_floor: float) -> _Conn:
         """Connect and subscribe, retrying with backoff until it works."""
@@ -260,7 +336,9 @@ class _Shard:
                 self._set_state(UpstreamState.CONNECTED)
                 return conn
 
-    async def _try_connect(self) -> _Conn | None:
+    async def _try_connect(self, history: int | None = None) -> _Conn | None:
+        """Open a connection and start subscribing. ``history``: the one it continues (a
+        rotation's replacement); a fresh connection starts a new one."""
         budget = self.client.budget
         while (wait := budget.wait_time(time.monotonic())) > 0:
             log.warning("upstream connection attempts at Binance's limit; waiting %.1fs", wait)
@@ -282,9 +360,17 @@ class _Shard:
             log.warning("upstream connect to %s failed: %s", self.client.url, exc)
             return None
         now = time.monotonic()
-        conn = _Conn(ws, next(self.client._conn_numbers), opened_at=now, last_data=now)
+        conn = _Conn(
+            ws,
+            next(self.client._conn_numbers),
+            opened_at=now,
+            last_data=now,
+            history=new_history() if history is None else history,
+        )
         conn.reader = asyncio.create_task(self._read(conn), name=f"binance-read-{conn.number}")
-        conn.subscriber = asyncio.create_task(self._subscribe(conn))
+        conn.subscriber = asyncio.create_task(
+            self._subscribe(conn), name=f"binance-subscribe-{conn.number}"
+        )
         log.info(
             "upstream connection %d open (%d streams, shard %d)",
             conn.number,
@@ -295,16 +381,22 @@ class _Shard:
 
     async def _subscribe(self, conn: _Conn) -> None:
         """Send the streams in batched SUBSCRIBE messages, paced under 5 per second."""
-        pacer = SendPacer()
-        for i in range(0, len(self.streams), SUBSCRIBE_BATCH):
-            await asyncio.sleep(pacer.reserve(time.monotonic()))
-            batch = self.streams[i : i + SUBSCRIBE_BATCH]
-            request = {"method": "SUBSCRIBE", "params": batch, "id": next(self._ids)}
-            try:
+        pacer = SendPacer(1 / SUBSCRIBE_INTERVAL)
+        batch_size = self.client.options.subscribe_batch
+        try:
+            for i in range(0, len(self.streams), batch_size):
+                await asyncio.sleep(pacer.reserve(time.monotonic()))
+                request_id = next(self._ids)
+                batch = self.streams[i : i + batch_size]
+                request = {"method": "SUBSCRIBE", "params": batch, "id": request_id}
+                conn.pending_acks.add(request_id)
                 await conn.ws.send(orjson.dumps(request).decode())
-            except ConnectionClosed:
-                return
-            self.client.counters["subscribe_messages"] += 1
+                self.client.counters["subscribe_messages"] += 1
+            conn.sent_all()
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            await self._fail(conn, "subscribe", exc)
 
     async def _read(self, conn: _Conn) -> None:
         try:
@@ -312,8 +404,18 @@ class _Shard:
                 self.client._handle_frame(conn, frame)
         except ConnectionClosed:
             pass
+        except Exception as exc:
+            await self._fail(conn, "read", exc)
         finally:
             conn.wake.set()
+
+    async def _fail(self, conn: _Conn, where: str, exc: Exception) -> None:
+        """An error of the connection itself: close it; the watch loop reconnects."""
+        conn.error = f"{where}: {exc!r}"
+        self.client.counters["connection_errors"] += 1
+        log.error("upstream connection %d failed (%s)", conn.number, conn.error, exc_info=exc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.ws.close(1011), timeout=2)
 
     async def _watch(self, conn: _Conn) -> str:
         """Wait until ``conn`` closes ("closed"), falls silent ("stale") or must rotate."""
@@ -341,26 +443,45 @@ class _Shard:
                 self.backoff.reset()
 
     async def _rotate(self) -> None:
-        """Make before break: open a replacement, switch when it delivers, close the old."""
+        """Make before break: open a replacement, switch when it has confirmed every stream
+        and delivers, close the old.
+
+        Switching at the replacement's first update would be too early on a shard of more
+        than one SUBSCRIBE batch: the later batches are still being paced out, and their
+        streams would be on no connection until then. The replacement continues the old
+        connection's history, so the ingest drops what both deliver during the overlap.
+        """
         old = self.current
         assert old is not None
         self.client.counters["rotations"] += 1
         log.info("upstream connection %d: rotating", old.number)
-        new = await self._try_connect()
+        new = self.candidate = await self._try_connect(history=old.history)
         if new is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(new.first_data.wait(), self.client.options.stale_after)
-            if new.first_data.is_set():
-                self.current = new
+            if await self._ready(new):
+                self.current, self.candidate = new, None
                 await self._close(old, 1000)
                 log.info("upstream connection %d replaced by %d", old.number, new.number)
                 return
+            self.candidate = None
             await self._close(new, 1000)
         self.client.counters["rotation_failures"] += 1
         # The old connection keeps serving until it closes; then the normal path
         # reconnects. Postpone the next rotation try so a failing one cannot loop.
         old.shutdown_notice = False
         old.opened_at = time.monotonic() - self.client.options.rotate_after + self._retry_pause()
+
+    async def _ready(self, conn: _Conn) -> bool:
+        """Wait until ``conn`` confirmed all its streams and delivered, or gave up."""
+        batches = -(-len(self.streams) // self.client.options.subscribe_batch)
+        timeout = self.client.options.stale_after + batches * SUBSCRIBE_INTERVAL
+
+        async def both() -> None:
+            await conn.confirmed.wait()
+            await conn.first_data.wait()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both(), timeout)
+        return conn.alive and conn.confirmed.is_set() and conn.first_data.is_set()
 
     def _retry_pause(self) -> float:
         return max(1.0, self.backoff.next_delay())
@@ -369,7 +490,7 @@ class _Shard:
         """Close ``conn`` after it ended or went stale; returns the minimum retry delay."""
         code = conn.ws.close_code
         await self._close(conn, 1000)
-        if reason == "stale":
+        if reason == "stale" or conn.error is not None:
             return 0.0
         label = "1006" if code is None else str(code)
         self.client.closes[label] += 1

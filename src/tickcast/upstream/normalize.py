@@ -3,7 +3,8 @@
 A frame is one WebSocket text message from a Binance market-data stream, raw
 (``{"e":"24hrTicker",...}``) or combined (``{"stream":"btcusdt@ticker","data":{...}}``).
 A frame that does not parse raises ``ParseError`` naming its kind; ``Normalizer`` counts
-those, logs one sample per kind, and skips them, so bad input never stops the feed.
+those, logs one sample per kind, and skips them, so bad input never stops the feed. A failure
+the parser did not foresee is skipped the same way, under the kind ``parser_error``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Final
 
 import orjson
@@ -29,6 +30,9 @@ class Update:
 
     ``order`` increases with each event of the same ``kind`` and symbol (event time, book
     update id, trade id); it is what deduplication across overlapping connections uses.
+    ``history`` names the run of the exchange the event belongs to: orders are comparable
+    only within one history (a restarted exchange starts its update ids over). The client
+    gives each fresh connection a new one, and a rotation's replacement its predecessor's.
     """
 
     symbol: str
@@ -36,6 +40,7 @@ class Update:
     order: int
     event_time_ms: int
     values: dict[str, str]
+    history: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,16 @@ _BOOK: Final = {"b": "bid", "a": "ask"}
 _TRADE: Final = {"p": "last_price"}
 
 _PERCENT_QUANTUM: Final = Decimal("0.001")
+# Binance's decimals are at most ~25 characters; anything much longer is garbage, and an
+# unbounded length would let one frame cost unbounded arithmetic and JSON.
+MAX_DECIMAL_LENGTH: Final = 40
+# Enough digits that every sum and quotient of two accepted decimals is exact to the
+# percent quantum: 40-character operands give at most ~85 digits. The default context (28
+# digits) raised InvalidOperation on "c":"1e20","o":"1e-8", which once stopped the feed.
+_EXACT: Final = Context(prec=200)
+# An event time this far from our clock is not a clock skew but garbage (or microseconds):
+# taken as an order it would make every later event of its symbol look like a duplicate.
+MAX_EVENT_TIME_SKEW_MS: Final = 24 * 3600 * 1000
 
 
 def parse_frame(frame: str | bytes, now_ms: Callable[[], int]) -> list[Event]:
@@ -121,13 +136,17 @@ def _parse_event(obj: object, now_ms: Callable[[], int]) -> Event:
         raise ParseError("not_object", f"expected a JSON object, got {type(obj).__name__}")
     event = obj.get("e")
     if event == "24hrTicker":
-        return _update(obj, "ticker", _TICKER, order_key="E")
+        return _update(
+            obj, "ticker", _TICKER, order_key="E", event_time_ms=_event_time(obj, now_ms)
+        )
     if event == "24hrMiniTicker":
-        return _mini_update(obj)
+        return _mini_update(obj, _event_time(obj, now_ms))
     if event == "trade":
-        return _update(obj, "trade", _TRADE, order_key="t")
+        return _update(obj, "trade", _TRADE, order_key="t", event_time_ms=_event_time(obj, now_ms))
     if event == "aggTrade":
-        return _update(obj, "aggTrade", _TRADE, order_key="a")
+        return _update(
+            obj, "aggTrade", _TRADE, order_key="a", event_time_ms=_event_time(obj, now_ms)
+        )
     if event == "serverShutdown":
         return ServerShutdown(event_time_ms=_int(obj, "E"))
     if event is None:
@@ -148,22 +167,30 @@ def _update(
     fields: dict[str, str],
     *,
     order_key: str,
-    event_time_ms: int | None = None,
+    event_time_ms: int,
 ) -> Update:
     symbol = _symbol(obj)
     values = {name: _decimal(obj, key) for key, name in fields.items()}
-    event_time = _int(obj, "E") if event_time_ms is None else event_time_ms
-    return Update(symbol, kind, _int(obj, order_key), event_time, values)
+    return Update(symbol, kind, _int(obj, order_key), event_time_ms, values)
 
 
-def _mini_update(obj: dict[str, object]) -> Update:
-    update = _update(obj, "miniTicker", _MINI, order_key="E")
+def _event_time(obj: dict[str, object], now_ms: Callable[[], int]) -> int:
+    event_time = _int(obj, "E")
+    if abs(event_time - now_ms()) > MAX_EVENT_TIME_SKEW_MS:
+        raise ParseError("bad_value", f"event time {event_time} is more than a day from now")
+    return event_time
+
+
+def _mini_update(obj: dict[str, object], event_time_ms: int) -> Update:
+    update = _update(obj, "miniTicker", _MINI, order_key="E", event_time_ms=event_time_ms)
     # The mini ticker carries no change fields; derive them exactly from close and open.
     close, open_ = Decimal(update.values["last_price"]), Decimal(update.values["open"])
-    update.values["change"] = canonical_decimal(_plain(close - open_))
-    if open_ != 0:
-        percent = ((close - open_) / open_ * 100).quantize(_PERCENT_QUANTUM, ROUND_HALF_EVEN)
-        update.values["change_percent"] = canonical_decimal(_plain(percent))
+    with localcontext(_EXACT):
+        change = close - open_
+        update.values["change"] = canonical_decimal(format(change, "f"))
+        if open_ != 0:
+            percent = (change / open_ * 100).quantize(_PERCENT_QUANTUM, ROUND_HALF_EVEN)
+            update.values["change_percent"] = canonical_decimal(format(percent, "f"))
     return update
 
 
@@ -192,6 +219,8 @@ def _decimal(obj: dict[str, object], key: str) -> str:
         raise ParseError("missing_field", f"field {key!r}")
     if not isinstance(value, str):
         raise ParseError("bad_value", f"field {key!r} is not a decimal string: {value!r}")
+    if len(value) > MAX_DECIMAL_LENGTH:
+        raise ParseError("bad_value", f"field {key!r} is {len(value)} characters long")
     try:
         return canonical_decimal(value)
     except ValueError as exc:
@@ -207,13 +236,6 @@ def _int(obj: dict[str, object], key: str) -> int:
     return value
 
 
-def _plain(value: Decimal) -> str:
-    try:
-        return format(value, "f")
-    except InvalidOperation as exc:  # pragma: no cover - finite inputs only
-        raise ParseError("bad_value", str(exc)) from exc
-
-
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -222,25 +244,40 @@ class Normalizer:
     """Parses frames, counting and skipping the ones that do not parse.
 
     Each kind of failure is logged once with a sample of the offending frame, so a flood
-    of garbage cannot flood the log.
+    of garbage cannot flood the log. ``errors`` may be a counter shared with the client
+    that also counts the frames it could not hand on (see ``BinanceClient.errors``).
     """
 
-    def __init__(self, now_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self, now_ms: Callable[[], int] = wall_ms, errors: Counter[str] | None = None
+    ) -> None:
         self._now_ms = now_ms
-        self.errors: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter() if errors is None else errors
         self.frames = 0
+        self._unforeseen: set[type[BaseException]] = set()
 
-    def parse(self, frame: str | bytes) -> list[Event]:
+    def parse(self, frame: str | bytes, now_ms: Callable[[], int] | None = None) -> list[Event]:
+        """The frame's events, or none when it does not parse (counted by kind).
+
+        ``now_ms`` overrides the clock for this frame (a replay stamps a bookTicker with the
+        time it was recorded, not the time it is replayed).
+        """
         self.frames += 1
         try:
-            return parse_frame(frame, self._now_ms)
+            return parse_frame(frame, now_ms or self._now_ms)
         except ParseError as exc:
             self.errors[exc.kind] += 1
             if self.errors[exc.kind] == 1:
-                sample = (
-                    frame[:200]
-                    if isinstance(frame, str)
-                    else frame[:200].decode("utf-8", "replace")
-                )
-                log.warning("skipping upstream frame (%s); sample: %r", exc, sample)
+                log.warning("skipping upstream frame (%s); sample: %r", exc, _sample(frame))
             return []
+        except Exception as exc:
+            # A bug of ours, or input no rule foresaw: one frame must not stop the feed.
+            self.errors["parser_error"] += 1
+            if type(exc) not in self._unforeseen:
+                self._unforeseen.add(type(exc))
+                log.exception("upstream frame broke the parser; sample: %r", _sample(frame))
+            return []
+
+
+def _sample(frame: str | bytes) -> str:
+    return frame[:200] if isinstance(frame, str) else frame[:200].decode("utf-8", "replace")

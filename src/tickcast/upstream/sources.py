@@ -1,7 +1,9 @@
 """Sources of upstream data: live Binance, the simulated exchange, auto fallback, replay.
 
 A source runs until cancelled and hands every parsed update to its sink with the label
-of where it came from, so simulated data is never presented as live.
+of where it came from, so simulated data is never presented as live. Every source runs
+under a supervisor (``build_source``), and so do the live and simulated halves of ``auto``:
+a failure restarts the part that failed, with backoff, and is logged with its reason.
 """
 
 from __future__ import annotations
@@ -9,41 +11,47 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
-
-import orjson
 
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.tasks import cancel_and_wait
 from tickcast.tick import SourceLabel
+from tickcast.upstream.base import FrameHook, Sink, Source, StateListener
 from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
-from tickcast.upstream.normalize import Normalizer, Update
+from tickcast.upstream.normalize import Update
+from tickcast.upstream.pacing import Backoff
+from tickcast.upstream.replay import ReplaySource
+from tickcast.upstream.supervisor import SupervisedSource
+
+__all__ = [
+    "AutoSource",
+    "ExchangeSource",
+    "FrameHook",
+    "ReplaySource",
+    "SimSource",
+    "Sink",
+    "Source",
+    "StateListener",
+    "SupervisedSource",
+    "build_source",
+]
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Update, SourceLabel], object]
-StateListener = Callable[[], None]
-FrameHook = Callable[[SourceLabel, str], None]
 
-
-class Source(Protocol):
-    """Where ticks come from. ``run`` feeds the sink until cancelled."""
-
-    @property
-    def label(self) -> SourceLabel: ...
-
-    @property
-    def state(self) -> UpstreamState: ...
-
-    async def run(self) -> None: ...
-
-    def brief(self) -> dict[str, object]:
-        """state, since, reconnects and last_message_age of what is serving now."""
-
-    def status(self) -> dict[str, object]: ...
+def supervised(
+    source: Source, settings: Settings, on_state: StateListener | None
+) -> SupervisedSource:
+    """``source`` under a supervisor with the upstream's backoff settings."""
+    return SupervisedSource(
+        source,
+        Backoff(settings.backoff_initial, settings.backoff_max),
+        on_state,
+        healthy_after=settings.backoff_reset_after,
+    )
 
 
 def client_options(settings: Settings) -> ClientOptions:
@@ -69,6 +77,7 @@ class ExchangeSource:
         options: ClientOptions,
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
+        errors: Counter[str] | None = None,
     ) -> None:
         self._label = label
         self._sink = sink
@@ -81,6 +90,7 @@ class ExchangeSource:
             options=options,
             on_frame=hook,
             on_state=self._state_changed,
+            errors=errors,
         )
         self.last_update = 0.0
 
@@ -115,6 +125,9 @@ class ExchangeSource:
     def status(self) -> dict[str, object]:
         return {"source": self._label, **self.client.status()}
 
+    def parse_errors(self) -> dict[str, int]:
+        return dict(self.client.errors)
+
 
 class SimSource:
     """The built-in simulated exchange on a free loopback port, read by the real client."""
@@ -125,11 +138,14 @@ class SimSource:
         sink: Sink,
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
+        errors: Counter[str] | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._on_state = on_state
         self._on_frame = on_frame
+        # One count over every run: each run has a client of its own.
+        self.errors: Counter[str] = Counter() if errors is None else errors
         self.exchange = SimExchange(
             SimConfig(
                 host="127.0.0.1",
@@ -164,6 +180,7 @@ class SimSource:
                 client_options(self._settings),
                 self._on_state,
                 self._on_frame,
+                self.errors,
             )
             log.info("serving simulated data from %s", self.exchange.url)
             await self.inner.run()
@@ -179,6 +196,9 @@ class SimSource:
         if self.inner is None:
             return {"source": "sim", "state": self.state.value}
         return {**self.inner.status(), "exchange": self.exchange.url}
+
+    def parse_errors(self) -> dict[str, int]:
+        return dict(self.errors)
 
 
 class AutoSource:
@@ -207,7 +227,9 @@ class AutoSource:
             on_state,
             on_frame,
         )
-        self.sim: SimSource | None = None
+        self._live = supervised(self.live, settings, on_state)
+        self.sim: SupervisedSource | None = None
+        self._sim_errors: Counter[str] = Counter()
         self._label: SourceLabel = "binance"
         self.fallbacks = 0
 
@@ -219,7 +241,7 @@ class AutoSource:
     def state(self) -> UpstreamState:
         if self._label == "sim" and self.sim is not None:
             return self.sim.state
-        return self.live.state
+        return self._live.state
 
     def _live_fresh(self, now: float) -> bool:
         last = self.live.last_update
@@ -243,7 +265,7 @@ class AutoSource:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.live.run(), name="auto-live")
+            group.create_task(self._live.run(), name="auto-live")
             await self._supervise()
 
     async def _supervise(self) -> None:
@@ -260,9 +282,14 @@ class AutoSource:
                         self._settings.auto_grace,
                     )
                     self.fallbacks += 1
-                    self.sim = SimSource(
-                        self._settings, self._from_sim, self._on_state, self._on_frame
+                    sim = SimSource(
+                        self._settings,
+                        self._from_sim,
+                        self._on_state,
+                        self._on_frame,
+                        self._sim_errors,
                     )
+                    self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
                     self._switch("sim")
                 elif sim_task is not None and self._live_fresh(now):
@@ -276,95 +303,24 @@ class AutoSource:
     def brief(self) -> dict[str, object]:
         if self._label == "sim" and self.sim is not None:
             return self.sim.brief()
-        return self.live.brief()
+        return self._live.brief()
 
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {
             "source": self._label,
             "mode": "auto",
             "fallbacks": self.fallbacks,
-            "live": self.live.status(),
+            "live": self._live.status(),
         }
         if self.sim is not None:
             out["sim"] = self.sim.status()
         out["state"] = self.state.value
+        out["parse_errors"] = self.parse_errors()
         return out
 
-
-class ReplaySource:
-    """Replays a capture written by ``tickcast record``, at its recorded pace, in a loop."""
-
-    def __init__(
-        self, path: Path, sink: Sink, speed: float = 1.0, on_state: StateListener | None = None
-    ) -> None:
-        self.path = path
-        self._sink = sink
-        self._speed = speed
-        self._on_state = on_state
-        self._state = UpstreamState.CONNECTING
-        self._since = time.time()
-        self.normalizer = Normalizer()
-        self.passes = 0
-        self.frames = 0
-
-    @property
-    def label(self) -> SourceLabel:
-        return "replay"
-
-    @property
-    def state(self) -> UpstreamState:
-        return self._state
-
-    def load(self) -> list[tuple[int, str]]:
-        """The capture's (receive time ms, frame) pairs; raises ValueError naming a bad line."""
-        records: list[tuple[int, str]] = []
-        with self.path.open("rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = orjson.loads(line)
-                    records.append((int(item["t"]), str(item["frame"])))
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    raise ValueError(f"{self.path}:{number}: not a capture line ({exc})") from exc
-        if not records:
-            raise ValueError(f"{self.path}: the capture holds no frames")
-        return records
-
-    async def run(self) -> None:
-        records = await asyncio.to_thread(self.load)
-        self._set_state(UpstreamState.CONNECTED)
-        while True:
-            self.passes += 1
-            began, first_t = time.monotonic(), records[0][0]
-            for t, frame in records:
-                due = began + (t - first_t) / 1000 / self._speed
-                if (wait := due - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)
-                self.frames += 1
-                for event in self.normalizer.parse(frame):
-                    if isinstance(event, Update):
-                        self._sink(event, "replay")
-            await asyncio.sleep(0.5)
-
-    def _set_state(self, state: UpstreamState) -> None:
-        self._state = state
-        self._since = time.time()
-        if self._on_state is not None:
-            self._on_state()
-
-    def brief(self) -> dict[str, object]:
-        return {"state": self._state.value, "since": self._since, "reconnects": 0}
-
-    def status(self) -> dict[str, object]:
-        return {
-            "source": "replay",
-            "state": self._state.value,
-            "path": str(self.path),
-            "passes": self.passes,
-            "frames": self.frames,
-            "parse_errors": dict(self.normalizer.errors),
-        }
+    def parse_errors(self) -> dict[str, int]:
+        """Live and every simulator run together (each half also has its own in status)."""
+        return dict(Counter(self.live.parse_errors()) + self._sim_errors)
 
 
 def build_source(
@@ -372,8 +328,17 @@ def build_source(
     sink: Sink,
     on_state: StateListener | None = None,
     on_frame: FrameHook | None = None,
+) -> SupervisedSource:
+    """The source ``settings.source`` names, under a supervisor (its ``inner``)."""
+    return supervised(_unsupervised(settings, sink, on_state, on_frame), settings, on_state)
+
+
+def _unsupervised(
+    settings: Settings,
+    sink: Sink,
+    on_state: StateListener | None,
+    on_frame: FrameHook | None,
 ) -> Source:
-    """The source ``settings.source`` names."""
     name = settings.source
     if name.startswith("replay:"):
         return ReplaySource(Path(name[7:]), sink, settings.replay_speed, on_state)

@@ -1,0 +1,35 @@
+"""What every source is: the ``Source`` protocol and the callbacks a source is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from tickcast.tick import SourceLabel
+from tickcast.upstream.binance import UpstreamState
+from tickcast.upstream.normalize import Update
+
+Sink = Callable[[Update, SourceLabel], object]
+StateListener = Callable[[], None]
+FrameHook = Callable[[SourceLabel, str], None]
+
+
+class Source(Protocol):
+    """Where ticks come from. ``run`` feeds the sink until cancelled."""
+
+    @property
+    def label(self) -> SourceLabel:
+        """Where the data served now comes from (``sim`` for simulated data)."""
+
+    @property
+    def state(self) -> UpstreamState: ...
+
+    async def run(self) -> None: ...
+
+    def brief(self) -> dict[str, object]:
+        """state, since, reconnects and last_message_age of what is serving now."""
+
+    def status(self) -> dict[str, object]: ...
+
+    def parse_errors(self) -> dict[str, int]:
+        """Frames skipped since start, by kind, over everything this source has run."""
