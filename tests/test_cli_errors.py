@@ -104,3 +104,53 @@ def test_the_fast_write_path_is_used_with_the_installed_uvicorn() -> None:
     """The pinned uvicorn passes the fast path's checks: a silent fallback fails here."""
     assert fast_path_problem() is None
     assert write_path() == "fast"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        ("hello\n", "is not a tickcast capture (line 1"),
+        ('{"t": 1}\n', "is not a tickcast capture (line 1"),
+        ("", "holds no frames"),
+        ("\n\n", "holds no frames"),
+        ("dir", "is a directory"),
+    ],
+    ids=["missing", "text", "json-not-capture", "empty", "blank-lines", "directory"],
+)
+def test_a_bad_replay_capture_is_one_clear_line(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    """serve --source replay:PATH with a missing, foreign, empty or directory path exits 2
+    with one line naming the file and what to do."""
+    path = tmp_path / "capture.jsonl"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    result = tickcast("serve", "--source", f"replay:{path}", "--port", "0")
+    text = assert_one_clear_line(result, 2)
+    assert str(path) in text and expected in text
+    assert len(text.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("out", "expected"),
+    [
+        ("{tmp}", "is a directory: give a file path"),
+        ("{tmp}/afile/x.jsonl", "afile is a file, not a folder"),
+        ("/sys/tickcast-capture.jsonl", "no permission to write"),
+    ],
+    ids=["directory", "file-as-folder", "no-permission"],
+)
+def test_record_to_an_unwritable_path_is_one_clear_line(
+    tmp_path: Path, out: str, expected: str
+) -> None:
+    """record --out a directory, under a file, or where writing is refused exits 2 with one
+    line, before connecting to anything."""
+    (tmp_path / "afile").write_text("x")
+    path = out.format(tmp=tmp_path)
+    result = tickcast("record", "--out", path, "--seconds", "1", "--source", "sim")
+    text = assert_one_clear_line(result, 2)
+    assert expected in text and "tickcast record:" in text
+    assert len(text.strip().splitlines()) == 1

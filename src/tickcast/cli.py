@@ -187,9 +187,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load_settings(args)
     if settings is None:
         return 2
+    if settings.source.startswith("replay:"):
+        problem = _capture_problem(Path(settings.source.removeprefix("replay:")))
+        if problem is not None:
+            print(f"tickcast: {problem}", file=sys.stderr)
+            return 2
     from tickcast.server import run_server
 
     return run_server(settings)
+
+
+_RECORD_HINT = "record one with `tickcast record --out FILE`"
+
+
+def _capture_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be replayed, in one line with what to do; None if it can."""
+    from tickcast.upstream.replay import load_capture
+
+    try:
+        load_capture(path)
+    except FileNotFoundError:
+        return f"the capture {path} does not exist: check the path, or {_RECORD_HINT}"
+    except IsADirectoryError:
+        return f"the capture {path} is a directory: give the path of a .jsonl file"
+    except PermissionError:
+        return f"no permission to read the capture {path}"
+    except OSError as exc:
+        return f"cannot read the capture {path}: {exc.strerror or exc}"
+    except ValueError as exc:
+        if "holds no frames" in str(exc):
+            return f"the capture {path} holds no frames: {_RECORD_HINT}"
+        detail = str(exc).removeprefix(f"{path}:")
+        return f"{path} is not a tickcast capture (line {detail}); {_RECORD_HINT}"
+    return None
+
+
+def _open_for_writing(path: Path) -> IO[bytes] | str:
+    """The file opened for writing, or one line saying why it cannot be and what to do."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("wb")
+    except IsADirectoryError:
+        return f"{path} is a directory: give a file path, e.g. {path / 'capture.jsonl'}"
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.is_file()), path.parent)
+        return f"cannot create {path}: {blocker} is a file, not a folder"
+    except PermissionError:
+        return f"no permission to write {path}: choose a folder you can write to"
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
 
 
 def cmd_sim_exchange(args: argparse.Namespace) -> int:
@@ -226,9 +272,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if settings.source.startswith("replay:"):
         print("tickcast record: recording a replay makes no sense", file=sys.stderr)
         return 2
+    opened = _open_for_writing(args.out)
+    if isinstance(opened, str):
+        print(f"tickcast record: {opened}", file=sys.stderr)
+        return 2
     configure_logging("text", "info")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("wb") as out, contextlib.suppress(KeyboardInterrupt):
+    with opened as out, contextlib.suppress(KeyboardInterrupt):
         frames = asyncio.run(record(settings, out, args.seconds))
         print(f"recorded {frames} frames to {args.out}", file=sys.stderr)
     return 0
