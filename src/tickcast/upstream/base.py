@@ -18,8 +18,9 @@ class Source(Protocol):
     """Where ticks come from. ``run`` feeds the sink until cancelled."""
 
     @property
-    def label(self) -> SourceLabel:
-        """Where the data served now comes from (``sim`` for simulated data)."""
+    def label(self) -> SourceLabel | None:
+        """Where the data served now comes from (``sim`` for simulated data); None while
+        it is nothing that can be named (``auto`` before any data, or live lost)."""
 
     @property
     def state(self) -> UpstreamState: ...

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import secrets
+import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown, Update
-from tickcast.upstream.pacing import AttemptBudget, Backoff, SendPacer
+from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog, SendPacer
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -43,6 +46,10 @@ SUBSCRIBE_BATCH = 256
 CONNECT_TIMEOUT = 10.0
 # SendPacer's default spacing of control messages, to bound how long subscribing takes.
 SUBSCRIBE_INTERVAL = 0.25
+# A connect that failed with one of these reached no server: refused, or no route to it.
+_NO_ROUTE = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+)
 
 
 class UpstreamState(StrEnum):
@@ -88,6 +95,26 @@ class ClientOptions:
     # an IP banned; wait at least this long whatever the backoff says.
     policy_close_floor: float = 5.0
     subscribe_batch: int = SUBSCRIBE_BATCH
+    # Connect failures past the backoff's growth are logged at most once per this period.
+    failure_log_interval: float = 60.0
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether a failed connect attempt established no connection at all: the URL is not
+    one, the name did not resolve, the connection was refused, or there is no route.
+
+    Not a timeout (a server may have accepted the connection and be slow to answer its
+    handshake), not a TLS or handshake error (a server answered), not a reset.
+    """
+    if isinstance(exc, InvalidURI):
+        return True
+    if not isinstance(exc, OSError) or isinstance(exc, TimeoutError | ssl.SSLError):
+        return False
+    if isinstance(exc, socket.gaierror | ConnectionRefusedError) or exc.errno in _NO_ROUTE:
+        return True
+    # asyncio's create_connection raises a bare OSError("Multiple exceptions: ...") with no
+    # errno when every address of the name failed to connect, each in its own way.
+    return type(exc) is OSError and exc.errno is None and str(exc).startswith("Multiple exc")
 
 
 def new_history() -> int:
@@ -164,6 +191,10 @@ class BinanceClient:
         self.errors: Counter[str] = Counter() if errors is None else errors
         self.normalizer = Normalizer(errors=self.errors)
         self.budget = AttemptBudget()
+        # One log for every shard: they fail together, at the same address. A line for the
+        # first attempt and for each backoff step while the delay grows, then a count.
+        backoff = Backoff(self.options.backoff_initial, self.options.backoff_max)
+        self.failure_log = FailureLog(backoff.steps + 1, self.options.failure_log_interval)
         self.counters: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
         self._conn_numbers = itertools.count(1)
@@ -181,6 +212,22 @@ class BinanceClient:
     @property
     def state(self) -> UpstreamState:
         return self._state
+
+    @property
+    def connected(self) -> bool:
+        """Whether some connection to the upstream is open."""
+        return any(s.connected for s in self._shards)
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether no connection is open and every shard's last connect attempt reached
+        no server (see ``never_connected``): the upstream cannot be reached at all, as
+        opposed to being reached and slow or silent."""
+        return all(s.unreachable and not s.connected for s in self._shards)
+
+    @property
+    def last_connect_error(self) -> str | None:
+        return next((s.last_error for s in self._shards if s.last_error), None)
 
     @property
     def last_message_age(self) -> float | None:
@@ -252,6 +299,30 @@ class BinanceClient:
             elif isinstance(event, ControlReply):
                 self._control_reply(conn, event)
 
+    def _connect_failed(self, exc: Exception) -> None:
+        self.counters["connect_failures"] += 1
+        failures = self.failure_log.failed(time.monotonic())
+        if not failures:
+            return
+        if not self.failure_log.summarizing:
+            log.warning("upstream connect to %s failed: %s", self.url, exc)
+            return
+        log.warning(
+            "upstream connect to %s still failing: %d failed attempts since the last line "
+            "(%d in a row), the last: %s",
+            self.url,
+            failures,
+            self.failure_log.streak,
+            exc,
+        )
+
+    def _connect_succeeded(self) -> None:
+        failures = self.failure_log.succeeded()
+        if failures:
+            log.info(
+                "upstream connect to %s succeeded after %d failed attempts", self.url, failures
+            )
+
     def _guarded(self, kind: str, call: Callable[[_T], None], arg: _T) -> None:
         """``call(arg)``; an error is counted under ``kind`` and logged once per kind."""
         try:
@@ -287,6 +358,9 @@ class _Shard:
         # in the middle of a rotation closes it too.
         self.candidate: _Conn | None = None
         self._ids = itertools.count(1)
+        # The last connect attempt reached no server (``never_connected``), and why.
+        self.unreachable = False
+        self.last_error: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -356,9 +430,12 @@ class _Shard:
                 proxy=None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self.client.counters["connect_failures"] += 1
-            log.warning("upstream connect to %s failed: %s", self.client.url, exc)
+            self.unreachable = never_connected(exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.client._connect_failed(exc)
             return None
+        self.unreachable, self.last_error = False, None
+        self.client._connect_succeeded()
         now = time.monotonic()
         conn = _Conn(
             ws,

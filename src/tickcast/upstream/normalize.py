@@ -196,14 +196,15 @@ def _mini_update(obj: dict[str, object], event_time_ms: int) -> Update:
 
 def _control(obj: dict[str, object]) -> ControlReply:
     error = obj.get("error")
-    if isinstance(error, dict):
-        code = error.get("code")
-        return ControlReply(
-            id=obj.get("id"),
-            error_code=code if isinstance(code, int) else None,
-            error_msg=str(error.get("msg", "")),
-        )
-    return ControlReply(id=obj.get("id"), result=obj.get("result"))
+    if error is None:
+        return ControlReply(id=obj.get("id"), result=obj.get("result"))
+    # Binance: {"error":{"code":2,"msg":"Invalid request"},"id":..}. Anything else in
+    # "error" is no success either: read as one, it would confirm a SUBSCRIBE that failed.
+    if not isinstance(error, dict):
+        raise ParseError("bad_value", f"error {error!r} is not an object")
+    return ControlReply(
+        id=obj.get("id"), error_code=_int(error, "code"), error_msg=str(error.get("msg", ""))
+    )
 
 
 def _symbol(obj: dict[str, object]) -> str:

@@ -1,4 +1,5 @@
-"""Timing policies for the upstream client: backoff, connection-attempt budget, send pacing.
+"""Timing policies for the upstream client: backoff, connection-attempt budget, send pacing,
+and how often to log connect failures.
 
 Pure objects: they are given the time and return how long to wait, so tests drive them
 with plain calls and a fake clock.
@@ -31,6 +32,15 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+    @property
+    def steps(self) -> int:
+        """How many different ceilings the delays go through before the cap: 7 for
+        0.5 s to 30 s (0.5, 1, 2, 4, 8, 16, 30)."""
+        steps = 1
+        while self.initial * 2 ** (steps - 1) < self.maximum and steps < 64:
+            steps += 1
+        return steps
 
 
 class AttemptBudget:
@@ -78,3 +88,41 @@ class SendPacer:
         slot = max(now, self._next)
         self._next = slot + self._interval
         return slot - now
+
+
+class FailureLog:
+    """Which of a run of failures to log: each of the first ``first`` on a line of its
+    own, then at most one line per ``interval`` seconds that counts the failures since the
+    last line.
+
+    A client that cannot connect retries for ever: offline, that is two attempts a minute
+    at the backoff's cap, each worth a warning to nobody. The first failures, while the
+    backoff still grows, each say something new; after that, a count a minute is enough.
+    """
+
+    def __init__(self, first: int, interval: float = 60.0) -> None:
+        self.first = first
+        self.interval = interval
+        self.streak = 0
+        self._unlogged = 0
+        self._last_line = 0.0
+
+    @property
+    def summarizing(self) -> bool:
+        """Past the first ``first`` failures: lines are summaries with a count."""
+        return self.streak > self.first
+
+    def failed(self, now: float) -> int:
+        """Count one failure at ``now``. Returns how many failures the line to write now
+        covers (this one included), or 0 when no line is due."""
+        self.streak += 1
+        self._unlogged += 1
+        if self.streak > self.first and now - self._last_line < self.interval:
+            return 0
+        covered, self._unlogged, self._last_line = self._unlogged, 0, now
+        return covered
+
+    def succeeded(self) -> int:
+        """The run of failures is over; returns how long it was."""
+        streak, self.streak, self._unlogged = self.streak, 0, 0
+        return streak

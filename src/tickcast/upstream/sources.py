@@ -202,7 +202,9 @@ class SimSource:
 
 
 class AutoSource:
-    """Live Binance first; simulated data while live has been silent for the grace period.
+    """Live Binance first; simulated data while live has been silent for the grace period,
+    or at once when live cannot be reached at all (its name does not resolve, the
+    connection is refused).
 
     Live keeps retrying in the background, and wins as soon as it delivers again.
     """
@@ -230,16 +232,23 @@ class AutoSource:
         self._live = supervised(self.live, settings, on_state)
         self.sim: SupervisedSource | None = None
         self._sim_errors: Counter[str] = Counter()
-        self._label: SourceLabel = "binance"
+        # Whose data the clients were last given: None until anything arrived.
+        self._serving: SourceLabel | None = None
         self.fallbacks = 0
+        self.fallback_reason: str | None = None
 
     @property
-    def label(self) -> SourceLabel:
-        return self._label
+    def label(self) -> SourceLabel | None:
+        """``sim`` while simulated data is served; ``binance`` while live data is served
+        and a live connection is open; None otherwise (nothing served yet, or live lost
+        and the grace not over), so ``/status`` never calls anything live that is not."""
+        if self._serving == "binance" and not self.live.client.connected:
+            return None
+        return self._serving
 
     @property
     def state(self) -> UpstreamState:
-        if self._label == "sim" and self.sim is not None:
+        if self._serving == "sim" and self.sim is not None:
             return self.sim.state
         return self._live.state
 
@@ -248,20 +257,35 @@ class AutoSource:
         return last > 0 and now - last < self._settings.auto_grace
 
     def _from_live(self, update: Update, label: SourceLabel) -> None:
-        self._switch("binance")
+        self._serve("binance")
         self._sink(update, label)
 
     def _from_sim(self, update: Update, label: SourceLabel) -> None:
         # Live may have come back a moment ago: never mix sim ticks into live ones.
-        if self._label == "sim":
+        if self._serving == "sim":
             self._sink(update, label)
 
-    def _switch(self, label: SourceLabel) -> None:
-        if label != self._label:
-            log.warning("auto source: now serving %s data", label)
-            self._label = label
-            if self._on_state is not None:
-                self._on_state()
+    def _serve(self, serving: SourceLabel) -> None:
+        label, previous = self.label, self._serving
+        self._serving = serving
+        if serving != previous:
+            log.warning("auto source: now serving %s data", serving)
+        # Also after a reconnect of live (None -> binance): clients hear the label return.
+        if self.label != label and self._on_state is not None:
+            self._on_state()
+
+    def _fallback_reason(self, now: float, started: float) -> str | None:
+        """Why simulated data should be served now, or None while live may still come.
+
+        The grace protects what clients hold: live data of moments ago, or a live server
+        that answered and may yet deliver. A server that cannot be reached at all gets no
+        grace when clients hold no live data; it is retried in the background all the same.
+        """
+        if now - max(started, self.live.last_update) >= self._settings.auto_grace:
+            return f"no live data for {self._settings.auto_grace:g}s"
+        if not self._live_fresh(now) and self.live.client.unreachable:
+            return f"live upstream unreachable ({self.live.client.last_connect_error})"
+        return None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -273,15 +297,12 @@ class AutoSource:
         sim_task: asyncio.Task[None] | None = None
         try:
             while True:
-                await asyncio.sleep(0.25)
                 now = time.monotonic()
-                quiet_since = max(started, self.live.last_update)
-                if sim_task is None and now - quiet_since >= self._settings.auto_grace:
-                    log.warning(
-                        "auto source: no live data for %.0fs, serving simulated data",
-                        self._settings.auto_grace,
-                    )
+                reason = None if sim_task is not None else self._fallback_reason(now, started)
+                if reason is not None:
+                    log.warning("auto source: %s, serving simulated data", reason)
                     self.fallbacks += 1
+                    self.fallback_reason = reason
                     sim = SimSource(
                         self._settings,
                         self._from_sim,
@@ -291,25 +312,27 @@ class AutoSource:
                     )
                     self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
-                    self._switch("sim")
+                    self._serve("sim")
                 elif sim_task is not None and self._live_fresh(now):
                     await cancel_and_wait(sim_task)
                     sim_task = None
                     self.sim = None
+                await asyncio.sleep(0.25)
         finally:
             if sim_task is not None:
                 await cancel_and_wait(sim_task)
 
     def brief(self) -> dict[str, object]:
-        if self._label == "sim" and self.sim is not None:
+        if self._serving == "sim" and self.sim is not None:
             return self.sim.brief()
         return self._live.brief()
 
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "source": self._label,
+            "source": self.label,
             "mode": "auto",
             "fallbacks": self.fallbacks,
+            "fallback_reason": self.fallback_reason,
             "live": self._live.status(),
         }
         if self.sim is not None:

@@ -43,7 +43,7 @@ class SupervisedSource:
         self._down_since: float | None = None
 
     @property
-    def label(self) -> SourceLabel:
+    def label(self) -> SourceLabel | None:
         return self.inner.label
 
     @property
@@ -69,7 +69,7 @@ class SupervisedSource:
             self.last_error = f"{type(error).__name__}: {error}"
             log.error(
                 "upstream source %s failed (%s); restarting in %.1fs",
-                self.inner.label,
+                self.inner.label or type(self.inner).__name__,
                 self.last_error,
                 delay,
                 exc_info=error,
