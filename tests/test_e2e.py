@@ -6,6 +6,7 @@ also writes docs/dashboard.png, the README's picture.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -146,6 +147,20 @@ def test_sse_switch(page: Page, server: ServerProcess, tmp_path: Path) -> None:
     wait_for_more_ticks(page, tick_count(page) + 5)
 
 
+def test_dashboard_opened_on_sse_fills_every_row(page: Page, server: ServerProcess) -> None:
+    """With ?transport=sse the table fills from unnamed tick events and the named status
+    event raises the simulated-data banner."""
+    streams: list[str] = []
+    page.on(
+        "request", lambda request: streams.append(request.url) if "/sse" in request.url else None
+    )
+    page.goto(server.base + "/?transport=sse")
+    expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+    wait_for_more_ticks(page, 3 * DEFAULT_SYMBOLS)
+    expect(page.locator("#sim-banner")).to_be_visible()
+    assert streams == [server.base + "/sse"]
+
+
 def test_remove_and_add_a_symbol(page: Page, server: ServerProcess, tmp_path: Path) -> None:
     """Removing a row unsubscribes it for good; adding it back subscribes and fills it;
     an unknown symbol shows an error."""
@@ -254,3 +269,36 @@ def test_page_opened_from_disk_connects_to_localhost_8000(page: Page, tmp_path: 
         wait_for_more_ticks(page, 20)
     finally:
         server.stop()
+
+
+# A page written the way most browser code is: one EventSource, its onmessage, nothing else.
+ONMESSAGE_PAGE = """
+window.received = 0;
+window.withId = 0;
+const source = new EventSource(%s);
+window.source = source;
+source.onmessage = function (event) {
+  const message = JSON.parse(event.data);
+  if (message.type === "tick") {
+    window.received += 1;
+    if (event.lastEventId) {
+      window.withId += 1;
+    }
+  }
+};
+"""
+
+
+def test_event_source_onmessage_receives_every_tick(page: Page, server: ServerProcess) -> None:
+    """`new EventSource("/sse").onmessage` alone gets the ticks, each with a resume id."""
+    page.goto(server.base + "/healthz")  # any page of the server's origin: no CORS involved
+    page.add_script_tag(content=ONMESSAGE_PAGE % json.dumps("/sse?symbols=BTCUSDT,ETHUSDT"))
+    wanted = 10  # 2 snapshot ticks, then 8 per second at TICKCAST_SIM_RATE=4
+    deadline = time.monotonic() + 10
+    while page.evaluate("window.received") < wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    received, with_id, ready = page.evaluate(
+        "[window.received, window.withId, window.source.readyState]"
+    )
+    assert received >= wanted, f"onmessage got {received} ticks in 10 s (readyState {ready})"
+    assert with_id == received

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,11 +19,25 @@ from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
+from tickcast.edge.guard import HandshakeGuard, HeadLimits
+from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.metrics import Metrics
 from tickcast.node import Node
-from tickcast.openapi import DOCS_ASSETS, description
+from tickcast.openapi import (
+    DOCS_ASSETS,
+    EVENT_STREAM,
+    METRICS,
+    NO_DATA,
+    ONE_TICK,
+    READY,
+    TICKS,
+    UNAUTHORIZED,
+    UNKNOWN_SYMBOL,
+    VALIDATION,
+    description,
+)
 from tickcast.settings import Settings
 from tickcast.tick import Tick
 from tickcast.upstream.normalize import wall_ms
@@ -32,6 +48,18 @@ STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def process_status() -> dict[str, object]:
+    """What leaks would show: memory, descriptors and tasks of this process."""
+    out: dict[str, object] = {"pid": os.getpid(), "asyncio_tasks": len(asyncio.all_tasks())}
+    try:
+        out["open_fds"] = len(os.listdir("/proc/self/fd"))
+        with open("/proc/self/statm") as statm:
+            out["rss_bytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: report what is portable
+        pass
+    return out
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -63,9 +91,10 @@ class TickcastApp:
     Dispatching ``/ws`` here, before all of that, keeps a connection's footprint small.
     """
 
-    def __init__(self, api: FastAPI, edge: Edge) -> None:
+    def __init__(self, api: FastAPI, edge: Edge, guard: HandshakeGuard) -> None:
         self.api = api
         self.edge = edge
+        self.guard = guard  # the request-head limits the server's HTTP protocol applies
         self.state = api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,6 +108,13 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     """Build the app for ``settings``; the node starts and stops with the app's lifespan."""
     node = node if node is not None else Node(settings)
     edge = Edge(settings, node)
+    guard = HandshakeGuard(
+        HeadLimits(
+            max_line_bytes=settings.max_header_line_bytes,
+            max_head_bytes=settings.max_header_bytes,
+            timeout=settings.handshake_timeout,
+        )
+    )
     metrics = Metrics(node, edge)
     edge.on_fanout = lambda tick, seconds: metrics.observe_fanout(tick, seconds, wall_ms())
 
@@ -99,6 +135,8 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         description=description(),
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
+        # Validation errors use the common error body (see _validation_error).
+        responses=VALIDATION,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.node = node
@@ -115,17 +153,23 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     def latest_response(symbol: str) -> Response:
         symbol = symbol.upper()
         if symbol not in served:
-            return error_response(404, "unknown_symbol", f"{symbol} is not served here")
+            return error_response(
+                404, "unknown_symbol", f"symbol {symbol!r} is not served here; see /symbols"
+            )
         tick = node.hub.latest(symbol)
         if tick is None:
             return error_response(503, "no_data", f"no data for {symbol} yet; retry shortly")
         return tick_response(tick)
 
-    @app.get("/price", summary="Latest tick of one symbol")
+    @app.get(
+        "/price",
+        summary="Latest tick of one symbol",
+        responses={**ONE_TICK, **UNKNOWN_SYMBOL, **NO_DATA},
+    )
     async def price(symbol: str = "BTCUSDT") -> Response:
         return latest_response(symbol)
 
-    @app.get("/prices", summary="Latest tick of every symbol")
+    @app.get("/prices", summary="Latest tick of every symbol", responses={**TICKS, **NO_DATA})
     async def prices() -> Response:
         snapshot = node.hub.snapshot()
         ticks = [snapshot[s] for s in settings.symbols if s in snapshot]
@@ -133,7 +177,11 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
             return error_response(503, "no_data", "no data yet; retry shortly")
         return ticks_response(ticks)
 
-    @app.get("/prices/{symbol}", summary="Latest tick of one symbol")
+    @app.get(
+        "/prices/{symbol}",
+        summary="Latest tick of one symbol",
+        responses={**ONE_TICK, **UNKNOWN_SYMBOL, **NO_DATA},
+    )
     async def price_of(symbol: str) -> Response:
         return latest_response(symbol)
 
@@ -143,7 +191,11 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
 
     # The annotation names nothing local: with postponed annotations FastAPI resolves it
     # in the module's globals, where ``settings`` is not (a per-app bound is applied below).
-    @app.get("/history/{symbol}", summary="Recent ticks of one symbol, oldest first")
+    @app.get(
+        "/history/{symbol}",
+        summary="Recent ticks of one symbol, oldest first",
+        responses={**TICKS, **UNKNOWN_SYMBOL},
+    )
     async def history(symbol: str, limit: Annotated[int, Query(ge=1)] = 100) -> Response:
         symbol = symbol.upper()
         if symbol not in served:
@@ -154,20 +206,29 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def healthz() -> dict[str, object]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: fresh data and a connected hub")
+    @app.get("/readyz", summary="Readiness: fresh data and a connected hub", responses=READY)
     async def readyz() -> JSONResponse:
         ok, reason = node.ready()
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
-    @app.get("/status", summary="Upstream, source, hub, node and client state")
+    @app.get(
+        "/status",
+        summary="Upstream, source, hub, node and client state",
+        responses=UNAUTHORIZED,
+    )
     async def status(request: Request) -> Response:
         denial = edge.admit_token(client_request(request))
         if denial is not None:
             return error_response(denial.status, denial.code, denial.message)
-        body = {"version": __version__, **node.status(), "edge": edge.status()}
+        body = {
+            "version": __version__,
+            **node.status(),
+            "edge": {**edge.status(), "handshakes": guard.status()},
+            "process": process_status(),
+        }
         return JSONResponse(body)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", responses=METRICS)
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -175,6 +236,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         "/sse",
         summary="Server-Sent Events: ticks as unnamed events with an id; resume with Last-Event-ID",
         response_class=EventStream,
+        responses={**EVENT_STREAM, **UNAUTHORIZED, **UNKNOWN_SYMBOL},
         # EventStream's constructor has no status_code for FastAPI to read it from; the
         # OpenAPI schema (and so /docs) fails to build without it.
         status_code=200,
@@ -182,7 +244,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def sse(
         request: Request,
         symbols: str | None = None,
-        throttle_ms: float = 0.0,
+        throttle_ms: Annotated[float, Query(ge=0, le=MAX_THROTTLE_MS)] = 0.0,
         last_event_id: str | None = None,
     ) -> Response:
         client = client_request(request)
@@ -195,6 +257,11 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         unknown = [s for s in wanted if s not in edge.served]
         if unknown:
             return error_response(404, "unknown_symbol", f"not served here: {', '.join(unknown)}")
+        if symbols is not None and len(set(wanted)) > settings.max_subscriptions:
+            limit = settings.max_subscriptions
+            return error_response(
+                400, "too_many_subscriptions", f"at most {limit} symbols per client"
+            )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
         return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
 
@@ -208,7 +275,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
             f"/{name}", _static_route(name, media_type), include_in_schema=False, methods=["GET"]
         )
 
-    return TickcastApp(app, edge)
+    return TickcastApp(app, edge, guard)
 
 
 def _static_route(name: str, media_type: str) -> Callable[[], Awaitable[FileResponse]]:

@@ -5,6 +5,10 @@ files it installs, under ``DOCS_ASSETS``: no CDN, so they render offline."""
 
 from __future__ import annotations
 
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel
+
 from tickcast.errors import CloseReason, ErrorCode
 
 DOCS_ASSETS = "/docs/assets"
@@ -57,3 +61,74 @@ The server pings every 20 s and closes a client silent for 60 s. Close codes:
 Ticks are unnamed events (`onmessage`) with an `id:`; `event: status` and `event: reset`
 are named. Reconnect with `Last-Event-ID` to receive what was missed.
 """
+
+
+# -- response documentation -----------------------------------------------------------
+# The routes write pre-encoded bytes (exact decimals), so these models document the
+# responses without being used to build them.
+
+
+class TickDoc(BaseModel):
+    """One symbol's latest state (SPEC §6); decimals are exact JSON numbers."""
+
+    type: Literal["tick"]
+    symbol: str
+    last_price: float
+    change_percent: float
+    timestamp_ms: int
+    change: float | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    volume: float | None = None
+    quote_volume: float | None = None
+    bid: float | None = None
+    ask: float | None = None
+    seq: int
+    source: Literal["binance", "sim", "replay"]
+
+
+class ErrorDoc(BaseModel):
+    """Every error response: a stable code and a message for people."""
+
+    error: str
+    message: str
+
+
+class ReadyDoc(BaseModel):
+    ready: bool
+    reason: str
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorDoc, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+VALIDATION: Final[Responses] = {422: _error("A query or path parameter is not valid")}
+UNKNOWN_SYMBOL: Final[Responses] = {404: _error("The symbol is not served here")}
+NO_DATA: Final[Responses] = {503: _error("No data has arrived yet")}
+UNAUTHORIZED: Final[Responses] = {401: _error("A token is required and was missing or wrong")}
+ONE_TICK: Final[Responses] = {200: {"model": TickDoc, "description": "The latest tick"}}
+TICKS: Final[Responses] = {200: {"model": list[TickDoc], "description": "Ticks, oldest first"}}
+READY: Final[Responses] = {
+    200: {"model": ReadyDoc, "description": "Ready"},
+    503: {"model": ReadyDoc, "description": "Not ready, and why"},
+}
+METRICS: Final[Responses] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+EVENT_STREAM: Final[Responses] = {
+    200: {
+        "description": "An endless text/event-stream of ticks, status and reset events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    400: _error("Too many symbols"),
+    403: _error("The Origin is not allowed"),
+    429: _error("Too many connections from this address"),
+    503: _error("The server is at its connection limit"),
+}

@@ -25,9 +25,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     # writes to can never be over it (the slow-client sweep relies on that).
     write_high = min(SocketTuning.write_high, settings.client_buffer_bytes // 2)
     tuning = SocketTuning(sndbuf=settings.client_sndbuf, write_high=write_high)
-    http, ws = protocol_classes(tuning)
+    app = create_app(settings)
+    http, ws = protocol_classes(tuning, app.guard)
     return uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     max_subscriptions: int = Field(200, ge=1, description="Symbols one client may subscribe.")
     max_connections: int = Field(50000, ge=1, description="Client connections per node.")
     max_connections_per_ip: int = Field(0, ge=0, description="Per client IP; 0 = no limit.")
+    handshake_timeout: float = Field(
+        10.0, gt=0, description="Close a connection whose request headers take longer (s)."
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request head (request line and headers); 431."
+    )
+    max_header_line_bytes: int = Field(
+        8192, ge=256, description="Largest request line or single header; 431."
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed on /ws and /sse; empty = any."
     )

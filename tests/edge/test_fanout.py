@@ -6,6 +6,8 @@ A real ``Node`` with its memory hub (its source is never started) and recording 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import orjson
@@ -81,13 +83,17 @@ def test_a_token_is_needed_by_header_or_parameter() -> None:
 
 
 def test_only_allowed_origins_are_admitted() -> None:
-    """With allowed origins set, any other Origin (or none) is refused with 403."""
-    edge = Edge(settings(allowed_origins="https://ok.example"), Node(settings()))
-    assert edge.admit(request(origin="https://ok.example")) is None
-    for origin in ("https://evil.example", None):
-        denial = edge.admit(request(origin=origin))
+    """With allowed origins set, a present Origin not listed is refused with 403; a client
+    without an Origin (not a browser) is admitted, token permitting."""
+    edge = Edge(settings(allowed_origins="https://ok.example", token="s3cret"), Node(settings()))
+    assert edge.admit(request(origin="https://ok.example", token_param="s3cret")) is None
+    assert edge.admit(request(origin=None, token_param="s3cret")) is None
+    for origin in ("https://evil.example", "null", ""):
+        denial = edge.admit(request(origin=origin, token_param="s3cret"))
         assert denial is not None
         assert denial.status == 403
+    denial = edge.admit(request(origin=None))
+    assert denial is not None and denial.status == 401
 
 
 async def test_connection_limits_refuse_with_503_and_429(edge: Edge) -> None:
@@ -128,13 +134,14 @@ async def test_a_tick_goes_once_to_each_subscriber_of_its_symbol(edge: Edge) -> 
 
 
 async def test_a_new_session_gets_the_snapshot_then_live_ticks(edge: Edge) -> None:
-    """Opening sends the latest tick of each requested symbol, then live ones."""
+    """Opening sends the latest tick of each requested symbol in seq order (whatever the
+    order the symbols were named in), then live ones."""
     publish(edge.node, "BTCUSDT", 1)
     publish(edge.node, "ETHUSDT", 2)
     publish(edge.node, "BTCUSDT", 3)
     transport = RecordingTransport()
     edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
-    assert symbols_of(transport) == [("BTCUSDT", 3), ("ETHUSDT", 2)]
+    assert symbols_of(transport) == [("ETHUSDT", 2), ("BTCUSDT", 3)]
     publish(edge.node, "SOLUSDT", 4)
     assert symbols_of(transport) == [("SOLUSDT", 4)]
 
@@ -185,7 +192,7 @@ async def test_unsubscribe_stops_ticks_including_held_ones(edge: Edge) -> None:
 
 
 async def test_subscribe_op_acks_then_sends_a_snapshot_of_each_new_symbol(edge: Edge) -> None:
-    """A subscribe op is acked, then each new symbol's latest tick follows."""
+    """A subscribe op is acked, then each new symbol's latest tick follows, in seq order."""
     publish(edge.node, "ETHUSDT", 1)
     publish(edge.node, "SOLUSDT", 2)
     transport = RecordingTransport()
@@ -194,7 +201,7 @@ async def test_subscribe_op_acks_then_sends_a_snapshot_of_each_new_symbol(edge: 
     edge.apply(session, session.handle_text(op.decode()))
     out = transport.messages()
     assert out[0] == {"type": "ack", "id": 1, "op": "subscribe", "symbols": ["SOLUSDT", "ETHUSDT"]}
-    assert [(m["symbol"], m["seq"]) for m in out[1:]] == [("SOLUSDT", 2), ("ETHUSDT", 1)]
+    assert [(m["symbol"], m["seq"]) for m in out[1:]] == [("ETHUSDT", 1), ("SOLUSDT", 2)]
 
 
 # -- closes and clean-up --------------------------------------------------------------
@@ -239,6 +246,36 @@ async def test_detach_forgets_the_client_and_its_subscriptions(edge: Edge) -> No
     assert edge.status()["subscriptions"] == 0
     publish(edge.node, "BTCUSDT", 1)
     assert all(s.transport.writes == [] for s in sessions)  # type: ignore[attr-defined]
+
+
+async def test_a_detached_throttled_client_leaves_nothing_behind(edge: Edge) -> None:
+    """Detaching a session whose throttle timer is armed cancels the timer: nothing keeps
+    the session or its transport alive once the connection has gone."""
+    transport = RecordingTransport()
+    session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], throttle_ms=60_000)
+    publish(edge.node, "BTCUSDT", 1)
+    publish(edge.node, "BTCUSDT", 2)  # held for a minute, on a timer
+    assert session.pending_count == 1
+    gone = weakref.ref(transport)
+    edge.detach(session)
+    del session, transport
+    gc.collect()
+    assert gone() is None, gc.get_referrers(gone())
+
+
+async def test_a_replay_goes_first_in_full_then_live_ticks(edge: Edge) -> None:
+    """Ticks given to ``open`` as a replay (a resume) reach the client in order and in
+    full as its transport takes them, and the live ticks published meanwhile follow."""
+    history = [publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n) for n in range(1, 41)]
+    transport = RecordingTransport()
+    transport.writable = False
+    session = edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT"], replay=history[9:])
+    for n in range(41, 61):
+        publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n)
+    assert transport.writes == []
+    transport.writable = True
+    assert [s for _, s in symbols_of(transport)] == list(range(10, 61))
+    assert session.ready
 
 
 async def test_stop_closes_every_client_as_going_away(edge: Edge) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
-from tickcast.edge.fastpath import LeanEvent, LeanQueue
+from tickcast.edge.fastpath import LeanEvent, LeanQueue, in_flight, tcp_progress
 
 
 async def test_lean_queue_is_fifo_and_get_waits_for_a_put() -> None:
@@ -38,3 +40,37 @@ async def test_lean_event_wakes_every_waiter_and_can_be_cleared() -> None:
     assert not blocked.done()
     event.set()
     await asyncio.wait_for(blocked, 1)
+
+
+def test_retransmitted_bytes_are_not_outstanding() -> None:
+    """A segment sent twice and acknowledged once leaves nothing in flight: bytes_sent
+    counts the retransmission, and a quiet feed must not make that look like a stall."""
+    assert in_flight(acked=10_000, sent=10_276, retrans=276) == 0
+    assert in_flight(acked=10_000, sent=10_500, retrans=276) == 224
+    assert in_flight(acked=10_000, sent=10_000, retrans=0) == 0
+
+
+def test_tcp_progress_reads_a_real_socket() -> None:
+    """On a connected loopback socket the kernel's counters read back sensibly: what was
+    sent and read is acknowledged, and nothing stays outstanding."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        client.sendall(b"x" * 5000)
+        received = 0
+        while received < 5000:
+            received += len(peer.recv(65536))
+        deadline = time.monotonic() + 2
+        progress = tcp_progress(client)
+        while progress is not None and progress[1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+            progress = tcp_progress(client)
+        assert progress is not None
+        acked, outstanding = progress
+        assert acked >= 5000 and outstanding == 0
+    finally:
+        for sock in (client, peer, server):
+            sock.close()

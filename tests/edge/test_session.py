@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tickcast.edge.session import Limits, OpOutcome, Session
+from tickcast.edge.session import Backlog, Limits, OpOutcome, Session
 from tickcast.errors import CloseReason
 
 from ..fakes import FakeTime, RecordingTransport, tick
@@ -242,6 +242,161 @@ def test_unsubscribing_drops_a_throttled_tick_of_that_symbol() -> None:
     assert transport.writes == []
 
 
+def test_a_held_symbol_goes_out_when_its_own_window_ends() -> None:
+    """A symbol falling due before the timer already armed for another is not held until
+    that later timer: each held symbol goes out when its own window ends."""
+    session, transport, clock = make(throttle_ms=1000)
+    session.offer(tick("BTCUSDT", 1))  # t=0: BTCUSDT's window ends at 1.0
+    clock.advance(0.5)
+    session.offer(tick("ETHUSDT", 2))  # t=0.5: ETHUSDT's window ends at 1.5
+    transport.messages()
+    clock.advance(0.1)
+    session.offer(tick("ETHUSDT", 3))  # held, timer armed for 1.5
+    clock.advance(0.1)
+    session.offer(tick("BTCUSDT", 4))  # held, due at 1.0: earlier than the armed timer
+    clock.advance(0.301)  # t=1.001
+    assert seqs(transport.messages()) == [("BTCUSDT", 4)]
+    clock.advance(0.5)  # t=1.501
+    assert seqs(transport.messages()) == [("ETHUSDT", 3)]
+    assert clock.armed == 0
+
+
+def test_a_flush_on_resume_leaves_the_throttle_timer_cancellable() -> None:
+    """The transport resuming while a throttle timer is armed does not lose track of
+    that timer: closing the session still cancels it, so nothing stays armed."""
+    session, transport, clock = make(throttle_ms=60_000)
+    session.offer(tick("BTCUSDT", 1))
+    session.offer(tick("BTCUSDT", 2))  # held for a minute
+    pause(transport)
+    resume(transport)
+    assert clock.armed == 1
+    session.close(CloseReason.SHUTDOWN)
+    assert clock.armed == 0
+
+
+def test_a_lost_session_cancels_its_timer_and_drops_what_it_holds() -> None:
+    """``lost`` (what the edge calls on detach) cancels the throttle timer at once."""
+    session, _transport, clock = make(throttle_ms=60_000)
+    session.offer(tick("BTCUSDT", 1))
+    session.offer(tick("BTCUSDT", 2))
+    assert clock.armed == 1
+    session.lost()
+    assert clock.armed == 0
+    assert session.pending_count == 0
+    assert not session.ready
+
+
+# -- resume backlog -------------------------------------------------------------------
+
+
+class PacedTransport(RecordingTransport):
+    """A transport whose flow control pauses once ``high`` bytes wait in it, like a
+    socket's, and resumes when the test says the client read them."""
+
+    def __init__(self, high: int) -> None:
+        super().__init__()
+        self.high = high
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.buffered_bytes += len(data)
+        if self.buffered_bytes >= self.high:
+            self.writable = False
+
+    def client_reads(self) -> None:
+        self.buffered_bytes = 0
+        self.writable = True
+
+
+def backlogged(
+    missed: list[int], *, high: int, limit: int = 1000, limits: Limits | None = None
+) -> tuple[Session, PacedTransport]:
+    transport = PacedTransport(high)
+    clock = FakeTime()
+    ticks = [tick(("BTCUSDT", "ETHUSDT")[seq % 2], seq).tick for seq in missed]
+    session = Session(
+        1, transport, SERVED, limits=limits or Limits(), clock=clock, schedule=clock.schedule
+    )
+    transport.on_pause = session.paused
+    transport.on_resume = session.flush
+    session.symbols.update(("BTCUSDT", "ETHUSDT"))
+    session.replay(Backlog(ticks, limit))
+    return session, transport
+
+
+def test_a_backlog_is_written_only_as_fast_as_the_transport_takes_it() -> None:
+    """A resume's missed ticks are written while the transport is writable and the rest
+    waits for it to resume: never all at once, and nothing skipped or repeated."""
+    session, transport = backlogged(list(range(1, 201)), high=2000)
+    got = [m["seq"] for m in transport.messages()]
+    assert 0 < len(got) < 200
+    assert transport.buffered_bytes < 2000 + 1200, "at most one piece past the high mark"
+    while len(got) < 200:
+        transport.client_reads()
+        got += [m["seq"] for m in transport.messages()]
+    assert got == list(range(1, 201))
+    assert session.delivered == 200
+    # Caught up (the client read everything): the next live tick goes out at once and
+    # the session is back on the fast path.
+    transport.client_reads()
+    session.offer(tick("BTCUSDT", 201))
+    assert [m["seq"] for m in transport.messages()] == [201]
+    assert session.ready
+
+
+def test_live_ticks_wait_behind_the_backlog_and_are_never_conflated() -> None:
+    """Ticks arriving during a resume queue behind the missed ones, every one of them (no
+    conflation), then the session is back on the fast path."""
+    session, transport = backlogged(list(range(1, 51)), high=1000)
+    got = [m["seq"] for m in transport.messages()]
+    for seq in range(51, 81):  # the same two symbols, many times each
+        session.offer(tick(("BTCUSDT", "ETHUSDT")[seq % 2], seq))
+        if seq % 7 == 0:
+            transport.client_reads()
+        got += [m["seq"] for m in transport.messages()]
+    while not session.ready:
+        transport.client_reads()
+        got += [m["seq"] for m in transport.messages()]
+    assert got == list(range(1, 81))
+    assert session.conflated == 0
+    session.offer(tick("BTCUSDT", 81))
+    assert [m["seq"] for m in transport.messages()] == [81]
+
+
+def test_replies_during_a_backlog_are_not_held_behind_it() -> None:
+    """A reply made while the backlog drains goes out at the next chance, ahead of it."""
+    session, transport = backlogged(list(range(1, 101)), high=1000)
+    transport.messages()
+    session.send_message({"type": "pong"})
+    transport.client_reads()
+    assert transport.messages()[0] == {"type": "pong"}
+
+
+def test_a_backlog_that_passes_its_limit_closes_the_client() -> None:
+    """A resuming client that falls further behind than the backlog may hold is closed
+    as over its buffer: the backlog never grows without bound, and never conflates."""
+    session, transport = backlogged(list(range(1, 11)), high=500, limit=20)
+    for seq in range(11, 40):
+        session.offer(tick("BTCUSDT", seq))
+        if transport.closed_with is not None:
+            break
+    assert transport.closed_with is CloseReason.BUFFER_FULL
+    assert seq < 40
+
+
+def test_unsubscribing_drops_that_symbols_backlog_ticks() -> None:
+    """After an unsubscribe, backlog ticks of that symbol are not delivered either."""
+    session, transport = backlogged(list(range(1, 41)), high=400)
+    before = transport.messages()
+    session.unsubscribed(["ETHUSDT"])
+    after: list[dict[str, object]] = []
+    while not session.ready:
+        transport.client_reads()
+        after += transport.messages()
+    assert len(before) < 20
+    assert [m["seq"] for m in after] == [s for s in range(len(before) + 1, 41) if s % 2 == 0]
+
+
 # -- slow clients ---------------------------------------------------------------------
 
 
@@ -369,17 +524,50 @@ def test_subscribe_star_means_every_served_symbol() -> None:
     assert transport.messages()[0]["symbols"] == sorted(SERVED)
 
 
-def test_subscribe_with_an_unknown_symbol_changes_nothing() -> None:
-    """One unknown symbol fails the whole op with unknown_symbol and the id."""
+def test_a_subscribe_naming_unknown_symbols_subscribes_the_known_ones() -> None:
+    """Known symbols are subscribed and acked; the unknown ones (and only they) are named
+    in one unknown_symbol error with the op's id, sent before the ack."""
     session, transport, _ = make(symbols=("BTCUSDT",))
-    outcome = op(session, {"op": "subscribe", "symbols": ["ETHUSDT", "FOOBAR"], "id": 4})
-    assert outcome == OpOutcome()
+    request = {"op": "subscribe", "symbols": ["ETHUSDT", "FOOBAR", "SOLUSDT", "nope"], "id": 4}
+    outcome = op(session, request)
+    assert outcome.subscribe == ["ETHUSDT", "SOLUSDT"]
+    error, ack = transport.messages()
+    assert error == {
+        "type": "error",
+        "id": 4,
+        "code": "unknown_symbol",
+        "message": "not served here: FOOBAR, NOPE",
+        "symbols": ["FOOBAR", "NOPE"],
+    }
+    assert ack == {"type": "ack", "id": 4, "op": "subscribe", "symbols": ["ETHUSDT", "SOLUSDT"]}
+
+
+def test_a_subscribe_naming_only_unknown_symbols_is_an_error_alone() -> None:
+    """With nothing known to subscribe, the op gets the error and no ack."""
+    session, transport, _ = make(symbols=("BTCUSDT",))
+    assert op(session, {"op": "subscribe", "symbols": ["FOOBAR"], "id": 5}) == OpOutcome()
     (reply,) = transport.messages()
-    assert reply["type"] == "error"
-    assert reply["id"] == 4
-    assert reply["code"] == "unknown_symbol"
-    assert "FOOBAR" in str(reply["message"])
+    assert (reply["type"], reply["id"], reply["code"]) == ("error", 5, "unknown_symbol")
     assert session.symbols == {"BTCUSDT"}
+
+
+def test_symbols_at_connect_follow_the_subscribe_rule() -> None:
+    """``choose`` (used for ``?symbols=``) reports unknown names without an id and
+    returns the served ones; past max_subscriptions it returns none, with the error."""
+    session, transport, _ = make(limits=Limits(max_subscriptions=2), symbols=())
+    assert session.choose(["btcusdt", "NOPE", "ETHUSDT"]) == ["BTCUSDT", "ETHUSDT"]
+    assert transport.messages() == [
+        {
+            "type": "error",
+            "code": "unknown_symbol",
+            "message": "not served here: NOPE",
+            "symbols": ["NOPE"],
+        }
+    ]
+    assert session.choose(["BTCUSDT", "ETHUSDT", "SOLUSDT"]) == []
+    (error,) = transport.messages()
+    assert error["code"] == "too_many_subscriptions"
+    assert "id" not in error
 
 
 def test_unsubscribe_acks_what_was_removed() -> None:
@@ -395,13 +583,15 @@ def test_unsubscribe_acks_what_was_removed() -> None:
     assert transport.messages()[0]["type"] == "ack"
 
 
-def test_unsubscribe_with_an_unknown_symbol_is_an_error() -> None:
-    """Unsubscribing a symbol not served here fails with unknown_symbol, changing nothing."""
+def test_unsubscribe_naming_unknown_symbols_removes_the_known_ones() -> None:
+    """Unsubscribe follows the subscribe rule: unknown names in one error, the rest done."""
     session, transport, _ = make(symbols=("BTCUSDT",))
     outcome = op(session, {"op": "unsubscribe", "symbols": ["BTCUSDT", "NOPE"], "id": 9})
-    assert outcome == OpOutcome()
-    (reply,) = transport.messages()
-    assert (reply["type"], reply["id"], reply["code"]) == ("error", 9, "unknown_symbol")
+    assert outcome.unsubscribe == ["BTCUSDT"]
+    error, ack = transport.messages()
+    assert (error["type"], error["id"], error["code"]) == ("error", 9, "unknown_symbol")
+    assert error["symbols"] == ["NOPE"]
+    assert ack == {"type": "ack", "id": 9, "op": "unsubscribe", "symbols": ["BTCUSDT"]}
 
 
 def test_list_and_ping_reply_with_their_ids() -> None:

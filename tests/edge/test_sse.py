@@ -15,6 +15,7 @@ import pytest
 from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..support import ServerProcess, running_server
+from .rawsse import RawSse
 
 SIM = ["--source", "sim"]
 Event = dict[str, str]
@@ -24,6 +25,21 @@ Event = dict[str, str]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_SSE_HEARTBEAT": "1"}
     with running_server(tmp_path_factory.mktemp("sse"), SIM, env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Two symbols at 50 ticks/s each, and a 16 KiB buffer limit per client: a resume of
+    a few seconds is several times the limit."""
+    env = {
+        "TICKCAST_SIM_RATE": "50",
+        "TICKCAST_HISTORY_SIZE": "2000",
+        "TICKCAST_CLIENT_BUFFER_BYTES": "16384",
+        "TICKCAST_CLIENT_SNDBUF": "8192",
+    }
+    args = [*SIM, "--symbols", "BTCUSDT,ETHUSDT"]
+    with running_server(tmp_path_factory.mktemp("sse-tight"), args, env) as s:
         yield s
 
 
@@ -69,7 +85,7 @@ class EventReader:
             except TimeoutError:
                 break
             assert event is not None, "stream ended"
-            if event.get("event") == "tick":
+            if is_tick(event):
                 out.append(event)
         return out
 
@@ -93,7 +109,13 @@ async def stream(
             await reader.close()
 
 
+def is_tick(event: Event) -> bool:
+    """A tick is an unnamed event (``message``) whose data says ``"type":"tick"``."""
+    return "event" not in event and "data" in event and '"type":"tick"' in event["data"]
+
+
 def tick_of(event: Event) -> dict[str, object]:
+    assert "event" not in event, "a tick is an unnamed event"
     data = orjson.loads(event["data"])
     assert isinstance(data, dict)
     assert data["type"] == "tick"
@@ -110,14 +132,14 @@ def history_seqs(server: ServerProcess, symbol: str) -> list[int]:
 
 
 async def test_a_stream_starts_with_retry_then_the_snapshot(server: ServerProcess) -> None:
-    """``retry: 2000``, a ``tick`` event per symbol with ``id: <seq>``, then live ticks."""
+    """``retry: 2000``, an unnamed tick event per symbol with ``id: <seq>``, then live."""
     async with stream(server, "/sse?symbols=BTCUSDT,ETHUSDT") as events:
         assert events.response.headers["content-type"].startswith("text/event-stream")
         assert events.response.headers["cache-control"] == "no-cache"
         assert await events.next() == {"retry": "2000"}
         snapshot = [await events.next(), await events.next()]
         live = await events.ticks_for(1.0)
-    assert all(e is not None and e["event"] == "tick" for e in snapshot)
+    assert all(e is not None and is_tick(e) for e in snapshot)
     first = [tick_of(e) for e in snapshot if e is not None]
     assert sorted(str(t["symbol"]) for t in first) == ["BTCUSDT", "ETHUSDT"]
     assert [t["seq"] for t in first] == sorted(t["seq"] for t in first)  # type: ignore[type-var]
@@ -163,6 +185,48 @@ async def test_a_resumed_stream_misses_nothing_and_repeats_nothing(
         assert got == reference, f"{symbol}: gap or duplicate across the reconnect"
 
 
+async def test_a_resume_larger_than_the_buffer_limit_is_paced_not_closed(
+    tight: ServerProcess,
+) -> None:
+    """A resume several times the client's buffer limit, read at about 100 KB/s, arrives
+    whole: every missed tick in order, then live ticks with no gap and no duplicate; the
+    server does not close the client for the backlog it chose to send."""
+    path = "/sse?symbols=BTCUSDT,ETHUSDT"
+    async with stream(tight, path) as events:
+        assert await events.next() == {"retry": "2000"}
+        before = await events.ticks_for(0.3)
+    last_id = before[-1]["id"]
+    await asyncio.sleep(3.0)  # about 300 ticks, 100 KB: six times the limit
+    newest = max(int(t["seq"]) for t in tight.get("/prices").json())
+    raw = await RawSse.get(
+        tight.base + path, headers=[f"Last-Event-ID: {last_id}".encode()], rcvbuf=8192
+    )
+    got: list[Event] = []
+    try:
+        assert raw.status == 200
+        deadline = time.monotonic() + 12
+        # Through the backlog and into live ticks: two seconds past the reconnect's newest.
+        while not got or int(got[-1]["id"]) < newest + 200:
+            assert time.monotonic() < deadline, f"too slow: {len(got)} ticks"
+            event = await raw.next_event(timeout=5, rate=100_000)
+            assert event is not None, f"stream ended after {len(got)} ticks"
+            assert event.get("event") != "reset"
+            if is_tick(event):
+                got.append(event)
+    finally:
+        raw.close()
+    assert raw.received > 5 * 16384
+    ids = [int(e["id"]) for e in got]
+    assert ids[0] > int(last_id)
+    assert ids == sorted(set(ids)), "in order, no duplicates"
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        seqs = seqs_of(got, symbol)
+        reference = [s for s in history_seqs(tight, symbol) if int(last_id) < s <= ids[-1]]
+        assert seqs == reference, f"{symbol}: gap or duplicate across the resume"
+    closes = tight.status()["edge"]["closes"]  # type: ignore[index]
+    assert closes == {}, closes
+
+
 async def test_a_resume_from_before_the_history_gets_a_reset(
     short_history: ServerProcess,
 ) -> None:
@@ -194,12 +258,67 @@ async def test_an_id_from_the_future_gets_a_reset(server: ServerProcess) -> None
     assert reset is not None and reset["event"] == "reset"
 
 
-async def test_a_garbage_last_event_id_is_a_fresh_start(server: ServerProcess) -> None:
-    """A Last-Event-ID that is not a number is ignored: the stream starts with a snapshot."""
+async def test_a_garbage_last_event_id_gets_a_reset(server: ServerProcess) -> None:
+    """A Last-Event-ID the server never issued (not a number) gets a reset (SPEC §6)."""
     async with stream(server, "/sse?symbols=BTCUSDT", {"Last-Event-ID": "abc"}) as events:
         assert await events.next() == {"retry": "2000"}
         first = await events.next()
-    assert first is not None and first["event"] == "tick"
+        live = await events.ticks_for(0.5)
+    assert first is not None and first["event"] == "reset"
+    assert live
+
+
+@pytest.mark.parametrize(
+    ("query", "header"),
+    [
+        ("&last_event_id=%C2%B2", None),
+        ("&last_event_id=" + "9" * 5000, None),
+        ("&last_event_id=%D9%A3", None),
+        ("", b"Last-Event-ID: \xb2"),
+        ("", b"Last-Event-ID: \xc2\xb2"),
+        ("", b"Last-Event-ID: " + b"9" * 5000),
+    ],
+    ids=["superscript-query", "5000-nines-query", "arabic-digit", "b2-byte", "utf8-b2", "nines"],
+)
+async def test_an_impossible_last_event_id_is_a_reset_never_a_500(
+    server: ServerProcess, query: str, header: bytes | None
+) -> None:
+    """Ids no server issues (non-ASCII digits, thousands of digits, raw bytes) get 200 and
+    a reset with a snapshot, never a 500; the server logs no traceback for them."""
+    raw = await RawSse.get(
+        f"{server.base}/sse?symbols=BTCUSDT{query}", headers=[header] if header else []
+    )
+    try:
+        assert raw.status == 200
+        assert await raw.next_event() == {"retry": "2000"}
+        reset = await raw.next_event()
+    finally:
+        raw.close()
+    assert reset is not None and reset["event"] == "reset"
+    assert [t["symbol"] for t in orjson.loads(reset["data"])["ticks"]] == ["BTCUSDT"]
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("value", ["1e12", "60001", "-1", "nan", "inf"])
+async def test_throttle_ms_out_of_bounds_is_refused(server: ServerProcess, value: str) -> None:
+    """``throttle_ms`` must be 0 to 60000: anything else is a 422 naming the parameter,
+    not a session pinned for decades."""
+    async with (
+        httpx.AsyncClient(base_url=server.base, timeout=5) as client,
+        client.stream("GET", f"/sse?symbols=BTCUSDT&throttle_ms={value}") as response,
+    ):
+        assert response.status_code == 422  # before reading: a stream would never end
+        body = orjson.loads(await response.aread())
+    assert body["error"] == "invalid_request"
+    assert "throttle_ms" in body["message"]
+
+
+async def test_the_longest_throttle_is_accepted(server: ServerProcess) -> None:
+    """``throttle_ms=60000`` is within bounds: the stream opens with the snapshot."""
+    async with stream(server, "/sse?symbols=BTCUSDT&throttle_ms=60000") as events:
+        assert await events.next() == {"retry": "2000"}
+        first = await events.next()
+    assert first is not None and is_tick(first)
 
 
 async def test_the_stream_sends_heartbeat_comments(server: ServerProcess) -> None:

@@ -53,9 +53,11 @@ def test_ws_text_frame_uses_the_shortest_length_form(length: int, header: bytes)
 
 
 def test_sse_event_has_id_event_and_one_data_line() -> None:
-    """An event is ``id``, ``event`` and ``data`` lines ended by a blank line."""
-    assert sse_event("tick", b'{"a":1}', 42) == b'id: 42\nevent: tick\ndata: {"a":1}\n\n'
+    """An event is ``id``, ``event`` and ``data`` lines ended by a blank line; an unnamed
+    event (a ``message``) has no ``event`` line."""
+    assert sse_event("reset", b'{"a":1}', 42) == b'id: 42\nevent: reset\ndata: {"a":1}\n\n'
     assert sse_event("pong", b"{}") == b"event: pong\ndata: {}\n\n"
+    assert sse_event(None, b"{}", 7) == b"id: 7\ndata: {}\n\n"
 
 
 @pytest.mark.parametrize("size", [0, 1, 15, 16, 255, 4096, 70000])
@@ -79,12 +81,13 @@ def test_encode_message_in_each_wire_format() -> None:
 
 
 def test_a_wire_encodes_each_format_once_and_shares_the_bytes() -> None:
-    """Every subscriber gets the very same bytes object; SSE events carry the seq as id."""
+    """Every subscriber gets the very same bytes object; a tick's SSE event is unnamed (the
+    default ``message`` type, so ``EventSource.onmessage`` gets it) with its seq as id."""
     tick = Tick(symbol="ETHUSDT", seq=77, timestamp_ms=1, source="sim", last_price="0.3")
     wire = Wire(tick)
     frame = wire.get("ws_frame")
     assert wire.get("ws_frame") is frame
     assert orjson.loads(parse_frame(frame).data) == orjson.loads(tick.encode())
-    assert wire.get("sse_event").startswith(b"id: 77\nevent: tick\ndata: " + tick.encode())
+    assert wire.get("sse_event") == b"id: 77\ndata: " + tick.encode() + b"\n\n"
     assert wire.get("sse_chunk") == http_chunk(wire.get("sse_event"))
     assert wire.get("json") is tick.encode()

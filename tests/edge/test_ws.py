@@ -40,6 +40,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
         "TICKCAST_TOKEN": TOKEN,
         "TICKCAST_ALLOWED_ORIGINS": GOOD_ORIGIN,
         "TICKCAST_MAX_CONNECTIONS": "3",
+        "TICKCAST_MAX_SUBSCRIPTIONS": "3",
     }
     with running_server(tmp_path_factory.mktemp("guarded"), SIM, env) as s:
         yield s
@@ -148,6 +149,72 @@ async def test_unknown_symbols_at_connect_get_an_error_and_the_rest_are_served(
     assert set(tick_symbols(messages)) == {"BTCUSDT"}
 
 
+async def test_a_subscribe_naming_unknown_symbols_serves_the_known_ones(
+    server: ServerProcess,
+) -> None:
+    """A subscribe naming known and unknown symbols: one error names the unknown ones, the
+    ack the subscribed ones, then their snapshot, and their ticks flow."""
+    async with connect(server.ws_base + "/ws?symbols=BTCUSDT") as ws:
+        await send_op(ws, {"op": "subscribe", "symbols": ["ETHUSDT", "NOPEUSDT"], "id": 3})
+        error = await next_of_type(ws, "error")
+        assert error["id"] == 3
+        assert error["code"] == "unknown_symbol"
+        assert error["symbols"] == ["NOPEUSDT"]
+        assert "NOPEUSDT" in str(error["message"]) and "ETHUSDT" not in str(error["message"])
+        ack = await recv_json(ws)
+        assert ack == {"type": "ack", "id": 3, "op": "subscribe", "symbols": ["ETHUSDT"]}
+        snapshot = await recv_json(ws)
+        assert (snapshot["type"], snapshot["symbol"]) == ("tick", "ETHUSDT")
+        later = await collect(ws, 1.0)
+    assert set(tick_symbols(later)) == {"BTCUSDT", "ETHUSDT"}
+
+
+@pytest.mark.parametrize("value", ["1e12", "60001", "-5", "nan", "fast"])
+async def test_a_throttle_out_of_bounds_is_refused_at_the_handshake(
+    server: ServerProcess, value: str
+) -> None:
+    """``throttle_ms`` outside 0 to 60000 (or not a number) is HTTP 422 with the common
+    error body, before any session exists."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{server.ws_base}/ws?symbols=BTCUSDT&throttle_ms={value}"):
+            pass
+    response = refused.value.response
+    assert response.status_code == 422
+    body = orjson.loads(response.body or b"{}")
+    assert body["error"] == "invalid_request"
+    assert "throttle_ms" in body["message"]
+
+
+async def test_a_websocket_client_resumes_with_last_event_id(server: ServerProcess) -> None:
+    """``?last_event_id=<seq>`` on /ws: every tick missed since, in order, then live ticks,
+    with no gap and no duplicate against /history (SPEC §6)."""
+    url = server.ws_base + "/ws?symbols=BTCUSDT,ETHUSDT"
+    async with connect(url) as ws:
+        before = await collect(ws, 1.0)
+    last = max(int(str(m["seq"])) for m in before)
+    await asyncio.sleep(1.0)
+    async with connect(f"{url}&last_event_id={last}") as ws:
+        after = await collect(ws, 1.0)
+    assert {m["type"] for m in after} == {"tick"}
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        got = [int(str(m["seq"])) for m in after if m["symbol"] == symbol]
+        history = [int(t["seq"]) for t in server.get(f"/history/{symbol}?limit=1000").json()]
+        assert got == [s for s in history if last < s <= got[-1]], f"{symbol}: gap or duplicate"
+    assert len(after) >= 30, "a second missed and a second live, at 10 ticks/s per symbol"
+
+
+async def test_a_websocket_resume_from_an_unknown_id_gets_a_reset(server: ServerProcess) -> None:
+    """An id the server never issued gets ``{"type":"reset"}`` with a snapshot of the
+    client's symbols, then live ticks newer than it."""
+    async with connect(server.ws_base + "/ws?symbols=BTCUSDT&last_event_id=%C2%B2") as ws:
+        reset = await recv_json(ws)
+        live = await collect(ws, 0.5)
+    assert reset["type"] == "reset"
+    ticks = reset["ticks"]
+    assert isinstance(ticks, list) and [t["symbol"] for t in ticks] == ["BTCUSDT"]
+    assert live and all(int(str(m["seq"])) > int(str(reset["last_seq"])) for m in live)
+
+
 async def test_subscribe_and_unsubscribe_change_what_the_client_gets(
     server: ServerProcess,
 ) -> None:
@@ -245,6 +312,25 @@ async def test_invalid_utf8_closes_with_1007(server: ServerProcess) -> None:
         assert await ws.close_code() == 1007
     finally:
         ws.close()
+
+
+async def test_invalid_utf8_is_one_log_line_without_a_traceback(server: ServerProcess) -> None:
+    """Clients sending text that is not UTF-8 are closed with 1007, and the server logs a
+    line for it, not a traceback per message."""
+    before = len(server.log_path.read_bytes())
+    for _ in range(8):
+        ws = await RawWebSocket.connect(server.ws_base + "/ws?symbols=BTCUSDT")
+        try:
+            await ws.send_raw_text(b"\xc3\x28 not UTF-8")
+            assert await ws.close_code() == 1007
+        finally:
+            ws.close()
+    await asyncio.sleep(0.2)
+    written = server.log_path.read_bytes()[before:].decode(errors="replace")
+    assert "Traceback" not in written
+    lines = [line for line in written.splitlines() if "UTF-8" in line]
+    assert 1 <= len(lines) <= 5, lines  # one line each, at most a burst (logs.RateLimit)
+    assert all("1007" in line for line in lines), lines
 
 
 async def test_ops_sustained_over_the_rate_limit_close_with_1008(server: ServerProcess) -> None:
@@ -365,6 +451,56 @@ async def test_another_origin_is_refused_with_403(guarded: ServerProcess) -> Non
             guarded.base + "/sse?token=" + TOKEN, headers={"Origin": "http://evil.example"}
         )
         assert response.status_code == 403
+
+
+async def test_a_client_without_an_origin_is_admitted_with_the_token(
+    guarded: ServerProcess,
+) -> None:
+    """With TICKCAST_ALLOWED_ORIGINS set, a client that sends no Origin (not a browser)
+    is admitted on /ws and /sse when its token is valid; a listed Origin still is too."""
+    async with connect(guarded.ws_base + "/ws?symbols=BTCUSDT&token=" + TOKEN) as ws:
+        assert "origin" not in ws.request.headers  # type: ignore[union-attr]
+        assert (await recv_json(ws))["symbol"] == "BTCUSDT"
+    async with (
+        httpx.AsyncClient(timeout=5) as client,
+        client.stream("GET", guarded.base + "/sse?symbols=BTCUSDT&token=" + TOKEN) as response,
+    ):
+        assert "origin" not in response.request.headers
+        assert response.status_code == 200
+    async with (
+        httpx.AsyncClient(timeout=5) as client,
+        client.stream(
+            "GET",
+            guarded.base + "/sse?symbols=BTCUSDT&token=" + TOKEN,
+            headers={"Origin": GOOD_ORIGIN},
+        ) as response,
+    ):
+        assert response.status_code == 200
+
+
+async def test_more_symbols_than_the_limit_at_connect_are_refused(
+    guarded: ServerProcess,
+) -> None:
+    """``?symbols=`` naming more than TICKCAST_MAX_SUBSCRIPTIONS (3) is not silently cut:
+    /ws replies too_many_subscriptions and subscribes none, /sse answers 400."""
+    four = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
+    async with connect(f"{guarded.ws_base}/ws?symbols={four}&token={TOKEN}") as ws:
+        first = await recv_json(ws)
+        assert first["type"] == "error"
+        assert first["code"] == "too_many_subscriptions"
+        assert await collect(ws, 0.5) == []
+        await send_op(ws, {"op": "list", "id": 1})
+        assert (await next_of_type(ws, "ack"))["symbols"] == []
+    async with connect(f"{guarded.ws_base}/ws?symbols=BTCUSDT,ETHUSDT,SOLUSDT&token={TOKEN}") as ws:
+        assert sorted(tick_symbols([await recv_json(ws) for _ in range(3)])) == [
+            "BTCUSDT", "ETHUSDT", "SOLUSDT",
+        ]  # fmt: skip
+    async with (
+        httpx.AsyncClient(base_url=guarded.base, timeout=5) as client,
+        client.stream("GET", f"/sse?symbols={four}&token={TOKEN}") as response,
+    ):
+        assert response.status_code == 400  # before reading: a stream would never end
+        assert orjson.loads(await response.aread())["error"] == "too_many_subscriptions"
 
 
 async def test_status_and_sse_need_the_token(guarded: ServerProcess) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tickcast.edge.session import Limits, OpOutcome, Session, Transport
+from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
+from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
 from tickcast.hub.base import Hub
@@ -131,11 +132,21 @@ class Edge:
         return None
 
     def admit(self, request: ClientRequest) -> Denial | None:
-        """Check token, origin and connection limits (SPEC §10)."""
+        """Check token, origin and connection limits (SPEC §10).
+
+        With allowed origins set, a present Origin must be one of them. An absent Origin
+        is allowed: browsers always send one, so a request without it comes from a
+        non-browser client, which an Origin check cannot protect against anyway (it
+        could send any Origin); the token is what guards those.
+        """
         s = self.settings
         if (denial := self.admit_token(request)) is not None:
             return denial
-        if s.allowed_origins and request.origin not in s.allowed_origins:
+        if (
+            s.allowed_origins
+            and request.origin is not None
+            and request.origin not in s.allowed_origins
+        ):
             return Denial(403, "forbidden_origin", "origin not allowed", CloseReason.UNAUTHORIZED)
         if len(self.sessions) >= s.max_connections:
             return Denial(503, "too_many_connections", "server full", CloseReason.TRY_AGAIN_LATER)
@@ -157,8 +168,14 @@ class Edge:
         throttle_ms: float = 0.0,
         wants_status: bool = False,
         snapshot: bool = True,
+        replay: list[Tick] | None = None,
     ) -> Session:
-        """Register a client; subscribe it to ``symbols`` and send their snapshot."""
+        """Register a client; subscribe it to ``symbols`` and send their snapshot.
+
+        ``replay`` (a resume's missed ticks, or a snapshot to pace) is sent first, in
+        full and in order, as flow control allows; live ticks follow it with no gap.
+        """
+        symbols = list(symbols)
         session = Session(
             next(self._ids),
             transport,
@@ -179,7 +196,10 @@ class Edge:
         self.counters["opened_" + session.kind] += 1
         if wants_status:
             session.send_message(self.node.upstream_status())
-        self.subscribe(session, symbols, snapshot=snapshot)
+        if replay:
+            session.replay(self._backlog(replay, symbols))
+        # A replay (even an empty one) brings the client up to date: no snapshot on top.
+        self.subscribe(session, symbols, snapshot=snapshot and replay is None)
         return session
 
     def apply(self, session: Session, outcome: OpOutcome) -> None:
@@ -192,13 +212,36 @@ class Edge:
             self.subscribe(session, outcome.subscribe)
 
     def subscribe(self, session: Session, symbols: Iterable[str], snapshot: bool = True) -> None:
+        latest: list[Tick] = []
         for symbol in symbols:
             if symbol in session.symbols or symbol not in self.served:
                 continue
             session.symbols.add(symbol)
             self._by_symbol[symbol].setdefault(session.fmt, {})[session.id] = session
             if snapshot and (tick := self.node.hub.latest(symbol)) is not None:
-                session.offer(Wire(tick))
+                latest.append(tick)
+        # In seq order, like everything else a client receives: a client that tracks seq
+        # can then tell a gap from the snapshot's order.
+        for tick in sorted(latest, key=lambda t: t.seq):
+            session.offer(Wire(tick))
+
+    def resume(self, session: Session, symbols: list[str], point: ResumePoint) -> None:
+        """Subscribe ``session`` to ``symbols`` as a client resuming after ``point``: it
+        gets every tick it missed, paced, then live ticks; or, when it cannot resume, a
+        ``reset`` message with a fresh snapshot (see ``tickcast.edge.resume``)."""
+        hub = self.node.hub
+        missed = missed_ticks(hub, symbols, point)
+        if missed is None:
+            last_seq = hub.last_seq()
+            session.send_json(reset_message(snapshot(hub, symbols), last_seq), "reset", last_seq)
+        elif missed:
+            session.replay(self._backlog(missed, symbols))
+        self.subscribe(session, symbols, snapshot=False)
+
+    def _backlog(self, replay: list[Tick], symbols: list[str]) -> Backlog:
+        # Room for what a resume can carry, again, of live ticks while it drains.
+        limit = len(replay) + self.settings.history_size * max(1, len(symbols))
+        return Backlog(replay, limit)
 
     def unsubscribe(self, session: Session, symbols: Iterable[str]) -> None:
         symbols = list(symbols)
@@ -228,8 +271,10 @@ class Edge:
             del self._per_ip[ip]
         self.counters["delivered"] += session.delivered
         self.counters["conflated"] += session.conflated
-        if session.closed is None:
-            session.closed = CloseReason.SHUTDOWN  # gone: stop writing to it
+        # Stop writing to it, cancel its timers and drop what it holds: a timer left armed
+        # would keep the session, its transport and its protocol alive until it fired.
+        session.lost()
+        session.transport.on_pause = session.transport.on_resume = None
 
     # -- fan-out ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -24,9 +25,12 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from tickcast.edge.guard import HEAD_TOO_LARGE, REQUEST_TIMEOUT, HandshakeGuard, refusal
 from tickcast.edge.session import TransportKind
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
+
+log = logging.getLogger(__name__)
 
 EXTENSION = "tickcast.raw"
 # A slow client's close frame gets this long to go out before the socket is reset:
@@ -64,7 +68,17 @@ class SocketTuning:
 TESTED_UVICORN: Final = ("0.54",)
 # What the subclasses override or call on uvicorn's classes.
 _HOOKS: Final[dict[type, tuple[str, ...]]] = {
-    HttpToolsProtocol: ("connection_made", "on_headers_complete", "shutdown", "data_received"),
+    HttpToolsProtocol: (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "send_400_response",
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "shutdown",
+    ),
     WebSocketsSansIOProtocol: (
         "connection_made",
         "handle_connect",
@@ -72,6 +86,8 @@ _HOOKS: Final[dict[type, tuple[str, ...]]] = {
         "keepalive_timeout",
         "shutdown",
         "send",
+        "send_receive_event_to_app",
+        "handle_parser_exception",
     ),
 }
 
@@ -96,20 +112,24 @@ def write_path() -> str:
     return "fast" if problem is None else f"portable ({problem})"
 
 
-def protocol_classes(tuning: SocketTuning) -> tuple[type | str, type | str]:
-    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket;
-    uvicorn's stock protocols (the queued, portable path) when the fast path is not safe."""
+def protocol_classes(
+    tuning: SocketTuning, guard: HandshakeGuard | None = None
+) -> tuple[type | str, type | str]:
+    """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket
+    and ``guard``'s limits to each request head; uvicorn's stock protocols (the queued,
+    portable path, without those limits) when the fast path is not safe."""
     if fast_path_problem() is not None:
         return "httptools", "websockets-sansio"
-    http = type("TunedHttpProtocol", (FastHttpProtocol,), {"tuning": tuning})
+    attrs = {"tuning": tuning, "guard": guard if guard is not None else HandshakeGuard()}
+    http = type("TunedHttpProtocol", (FastHttpProtocol,), attrs)
     ws = type("TunedWebSocketProtocol", (FastWebSocketProtocol,), {"tuning": tuning})
     return http, ws
 
 
 # struct tcp_info (linux/tcp.h): tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes (u32)
-# at 144, tcpi_bytes_sent (u64) at 200 (Linux 4.19+).
-_TCP_INFO_LEN = 208
-_TCP_INFO = struct.Struct("=120xQ16xI52xQ")
+# at 144, tcpi_bytes_sent (u64) at 200, tcpi_bytes_retrans (u64) at 208 (Linux 4.19+).
+_TCP_INFO_LEN = 216
+_TCP_INFO = struct.Struct("=120xQ16xI52xQQ")
 
 
 def tcp_progress(sock: socket.socket | None) -> tuple[int, int] | None:
@@ -123,8 +143,15 @@ def tcp_progress(sock: socket.socket | None) -> tuple[int, int] | None:
         return None
     if len(raw) < _TCP_INFO_LEN:
         return None
-    acked, notsent, sent = _TCP_INFO.unpack_from(raw)
-    return acked, notsent + max(0, sent - acked)
+    acked, notsent, sent, retrans = _TCP_INFO.unpack_from(raw)
+    return acked, notsent + in_flight(acked, sent, retrans)
+
+
+def in_flight(acked: int, sent: int, retrans: int) -> int:
+    """Bytes sent and not yet acknowledged. ``tcpi_bytes_sent`` counts retransmissions
+    too: without taking them out, one retransmitted segment would look outstanding for
+    ever, and a quiet feed would get a healthy client closed as stalled."""
+    return max(0, sent - retrans - acked)
 
 
 class RawTransport:
@@ -316,6 +343,25 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         if self.raw is not None:
             self.raw._paused()
 
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn logs a full traceback for every text message that is not UTF-8: the
+        # client's fault, and a cheap way to flood the log. One line instead (the log
+        # handler rate-limits repeats), and the same close, 1007.
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+                log.info("closing client %s: invalid UTF-8 in a text message (1007)", peer)
+                reason = CloseReason.INVALID_UTF8
+                self.conn.send_close(reason.code, reason.reason)
+                self.handle_parser_exception()
+                if self.raw is not None:
+                    self.raw._paused()
+                return
+        super().send_receive_event_to_app()
+
     def shutdown(self) -> None:
         # uvicorn closes with 1012 (service restart); SPEC §9 says 1001 (going away).
         if self.handshake_complete and not self.close_sent and not self.disconnected:
@@ -386,17 +432,100 @@ class RawEventStream(RawTransport):
             self._transport.close()
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; httptools wraps it in ``HttpParserCallbackError``."""
+
+
 class FastHttpProtocol(_FlowSignals, HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the ``tickcast.raw`` extension for streams."""
+    """uvicorn's httptools protocol plus the ``tickcast.raw`` extension for streams, and
+    the request-head limits of ``guard`` (size and time), which uvicorn does not have."""
 
     raw: RawEventStream | None = None
     tuning: ClassVar[SocketTuning] = SocketTuning()
+    guard: ClassVar[HandshakeGuard] = HandshakeGuard()
+    _head_bytes = 0  # received while the head is incomplete
+    _head_parsed = 0  # handed over by the parser for the current head
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_ip: str | None = None  # set while this connection counts as in the handshake
+    _head_rejected = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.tuning.apply(transport)
+        self._head_started()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_done()
+        super().connection_lost(exc)
+
+    # -- request head limits --------------------------------------------------------
+
+    def _head_started(self) -> None:
+        """A request head may now arrive: bound its time (and, in ``data_received``, size)."""
+        if self._head_ip is not None:
+            return  # this head is already bounded (the first request's begins after connect)
+        self._head_ip = self.client[0] if self.client else ""
+        self.guard.enter(self._head_ip)
+        self._head_bytes = self._head_parsed = 0
+        self._head_timer = self.loop.call_later(self.guard.limits.timeout, self._head_late)
+
+    def _head_done(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._head_ip is not None:
+            self.guard.leave(self._head_ip)
+            self._head_ip = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        self._refuse("timeout", REQUEST_TIMEOUT)
+
+    def _refuse(self, why: str, status: tuple[int, str, str]) -> None:
+        self._head_done()
+        if not self.transport.is_closing():
+            self.guard.refused[why] += 1
+            self.transport.write(refusal(status))
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_ip is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_ip is not None and self._head_bytes > self.guard.limits.max_head_bytes:
+            self._refuse("too_large", HEAD_TOO_LARGE)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to any parser error, ours included: say which it was.
+        if self._head_rejected:
+            self._refuse("too_large", HEAD_TOO_LARGE)
+        else:
+            self._head_done()
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started()  # the next request on a kept-alive connection
+
+    # A head that arrives in one read is parsed whole within ``data_received``: its size is
+    # checked here, as the parser hands it over, so no request over the limit reaches the app.
+    def on_url(self, url: bytes) -> None:
+        self._check_head(len(url), len(self.url) + len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._check_head(len(name) + len(value) + 4, len(name) + len(value))
+        super().on_header(name, value)
+
+    def _check_head(self, added: int, line: int) -> None:
+        self._head_parsed += added
+        limits = self.guard.limits
+        if line > limits.max_line_bytes or self._head_parsed > limits.max_head_bytes:
+            self._head_rejected = True
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        self._head_done()
         super().on_headers_complete()
         if self.scope.get("type") == "http" and "path" in self.scope:
             self.scope.setdefault("extensions", {})[EXTENSION] = {"stream": self.open_stream}

@@ -3,19 +3,27 @@
 No I/O and no ``await``: the session writes pre-encoded bytes to a ``Transport`` when it
 can take them and otherwise keeps the latest tick per symbol (conflation), so a slow
 client costs a bounded dict and never a queue. Timers come from an injected scheduler.
+
+The one exception to conflation is a resume: the ticks a reconnecting client missed must
+all arrive, in order, and then live ones with no gap. They wait in a ``Backlog`` that the
+transport's flow control drains like any other output, bounded in length.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import orjson
 
+from tickcast.edge.backlog import Backlog
+from tickcast.edge.ops import OpError, OpOutcome, TokenBucket, parse_op, symbols_field, with_id
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason, ErrorCode
+
+__all__ = ["Backlog", "Limits", "OpOutcome", "Session", "Transport"]
 
 TransportKind = Literal["ws", "sse"]
 # Control replies wait here while the transport is paused; ops are rate limited, so
@@ -27,6 +35,12 @@ RATE_LIMIT_CLOSE_AFTER = 5.0
 # flat out still gets an op through whenever a token refills, and that must not restart
 # the count.
 RATE_LIMIT_CALM = 1.0
+# The longest ``throttle_ms`` a client may ask for. Without a bound a client could pin its
+# session (and, through a timer, its connection) for decades after it has gone.
+MAX_THROTTLE_MS = 60_000
+# A backlog is written in pieces of at most this many bytes (or a quarter of the client's
+# buffer limit), so that one piece never carries the output past the limit.
+BACKLOG_PIECE_BYTES = 32 * 1024
 
 
 class Transport(Protocol):
@@ -82,55 +96,20 @@ class Limits:
     slow_client_timeout: float = 10.0
 
 
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; each op takes one."""
-
-    __slots__ = ("_at", "_burst", "_rate", "_tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
-@dataclass
-class OpOutcome:
-    """What an op asks the driver to do besides the replies the session already sent."""
-
-    subscribe: list[str] = field(default_factory=list)
-    unsubscribe: list[str] = field(default_factory=list)
-    close: CloseReason | None = None
-
-
-class OpError(Exception):
-    def __init__(self, code: ErrorCode, message: str, op_id: object = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.op_id = op_id
-
-
 class Session:
     """The state of one connected client."""
 
     # One per connection, tens of thousands per process: slots save a dict each.
     __slots__ = (
         "_acked",
+        "_backlog",
         "_blocked_buffered",
         "_blocked_since",
         "_bucket",
         "_clock",
         "_coalescer",
         "_control",
+        "_flush_due",
         "_flush_timer",
         "_last_sent",
         "_limited_last",
@@ -189,6 +168,8 @@ class Session:
         self._pending: dict[str, Wire] = {}
         self._control: list[bytes] = []
         self._flush_timer: Cancellable | None = None
+        self._flush_due = math.inf
+        self._backlog: Backlog | None = None
         self._blocked_since: float | None = None
         self._blocked_buffered = 0
         self._acked = -1
@@ -214,6 +195,7 @@ class Session:
             and not self._throttle
             and not self._pending
             and not self._control
+            and self._backlog is None
             and self.transport.writable
         )
 
@@ -235,13 +217,26 @@ class Session:
                 self.transport.write(data)
 
     def lost(self) -> None:
-        """The connection is gone (the endpoint will detach us): stop writing to it."""
+        """The connection is gone (the endpoint will detach us): stop writing to it, drop
+        what is held and cancel the timers, which would otherwise keep this session (and
+        through it the connection) alive until they fire."""
         self.ready = False
         if self.closed is None:
             self.closed = CloseReason.GONE
+        self._drop_held()
+
+    def _drop_held(self) -> None:
         self._pending.clear()
         self._control.clear()
         self.outbuf.clear()
+        self._backlog = None
+        self._cancel_flush_timer()
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+            self._flush_due = math.inf
 
     def offer(self, wire: Wire) -> None:
         """A new tick for one of this session's symbols: write it, or keep it as the
@@ -251,6 +246,9 @@ class Session:
             self.delivered += 1
             return
         if self.closed is not None:
+            return
+        if self._backlog is not None:
+            self._queue_behind_backlog(wire)
             return
         symbol = wire.tick.symbol
         now = self._clock()
@@ -286,18 +284,70 @@ class Session:
             self.close(CloseReason.BUFFER_FULL)
 
     def flush(self) -> None:
-        """Write what is held, oldest first, as far as the transport takes it."""
-        if self.closed is not None:
-            return
-        self._flush_timer = None
-        if not self.transport.writable:
+        """Write what is held, oldest first, as far as the transport takes it.
+
+        Called when the transport resumes and when the throttle timer fires; an armed
+        timer stays armed (and cancellable) when the transport calls.
+        """
+        if self.closed is not None or not self.transport.writable:
             return
         self._blocked_since = None
         while self._control and self.transport.writable:
             self._emit(self._control.pop(0))
-        if self._pending:
+        if self._backlog is not None:
+            self._drain_backlog()
+        if self._pending and self._backlog is None:
             self._flush_pending()
-        self._refresh_ready()
+        if self.closed is None:
+            self._refresh_ready()
+
+    def replay(self, backlog: Backlog) -> None:
+        """Send ``backlog`` (a resume's missed ticks) ahead of any live tick, paced by the
+        transport; call before subscribing, so that live ticks queue behind it. Returns
+        to the fast path once the client has caught up (see ``_drain_backlog``)."""
+        if self.closed is None and backlog:
+            self._backlog = backlog
+            self.ready = False
+            self.flush()
+
+    def _queue_behind_backlog(self, wire: Wire) -> None:
+        assert self._backlog is not None
+        if not self._backlog.add(wire):
+            # It fell further behind than a resume can carry: it reads slower than ticks
+            # arrive, and conflating would break the promise of every tick, in order.
+            self.close(CloseReason.BUFFER_FULL)
+            return
+        if self.transport.writable and not self._control:
+            self._drain_backlog()
+            self._refresh_ready()
+
+    def _drain_backlog(self) -> None:
+        """Write backlog ticks while the transport takes them; the rest waits for its
+        resume, the same flow control as live ticks (a resume written in one go would
+        put the client over its buffer limit).
+
+        The session returns to the fast path only once the client has caught up: the
+        backlog is empty and nothing was pending in the transport before the last write.
+        Leaving any earlier, with the buffers still full of backlog, the next live ticks
+        would meet a paused socket and be conflated: a gap right after the resume.
+        """
+        backlog = self._backlog
+        if backlog is None:
+            return
+        # Bytes waiting for the coalescer go first; the backlog bypasses the coalescer,
+        # whose buffer the transport's flow control does not see.
+        self.flush_out()
+        # In "json" each write is one WebSocket message: one tick per write there.
+        piece = 0 if self.fmt == "json" else BACKLOG_PIECE_BYTES
+        piece = min(piece, self.limits.client_buffer_bytes // 4)
+        last = 0
+        while backlog and self.transport.writable and self.closed is None:
+            data, count = backlog.take(self.fmt, piece)
+            self.transport.write(data)
+            self.delivered += count
+            last = len(data)
+        if not backlog and self._backlog is backlog and self.transport.buffered() <= last:
+            self._backlog = None
 
     def _flush_pending(self) -> None:
         now = self._clock()
@@ -315,8 +365,19 @@ class Session:
             self._arm_flush(later)
 
     def _arm_flush(self, due: float) -> None:
-        if self._flush_timer is None:
-            self._flush_timer = self._schedule(max(0.0, due - self._clock()), self.flush)
+        """Make sure a flush runs at ``due``: a timer armed for later is moved earlier, so
+        each held symbol goes out when its own window ends, not when another's does."""
+        if self._flush_timer is not None:
+            if self._flush_due <= due:
+                return
+            self._flush_timer.cancel()
+        self._flush_due = due
+        self._flush_timer = self._schedule(max(0.0, due - self._clock()), self._on_flush_timer)
+
+    def _on_flush_timer(self) -> None:
+        self._flush_timer = None
+        self._flush_due = math.inf
+        self.flush()
 
     def paused(self) -> None:
         """The transport's flow control stopped accepting writes."""
@@ -389,12 +450,7 @@ class Session:
             return
         self.closed = reason
         self.ready = False
-        self._pending.clear()
-        self._control.clear()
-        self.outbuf.clear()
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
+        self._drop_held()
         self.transport.close(reason)
         if self.on_close is not None:
             self.on_close(self, reason)
@@ -402,10 +458,15 @@ class Session:
     def unsubscribed(self, symbols: Iterable[str]) -> None:
         """Forget ``symbols``, with any tick still held for them: once the client has its
         unsubscribe ack it must not get another tick of those symbols."""
+        symbols = list(symbols)
         for symbol in symbols:
             self.symbols.discard(symbol)
             self._pending.pop(symbol, None)
             self._last_sent.pop(symbol, None)
+        if self._backlog is not None:
+            self._backlog.discard(symbols)
+            if not self._backlog:
+                self._backlog = None
         if not self._pending and not self._control and self.closed is None:
             self._refresh_ready()
 
@@ -418,9 +479,13 @@ class Session:
         or for their throttle window, and a reply must not wait out a window. Ticks offered
         after the reply (a subscribe's snapshot) still come after it.
         """
+        self.send_json(orjson.dumps(message), str(message["type"]))
+
+    def send_json(self, data: bytes, kind: str, event_id: int | None = None) -> None:
+        """``send_message`` for a message already encoded (``kind`` names its SSE event)."""
         if self.closed is not None:
             return
-        wire = encode_message(self.fmt, orjson.dumps(message), str(message["type"]), None)
+        wire = encode_message(self.fmt, data, kind, event_id)
         if self._control or not self.transport.writable:
             if len(self._control) >= MAX_PENDING_CONTROL:
                 self.close(CloseReason.BUFFER_FULL)
@@ -448,7 +513,7 @@ class Session:
             self._error(None, ErrorCode.RATE_LIMITED, "too many ops; slow down")
             return OpOutcome()
         try:
-            request = _parse_op(text)
+            request = parse_op(text)
             op_id = request.get("id")
             return self._dispatch(request, op_id)
         except OpError as exc:
@@ -461,71 +526,66 @@ class Session:
     def _dispatch(self, request: dict[str, object], op_id: object) -> OpOutcome:
         op = request["op"]
         if op == "ping":
-            self.send_message(_with_id({"type": "pong"}, op_id))
+            self.send_message(with_id({"type": "pong"}, op_id))
             return OpOutcome()
         if op == "list":
             self._ack(op_id, "list", sorted(self.symbols))
             return OpOutcome()
         if op == "subscribe":
-            wanted = self.resolve(_symbols_field(request))
-            new = [s for s in wanted if s not in self.symbols]
-            if len(self.symbols) + len(new) > self.limits.max_subscriptions:
-                raise OpError(
-                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                    f"at most {self.limits.max_subscriptions} symbols per client",
-                )
+            wanted = self.choose(symbols_field(request), op_id)
+            if not wanted:
+                return OpOutcome()
             self._ack(op_id, "subscribe", wanted)
-            return OpOutcome(subscribe=new)
+            return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
         if op == "unsubscribe":
-            gone = [s for s in self.resolve(_symbols_field(request)) if s in self.symbols]
+            served, unknown = self.resolve(symbols_field(request))
+            self._report_unknown(op_id, unknown)
+            if not served:
+                return OpOutcome()
+            gone = [s for s in served if s in self.symbols]
             self._ack(op_id, "unsubscribe", gone)
             return OpOutcome(unsubscribe=gone)
         raise OpError(
             ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
         )
 
-    def resolve(self, names: Iterable[str]) -> list[str]:
-        """Served symbols for ``names`` (``*`` = all); raises OpError naming unknown ones."""
-        wanted = [n.strip().upper() for n in names if n.strip()]
+    def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the
+        names not served here, each once, in the order given."""
+        wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
+        unknown = [s for s in wanted if s != "*" and s not in self.served]
         if "*" in wanted:
-            return sorted(self.served)
-        unknown = [s for s in dict.fromkeys(wanted) if s not in self.served]
+            return sorted(self.served), unknown
+        return [s for s in wanted if s in self.served], unknown
+
+    def choose(self, names: Iterable[str], op_id: object = None) -> list[str]:
+        """What a subscribe to ``names`` (an op, or ``?symbols=`` at connect) subscribes.
+
+        The rule (SPEC §6, §10): the served symbols are subscribed and the unknown names
+        are reported in one ``unknown_symbol`` error that lists them; a request that would
+        take the client past ``max_subscriptions`` subscribes nothing and gets
+        ``too_many_subscriptions``. Returns the served symbols asked for ([] for none).
+        """
+        served, unknown = self.resolve(names)
+        self._report_unknown(op_id, unknown)
+        new = [s for s in served if s not in self.symbols]
+        if len(self.symbols) + len(new) > self.limits.max_subscriptions:
+            self._error(
+                op_id,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self.limits.max_subscriptions} symbols per client",
+            )
+            return []
+        return served
+
+    def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
         if unknown:
-            raise OpError(ErrorCode.UNKNOWN_SYMBOL, f"not served here: {', '.join(unknown)}")
-        return list(dict.fromkeys(wanted))
+            message = f"not served here: {', '.join(unknown)}"
+            self._error(op_id, ErrorCode.UNKNOWN_SYMBOL, message, symbols=unknown)
 
     def _ack(self, op_id: object, op: str, symbols: list[str]) -> None:
-        self.send_message(_with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
+        self.send_message(with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
 
-    def _error(self, op_id: object, code: ErrorCode, message: str) -> None:
-        self.send_message(
-            _with_id({"type": "error", "code": code.value, "message": message}, op_id)
-        )
-
-
-def _with_id(message: dict[str, object], op_id: object) -> dict[str, object]:
-    if op_id is not None:
-        return {"type": message["type"], "id": op_id, **message}
-    return message
-
-
-def _parse_op(text: str) -> dict[str, object]:
-    try:
-        request = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise OpError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
-    if not isinstance(request, dict):
-        raise OpError(ErrorCode.INVALID_OP, 'expected a JSON object like {"op":"subscribe"}')
-    op_id = request.get("id")
-    if op_id is not None and not isinstance(op_id, int | str):
-        raise OpError(ErrorCode.INVALID_OP, "id must be a number or a string")
-    if not isinstance(request.get("op"), str):
-        raise OpError(ErrorCode.INVALID_OP, 'missing "op"', op_id)
-    return request
-
-
-def _symbols_field(request: dict[str, object]) -> list[str]:
-    symbols = request.get("symbols")
-    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
-        raise OpError(ErrorCode.INVALID_OP, '"symbols" must be a non-empty list of strings')
-    return symbols
+    def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
+        error = {"type": "error", "code": code.value, "message": message, **extra}
+        self.send_message(with_id(error, op_id))

@@ -1,13 +1,17 @@
 """``GET /sse``: Server-Sent Events with resume (SPEC §6).
 
-Each tick is ``event: tick`` with ``id: <seq>``. A client that reconnects with
-``Last-Event-ID`` gets every tick it missed from history, or ``event: reset`` with a fresh
-snapshot when those ticks are no longer held.
+Each tick is an unnamed event (``onmessage``; its JSON says ``"type":"tick"``) with an
+``id:``, the resume token (format: ``tickcast.edge.resume``). ``status`` and ``reset``
+are named events. A client that reconnects with ``Last-Event-ID`` gets every tick it
+missed from history, then live ticks, or ``event: reset`` with a fresh snapshot when
+those ticks are no longer held or its id is not one the server knows.
+
+The missed ticks (up to the whole history) go through the session's flow control like
+live ones, so a large resume is paced by how fast the client reads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from starlette.responses import Response
@@ -15,11 +19,17 @@ from starlette.types import Receive, Scope, Send
 
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION
-from tickcast.edge.session import Transport
+from tickcast.edge.resume import (
+    ResumePoint,
+    missed_ticks,
+    parse_event_id,
+    reset_message,
+    snapshot,
+)
+from tickcast.edge.session import Session, Transport
 from tickcast.edge.transport import QueuedTransport
-from tickcast.edge.wire import Wire, WireFormat, http_chunk, sse_event
+from tickcast.edge.wire import WireFormat, encode_tick, http_chunk, sse_event
 from tickcast.errors import CloseReason
-from tickcast.tasks import cancel_and_wait
 from tickcast.tick import Tick
 
 HEADERS = [
@@ -29,30 +39,28 @@ HEADERS = [
 ]
 
 
-def parse_last_event_id(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
+def parse_last_event_id(value: str | None) -> ResumePoint | None:
+    """The resume point of a ``Last-Event-ID`` header or ``?last_event_id=``; never raises."""
+    return parse_event_id(value)
 
 
-def opening(edge: Edge, symbols: list[str], last_event_id: int | None) -> bytes:
-    """What a new stream starts with: retry, then resume, reset or snapshot (bare events)."""
+def opening(edge: Edge, symbols: list[str], resume: ResumePoint | None) -> tuple[bytes, list[Tick]]:
+    """What a new stream starts with: the bytes to write at once (``retry:``, then the
+    snapshot, or a ``reset`` when the client cannot resume), and the missed ticks of a
+    resume, which go through the session's flow control: up to the whole history, too
+    much to write in one go."""
     hub = edge.node.hub
-    out = [b"retry: %d\n\n" % edge.settings.sse_retry_ms]
-    if last_event_id is not None:
-        missed = None if last_event_id > hub.last_seq() else hub.since(symbols, last_event_id)
-        if missed is None:
-            snapshot = [t for s in symbols if (t := hub.latest(s)) is not None]
-            return b"".join([*out, reset_event(snapshot, hub.last_seq())])
-        return b"".join([*out, *(Wire(t).get("sse_event") for t in missed)])
-    snapshot = sorted((t for s in symbols if (t := hub.latest(s)) is not None), key=lambda t: t.seq)
-    return b"".join([*out, *(Wire(t).get("sse_event") for t in snapshot)])
+    head = b"retry: %d\n\n" % edge.settings.sse_retry_ms
+    if resume is None:
+        return head + b"".join(encode_tick("sse_event", t) for t in snapshot(hub, symbols)), []
+    missed = missed_ticks(hub, symbols, resume)
+    if missed is None:
+        return head + reset_event(snapshot(hub, symbols), hub.last_seq()), []
+    return head, missed
 
 
-def reset_event(snapshot: list[Tick], last_seq: int) -> bytes:
-    ticks = b",".join(t.encode() for t in snapshot)
-    data = b'{"type":"reset","last_seq":%d,"ticks":[%b]}' % (last_seq, ticks)
-    return sse_event("reset", data, last_seq)
+def reset_event(ticks: list[Tick], last_seq: int) -> bytes:
+    return sse_event("reset", reset_message(ticks, last_seq), last_seq)
 
 
 class EventStream(Response):
@@ -65,7 +73,7 @@ class EventStream(Response):
         edge: Edge,
         request: ClientRequest,
         symbols: list[str],
-        last_event_id: int | None,
+        last_event_id: ResumePoint | None,
         throttle_ms: float,
     ) -> None:
         super().__init__()
@@ -79,51 +87,39 @@ class EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         raw = scope.get("extensions", {}).get(EXTENSION)
         if raw is not None:
-            await self._serve(raw["stream"](), receive, None)
+            session = self._open(raw["stream"]())
+            try:
+                await _disconnected(receive)
+            finally:
+                self.edge.detach(session)
             return
         transport = _queued(send)
-        sender = asyncio.create_task(transport.run(), name="sse-sender")
-        try:
-            await self._serve(transport, receive, sender)
-        finally:
-            transport.close(CloseReason.SHUTDOWN)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, timeout=2)
+        async with transport.running():
+            session = self._open(transport)
+            try:
+                # The server may close the session (a slow client) while the client
+                # sends nothing: that ends the stream too.
+                await transport.until_closed(_disconnected(receive))
+            finally:
+                self.edge.detach(session)
 
-    async def _serve(
-        self, transport: Transport, receive: Receive, sender: asyncio.Task[None] | None
-    ) -> None:
+    def _open(self, transport: Transport) -> Session:
         # No await between the opening and the registration: no tick can fall between.
-        first = opening(self.edge, self.symbols, self.last_event_id)
-        transport.write(_framed(transport.wire_format, first))
-        session = self.edge.open(
+        head, replay = opening(self.edge, self.symbols, self.last_event_id)
+        transport.write(_framed(transport.wire_format, head))
+        return self.edge.open(
             transport,
             self.client.ip,
             self.symbols,
             throttle_ms=self.throttle_ms,
             wants_status=True,
             snapshot=False,
+            replay=replay,
         )
-        try:
-            await _until_gone(receive, sender)
-        finally:
-            self.edge.detach(session)
 
 
 def _framed(fmt: WireFormat, events: bytes) -> bytes:
     return http_chunk(events) if fmt == "sse_chunk" else events
-
-
-async def _until_gone(receive: Receive, sender: asyncio.Task[None] | None) -> None:
-    """Return when the client disconnects, or when the server closed the session."""
-    if sender is None:
-        await _disconnected(receive)
-        return
-    watcher = asyncio.create_task(_disconnected(receive))
-    try:
-        await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(watcher)
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -4,6 +4,11 @@ Server-to-client WebSocket frames are never masked (RFC 6455 §5.1: "A server MU
 mask any frames that it sends to the client"), so a text frame is the same bytes for every
 client and can be written to each socket as is. Likewise an SSE event, and its HTTP/1.1
 chunk, are the same bytes for every SSE client.
+
+SSE (SPEC §6): a tick is an unnamed event, so it arrives as the default ``message`` type
+(``new EventSource(url).onmessage``; its JSON says ``"type":"tick"``), with an ``id:``
+that is the client's resume token (its format: ``tickcast.edge.resume``). Control events
+(``status``, ``reset``, replies) are named by their type.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ def ws_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def sse_event(event: str, data: bytes, event_id: int | None = None) -> bytes:
-    """One Server-Sent Event; ``data`` must be a single line (JSON is)."""
+def sse_event(event: str | None, data: bytes, event_id: int | None = None) -> bytes:
+    """One Server-Sent Event, named ``event`` or unnamed (a ``message``) when None;
+    ``data`` must be a single line (JSON is)."""
     head = b"" if event_id is None else b"id: %d\n" % event_id
-    return head + b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+    if event is not None:
+        head += b"event: " + event.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
 
 
 def http_chunk(data: bytes) -> bytes:
@@ -43,8 +51,8 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-def encode_message(fmt: WireFormat, data: bytes, event: str, event_id: int | None) -> bytes:
-    """``data`` (a JSON message) in the wire format ``fmt``."""
+def encode_message(fmt: WireFormat, data: bytes, event: str | None, event_id: int | None) -> bytes:
+    """``data`` (a JSON message) in the wire format ``fmt``; ``event`` names it in SSE."""
     if fmt == "json":
         return data
     if fmt == "ws_frame":
@@ -65,5 +73,10 @@ class Wire:
     def get(self, fmt: WireFormat) -> bytes:
         data = self._cache.get(fmt)
         if data is None:
-            data = self._cache[fmt] = encode_message(fmt, self.tick.encode(), "tick", self.tick.seq)
+            data = self._cache[fmt] = encode_tick(fmt, self.tick)
         return data
+
+
+def encode_tick(fmt: WireFormat, tick: Tick) -> bytes:
+    """``tick`` in the wire format ``fmt``: in SSE an unnamed event whose id is its seq."""
+    return encode_message(fmt, tick.encode(), None, tick.seq)

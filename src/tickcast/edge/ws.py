@@ -6,7 +6,6 @@ through the session's transport, never through this task.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -17,7 +16,8 @@ from starlette.types import Message
 
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION, RawWebSocket
-from tickcast.edge.session import Session
+from tickcast.edge.resume import parse_event_id
+from tickcast.edge.session import MAX_THROTTLE_MS, Session
 from tickcast.edge.transport import QueuedTransport
 from tickcast.errors import CloseReason
 
@@ -43,39 +43,62 @@ def parse_symbols(value: str | None) -> list[str] | None:
 
 
 def parse_throttle(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 0.0
-    except ValueError:
+    """``?throttle_ms=``: 0 when absent; ValueError, with a message for the client, when
+    it is not a number from 0 to ``MAX_THROTTLE_MS``."""
+    if not value:
         return 0.0
+    try:
+        throttle = float(value)
+    except ValueError:
+        raise ValueError(f"throttle_ms: not a number: {value[:40]!r}") from None
+    if not 0 <= throttle <= MAX_THROTTLE_MS:  # NaN fails this too
+        raise ValueError(f"throttle_ms: must be a number from 0 to {MAX_THROTTLE_MS}")
+    return throttle
 
 
 async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
     """One client connection, for its whole life (called by ``TickcastApp``, not routed)."""
     denial = edge.admit(client_request(websocket))
     if denial is not None:
-        body = {"error": denial.code, "message": denial.message}
-        await websocket.send_denial_response(JSONResponse(body, status_code=denial.status))
+        await _deny(websocket, denial.status, denial.code, denial.message)
+        return
+    try:
+        throttle_ms = parse_throttle(websocket.query_params.get("throttle_ms"))
+    except ValueError as exc:
+        # The same status and body as /sse gives a bad parameter.
+        await _deny(websocket, 422, "invalid_request", str(exc))
         return
     await websocket.accept()
     raw = websocket.scope.get("extensions", {}).get(EXTENSION)
-    sender: asyncio.Task[None] | None = None
     if raw is not None:
-        transport: RawWebSocket | QueuedTransport = raw["transport"]
-    else:
-        transport = _queued(websocket)
-        sender = asyncio.create_task(transport.run(), name="ws-sender")
-    session = _open(edge, websocket, transport)
-    try:
-        await _read_ops(edge, websocket, session)
-    finally:
-        edge.detach(session)
-        if sender is not None:
-            transport.close(session.closed or CloseReason.SHUTDOWN)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sender, timeout=2)
+        session = _open(edge, websocket, raw["transport"], throttle_ms)
+        try:
+            await _read_ops(edge, websocket, session)
+        finally:
+            edge.detach(session)
+        return
+    transport = _queued(websocket)
+    async with transport.running():
+        session = _open(edge, websocket, transport, throttle_ms)
+        try:
+            # A client the server closes (a slow one) may never send its close reply,
+            # nor anything else: the closed transport ends the endpoint too.
+            await transport.until_closed(_read_ops(edge, websocket, session))
+        finally:
+            edge.detach(session)
 
 
-def _open(edge: Edge, websocket: WebSocket, transport: RawWebSocket | QueuedTransport) -> Session:
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    body = {"error": code, "message": message}
+    await websocket.send_denial_response(JSONResponse(body, status_code=status))
+
+
+def _open(
+    edge: Edge,
+    websocket: WebSocket,
+    transport: RawWebSocket | QueuedTransport,
+    throttle_ms: float,
+) -> Session:
     params = websocket.query_params
     requested = parse_symbols(params.get("symbols"))
     wants_status = params.get("status") in ("1", "true", "yes")
@@ -83,25 +106,17 @@ def _open(edge: Edge, websocket: WebSocket, transport: RawWebSocket | QueuedTran
         transport,
         client_request(websocket).ip,
         [],
-        throttle_ms=parse_throttle(params.get("throttle_ms")),
+        throttle_ms=throttle_ms,
         wants_status=wants_status,
     )
-    if requested is None:
-        edge.subscribe(session, edge.settings.symbols)
-        return session
-    # Unknown symbols at connect get an error message; the known ones are served.
-    known = [s for s in requested if s in edge.served or s == "*"]
-    unknown = [s for s in requested if s not in known]
-    if unknown:
-        session.send_message(
-            {
-                "type": "error",
-                "code": "unknown_symbol",
-                "message": f"not served here: {', '.join(unknown)}",
-            }
-        )
-    symbols = session.resolve(known) if known else []
-    edge.subscribe(session, symbols[: edge.limits.max_subscriptions])
+    # The subscribe op's rule: unknown names are reported in one error and the served
+    # ones subscribed; more than max_subscriptions subscribes none (an error says so).
+    symbols = edge.settings.symbols if requested is None else session.choose(requested)
+    resume = parse_event_id(params.get("last_event_id"))
+    if resume is None:
+        edge.subscribe(session, symbols)
+    else:
+        edge.resume(session, symbols, resume)
     return session
 
 

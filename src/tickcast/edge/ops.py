@@ -1,0 +1,74 @@
+"""Client ops: parsing, the rate limiter, and what an op asks of the edge. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from tickcast.errors import CloseReason, ErrorCode
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; each op takes one."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class OpOutcome:
+    """What an op asks the driver to do besides the replies the session already sent."""
+
+    subscribe: list[str] = field(default_factory=list)
+    unsubscribe: list[str] = field(default_factory=list)
+    close: CloseReason | None = None
+
+
+class OpError(Exception):
+    def __init__(self, code: ErrorCode, message: str, op_id: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.op_id = op_id
+
+
+def with_id(message: dict[str, object], op_id: object) -> dict[str, object]:
+    if op_id is not None:
+        return {"type": message["type"], "id": op_id, **message}
+    return message
+
+
+def parse_op(text: str) -> dict[str, object]:
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise OpError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise OpError(ErrorCode.INVALID_OP, 'expected a JSON object like {"op":"subscribe"}')
+    op_id = request.get("id")
+    if op_id is not None and not isinstance(op_id, int | str):
+        raise OpError(ErrorCode.INVALID_OP, "id must be a number or a string")
+    if not isinstance(request.get("op"), str):
+        raise OpError(ErrorCode.INVALID_OP, 'missing "op"', op_id)
+    return request
+
+
+def symbols_field(request: dict[str, object]) -> list[str]:
+    symbols = request.get("symbols")
+    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
+        raise OpError(ErrorCode.INVALID_OP, '"symbols" must be a non-empty list of strings')
+    return symbols
