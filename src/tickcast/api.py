@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
-from tickcast.edge.guard import HandshakeGuard, HeadLimits
+from tickcast.edge.guard import HandshakeGuard
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
@@ -108,13 +108,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     """Build the app for ``settings``; the node starts and stops with the app's lifespan."""
     node = node if node is not None else Node(settings)
     edge = Edge(settings, node)
-    guard = HandshakeGuard(
-        HeadLimits(
-            max_line_bytes=settings.max_header_line_bytes,
-            max_head_bytes=settings.max_header_bytes,
-            timeout=settings.handshake_timeout,
-        )
-    )
+    guard = edge.guard
     metrics = Metrics(node, edge)
     edge.on_fanout = lambda tick, seconds: metrics.observe_fanout(tick, seconds, wall_ms())
 

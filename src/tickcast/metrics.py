@@ -86,6 +86,19 @@ class _StateCollector(Collector):
         for reason, count in edge.closes.items():
             closes.add_metric([reason], count)
         yield closes
+        refused = CounterMetricFamily(
+            "tickcast_handshakes_refused",
+            "Connections closed before their request head was complete, by reason",
+            labels=["reason"],
+        )
+        for reason in ("timeout", "too_large", "per_ip"):
+            refused.add_metric([reason], float(edge.guard.refused[reason]))
+        yield refused
+        yield GaugeMetricFamily(
+            "tickcast_handshakes_in_progress",
+            "Connections whose request head is still arriving",
+            value=sum(edge.guard.in_handshake.values()),
+        )
         state = GaugeMetricFamily(
             "tickcast_upstream_state", "Upstream state (1 = current)", labels=["state"]
         )

@@ -138,6 +138,8 @@ async def test_half_sent_heads_are_closed_after_the_handshake_timeout(
     assert elapsed < HANDSHAKE_TIMEOUT + 3
     assert handshakes(server)["timeouts"] == before + 30
     assert handshakes(server)["in_handshake"] == 0
+    metrics = server.get("/metrics").text
+    assert f'tickcast_handshakes_refused_total{{reason="timeout"}} {before + 30}.0' in metrics
 
 
 async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
@@ -212,3 +214,48 @@ def test_guard_counts_handshakes_per_ip() -> None:
 def test_server_log_has_no_traceback(server: ServerProcess, tmp_path: Path) -> None:
     """None of the above made the server log a traceback."""
     assert "Traceback" not in server.log()
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"TICKCAST_HANDSHAKE_TIMEOUT": "2", "TICKCAST_MAX_CONNECTIONS_PER_IP": "4"}
+    with running_server(tmp_path_factory.mktemp("limited"), ["--source", "sim"], env) as process:
+        yield process
+
+
+async def test_half_sent_heads_count_against_the_per_ip_limit(limited: ServerProcess) -> None:
+    """An address holding its limit in half-sent heads gets 429 at once for more
+    connections, and WebSocket admission counts its heads beside its sessions."""
+    loop = asyncio.get_running_loop()
+    heads = [await open_socket("127.0.0.1", limited.port) for _ in range(2)]
+    try:
+        for sock in heads:
+            await loop.sock_sendall(sock, b"GET /price HTTP/1.1\r\nHost: x\r\n")
+        async with (
+            websockets.connect(limited.ws_base + "/ws?symbols=BTCUSDT"),
+            websockets.connect(limited.ws_base + "/ws?symbols=BTCUSDT"),
+        ):
+            # 2 sessions + 2 heads = the limit of 4: a third WebSocket is refused.
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(limited.ws_base + "/ws?symbols=BTCUSDT"):
+                    pass
+            assert refused.value.response.status_code == 429
+        more = [await open_socket("127.0.0.1", limited.port) for _ in range(2)]
+        heads += more
+        for sock in more:
+            await loop.sock_sendall(sock, b"GET /price HTTP/1.1\r\nHost: x\r\n")
+        await asyncio.sleep(0.2)
+        # 4 heads pending: the next connection is refused before it sends anything.
+        extra = await open_socket("127.0.0.1", limited.port)
+        try:
+            reply = await read_until_closed(extra, 5)
+        finally:
+            extra.close()
+        assert reply.startswith(b"HTTP/1.1 429 "), reply[:100]
+    finally:
+        for sock in heads:
+            sock.close()
+    assert handshakes(limited)["per_ip"] >= 1
+    # Once the heads are gone the address is welcome again.
+    async with websockets.connect(limited.ws_base + "/ws?symbols=BTCUSDT") as ws:
+        assert await asyncio.wait_for(ws.recv(), 10)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.edge.guard import HandshakeGuard, HeadLimits
 from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
 from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
@@ -83,6 +84,15 @@ class Edge:
             slow_client_timeout=settings.slow_client_timeout,
         )
         self.sessions: dict[int, Session] = {}
+        # The request-head limits the server's HTTP protocol applies (see fastpath).
+        self.guard = HandshakeGuard(
+            HeadLimits(
+                max_line_bytes=settings.max_header_line_bytes,
+                max_head_bytes=settings.max_header_bytes,
+                timeout=settings.handshake_timeout,
+            ),
+            max_per_ip=settings.max_connections_per_ip,
+        )
         # symbol -> wire format -> sessions: each format is encoded once per tick.
         self._by_symbol: dict[str, dict[WireFormat, dict[int, Session]]] = {
             s: {} for s in self.served
@@ -150,7 +160,10 @@ class Edge:
             return Denial(403, "forbidden_origin", "origin not allowed", CloseReason.UNAUTHORIZED)
         if len(self.sessions) >= s.max_connections:
             return Denial(503, "too_many_connections", "server full", CloseReason.TRY_AGAIN_LATER)
-        if s.max_connections_per_ip and self._per_ip[request.ip] >= s.max_connections_per_ip:
+        # Connections from the same address whose request head is still arriving count
+        # too: otherwise half-sent heads would hold descriptors outside the limit.
+        held = self._per_ip[request.ip] + self.guard.in_handshake[request.ip]
+        if s.max_connections_per_ip and held >= s.max_connections_per_ip:
             return Denial(
                 429, "too_many_connections", "too many connections from your address",
                 CloseReason.TRY_AGAIN_LATER,

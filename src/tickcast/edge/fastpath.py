@@ -25,7 +25,13 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from tickcast.edge.guard import HEAD_TOO_LARGE, REQUEST_TIMEOUT, HandshakeGuard, refusal
+from tickcast.edge.guard import (
+    HEAD_TOO_LARGE,
+    REQUEST_TIMEOUT,
+    TOO_MANY_HANDSHAKES,
+    HandshakeGuard,
+    refusal,
+)
 from tickcast.edge.session import TransportKind
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
@@ -464,8 +470,11 @@ class FastHttpProtocol(_FlowSignals, HttpToolsProtocol):
         """A request head may now arrive: bound its time (and, in ``data_received``, size)."""
         if self._head_ip is not None:
             return  # this head is already bounded (the first request's begins after connect)
-        self._head_ip = self.client[0] if self.client else ""
-        self.guard.enter(self._head_ip)
+        ip = self.client[0] if self.client else ""
+        if not self.guard.enter(ip):
+            self._refuse("per_ip", TOO_MANY_HANDSHAKES)
+            return
+        self._head_ip = ip
         self._head_bytes = self._head_parsed = 0
         self._head_timer = self.loop.call_later(self.guard.limits.timeout, self._head_late)
 

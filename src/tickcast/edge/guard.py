@@ -20,6 +20,11 @@ HEAD_TOO_LARGE: Final = (
     "Request Header Fields Too Large",
     "request line or headers too large",
 )
+TOO_MANY_HANDSHAKES: Final = (
+    429,
+    "Too Many Requests",
+    "too many connections from your address",
+)
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,19 @@ class HandshakeGuard:
     """The limits, and what each refused. One per app, shared by its connections."""
 
     limits: HeadLimits = field(default_factory=HeadLimits)
+    # TICKCAST_MAX_CONNECTIONS_PER_IP: heads still arriving count against it (0 = off).
+    max_per_ip: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     # Connections whose request head is still arriving, by client IP.
     in_handshake: Counter[str] = field(default_factory=Counter)
 
-    def enter(self, ip: str) -> None:
+    def enter(self, ip: str) -> bool:
+        """Count a connection from ``ip`` whose head is arriving; False (and not
+        counted) when that address already has as many as the per-IP limit allows."""
+        if self.max_per_ip and self.in_handshake[ip] >= self.max_per_ip:
+            return False
         self.in_handshake[ip] += 1
+        return True
 
     def leave(self, ip: str) -> None:
         left = self.in_handshake[ip] - 1
@@ -55,6 +67,7 @@ class HandshakeGuard:
             "in_handshake": sum(self.in_handshake.values()),
             "timeouts": self.refused["timeout"],
             "too_large": self.refused["too_large"],
+            "per_ip": self.refused["per_ip"],
         }
 
 
