@@ -292,3 +292,36 @@ def test_a_quiet_flood_is_summarized_on_flush() -> None:
     limit = next(f for f in logger.handlers[0].filters if isinstance(f, RateLimit))
     limit.flush()
     assert "3 more like this" in stream.getvalue()
+
+
+async def test_a_flood_of_bad_clients_cannot_flood_the_log(tmp_path: Path) -> None:
+    """Sixty clients sending text that is not UTF-8, at once, and a flood of malformed
+    ops: the log gets a handful of lines per kind, and the rest is counted in one line
+    written at the latest when the server stops."""
+    from .rawclient import RawWebSocket
+
+    with running_server(tmp_path, ["--source", "sim"]) as server:
+
+        async def bad_client() -> None:
+            ws = await RawWebSocket.connect(server.ws_base + "/ws?symbols=BTCUSDT")
+            try:
+                await ws.send_raw_text(b"\xc3\x28 not UTF-8")
+                await ws.close_code()
+            finally:
+                ws.close()
+
+        async def flooder() -> None:
+            async with ws_connect(server.ws_base + "/ws?symbols=BTCUSDT") as ws:
+                for _ in range(300):
+                    await ws.send('{"op":')
+
+        await asyncio.gather(*(bad_client() for _ in range(60)), flooder())
+        await asyncio.sleep(0.3)
+    log = server.log_path.read_text()
+    utf8 = [line for line in log.splitlines() if "invalid UTF-8" in line]
+    assert len(utf8) <= 7, utf8  # a burst of 5, then summaries
+    summaries = [line for line in utf8 if "more like this" in line]
+    assert summaries, utf8
+    counted = sum(int(line.split(" more like this")[0].rsplit(" ", 1)[-1]) for line in summaries)
+    assert counted + len(utf8) - len(summaries) == 60
+    assert len(log.splitlines()) < 120, log[-3000:]

@@ -23,6 +23,7 @@ from tickcast.edge.guard import HandshakeGuard
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
+from tickcast.logs import flush_rate_limits
 from tickcast.metrics import Metrics
 from tickcast.node import Node
 from tickcast.openapi import (
@@ -121,6 +122,8 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         finally:
             await edge.stop()
             await node.stop()
+            # Here rather than after the server returns: uvicorn re-raises SIGTERM then.
+            flush_rate_limits()
 
     # Swagger UI and ReDoc from the installed package's files, not a CDN: /docs works offline.
     app = FastAPIOffline(

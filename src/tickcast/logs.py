@@ -226,3 +226,11 @@ def configure_logging(
         # Their own handlers would bypass the root handler and its redaction.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def flush_rate_limits() -> None:
+    """Write the pending "N more like this" lines now (at shutdown)."""
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if isinstance(flt, RateLimit):
+                flt.flush()
