@@ -1,12 +1,19 @@
-"""The lean receive queue and event that replace asyncio's in the WebSocket protocol."""
+"""The fast path's parts: the lean queue and event, the kernel's progress counters, and
+real clients on it."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
+from pathlib import Path
+
+import httpx
+import websockets
 
 from tickcast.edge.fastpath import LeanEvent, LeanQueue, in_flight, tcp_progress
+
+from ..support import running_server
 
 
 async def test_lean_queue_is_fifo_and_get_waits_for_a_put() -> None:
@@ -74,3 +81,20 @@ def test_tcp_progress_reads_a_real_socket() -> None:
     finally:
         for sock in (client, peer, server):
             sock.close()
+
+
+async def test_real_clients_are_served_on_the_fast_path(tmp_path: Path) -> None:
+    """Under the pinned uvicorn, start-up logs the fast write path and every WebSocket
+    and SSE client is written to on it: a silent fallback to the queued path fails here."""
+    with running_server(tmp_path, ["--source", "sim"]) as server:
+        async with (
+            websockets.connect(server.ws_base + "/ws?symbols=BTCUSDT") as ws,
+            httpx.AsyncClient(base_url=server.base, timeout=10) as http,
+            http.stream("GET", "/sse?symbols=BTCUSDT") as sse,
+        ):
+            assert await asyncio.wait_for(ws.recv(), 10)
+            assert sse.status_code == 200
+            edge = server.status()["edge"]
+            assert isinstance(edge, dict)
+            assert edge["write_paths"] == {"fast": 2, "portable": 0}
+        assert "(write path: fast)" in server.log()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits
 from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
 from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
@@ -379,9 +380,16 @@ class Edge:
         counts = Counter(s.kind for s in self.sessions.values())
         return {"ws": counts["ws"], "sse": counts["sse"]}
 
+    def write_paths(self) -> dict[str, int]:
+        """Clients written to on the fast path (the socket itself) and on the portable,
+        queued one: under the pinned uvicorn every client should be on the fast path."""
+        fast = sum(isinstance(s.transport, RawTransport) for s in self.sessions.values())
+        return {"fast": fast, "portable": len(self.sessions) - fast}
+
     def status(self) -> dict[str, object]:
         return {
             "clients": {**self.clients_by_transport(), "total": len(self.sessions)},
+            "write_paths": self.write_paths(),
             "subscriptions": sum(len(s.symbols) for s in self.sessions.values()),
             "pending_conflated": sum(s.pending_count for s in self.sessions.values()),
             "delivered": self.delivered_total(),
