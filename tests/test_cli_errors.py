@@ -46,6 +46,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], code: int) -
         ({}, ["--source", "nope"], "TICKCAST_SOURCE", "--source"),
         ({"TICKCAST_SYMBOLS": "BTC-USDT"}, [], "TICKCAST_SYMBOLS", "--symbols"),
         ({}, ["--port", "70000"], "TICKCAST_PORT", "--port"),
+        ({}, ["--redis-url", "http://x"], "TICKCAST_REDIS_URL", "--redis-url"),
     ],
 )
 def test_settings_errors_name_the_variable_and_the_flag(
@@ -154,3 +155,10 @@ def test_record_to_an_unwritable_path_is_one_clear_line(
     text = assert_one_clear_line(result, 2)
     assert expected in text and "tickcast record:" in text
     assert len(text.strip().splitlines()) == 1
+
+
+def test_a_role_without_redis_is_one_clear_line(tmp_path: Path) -> None:
+    """--role edge or ingest without --redis-url says what is missing, exit 2."""
+    result = tickcast("serve", "--role", "edge", cwd=tmp_path)
+    text = assert_one_clear_line(result, 2)
+    assert "TICKCAST_REDIS_URL / --redis-url" in text

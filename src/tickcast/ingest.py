@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from tickcast.hub.base import Hub
+from tickcast.hub.base import Hub, Origin
 from tickcast.tick import SourceLabel, Tick
 from tickcast.upstream.normalize import Update
 
@@ -53,6 +53,10 @@ class Ingest:
         # symbol -> the source whose bookTicker owns the symbol's bid/ask.
         self._book_quotes: dict[str, SourceLabel] = {}
         self._seq = hub.last_seq()
+        # The last tick this ingest published per symbol: a Redis hub's ``latest`` comes
+        # back through the stream, a round trip late, and a burst must merge onto its own
+        # newest state, not onto one a few updates old.
+        self._published: dict[str, Tick] = {}
         self.counts: Counter[str] = Counter()
 
     @property
@@ -71,7 +75,8 @@ class Ingest:
         if tick is None:
             self.counts["held_partial"] += 1
             return None
-        self._hub.publish(tick)
+        self._hub.publish(tick, Origin(update.kind, update.history, update.order))
+        self._published[tick.symbol] = tick
         self.counts["published"] += 1
         return tick
 
@@ -79,6 +84,14 @@ class Ingest:
         """Drop dedupe state of ``source`` (its event ids restart when it comes back)."""
         for key in [k for k in self._last_order if k[0] == source]:
             del self._last_order[key]
+
+    def _latest(self, symbol: str) -> Tick | None:
+        """The newest state of ``symbol``: this ingest's own last tick, or the hub's when
+        another node published after it (this node led before, and leads again)."""
+        own, shared = self._published.get(symbol), self._hub.latest(symbol)
+        if own is None or (shared is not None and shared.seq > own.seq):
+            return shared
+        return own
 
     def _is_duplicate(self, update: Update, source: SourceLabel) -> bool:
         key = (source, update.symbol, update.kind)
@@ -104,7 +117,7 @@ class Ingest:
     def _merge(self, update: Update, source: SourceLabel) -> Tick | None:
         values = self._fresh_values(update, source)
         timestamp_ms = update.event_time_ms
-        previous = self._hub.latest(update.symbol)
+        previous = self._latest(update.symbol)
         if previous is not None and previous.source != source:
             previous = None  # start over from this source's own values
         if previous is None:

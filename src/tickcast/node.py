@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 
 from tickcast.hub.base import Hub
+from tickcast.hub.lease import Lease, LeaseTiming
 from tickcast.hub.memory import MemoryHub
+from tickcast.hub.redis import RedisHub
 from tickcast.ingest import Ingest
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
@@ -24,33 +26,99 @@ UpstreamListener = Callable[[dict[str, object]], None]
 
 
 class Node:
-    """Owns the data path of one process: source -> ingest -> hub."""
+    """Owns the data path of one process: source -> ingest -> hub.
+
+    With the memory hub the node always ingests. With Redis (SPEC §7) it ingests only while
+    it holds the leader lease (``role`` ``all`` or ``ingest``; an ``edge`` node never
+    competes): elected, it is given the epoch that fences its writes and starts its
+    source; deposed, it stops the source at once, before its lease could expire.
+    """
 
     def __init__(self, settings: Settings, hub: Hub | None = None) -> None:
         self.settings = settings
+        self.redis: RedisHub | None = None
+        if hub is None and settings.redis_url:
+            hub = self.redis = RedisHub(
+                settings.redis_url,
+                history_size=settings.history_size,
+                prefix=settings.redis_prefix,
+                symbols=len(settings.symbols),
+            )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size)
         self.ingest = Ingest(self.hub, settings.symbols)
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         self.source: SupervisedSource = build_source(
             settings, self.ingest.apply, self._upstream_changed
         )
+        self.lease: Lease | None = None
+        if self.redis is not None and settings.role != "edge":
+            self.lease = Lease(
+                settings.redis_url,
+                settings.node_id,
+                prefix=settings.redis_prefix,
+                timing=LeaseTiming.for_ttl(settings.lease_ttl),
+                on_elected=self._elected,
+                on_deposed=self._deposed,
+            )
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
+        self._retired: list[asyncio.Task[None]] = []
         self._listeners: list[UpstreamListener] = []
+
+    @property
+    def leading(self) -> bool:
+        """Whether this node ingests: always with the memory hub, else while it leads."""
+        if self.redis is None:
+            return True
+        return self.lease is not None and self.lease.is_leader
 
     async def start(self) -> None:
         if isinstance(self.source.inner, ReplaySource):
             # Fail at start-up, with the file's name, rather than serve nothing.
             await asyncio.to_thread(self.source.inner.load)
         await self.hub.start()
-        self._task = asyncio.create_task(self._run_source(), name="source")
+        if self.redis is None:
+            self._start_source()
+        elif self.lease is not None:
+            self._lease_task = asyncio.create_task(self.lease.run(), name="lease")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            with contextlib.suppress(Exception):  # already logged by _run_source
-                await cancel_and_wait(task)
+        if self.lease is not None and self._lease_task is not None:
+            # Stops the source (on_deposed) and hands the lease over at once.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.lease.release(), self.settings.lease_ttl)
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self._lease_task)
+            await self.lease.aclose()
+        tasks = [t for t in (self._task, *self._retired) if t is not None]
+        self._task, self._retired = None, []
+        with contextlib.suppress(Exception):  # already logged by _run_source
+            await cancel_and_wait(*tasks)
         await self.hub.stop()
+
+    def _start_source(self) -> None:
+        self._retired = [t for t in self._retired if not t.done()]
+        self._task = asyncio.create_task(self._run_source(), name="source")
+
+    def _elected(self, epoch: int) -> None:
+        assert self.redis is not None
+        log.info("node %s leads (epoch %d): starting the upstream", self.settings.node_id, epoch)
+        self.redis.set_leadership(self.settings.node_id, epoch)
+        self._start_source()
+        self._upstream_changed()
+
+    def _deposed(self, reason: object) -> None:
+        assert self.redis is not None
+        log.warning("node %s no longer leads (%s): upstream stopped", self.settings.node_id, reason)
+        # Refuse to publish first: nothing the source still hands over may be sent.
+        self.redis.set_leadership(self.settings.node_id, None)
+        if self._task is not None:
+            self._task.cancel()
+            self._retired.append(self._task)
+            self._task = None
+        self._upstream_changed()
 
     async def _run_source(self) -> None:
         # The supervisor restarts a failed source; only a bug of its own gets here.
@@ -77,6 +145,8 @@ class Node:
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""
+        if not self.leading:
+            return self._follower_status()
         brief = self.source.brief()
         return {
             "type": "status",
@@ -86,6 +156,29 @@ class Node:
             "reconnects": brief.get("reconnects", 0),
             "last_message_age": brief.get("last_message_age"),
             "simulated": self.source.label == "sim",
+        }
+
+    def _follower_status(self) -> dict[str, object]:
+        """A node that does not lead sees the upstream through the hub: connected while
+        the hub is and ticks are fresh; what the leader's connection does is its own."""
+        age = self.newest_tick_age()
+        if not self.hub.connected:
+            state = "reconnecting"
+        elif age is None or age > self.settings.stale_after:
+            state = "stale"
+        else:
+            state = "connected"
+        newest = self.hub.snapshot().values()
+        source = max(newest, key=lambda t: t.seq).source if newest else None
+        return {
+            "type": "status",
+            "upstream": state,
+            "source": source,
+            "since": None,
+            "reconnects": 0,
+            "last_message_age": None if age is None else round(age, 3),
+            "simulated": source == "sim",
+            "via": "hub",
         }
 
     def newest_tick_age(self) -> float | None:
@@ -106,13 +199,27 @@ class Node:
             return False, f"newest tick is {age:.1f}s old"
         return True, "ok"
 
+    def cluster_status(self) -> dict[str, object]:
+        """SPEC §7: role, leadership and epoch (the Redis state and reader lag are in
+        ``hub``)."""
+        lease = self.lease
+        return {
+            "role": self.settings.role,
+            "hub": "redis" if self.redis is not None else "memory",
+            "leader": self.leading,
+            "leader_id": lease.leader_id if lease is not None else None,
+            "epoch": lease.epoch if lease is not None else None,
+            "incarnation": self.redis.incarnation if self.redis is not None else None,
+        }
+
     def status(self) -> dict[str, object]:
         return {
             "node_id": self.settings.node_id,
+            "cluster": self.cluster_status(),
             "uptime": round(time.time() - self.started_at, 3),
-            "source": self.source.label,
-            "simulated": self.source.label == "sim",
-            "upstream": self.source.status(),
+            "source": (brief := self.upstream_status())["source"],
+            "simulated": brief["simulated"],
+            "upstream": self.source.status() if self.leading else brief,
             "ingest": dict(self.ingest.counts),
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),

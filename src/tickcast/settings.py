@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickcast.tick import DEFAULT_SYMBOLS
@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     # State
     history_size: int = Field(1000, ge=1, description="Ticks of history held per symbol.")
     node_id: str = Field(default_factory=default_node_id, description="This node's name.")
+
+    # Scale-out (SPEC §7)
+    redis_url: str = Field(
+        "", description="Redis (or Valkey) URL: share one upstream across nodes; empty = memory."
+    )
+    redis_prefix: str = Field(
+        "tickcast", min_length=1, description="Prefix (and hash tag) of every Redis key."
+    )
+    lease_ttl: float = Field(
+        3.0, ge=0.5, le=60, description="Leader lease TTL (s); renewed every third of it."
+    )
+    role: Literal["all", "edge", "ingest"] = Field(
+        "all", description="all | edge (never ingests) | ingest (ingests, serves REST only)."
+    )
 
     # Clients
     slow_client_timeout: float = Field(
@@ -147,10 +161,27 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"unknown source {value!r}: expected auto, binance, sim or replay:PATH")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:port/db (or rediss://, unix://)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_role(self) -> Settings:
+        if self.role != "all" and not self.redis_url:
+            raise ValueError(
+                f"role {self.role!r} needs a shared hub: set TICKCAST_REDIS_URL / --redis-url"
+            )
+        return self
+
 
 @dataclass(frozen=True)
 class SettingError:
-    """One invalid setting, named both ways a user can set it."""
+    """One invalid setting, named both ways a user can set it (``env`` and ``flag`` are
+    empty for a problem of several settings together)."""
 
     env: str
     flag: str
@@ -158,6 +189,8 @@ class SettingError:
     value: str | None
 
     def __str__(self) -> str:
+        if not self.env:
+            return f"invalid settings: {self.problem}"
         got = f" (got {self.value})" if self.value is not None else ""
         return f"invalid setting {self.env} / {self.flag}: {self.problem}{got}"
 
@@ -166,12 +199,12 @@ def setting_errors(exc: ValidationError) -> list[SettingError]:
     """pydantic's errors in the user's terms: the variable, the flag, what is wrong."""
     out = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
+        name = str(error["loc"][0]) if error["loc"] else ""
         problem = error["msg"].removeprefix("Value error, ")
         problem = problem[:1].lower() + problem[1:]
         raw = error.get("input")
         value = None if raw is None or isinstance(raw, dict) else repr(raw)[:80]
-        out.append(
-            SettingError(f"TICKCAST_{name.upper()}", "--" + name.replace("_", "-"), problem, value)
-        )
+        env = f"TICKCAST_{name.upper()}" if name else ""
+        flag = "--" + name.replace("_", "-") if name else ""
+        out.append(SettingError(env, flag, problem, value))
     return out

@@ -151,6 +151,12 @@ class Edge:
         could send any Origin); the token is what guards those.
         """
         s = self.settings
+        if s.role == "ingest":
+            # SPEC §7: an ingest node serves REST and health only; clients go to edges.
+            return Denial(
+                503, "ingest_only", "this node only ingests: connect to an edge node",
+                CloseReason.TRY_AGAIN_LATER,
+            )  # fmt: skip
         if (denial := self.admit_token(request)) is not None:
             return denial
         if (

@@ -1,7 +1,8 @@
 """The hub: where ingest publishes ticks and where the edge and REST read them: the
-``Hub`` interface, the per-symbol tick store and the in-memory hub.
+``Hub`` interface, the per-symbol tick store, the in-memory hub, and for several nodes the
+Redis hub (its publish script and stream reader) and the leader lease.
 
-May import ``tickcast.tick`` and itself only.
+May import ``tickcast.tick``, ``tickcast.tasks`` and itself only.
 """
 
 from tickcast.hub.base import Hub, Listener

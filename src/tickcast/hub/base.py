@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from tickcast.tick import Tick
 
 Listener = Callable[[Tick], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a tick came from upstream: what the script deduplicates on.
+
+    ``order`` is the update's upstream order within ``history`` (see ``Update``); a tick
+    whose (symbol, kind, history) already reached this order in Redis was applied before
+    (a takeover overlap, or redis-py re-sending a write that Redis had in fact applied).
+    """
+
+    kind: str
+    history: int
+    order: int
+
+    def field(self, symbol: str) -> str:
+        return f"{symbol}|{self.kind}|{self.history}"
 
 
 class Hub(Protocol):
@@ -21,8 +39,10 @@ class Hub(Protocol):
 
     async def stop(self) -> None: ...
 
-    def publish(self, tick: Tick) -> None:
-        """Make ``tick`` the latest for its symbol, record it, and deliver it to listeners."""
+    def publish(self, tick: Tick, origin: Origin | None = None) -> None:
+        """Make ``tick`` the latest for its symbol, record it, and deliver it to listeners.
+        ``origin`` names the upstream update it came from, for a hub that deduplicates
+        across nodes (Redis); the memory hub needs only the seq."""
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every tick published from now on; returns the unsubscribe."""

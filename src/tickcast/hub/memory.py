@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from tickcast.hub.base import Listener
+from tickcast.hub.base import Listener, Origin
 from tickcast.hub.store import TickStore
 from tickcast.tick import Tick
 
@@ -30,7 +30,7 @@ class MemoryHub:
     def connected(self) -> bool:
         return True
 
-    def publish(self, tick: Tick) -> None:
+    def publish(self, tick: Tick, origin: Origin | None = None) -> None:
         if not self._store.add(tick):
             return
         self.published += 1

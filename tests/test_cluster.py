@@ -1,0 +1,175 @@
+"""Several nodes over one private Redis, as real processes: one leader holds the upstream,
+every node serves the same ticks, a killed leader is replaced, and SSE resumes on any node."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from .redis_support import RedisServer, running_redis
+from .support import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+TAKEOVER_BOUND = 6.0  # SPEC §7, default lease TTL, simulated upstream
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with running_redis(tmp_path / "redis") as server:
+        yield server
+
+
+def start_nodes(tmp_path: Path, redis: RedisServer, count: int) -> list[ServerProcess]:
+    nodes = []
+    for i in range(count):
+        args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]
+        nodes.append(ServerProcess(args, {"TICKCAST_SIM_RATE": "4"}, tmp_path / f"node{i}.log"))
+    for node in nodes:
+        node.wait_ready("/price", timeout=30)
+    return nodes
+
+
+def cluster(node: ServerProcess) -> dict[str, object]:
+    status = node.status()["cluster"]
+    assert isinstance(status, dict)
+    return status
+
+
+def leaders(nodes: list[ServerProcess]) -> list[ServerProcess]:
+    return [n for n in nodes if n.proc.poll() is None and cluster(n)["leader"]]
+
+
+async def collect_ticks(url: str, seconds: float) -> list[int]:
+    seqs: list[int] = []
+    async with websockets.connect(url) as ws:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), left))
+            except TimeoutError:
+                break
+            if message.get("type") == "tick":
+                seqs.append(message["seq"])
+    return seqs
+
+
+async def test_one_leader_and_every_node_serves_the_same_ticks(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Three nodes: exactly one leads; clients on every node get the same ticks, in seq
+    order, with no gap and no duplicate."""
+    nodes = start_nodes(tmp_path, redis_server, 3)
+    try:
+        assert len(leaders(nodes)) == 1
+        epochs = {cluster(n)["epoch"] for n in nodes}
+        assert len(epochs) == 1
+        got = await asyncio.gather(*(collect_ticks(n.ws_base + "/ws?symbols=*", 4) for n in nodes))
+        for seqs in got:
+            live = seqs[10:]  # after the snapshot of 10 symbols
+            assert live == list(range(live[0], live[0] + len(live))), live[:20]
+        common = set(got[0][10:]) & set(got[1][10:]) & set(got[2][10:])
+        assert len(common) > 20
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def test_a_killed_leader_is_replaced_and_clients_see_no_duplicate(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """kill -9 of the leader: a survivor leads within the bound, ticks flow again, and a
+    client on a survivor sees seqs that only increase."""
+    nodes = start_nodes(tmp_path, redis_server, 3)
+    try:
+        (leader,) = leaders(nodes)
+        survivors = [n for n in nodes if n is not leader]
+        watcher = asyncio.create_task(
+            collect_ticks(survivors[0].ws_base + "/ws?symbols=*", TAKEOVER_BOUND + 4)
+        )
+        await asyncio.sleep(1.5)
+        last = survivors[0].get("/price").json()["seq"]
+        leader.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        while time.monotonic() - killed_at < TAKEOVER_BOUND + 2:
+            if survivors[0].get("/price").json()["seq"] > last + 10:
+                break
+            await asyncio.sleep(0.1)
+        flowing_after = time.monotonic() - killed_at
+        assert flowing_after < TAKEOVER_BOUND, f"ticks flowed again after {flowing_after:.1f}s"
+        assert len(leaders(survivors)) == 1
+        assert cluster(survivors[0])["epoch"] == 2
+        seqs = (await watcher)[10:]
+        assert seqs == sorted(set(seqs)), "a duplicate or reordering across the takeover"
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def test_sse_resumes_on_another_node_with_exactly_the_missed_ticks(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An SSE client that read up to an id on one node and comes back with it on another
+    node gets every tick it missed, and nothing before."""
+    nodes = start_nodes(tmp_path, redis_server, 2)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            first = []
+            async with http.stream("GET", nodes[0].base + "/sse?symbols=*") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("id:"):
+                        first.append(int(line[3:].strip()))
+                    if len(first) >= 15:
+                        break
+            last_id = first[-1]
+            await asyncio.sleep(2)  # ticks are missed meanwhile
+            resumed = []
+            headers = {"Last-Event-ID": str(last_id)}
+            async with http.stream("GET", nodes[1].base + "/sse?symbols=*", headers=headers) as s:
+                async for line in s.aiter_lines():
+                    assert not line.startswith("event: reset"), "a reset instead of a resume"
+                    if line.startswith("id:"):
+                        resumed.append(int(line[3:].strip()))
+                    if len(resumed) >= 20:
+                        break
+        assert resumed[0] == last_id + 1
+        assert resumed == list(range(last_id + 1, last_id + 1 + len(resumed)))
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+async def test_roles_edge_never_leads_and_ingest_serves_no_streams(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """An edge node never takes the lease, even alone with a dead leader's key gone; an
+    ingest node leads and serves REST, and refuses WebSocket clients with 503."""
+
+    def node(name: str, role: str) -> ServerProcess:
+        args = ["--source", "sim", "--redis-url", redis_server.url, "--node-id", name]
+        return ServerProcess([*args, "--role", role], {}, tmp_path / f"{name}.log")
+
+    edge, ingest = node("edge0", "edge"), node("ingest0", "ingest")
+    try:
+        ingest.wait_ready("/price", timeout=30)
+        edge.wait_ready("/price", timeout=30)
+        assert cluster(ingest)["leader"] is True
+        assert cluster(edge)["leader"] is False and cluster(edge)["leader_id"] is None
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ingest.ws_base + "/ws"):
+                pass
+        assert refused.value.response.status_code == 503
+        ingest.stop()
+        await asyncio.sleep(4)
+        assert cluster(edge)["leader"] is False
+    finally:
+        edge.stop()
+        ingest.stop()
