@@ -107,6 +107,11 @@ async def test_a_killed_leader_is_replaced_and_clients_see_no_duplicate(
         assert flowing_after < TAKEOVER_BOUND, f"ticks flowed again after {flowing_after:.1f}s"
         assert len(leaders(survivors)) == 1
         assert cluster(survivors[0])["epoch"] == 2
+        (new_leader,) = leaders(survivors)
+        metrics = new_leader.get("/metrics").text
+        assert "tickcast_cluster_leader 1.0" in metrics
+        assert 'tickcast_lease_changes_total{change="elected"} 1.0' in metrics
+        assert "tickcast_hub_connected 1.0" in metrics
         seqs = (await watcher)[10:]
         assert seqs == sorted(set(seqs)), "a duplicate or reordering across the takeover"
     finally:

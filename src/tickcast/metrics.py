@@ -111,6 +111,47 @@ class _StateCollector(Collector):
         for kind, count in sorted(node.source.parse_errors().items()):
             errors.add_metric([kind], float(count))
         yield errors
+        yield from _cluster(node)
+
+
+def _cluster(node: Node) -> Iterator[Metric]:
+    """SPEC §7: leadership, lease changes and the Redis hub's link, lag and refusals."""
+    yield GaugeMetricFamily(
+        "tickcast_cluster_leader", "1 while this node ingests (leads)", value=float(node.leading)
+    )
+    changes = CounterMetricFamily(
+        "tickcast_lease_changes", "Leader lease gained or lost by this node", labels=["change"]
+    )
+    for change in ("elected", "deposed"):
+        changes.add_metric([change], float(node.lease_changes[change]))
+    yield changes
+    if node.redis is None:
+        return
+    hub = node.redis.status()
+    yield GaugeMetricFamily(
+        "tickcast_hub_connected", "1 while the Redis hub's reader is connected",
+        value=1.0 if hub["connected"] else 0.0,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "tickcast_hub_reader_lag_entries", "Stream entries this node has not read yet",
+        value=float(_number(hub["lag_seq"])),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "tickcast_hub_reader_lag_seconds", "Age of the newest entry read when it was read",
+        value=_number(hub["lag_ms"]) / 1000,
+    )  # fmt: skip
+    for name, documentation in (
+        ("fenced", "Publishes refused by Redis: the lease was no longer this node's"),
+        ("duplicates", "Updates Redis had applied already (takeover overlap, retried write)"),
+        ("resyncs", "Reloads after the reader was trimmed past or Redis lost its data"),
+        ("reconnects", "Reconnections of the Redis hub's reader"),
+        ("dropped_full", "Ticks dropped because the publish queue was full"),
+    ):
+        yield _counter(f"tickcast_hub_{name}", documentation, _number(hub[name]))
+
+
+def _number(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _upstream_times(brief: dict[str, object]) -> Iterator[Metric]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from tickcast.hub.base import Hub
@@ -66,6 +67,8 @@ class Node:
         # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
         self._retired: list[asyncio.Task[None]] = []
         self._listeners: list[UpstreamListener] = []
+        # Lease changes seen by this node: "elected" and "deposed" (for /metrics).
+        self.lease_changes: Counter[str] = Counter()
 
     @property
     def leading(self) -> bool:
@@ -106,6 +109,7 @@ class Node:
         assert self.redis is not None
         log.info("node %s leads (epoch %d): starting the upstream", self.settings.node_id, epoch)
         self.redis.set_leadership(self.settings.node_id, epoch)
+        self.lease_changes["elected"] += 1
         self._start_source()
         self._upstream_changed()
 
@@ -114,6 +118,7 @@ class Node:
         log.warning("node %s no longer leads (%s): upstream stopped", self.settings.node_id, reason)
         # Refuse to publish first: nothing the source still hands over may be sent.
         self.redis.set_leadership(self.settings.node_id, None)
+        self.lease_changes["deposed"] += 1
         if self._task is not None:
             self._task.cancel()
             self._retired.append(self._task)
