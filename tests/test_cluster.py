@@ -4,6 +4,7 @@ every node serves the same ticks, a killed leader is replaced, and SSE resumes o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import orjson
 import pytest
 import websockets
 
-from .redis_support import RedisServer, running_redis
+from .redis_support import LinkProxy, RedisServer, running_redis
 from .support import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -178,3 +179,77 @@ async def test_roles_edge_never_leads_and_ingest_serves_no_streams(
     finally:
         edge.stop()
         ingest.stop()
+
+
+async def wait_ready_async(node: ServerProcess, timeout: float = 30) -> None:
+    """``wait_ready`` that leaves the event loop free (the link proxy runs on it)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(node.base + "/price")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(node.log())
+
+
+async def test_a_node_that_loses_redis_keeps_its_clients_and_resumes_without_a_gap(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The link of a follower to Redis goes dead (blackholed, no reset): its clients stay
+    connected, those that asked for status hear "disconnected" and later "connected",
+    /readyz says 503 meanwhile, and the ticks resume with no gap and no duplicate."""
+    leader = ServerProcess(
+        ["--source", "sim", "--redis-url", redis_server.url, "--node-id", "leader"],
+        {"TICKCAST_SIM_RATE": "4"},
+        tmp_path / "leader.log",
+    )
+    proxy = LinkProxy(redis_server.port)
+    await proxy.start()
+    follower = ServerProcess(
+        ["--source", "sim", "--redis-url", proxy.url, "--node-id", "follower", "--role", "edge"],
+        {},
+        tmp_path / "follower.log",
+    )
+    try:
+        await wait_ready_async(leader)
+        await wait_ready_async(follower)
+        statuses: list[str] = []
+        seqs: list[int] = []
+        async with websockets.connect(follower.ws_base + "/ws?symbols=*&status=1") as ws:
+
+            async def read() -> None:
+                async for raw in ws:
+                    message = orjson.loads(raw)
+                    if message["type"] == "status" and "hub" in message:
+                        statuses.append(str(message["hub"]))
+                    elif message["type"] == "tick":
+                        seqs.append(message["seq"])
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(1.5)
+            proxy.blackholed = True
+            cut = time.monotonic()
+            async with httpx.AsyncClient(timeout=2) as http:
+                while "disconnected" not in statuses and time.monotonic() - cut < 15:
+                    await asyncio.sleep(0.2)
+                detected = time.monotonic() - cut
+                assert "disconnected" in statuses, statuses
+                assert (await http.get(follower.base + "/readyz")).status_code == 503
+                await asyncio.sleep(1)
+                proxy.blackholed = False
+                proxy.reset_all()
+                restored = time.monotonic()
+                while statuses[-1] != "connected" and time.monotonic() - restored < 15:
+                    await asyncio.sleep(0.2)
+                assert statuses[-1] == "connected", statuses
+                await asyncio.sleep(1.5)
+                assert (await http.get(follower.base + "/readyz")).status_code == 200
+            reader.cancel()
+        assert detected < 10, f"a dead link took {detected:.1f}s to notice"
+        live = seqs[10:]
+        assert live == list(range(live[0], live[0] + len(live))), "a gap or duplicate"
+    finally:
+        follower.stop()
+        leader.stop()
+        await proxy.stop()

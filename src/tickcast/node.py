@@ -82,6 +82,9 @@ class Node:
             # Fail at start-up, with the file's name, rather than serve nothing.
             await asyncio.to_thread(self.source.inner.load)
         await self.hub.start()
+        if self.redis is not None:
+            # Clients that asked for status hear when the hub's link drops and returns.
+            self.redis.on_connection(lambda _connected: self._upstream_changed())
         if self.redis is None:
             self._start_source()
         elif self.lease is not None:
@@ -161,6 +164,7 @@ class Node:
             "reconnects": brief.get("reconnects", 0),
             "last_message_age": brief.get("last_message_age"),
             "simulated": self.source.label == "sim",
+            **self._hub_state(),
         }
 
     def _follower_status(self) -> dict[str, object]:
@@ -184,7 +188,13 @@ class Node:
             "last_message_age": None if age is None else round(age, 3),
             "simulated": source == "sim",
             "via": "hub",
+            **self._hub_state(),
         }
+
+    def _hub_state(self) -> dict[str, object]:
+        if self.redis is None:
+            return {}
+        return {"hub": "connected" if self.hub.connected else "disconnected"}
 
     def newest_tick_age(self) -> float | None:
         snapshot = self.hub.snapshot()

@@ -105,6 +105,7 @@ class RedisHub:
         self._high_seq = 0
         self._listeners: list[Listener] = []
         self._reset_hooks: list[ResetHook] = []
+        self._connection_hooks: list[Callable[[bool], None]] = []
         self._queue: deque[tuple[Tick, Origin | None]] = deque()
         self._wake = asyncio.Event()
         self._synced = asyncio.Event()
@@ -134,6 +135,7 @@ class RedisHub:
         self._connected = False
         self._listeners.clear()
         self._reset_hooks.clear()
+        self._connection_hooks.clear()
 
     @property
     def connected(self) -> bool:
@@ -255,13 +257,13 @@ class RedisHub:
             except _LINK_ERRORS as exc:
                 if self._connected:
                     log.warning("redis reader lost its connection (%s); reconnecting", exc)
-                self._connected = False
+                self._set_connected(False)
             except (redis.exceptions.RedisError, ValueError):
                 # A command error or data the hub cannot read (a key of the wrong type, a
                 # foreign latest-hash value): report, stay down, and try again later
                 # rather than lose the reader for good.
                 log.exception("redis reader failed; retrying")
-                self._connected = False
+                self._set_connected(False)
             finally:
                 await client.aclose()
             await asyncio.sleep(backoff_delay(attempt, self._rng))
@@ -279,7 +281,7 @@ class RedisHub:
         if self._ever_connected:
             self.counts["reconnects"] += 1
         self._ever_connected = True
-        self._connected = True
+        self._set_connected(True)
         self._synced.set()
 
     async def _read_once(self, client: aioredis.Redis) -> None:
@@ -377,6 +379,21 @@ class RedisHub:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def on_connection(self, hook: Callable[[bool], None]) -> Callable[[], None]:
+        """Call ``hook(connected)`` whenever the reader's link to Redis goes down or up."""
+        self._connection_hooks.append(hook)
+        return lambda: (
+            self._connection_hooks.remove(hook) if hook in self._connection_hooks else None
+        )
+
+    def _set_connected(self, connected: bool) -> None:
+        changed, self._connected = connected != self._connected, connected
+        for hook in tuple(self._connection_hooks) if changed else ():
+            try:
+                hook(connected)
+            except Exception:
+                log.exception("redis connection hook failed")
 
     def on_reset(self, hook: ResetHook) -> Callable[[], None]:
         """Call ``hook(reason)`` after the local state was rebuilt because history was lost
