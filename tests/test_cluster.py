@@ -253,3 +253,31 @@ async def test_a_node_that_loses_redis_keeps_its_clients_and_resumes_without_a_g
         follower.stop()
         leader.stop()
         await proxy.stop()
+
+
+async def test_a_frozen_leader_steps_down_and_nothing_it_sends_late_reaches_clients(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The leader frozen (SIGSTOP) past its lease TTL: another node leads; resumed
+    (SIGCONT), the old leader stops itself, and clients see no duplicate or reordering."""
+    nodes = start_nodes(tmp_path, redis_server, 2)
+    try:
+        (leader,) = leaders(nodes)
+        (other,) = [n for n in nodes if n is not leader]
+        watcher = asyncio.create_task(collect_ticks(other.ws_base + "/ws?symbols=*", 12))
+        await asyncio.sleep(1)
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(5)  # past the 3 s TTL
+            assert cluster(other)["leader"] is True
+            assert cluster(other)["epoch"] == 2
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(2)
+        assert cluster(leader)["leader"] is False
+        assert cluster(leader)["leader_id"] == cluster(other)["leader_id"]
+        seqs = (await watcher)[10:]
+        assert seqs == sorted(set(seqs)), "a duplicate or reordering after the freeze"
+    finally:
+        for node in nodes:
+            node.stop()
