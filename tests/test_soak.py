@@ -1,6 +1,6 @@
 """A bounded soak: hundreds of churning clients while the exchange runs every fault.
 
-``TICKCAST_SOAK_SECONDS`` (default 60) sets the churn phase; the whole test takes about
+``TICKCAST_SOAK_SECONDS`` (default 45) sets the churn phase; the whole test takes about
 that plus 30 s. At the end the server must be back near its baseline, healthy clients must
 have seen no gap they were not told about, and the server must not have logged a traceback.
 
@@ -34,7 +34,7 @@ import websockets
 from .rawclient import RawWebSocket, abort_socket, open_socket, raw_http_get
 from .support import ServerProcess, eventually, free_port
 
-SOAK_SECONDS = float(os.environ.get("TICKCAST_SOAK_SECONDS", "60"))
+SOAK_SECONDS = float(os.environ.get("TICKCAST_SOAK_SECONDS", "45"))
 WARMUP_SECONDS = 8.0
 HEALTHY_WS = 16
 HEALTHY_SSE = 8
