@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="also run a baseline server on the same load (repeatable)",
     )
+    bench.add_argument(
+        "--redis",
+        action="store_true",
+        help="also run tickcast on the Redis hub (a private Redis), side by side with the "
+        "memory hub",
+    )
     bench.add_argument("--json", type=Path, default=None, help="write the results here")
     bench.add_argument(
         "--flush-ms", type=float, default=None, help="TICKCAST_FLUSH_MS (default: the server's)"
@@ -331,6 +337,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         stall=args.stall,
         transport=args.transport,
         compare=tuple(args.compare),
+        redis=args.redis,
         json_path=args.json,
         flush_ms=args.flush_ms,
         slow_timeout=args.slow_timeout,

