@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 import websockets
 
 from .redis_support import LinkProxy, RedisServer, running_redis
-from .support import ServerProcess
+from .support import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -326,3 +328,51 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
         finally:
             for node in nodes:
                 node.stop()
+
+
+@pytest.fixture
+def sim_port() -> Iterator[int]:
+    """An external simulated exchange, so a fault can be injected into the leader's link."""
+    port = free_port()
+    command = [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port)]
+    sim = subprocess.Popen(
+        [*command, "--rate", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield port
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
+    tmp_path: Path, redis_server: RedisServer, sim_port: int
+) -> None:
+    """The leader's upstream connection is reset (it keeps the lease): it reconnects, and
+    clients on every node see seqs that only increase, with ticks flowing again."""
+    nodes = []
+    try:
+        for i in range(2):
+            args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{sim_port}"]
+            args += ["--redis-url", redis_server.url, "--node-id", f"node{i}"]
+            nodes.append(ServerProcess(args, {}, tmp_path / f"node{i}.log"))
+        for node in nodes:
+            node.wait_ready("/price", timeout=30)
+        (leader,) = leaders(nodes)
+        watchers = [
+            asyncio.create_task(collect_ticks(n.ws_base + "/ws?symbols=*", 8)) for n in nodes
+        ]
+        await asyncio.sleep(2)
+        async with httpx.AsyncClient(timeout=5) as http:
+            await http.post(f"http://127.0.0.1:{sim_port}/_sim/fault?kind=drop")
+        got = await asyncio.gather(*watchers)
+        upstream = leader.status()["upstream"]
+        assert isinstance(upstream, dict) and upstream["reconnects"] >= 1
+        assert cluster(leader)["leader"] is True and cluster(leader)["epoch"] == 1
+        for seqs in got:
+            live = seqs[10:]
+            assert live == sorted(set(live)), "a duplicate after the upstream reconnect"
+            assert len(live) > 20
+    finally:
+        for node in nodes:
+            node.stop()
