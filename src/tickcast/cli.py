@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run tickcast on the Redis hub (a private Redis), side by side with the "
         "memory hub",
     )
+    bench.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="with --redis: split the clients over N server processes sharing one upstream (1)",
+    )
     bench.add_argument("--json", type=Path, default=None, help="write the results here")
     bench.add_argument(
         "--flush-ms", type=float, default=None, help="TICKCAST_FLUSH_MS (default: the server's)"
@@ -338,6 +344,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         transport=args.transport,
         compare=tuple(args.compare),
         redis=args.redis,
+        nodes=args.nodes,
         json_path=args.json,
         flush_ms=args.flush_ms,
         slow_timeout=args.slow_timeout,

@@ -414,12 +414,14 @@ def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) -> None:
-    """``tickcast bench --redis``: the same load through a private Redis, in the same
-    invocation, with no gap and no duplicate, Redis's own CPU and the ratio reported."""
+    """``tickcast bench --redis --nodes 2``: the same load through a private Redis and two
+    server processes sharing one upstream, in the same invocation as the memory hub, with
+    no gap and no duplicate, Redis's own CPU and the ratio reported."""
     out = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
-        "--rate", "5", "--duration", "2", "--warmup", "1", "--redis", "--json", str(out),
+        "--rate", "5", "--duration", "2", "--warmup", "1", "--redis", "--nodes", "2",
+        "--loadgen-procs", "2", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -435,6 +437,16 @@ def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) 
     assert redis_run["server"]["status"]["hub"]["kind"] == "redis"
     assert "tickcast/tickcast-redis" in result["ratios"]
     assert "redis CPU %" in done.stdout
+    assert result["config"]["nodes"] == 2
+
+
+def test_several_nodes_need_redis_and_a_load_generator_each() -> None:
+    """--nodes above 1 without --redis, or with fewer load generators, is refused."""
+    from tickcast.bench.runner import BenchConfig
+
+    assert any("--redis" in p for p in BenchConfig(nodes=2, loadgen_procs=2).problems())
+    assert any("--loadgen-procs" in p for p in BenchConfig(nodes=2, redis=True).problems())
+    assert BenchConfig(nodes=2, redis=True, loadgen_procs=2).problems() == []
 
 
 # -- plot -------------------------------------------------------------------------------

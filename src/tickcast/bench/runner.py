@@ -23,7 +23,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -81,6 +81,7 @@ class BenchConfig:
     transport: Literal["ws", "sse"] = "ws"
     compare: tuple[str, ...] = ()
     redis: bool = False
+    nodes: int = 1
     json_path: Path | None = None
     flush_ms: float | None = None
     slow_timeout: float = 10.0
@@ -104,6 +105,10 @@ class BenchConfig:
             out.append("--stall must be between 0 and --clients")
         if self.loadgen_procs < 1:
             out.append("--loadgen-procs must be at least 1")
+        if self.nodes < 1 or (self.nodes > 1 and not self.redis):
+            out.append("--nodes above 1 needs --redis: nodes share their upstream through it")
+        if self.nodes > self.loadgen_procs:
+            out.append(f"--nodes {self.nodes} needs --loadgen-procs {self.nodes} or more")
         if self.flush_ms is not None and self.flush_ms < 0:
             out.append("--flush-ms must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
@@ -221,6 +226,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
     out["logs"] = str(config.logs) if config.logs else None
     out["compare"] = list(config.compare)
     out["redis"] = config.redis
+    out["nodes"] = config.nodes
     out["argv"] = list(config.argv)
     default_flush = Settings.model_fields["flush_ms"].default
     out["flush_ms_effective"] = config.flush_ms if config.flush_ms is not None else default_flush
@@ -294,11 +300,15 @@ class Run:
         else:
             env = {}
             argv = baseline_command(self.target, port, sim_port, self.symbols, c.slow_timeout)
-        child = Child(self.target, argv, clean_env(env), self.log_dir)
+        servers = sum(child.name.startswith(self.target) for child in self.children)
+        name = self.target if not servers else f"{self.target}-{servers + 1}"
+        child = Child(name, argv, clean_env(env), self.log_dir)
         self.children.append(child)
         return child, port
 
-    def start_workers(self, port: int) -> None:
+    def start_workers(self, ports: list[int]) -> None:
+        """The load generators; with several server ports (``--nodes``), worker ``i``
+        connects to port ``i mod len(ports)``, splitting the clients evenly."""
         c = self.config
         context = multiprocessing.get_context("spawn")
         query = "symbols=" + ",".join(self.symbols)
@@ -306,7 +316,7 @@ class Run:
         for index in range(c.loadgen_procs):
             spec = LoadSpec(
                 host=HOST,
-                port=port,
+                port=ports[index % len(ports)],
                 transport=c.transport,
                 target=target,
                 connections=share(c.clients, c.loadgen_procs, index),
@@ -339,10 +349,10 @@ class Run:
         for worker in self.workers:
             worker.conn.send(message)
 
-    def sample(self, server: Child, simulator: Child) -> CpuSample:
+    def sample(self, servers: list[Child], simulator: Child) -> CpuSample:
         return CpuSample(
             wall=time.time(),
-            server=procstat.cpu_seconds(server.pid),
+            server=_total_cpu(procstat.cpu_seconds(s.pid) for s in servers),
             simulator=procstat.cpu_seconds(simulator.pid),
             loadgen=[procstat.cpu_seconds(w.process.pid or 0) for w in self.workers],
             bench=procstat.cpu_seconds(os.getpid()),
@@ -389,14 +399,18 @@ async def _measure(run: Run, m: Measurements) -> None:
         await reference.wait_ready()
     if run.target == "tickcast-redis":
         run.redis_port = await run.start_redis()
-    server, port = run.start_server(sim_port)
-    await ready(server, port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
+    nodes = config.nodes if run.target == "tickcast-redis" else 1
+    started = [run.start_server(sim_port) for _ in range(nodes)]
+    servers, ports = [child for child, _ in started], [port for _, port in started]
+    server, port = started[0]
+    for child, child_port in started:
+        await ready(child, child_port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
     await asyncio.sleep(SETTLE_SECONDS)
-    m.rss_baseline = procstat.rss_bytes(server.pid)
+    m.rss_baseline = _total(procstat.rss_bytes(s.pid) for s in servers)
     m.fd_limit = procstat.nofile_limit(server.pid)
     if config.stall:
         run.tasks.append(asyncio.create_task(_poll_closes(port, m), name="status-poll"))
-    run.start_workers(port)
+    run.start_workers(ports)
     per_worker = -(-config.clients // config.loadgen_procs)
     batches = -(-per_worker // max(1, config.connect_batch // config.loadgen_procs))
     async with asyncio.timeout(SPAWN_TIMEOUT + batches * (config.connect_timeout + 1)):
@@ -406,11 +420,11 @@ async def _measure(run: Run, m: Measurements) -> None:
     reference.set_window(m.window_start_ms, m.window_end_ms)
     run.tell(("window", m.window_start_ms, m.window_end_ms))
     await _sleep_until(m.window_start_ms / 1000)
-    m.cpu_start = run.sample(server, simulator)
+    m.cpu_start = run.sample(servers, simulator)
     await _sleep_until(m.window_end_ms / 1000)
-    m.cpu_end = run.sample(server, simulator)
-    m.rss_end = procstat.rss_bytes(server.pid)
-    m.fds_end = procstat.open_fds(server.pid)
+    m.cpu_end = run.sample(servers, simulator)
+    m.rss_end = _total(procstat.rss_bytes(s.pid) for s in servers)
+    m.fds_end = _total(procstat.open_fds(s.pid) for s in servers)
     await asyncio.sleep(config.grace)
     for task in run.tasks:
         task.cancel()
@@ -421,9 +435,22 @@ async def _measure(run: Run, m: Measurements) -> None:
     async with asyncio.timeout(drain + 30.0):
         m.reports = await run.gather()
     m.status_end = await _status(port)
-    m.server_emfile_logged = server.log_contains("Too many open files")
-    if not server.alive():
-        raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
+    m.server_emfile_logged = any(s.log_contains("Too many open files") for s in servers)
+    for child in servers:
+        if not child.alive():
+            raise RuntimeError(f"{child.name} died during the run:\n{child.log_tail()}")
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    """The sum over the servers of a run (``--nodes``), or None if any is unknown."""
+    items = list(values)
+    return None if not items or None in items else sum(v for v in items if v is not None)
+
+
+def _total_cpu(values: Iterable[float | None]) -> float | None:
+    """``_total`` for CPU seconds."""
+    items = list(values)
+    return None if not items or None in items else sum(v for v in items if v is not None)
 
 
 async def _sleep_until(wall: float) -> None:
