@@ -97,7 +97,8 @@ class Node:
                 await asyncio.wait_for(self.lease.release(), self.settings.lease_ttl)
             with contextlib.suppress(Exception):
                 await cancel_and_wait(self._lease_task)
-            await self.lease.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.lease.aclose(), self.settings.lease_ttl)
         tasks = [t for t in (self._task, *self._retired) if t is not None]
         self._task, self._retired = None, []
         with contextlib.suppress(Exception):  # already logged by _run_source

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 ResetHook = Callable[[str], None]
 
 # What a lost or broken link looks like from redis-py: reconnect, never crash the reader.
+# Seconds a client's close may take before it is abandoned.
+CLOSE_TIMEOUT: Final = 2.0
 _LINK_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -219,7 +221,7 @@ class RedisHub:
                 self._account(parse_result(reply), len(batch))
                 batch = []
         finally:
-            await client.aclose()
+            await _close(client)
 
     def _account(self, result: PublishResult, sent: int) -> None:
         if result.fenced:
@@ -265,7 +267,7 @@ class RedisHub:
                 log.exception("redis reader failed; retrying")
                 self._set_connected(False)
             finally:
-                await client.aclose()
+                await _close(client)
             await asyncio.sleep(backoff_delay(attempt, self._rng))
             attempt += 1
 
@@ -457,6 +459,13 @@ class RedisHub:
                 )
             },
         }
+
+
+async def _close(client: aioredis.Redis) -> None:
+    """Close a client without ever hanging the task that owns it: a connection cut in the
+    middle of a command (a cancellation, a restarted Redis) must not hold up a stop."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT)
 
 
 def _text(value: object) -> str:
