@@ -142,10 +142,14 @@ class RawWebSocket:
 
 
 async def raw_http_get(
-    url: str, headers: dict[str, str] | None = None, rcvbuf: int = 0
+    url: str,
+    headers: dict[str, str] | None = None,
+    rcvbuf: int = 0,
+    raw_headers: list[bytes] | None = None,
 ) -> tuple[socket.socket, bytes]:
     """Send a GET on a fresh socket and read until the end of the response headers.
 
+    ``raw_headers`` are ``Name: value`` lines sent byte for byte (not UTF-8, say).
     Returns the socket (left open, not read further) and the bytes read so far.
     """
     parts = urlsplit(url)
@@ -153,10 +157,11 @@ async def raw_http_get(
     sock = await open_socket(parts.hostname, parts.port, rcvbuf)
     loop = asyncio.get_running_loop()
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines = [f"GET {target} HTTP/1.1".encode(), f"Host: {parts.netloc}".encode()]
+    lines += [f"{name}: {value}".encode() for name, value in (headers or {}).items()]
+    lines += raw_headers or []
     try:
-        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        await loop.sock_sendall(sock, b"\r\n".join(lines) + b"\r\n\r\n")
         received = b""
         while b"\r\n\r\n" not in received:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, READ_CHUNK), 10)

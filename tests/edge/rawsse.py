@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from urllib.parse import urlsplit
 
-from ..rawclient import READ_CHUNK, open_socket
+from ..rawclient import READ_CHUNK, raw_http_get
 
 Event = dict[str, str]
 
@@ -29,22 +28,7 @@ class RawSse:
     @classmethod
     async def get(cls, url: str, headers: list[bytes] | None = None, rcvbuf: int = 0) -> RawSse:
         """Send the request (``headers`` as raw ``Name: value`` lines) and read the head."""
-        parts = urlsplit(url)
-        assert parts.hostname is not None and parts.port is not None
-        sock = await open_socket(parts.hostname, parts.port, rcvbuf)
-        loop = asyncio.get_running_loop()
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"GET {target} HTTP/1.1".encode(), f"Host: {parts.netloc}".encode()]
-        try:
-            await loop.sock_sendall(sock, b"\r\n".join([*lines, *(headers or [])]) + b"\r\n\r\n")
-            received = b""
-            while b"\r\n\r\n" not in received:
-                chunk = await asyncio.wait_for(loop.sock_recv(sock, READ_CHUNK), 10)
-                assert chunk, f"connection ended before the headers: {received!r}"
-                received += chunk
-        except BaseException:
-            sock.close()
-            raise
+        sock, received = await raw_http_get(url, rcvbuf=rcvbuf, raw_headers=headers)
         head, _, rest = received.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         chunked = b"transfer-encoding: chunked" in head.lower()
