@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tickcast"
 
 # Modules every stage may use: the domain type, configuration and small utilities.
-SHARED = frozenset({"tick", "errors", "tasks", "logs", "settings"})
+SHARED = frozenset({"tick", "errors", "tasks", "logs", "settings", "hooks"})
 
 # The part of tickcast a module belongs to -> the parts it may import.
 # ``None`` means any part but ``cli``: the modules that tie the stages together.

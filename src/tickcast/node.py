@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from tickcast.hooks import Hooks
 from tickcast.hub.base import Hub
 from tickcast.hub.lease import Lease, LeaseTiming
 from tickcast.hub.memory import MemoryHub
@@ -66,7 +67,7 @@ class Node:
         self._lease_task: asyncio.Task[None] | None = None
         # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
         self._retired: list[asyncio.Task[None]] = []
-        self._listeners: list[UpstreamListener] = []
+        self._listeners: Hooks[dict[str, object]] = Hooks("upstream listener")
         # Lease changes seen by this node: "elected" and "deposed" (for /metrics).
         self.lease_changes: Counter[str] = Counter()
 
@@ -141,16 +142,10 @@ class Node:
 
     def on_upstream_change(self, listener: UpstreamListener) -> Callable[[], None]:
         """Call ``listener`` with ``upstream_status()`` whenever the upstream state changes."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._listeners.add(listener)
 
     def _upstream_changed(self) -> None:
-        status = self.upstream_status()
-        for listener in tuple(self._listeners):
-            try:
-                listener(status)
-            except Exception:
-                log.exception("upstream listener failed")
+        self._listeners(self.upstream_status())
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""

@@ -2,7 +2,7 @@
 ``Hub`` interface, the per-symbol tick store, the in-memory hub, and for several nodes the
 Redis hub (its publish script and stream reader) and the leader lease.
 
-May import ``tickcast.tick``, ``tickcast.tasks`` and itself only.
+May import ``tickcast.tick``, ``tickcast.tasks``, ``tickcast.hooks`` and itself only.
 """
 
 from tickcast.hub.base import Hub, Listener

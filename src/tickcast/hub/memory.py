@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 
+from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener, Origin
 from tickcast.hub.store import TickStore
 from tickcast.tick import Tick
-
-log = logging.getLogger(__name__)
 
 
 class MemoryHub:
@@ -17,7 +15,7 @@ class MemoryHub:
 
     def __init__(self, history_size: int) -> None:
         self._store = TickStore(history_size)
-        self._listeners: list[Listener] = []
+        self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
         self.published = 0
 
     async def start(self) -> None:
@@ -34,21 +32,10 @@ class MemoryHub:
         if not self._store.add(tick):
             return
         self.published += 1
-        for listener in tuple(self._listeners):
-            # One listener's bug must not starve the others or the ingest.
-            try:
-                listener(tick)
-            except Exception:
-                log.exception("hub listener failed on %s seq %d", tick.symbol, tick.seq)
+        self._listeners(tick)  # one listener's bug must not starve the others or the ingest
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def latest(self, symbol: str) -> Tick | None:
         return self._store.latest(symbol)
@@ -73,3 +60,8 @@ class MemoryHub:
             "last_seq": self._store.last_seq(),
             "published": self.published,
         }
+
+
+def tick_name(tick: Tick) -> str:
+    """How a tick is named in a log line."""
+    return f"{tick.symbol} seq {tick.seq}"

@@ -32,7 +32,9 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener
+from tickcast.hub.memory import tick_name
 from tickcast.hub.redis_follow import (
     Entry,
     Follower,
@@ -105,9 +107,9 @@ class RedisHub:
         self._floor = 0
         self._follower: Follower | None = None
         self._high_seq = 0
-        self._listeners: list[Listener] = []
-        self._reset_hooks: list[ResetHook] = []
-        self._connection_hooks: list[Callable[[bool], None]] = []
+        self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
+        self._reset_hooks: Hooks[str] = Hooks("hub reset hook")
+        self._connection_hooks: Hooks[bool] = Hooks("redis connection hook")
         self._queue: deque[tuple[Tick, Origin | None]] = deque()
         self._wake = asyncio.Event()
         self._synced = asyncio.Event()
@@ -323,12 +325,7 @@ class RedisHub:
             return
         self._high_seq = max(self._high_seq, tick.seq)
         self._lag_ms = max(0, int(time.time() * 1000) - entry.written_ms)
-        for listener in tuple(self._listeners):
-            # One listener's bug must not starve the others or stop the reader.
-            try:
-                listener(tick)
-            except Exception:
-                log.exception("hub listener failed on %s seq %d", tick.symbol, tick.seq)
+        self._listeners(tick)  # one listener's bug must not starve the others or the reader
 
     async def _resync(self, client: aioredis.Redis, reason: Verdict) -> None:
         """History this node relied on is gone: rebuild from Redis and tell the edge."""
@@ -336,11 +333,7 @@ class RedisHub:
         self._install(await self._fetch(client, lost_after))
         self.counts["resyncs"] += 1
         log.warning("redis hub resynchronized (%s) at seq %d", reason.value, self._high_seq)
-        for hook in tuple(self._reset_hooks):
-            try:
-                hook(reason.value)
-            except Exception:
-                log.exception("hub reset hook failed")
+        self._reset_hooks(reason.value)
 
     async def _fetch(self, client: aioredis.Redis, lost_after: int = 0) -> Loaded:
         keys = self._keys
@@ -374,40 +367,22 @@ class RedisHub:
     # -- the Hub's reads -------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def on_connection(self, hook: Callable[[bool], None]) -> Callable[[], None]:
         """Call ``hook(connected)`` whenever the reader's link to Redis goes down or up."""
-        self._connection_hooks.append(hook)
-        return lambda: (
-            self._connection_hooks.remove(hook) if hook in self._connection_hooks else None
-        )
+        return self._connection_hooks.add(hook)
 
     def _set_connected(self, connected: bool) -> None:
         changed, self._connected = connected != self._connected, connected
-        for hook in tuple(self._connection_hooks) if changed else ():
-            try:
-                hook(connected)
-            except Exception:
-                log.exception("redis connection hook failed")
+        if changed:
+            self._connection_hooks(connected)
 
     def on_reset(self, hook: ResetHook) -> Callable[[], None]:
         """Call ``hook(reason)`` after the local state was rebuilt because history was lost
         (``"incarnation"``: Redis lost its data; ``"trimmed"``: this node fell behind the
         stream's end): live clients need a ``reset`` and a snapshot."""
-        self._reset_hooks.append(hook)
-
-        def remove() -> None:
-            if hook in self._reset_hooks:
-                self._reset_hooks.remove(hook)
-
-        return remove
+        return self._reset_hooks.add(hook)
 
     def latest(self, symbol: str) -> Tick | None:
         return self._store.latest(symbol)
