@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 ResetHook = Callable[[str], None]
 
 # What a lost or broken link looks like from redis-py: reconnect, never crash the reader.
-# Seconds a client's close may take before it is abandoned.
+# Seconds a client's close, and the hub's whole stop, may take before they are abandoned.
 CLOSE_TIMEOUT: Final = 2.0
+STOP_TIMEOUT: Final = 3.0
 _LINK_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -134,7 +135,13 @@ class RedisHub:
             await asyncio.wait_for(self._synced.wait(), self._start_timeout)
 
     async def stop(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        # Bounded: a task caught in redis-py while its connection is being cut must not
+        # hold up a shutdown (SPEC §9: out within 5 s); it is reported, not waited for.
+        try:
+            await asyncio.wait_for(cancel_and_wait(*self._tasks), STOP_TIMEOUT)
+        except TimeoutError:
+            stuck = [t.get_name() for t in self._tasks if not t.done()]
+            log.error("redis hub tasks did not stop within %.0f s: %s", STOP_TIMEOUT, stuck)
         self._tasks = []
         self._connected = False
         self._listeners.clear()
