@@ -30,6 +30,8 @@ ALLOWED: dict[str, frozenset[str] | None] = {
     "metrics": None,
     "api": None,
     "server": None,
+    "workers": None,
+    "listen": frozenset(),
     "tail": None,
     "bench": None,
     "openapi": None,

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="with --redis: split the clients over N server processes sharing one upstream (1)",
     )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run tickcast serve --workers N on a private Redis, side by side with one "
+        "memory-hub process (1 = not)",
+    )
     bench.add_argument("--json", type=Path, default=None, help="write the results here")
     bench.add_argument(
         "--flush-ms", type=float, default=None, help="TICKCAST_FLUSH_MS (default: the server's)"
@@ -138,7 +145,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | No
         env = f"TICKCAST_{name.upper()}"
         default = "" if info.default_factory is not None else f"; default {info.default!r}"
         help_text = f"{info.description} [{env}{default}]".replace("%", "%%")
-        kind = _flag_type(info)
+        kind = _flag_type(name, info)
         if kind is bool:
             parser.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -147,7 +154,13 @@ def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | No
             parser.add_argument(flag, dest=name, default=None, type=kind, help=help_text)
 
 
-def _flag_type(info: FieldInfo) -> type:
+# Settings whose flag takes a word as well as a number (``--workers auto``).
+_WORDS_TOO = frozenset({"workers"})
+
+
+def _flag_type(name: str, info: FieldInfo) -> type:
+    if name in _WORDS_TOO:
+        return str
     annotation = info.annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -204,6 +217,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"tickcast: {problem}", file=sys.stderr)
             return 2
+    if settings.workers > 1:
+        from tickcast.workers import run_workers, workers_problem
+
+        problem = workers_problem(settings)
+        if problem is not None:
+            print(f"tickcast: {problem}", file=sys.stderr)
+            return 2
+        return run_workers(settings)
     from tickcast.server import run_server
 
     return run_server(settings)
@@ -345,6 +366,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compare=tuple(args.compare),
         redis=args.redis,
         nodes=args.nodes,
+        workers=args.workers,
         json_path=args.json,
         flush_ms=args.flush_ms,
         slow_timeout=args.slow_timeout,

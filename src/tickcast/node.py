@@ -188,9 +188,13 @@ class Node:
         }
 
     def _hub_state(self) -> dict[str, object]:
+        # The node a client is served by: useful behind a load balancer or with workers.
         if self.redis is None:
-            return {}
-        return {"hub": "connected" if self.hub.connected else "disconnected"}
+            return {"node": self.settings.node_id}
+        return {
+            "node": self.settings.node_id,
+            "hub": "connected" if self.hub.connected else "disconnected",
+        }
 
     def newest_tick_age(self) -> float | None:
         snapshot = self.hub.snapshot()

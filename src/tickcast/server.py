@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 
 import uvicorn
 
 from tickcast import __version__
 from tickcast.api import create_app
 from tickcast.edge.fastpath import SocketTuning, protocol_classes, write_path
+from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
 from tickcast.settings import Settings
 
@@ -39,6 +38,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=max(1.0, settings.idle_timeout - settings.ping_interval),
+        # X-Forwarded-For/-Proto only from TICKCAST_TRUSTED_PROXIES. uvicorn's own default
+        # believes 127.0.0.1, which would let any local process claim any address.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies),
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -46,21 +49,23 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def run_server(settings: Settings) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit status."""
+def run_server(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit status. ``reuse_port``: a worker of
+    ``--workers``, sharing the port with its siblings (``SO_REUSEPORT``)."""
     # The token arrives in request targets (?token=) that uvicorn logs: keep it out.
     configure_logging(settings.log_format, settings.log_level, secrets=[settings.token])
     try:
-        listener = bind_listener(settings.host, settings.port)
+        listener = bind_listener(settings.host, settings.port, reuse_port=reuse_port)
     except BindError as exc:
         log.error("%s", exc)
         return 1
     host, port = listener.getsockname()[:2]
     log.info(
-        "tickcast %s listening on http://%s:%d (write path: %s)",
+        "tickcast %s listening on http://%s:%d (node %s, write path: %s)",
         __version__,
         f"[{host}]" if ":" in host else host,
         port,
+        settings.node_id,
         write_path(),
     )
     server = uvicorn.Server(uvicorn_config(settings))
@@ -69,37 +74,3 @@ def run_server(settings: Settings) -> int:
     finally:
         listener.close()
     return 0 if server.started else 1
-
-
-class BindError(Exception):
-    """The listening socket could not be opened; the message says what to do."""
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """Open the listening socket before the app starts, so a port in use is one clear
-    error before anything else is logged (uvicorn would report it after startup)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise BindError(_bind_problem(host, port, exc)) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def _bind_problem(host: str, port: int, exc: OSError) -> str:
-    where = f"{host}:{port}"
-    hint = "choose another port with --port or TICKCAST_PORT"
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} is already in use on {host} (is tickcast already running?): {hint}"
-    if exc.errno == errno.EACCES:
-        return f"no permission to listen on {where} (ports below 1024 need privileges): {hint}"
-    if exc.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(exc, socket.gaierror):
-        return (
-            f"cannot listen on {where}: {host} is not an address of this machine: "
-            "choose another with --host or TICKCAST_HOST"
-        )
-    return f"cannot listen on {where}: {exc.strerror or exc}"

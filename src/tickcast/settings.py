@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
@@ -19,6 +20,23 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _proxy_network(entry: str) -> str:
+    """One entry of ``trusted_proxies`` in canonical form (an address or a network);
+    ValueError naming it when it is neither."""
+    try:
+        network = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{entry!r} is not an IP address or network (such as 10.0.0.5 or 10.0.0.0/8)"
+        ) from None
+    address, slash, _ = entry.partition("/")
+    if not slash:
+        return str(network.network_address)
+    if ipaddress.ip_address(address) != network.network_address:
+        raise ValueError(f"{entry!r} has host bits set: did you mean {network}?")
+    return str(network)
 
 
 def default_node_id() -> str:
@@ -88,6 +106,13 @@ class Settings(BaseSettings):
     role: Literal["all", "edge", "ingest"] = Field(
         "all", description="all | edge (never ingests) | ingest (ingests, serves REST only)."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Server processes on this host and port, each a node (needs Redis); "
+        "auto = one per core.",
+    )
 
     # Clients
     slow_client_timeout: float = Field(
@@ -130,6 +155,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="REST CORS origins."
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxy addresses or networks (CIDR) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed, comma separated; empty = none.",
+    )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _parse_workers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return len(os.sched_getaffinity(0))
+        return value
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -149,10 +186,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"invalid symbol {symbol!r}: expected letters and digits")
         return list(dict.fromkeys(value))
 
-    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _parse_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        # Checked here because uvicorn takes an entry it cannot parse for a name that no
+        # peer ever matches: a typo would silently leave every forwarded address unread.
+        return list(dict.fromkeys(_proxy_network(entry) for entry in value))
 
     @field_validator("source")
     @classmethod

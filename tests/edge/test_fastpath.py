@@ -97,4 +97,4 @@ async def test_real_clients_are_served_on_the_fast_path(tmp_path: Path) -> None:
             edge = server.status()["edge"]
             assert isinstance(edge, dict)
             assert edge["write_paths"] == {"fast": 2, "portable": 0}
-        assert "(write path: fast)" in server.log()
+        assert "write path: fast)" in server.log()

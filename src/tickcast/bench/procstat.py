@@ -4,15 +4,14 @@ the machine's busy time and description; and the per-process limits it raises.""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import platform
 import resource
-import signal
 from pathlib import Path
 
+from tickcast.workers import die_with_parent
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -37,6 +36,17 @@ def rss_bytes(pid: int) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (``--workers``: the supervisor's workers)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                found.extend(int(child) for child in text.split())
+    return sorted(found)
 
 
 def open_fds(pid: int) -> int | None:
@@ -106,14 +116,6 @@ def raise_nofile() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when its parent dies (Linux prctl), so a
-    bench killed by SIGKILL leaves no server or client behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def child_setup() -> None:

@@ -61,6 +61,7 @@ class Measurements:
     status_end: dict[str, Any] | None = None
     closes_timeline: list[tuple[float, int]] = field(default_factory=list)
     server_emfile_logged: bool = False
+    spread: list[int] = field(default_factory=list)  # connections per worker (--workers)
     window_start_ms: int = 0
     window_end_ms: int = 0
     grace: float = 0.0
@@ -112,6 +113,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
             "rss_end_mb": _mb(m.rss_end),
             "rss_per_connection_kb": per_connection,
             "fds_end": m.fds_end,
+            "connections_per_worker": m.spread or None,
             "fd_limit": m.fd_limit,
             "status": _status_subset(m.status_end),
         },
@@ -357,6 +359,11 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     row("server RSS idle MB", lambda r: _num(r["server"]["rss_baseline_mb"], 1))
     row("server RSS end MB", lambda r: _num(r["server"]["rss_end_mb"], 1))
     row("RSS per connection KB", lambda r: _num(r["server"]["rss_per_connection_kb"], 1))
+    if any(runs[n].get("server", {}).get("connections_per_worker") for n in names):
+        row(
+            "connections per worker",
+            lambda r: "/".join(map(str, r["server"]["connections_per_worker"] or [])) or "-",
+        )
     row("loadgen CPU % (procs)", lambda r: f"{_num(r['loadgen']['cpu_percent'], 1)} "
         f"({r['loadgen']['procs']})")  # fmt: skip
     row("simulator CPU %", lambda r: _num(r["simulator"]["cpu_percent"], 1))

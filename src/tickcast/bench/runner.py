@@ -60,7 +60,9 @@ from tickcast.bench.report import (
 from tickcast.bench.wsbytes import BadHead
 from tickcast.settings import DEFAULT_SYMBOLS, Settings
 
-Target = Literal["tickcast", "tickcast-redis", "naive", "raw"]
+Target = Literal["tickcast", "tickcast-redis", "tickcast-workers", "naive", "raw"]
+# The targets that run on a private Redis started by the bench.
+ON_REDIS: tuple[Target, ...] = ("tickcast-redis", "tickcast-workers")
 BASELINES: dict[str, Target] = {"naive": "naive", "raw": "raw"}
 SETTLE_SECONDS = 0.5  # after /price answers, before the idle RSS is read
 STATUS_POLL_SECONDS = 0.5
@@ -82,6 +84,7 @@ class BenchConfig:
     compare: tuple[str, ...] = ()
     redis: bool = False
     nodes: int = 1
+    workers: int = 1
     json_path: Path | None = None
     flush_ms: float | None = None
     slow_timeout: float = 10.0
@@ -109,6 +112,8 @@ class BenchConfig:
             out.append("--nodes above 1 needs --redis: nodes share their upstream through it")
         if self.nodes > self.loadgen_procs:
             out.append(f"--nodes {self.nodes} needs --loadgen-procs {self.nodes} or more")
+        if not 1 <= self.workers <= 64:
+            out.append("--workers must be between 1 and 64")
         if self.flush_ms is not None and self.flush_ms < 0:
             out.append("--flush-ms must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
@@ -160,6 +165,8 @@ def _plan(config: BenchConfig) -> tuple[Path, dict[Target, Path], list[Target], 
     log_dir = config.logs or Path(tempfile.mkdtemp(prefix="tickcast-bench-"))
     notes: list[str] = []
     targets: list[Target] = ["tickcast", "tickcast-redis"] if config.redis else ["tickcast"]
+    if config.workers > 1:
+        targets.append("tickcast-workers")
     for name in dict.fromkeys(config.compare):
         if config.transport == "sse":
             notes.append(f"--compare {name} skipped: the baselines serve WebSocket only")
@@ -227,6 +234,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
     out["compare"] = list(config.compare)
     out["redis"] = config.redis
     out["nodes"] = config.nodes
+    out["workers"] = config.workers
     out["argv"] = list(config.argv)
     default_flush = Settings.model_fields["flush_ms"].default
     out["flush_ms_effective"] = config.flush_ms if config.flush_ms is not None else default_flush
@@ -284,7 +292,7 @@ class Run:
     def start_server(self, sim_port: int) -> tuple[Child, int]:
         port = free_port()
         c = self.config
-        if self.target in ("tickcast", "tickcast-redis"):
+        if self.target in ("tickcast", *ON_REDIS):
             env = {
                 "TICKCAST_BINANCE_URL": f"ws://{HOST}:{sim_port}",
                 "TICKCAST_SLOW_CLIENT_TIMEOUT": str(c.slow_timeout),
@@ -293,9 +301,11 @@ class Run:
             }
             if c.flush_ms is not None:
                 env["TICKCAST_FLUSH_MS"] = str(c.flush_ms)
-            if self.target == "tickcast-redis":
+            if self.target in ON_REDIS:
                 assert self.redis_port is not None
                 env["TICKCAST_REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
+            if self.target == "tickcast-workers":
+                env["TICKCAST_WORKERS"] = str(c.workers)
             argv = tickcast_command(port, self.symbols)
         else:
             env = {}
@@ -352,7 +362,7 @@ class Run:
     def sample(self, servers: list[Child], simulator: Child) -> CpuSample:
         return CpuSample(
             wall=time.time(),
-            server=_total_cpu(procstat.cpu_seconds(s.pid) for s in servers),
+            server=_total_cpu(procstat.cpu_seconds(pid) for pid in server_pids(servers)),
             simulator=procstat.cpu_seconds(simulator.pid),
             loadgen=[procstat.cpu_seconds(w.process.pid or 0) for w in self.workers],
             bench=procstat.cpu_seconds(os.getpid()),
@@ -397,7 +407,7 @@ async def _measure(run: Run, m: Measurements) -> None:
     run.tasks.append(asyncio.create_task(reference.run(), name="reference"))
     async with asyncio.timeout(READY_TIMEOUT):
         await reference.wait_ready()
-    if run.target == "tickcast-redis":
+    if run.target in ON_REDIS:
         run.redis_port = await run.start_redis()
     nodes = config.nodes if run.target == "tickcast-redis" else 1
     started = [run.start_server(sim_port) for _ in range(nodes)]
@@ -405,8 +415,11 @@ async def _measure(run: Run, m: Measurements) -> None:
     server, port = started[0]
     for child, child_port in started:
         await ready(child, child_port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
+    if run.target == "tickcast-workers":
+        await _all_workers_serving(port, config.workers)
     await asyncio.sleep(SETTLE_SECONDS)
-    m.rss_baseline = _total(procstat.rss_bytes(s.pid) for s in servers)
+    m.rss_baseline = _total(procstat.rss_bytes(pid) for pid in server_pids(servers))
+    fds_before = {pid: procstat.open_fds(pid) or 0 for pid in server_pids(servers)}
     m.fd_limit = procstat.nofile_limit(server.pid)
     if config.stall:
         run.tasks.append(asyncio.create_task(_poll_closes(port, m), name="status-poll"))
@@ -423,8 +436,15 @@ async def _measure(run: Run, m: Measurements) -> None:
     m.cpu_start = run.sample(servers, simulator)
     await _sleep_until(m.window_end_ms / 1000)
     m.cpu_end = run.sample(servers, simulator)
-    m.rss_end = _total(procstat.rss_bytes(s.pid) for s in servers)
-    m.fds_end = _total(procstat.open_fds(s.pid) for s in servers)
+    m.rss_end = _total(procstat.rss_bytes(pid) for pid in server_pids(servers))
+    m.fds_end = _total(procstat.open_fds(pid) for pid in server_pids(servers))
+    if run.target == "tickcast-workers":
+        # Connections each worker holds: its descriptors now less those it had idle.
+        m.spread = [
+            (procstat.open_fds(pid) or 0) - before
+            for pid, before in fds_before.items()
+            if pid != server.pid
+        ]
     await asyncio.sleep(config.grace)
     for task in run.tasks:
         task.cancel()
@@ -439,6 +459,24 @@ async def _measure(run: Run, m: Measurements) -> None:
     for child in servers:
         if not child.alive():
             raise RuntimeError(f"{child.name} died during the run:\n{child.log_tail()}")
+
+
+def server_pids(servers: list[Child]) -> list[int]:
+    """Every process serving clients: each server, and under ``--workers`` each worker
+    of its supervisor (which holds no client but is counted for its CPU and memory)."""
+    return [pid for s in servers for pid in (s.pid, *procstat.children(s.pid))]
+
+
+async def _all_workers_serving(port: int, workers: int) -> None:
+    """Wait until ``/status`` has answered from every worker: each connection lands on
+    one of them by the kernel's hash of its port, so a few dozen requests see them all."""
+    seen: set[str] = set()
+    async with asyncio.timeout(READY_TIMEOUT):
+        while len(seen) < workers:
+            status = await _status(port)
+            if status is not None and status.get("node_id"):
+                seen.add(str(status["node_id"]))
+            await asyncio.sleep(0.05)
 
 
 def _total(values: Iterable[int | None]) -> int | None:

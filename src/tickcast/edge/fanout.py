@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tickcast.edge.fastpath import RawTransport
-from tickcast.edge.guard import HandshakeGuard, HeadLimits
+from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
 from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
 from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
@@ -93,6 +93,7 @@ class Edge:
                 timeout=settings.handshake_timeout,
             ),
             max_per_ip=settings.max_connections_per_ip,
+            trusted=trusted_networks(settings.trusted_proxies),
         )
         # symbol -> wire format -> sessions: each format is encoded once per tick.
         self._by_symbol: dict[str, dict[WireFormat, dict[int, Session]]] = {

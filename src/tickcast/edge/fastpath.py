@@ -470,6 +470,8 @@ class FastHttpProtocol(_FlowSignals, HttpToolsProtocol):
         """A request head may now arrive: bound its time (and, in ``data_received``, size)."""
         if self._head_ip is not None:
             return  # this head is already bounded (the first request's begins after connect)
+        # The peer's address: for a trusted proxy the guard bounds the head but does not
+        # count it, as the proxy speaks for many clients (admission counts those).
         ip = self.client[0] if self.client else ""
         if not self.guard.enter(ip):
             self._refuse("per_ip", TOO_MANY_HANDSHAKES)
