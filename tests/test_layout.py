@@ -32,6 +32,7 @@ ALLOWED: dict[str, frozenset[str] | None] = {
     "server": None,
     "workers": None,
     "listen": frozenset(),
+    "gcpolicy": frozenset(),
     "tail": None,
     "bench": None,
     "openapi": None,

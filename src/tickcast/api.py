@@ -23,6 +23,7 @@ from tickcast.edge.guard import HandshakeGuard
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
+from tickcast.gcpolicy import HEAP
 from tickcast.logs import flush_rate_limits
 from tickcast.metrics import Metrics
 from tickcast.node import Node
@@ -53,7 +54,11 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def process_status() -> dict[str, object]:
     """What leaks would show: memory, descriptors and tasks of this process."""
-    out: dict[str, object] = {"pid": os.getpid(), "asyncio_tasks": len(asyncio.all_tasks())}
+    out: dict[str, object] = {
+        "pid": os.getpid(),
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        "gc": HEAP.status(),
+    }
     try:
         out["open_fds"] = len(os.listdir("/proc/self/fd"))
         with open("/proc/self/statm") as statm:

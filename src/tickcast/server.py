@@ -9,6 +9,7 @@ import uvicorn
 from tickcast import __version__
 from tickcast.api import create_app
 from tickcast.edge.fastpath import SocketTuning, protocol_classes, write_path
+from tickcast.gcpolicy import HEAP
 from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
 from tickcast.settings import Settings
@@ -69,6 +70,8 @@ def run_server(settings: Settings, *, reuse_port: bool = False) -> int:
         write_path(),
     )
     server = uvicorn.Server(uvicorn_config(settings))
+    # Everything built so far lives as long as the process: out of every GC pass.
+    HEAP.install()
     try:
         server.run(sockets=[listener])
     finally:
