@@ -97,7 +97,7 @@ async def test_workers_share_one_port_and_one_upstream_and_survive_a_dead_worker
     )
     try:
         server.wait_ready("/price", timeout=30)
-        await wait_for_log(server, "listening on", 2)
+        await wait_for_log(server, "Application startup complete", 2)
         url = f"{server.ws_base}/ws?status=1"
         clients = [await open_client(url) for _ in range(CLIENTS)]
         spread = Counter(node for _, node in clients)
@@ -126,7 +126,7 @@ async def test_workers_share_one_port_and_one_upstream_and_survive_a_dead_worker
         else:
             pytest.fail(f"worker not restarted: {worker_pids(server.proc.pid)}\n{server.log()}")
         assert "exited with signal SIGKILL; restarting it" in server.log()
-        await wait_for_log(server, "listening on", 3)
+        await wait_for_log(server, "Application startup complete", 3)
         fresh = [await open_client(url) for _ in range(CLIENTS)]
         assert set(Counter(node for _, node in fresh)) == {"box-w1", "box-w2"}
         for ws, _ in fresh:
