@@ -7,6 +7,7 @@ through the session's transport, never through this task.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 from fastapi import WebSocket
@@ -71,9 +72,13 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
     await websocket.accept()
     raw = websocket.scope.get("extensions", {}).get(EXTENSION)
     if raw is not None:
-        session = _open(edge, websocket, raw["transport"], throttle_ms)
+        raw_ws: RawWebSocket = raw["transport"]
+        session = _open(edge, websocket, raw_ws, throttle_ms)
+        _forget_request(websocket)
         try:
-            await _read_ops(edge, websocket, session)
+            # Ops are applied as they arrive, from the protocol's data callback; this
+            # coroutine only waits for the end of the connection.
+            await raw_ws.receive_with(functools.partial(_on_message, edge, session))
         finally:
             edge.detach(session)
         return
@@ -125,13 +130,28 @@ async def _read_ops(edge: Edge, websocket: WebSocket, session: Session) -> None:
         message: Message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        if session.closed is not None:
-            continue
-        text = message.get("text")
-        if text is not None:
-            edge.apply(session, session.handle_text(text))
-        elif message.get("bytes") is not None:
-            session.handle_binary()
+        _on_message(edge, session, message)
+
+
+def _forget_request(websocket: WebSocket) -> None:
+    """Drop the handshake's headers and query, read once at the start: a connection
+    lives for hours, and its request head would stay in memory all that time (about a
+    kilobyte per client: a list of header tuples and the parsed copies)."""
+    websocket.scope["headers"] = []
+    websocket.scope["query_string"] = b""
+    for cached in ("_headers", "_query_params", "_url"):
+        websocket.__dict__.pop(cached, None)
+
+
+def _on_message(edge: Edge, session: Session, message: Message) -> None:
+    """One message from the client: an op (text) or a binary frame (refused)."""
+    if session.closed is not None:
+        return
+    text = message.get("text")
+    if text is not None:
+        edge.apply(session, session.handle_text(text))
+    elif message.get("bytes") is not None:
+        session.handle_binary()
 
 
 def _queued(websocket: WebSocket) -> QueuedTransport:
