@@ -1,10 +1,12 @@
-"""tickcast tail: the pure table state and protocol helpers, then the driver over loopback."""
+"""tickcast tail: the pure table state, line formats, protocol helpers and failure lines,
+then the driver over loopback. The CLI as a process: test_tail_cli.py."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import socket
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,18 +16,30 @@ from rich.table import Table
 from rich.text import Text
 
 from tickcast.tail import (
+    COLUMNS,
     DOWN_STYLE,
     MISSING,
     UP_STYLE,
     ConnectionState,
+    LineView,
+    OutputClosed,
+    OutputFormat,
+    Problem,
+    ServerRefused,
     SseEvent,
     SseParser,
     TailState,
+    TickLines,
     decode_message,
+    describe_failure,
+    fit_columns,
     format_percent,
     format_price,
+    format_spread,
     format_volume,
+    plain_line,
     run_tail,
+    server_label,
     sparkline,
     sse_message,
     sse_url,
@@ -33,8 +47,6 @@ from tickcast.tail import (
 )
 
 from .support import running_server
-
-PRICE, CHANGE, HIGH, LOW, VOLUME, TREND = 1, 2, 3, 4, 5, 6
 
 
 def tick(symbol: str, price: object, seq: int = 1, change: object = 1.5) -> dict[str, object]:
@@ -46,8 +58,9 @@ def tick(symbol: str, price: object, seq: int = 1, change: object = 1.5) -> dict
     }  # fmt: skip
 
 
-def cells(table: Table, column: int) -> list[Text]:
-    found = list(table.columns[column].cells)
+def cells(table: Table, header: str) -> list[Text]:
+    column = next(c for c in table.columns if c.header == header)
+    found = list(column.cells)
     assert all(isinstance(cell, Text) for cell in found)
     return found  # type: ignore[return-value]
 
@@ -70,7 +83,7 @@ def test_ticks_make_one_row_per_symbol_in_arrival_order() -> None:
         state.apply(tick(symbol, price, seq=n))
     table = state.render()
     assert table.row_count == 2
-    assert [c.plain for c in cells(table, 0)] == ["ETHUSDT", "BTCUSDT"]
+    assert [c.plain for c in cells(table, "Symbol")] == ["ETHUSDT", "BTCUSDT"]
     assert state.tick_count == 3
 
 
@@ -78,13 +91,13 @@ def test_price_colour_follows_the_last_change() -> None:
     """A rise colours the price green, a fall red, and an unchanged tick keeps the colour."""
     state = TailState()
     state.apply(tick("BTCUSDT", 100.0))
-    assert cells(state.render(), PRICE)[0].style == ""
+    assert cells(state.render(), "Price")[0].style == ""
     state.apply(tick("BTCUSDT", 101.5))
-    assert cells(state.render(), PRICE)[0].style == UP_STYLE
+    assert cells(state.render(), "Price")[0].style == UP_STYLE
     state.apply(tick("BTCUSDT", 101.5))
-    assert cells(state.render(), PRICE)[0].style == UP_STYLE
+    assert cells(state.render(), "Price")[0].style == UP_STYLE
     state.apply(tick("BTCUSDT", 99))
-    assert cells(state.render(), PRICE)[0].style == DOWN_STYLE
+    assert cells(state.render(), "Price")[0].style == DOWN_STYLE
     assert state.rows["BTCUSDT"].previous_price == Decimal("101.5")
 
 
@@ -94,7 +107,7 @@ def test_change_percent_is_coloured_by_sign() -> None:
     state.apply(tick("AUSDT", 1, change=2.5))
     state.apply(tick("BUSDT", 1, change=-0.75))
     state.apply(tick("CUSDT", 1, change=0))
-    changes = cells(state.render(), CHANGE)
+    changes = cells(state.render(), "Change")
     assert [c.plain for c in changes] == ["+2.50%", "-0.75%", "+0.00%"]
     assert [c.style for c in changes] == [UP_STYLE, DOWN_STYLE, ""]
 
@@ -105,10 +118,10 @@ def test_row_shows_high_low_volume_and_trend() -> None:
     for n, price in enumerate([1, 2, 3, 2]):
         state.apply(tick("XUSDT", price, seq=n))
     table = state.render()
-    assert cells(table, HIGH)[0].plain == "70,000.25"
-    assert cells(table, LOW)[0].plain == "0.5000"
-    assert cells(table, VOLUME)[0].plain == "12.35K"
-    assert cells(table, TREND)[0].plain == "▁▅█▅"
+    assert cells(table, "High")[0].plain == "70,000.25"
+    assert cells(table, "Low")[0].plain == "0.5000"
+    assert cells(table, "Volume")[0].plain == "12.35K"
+    assert cells(table, "Trend")[0].plain == "▁▅█▅"
 
 
 def test_untyped_message_with_symbol_and_price_is_a_tick() -> None:
@@ -168,7 +181,7 @@ def test_sse_reset_replaces_row_values_from_the_snapshot() -> None:
     state = TailState()
     state.apply(tick("BTCUSDT", 100))
     state.apply({"type": "reset", "last_seq": 9, "ticks": [tick("BTCUSDT", 90), tick("E", 5)]})
-    assert [c.plain for c in cells(state.render(), PRICE)] == ["90.00", "5.00"]
+    assert [c.plain for c in cells(state.render(), "Price")] == ["90.00", "5.00"]
     assert state.rows["BTCUSDT"].direction == -1
     state.apply({"type": "reset", "ticks": "garbage"})
     assert state.ignored_count == 1
@@ -186,13 +199,121 @@ def test_reconnecting_shows_the_countdown_and_forgets_the_upstream() -> None:
     state = TailState()
     state.apply({"type": "status", "upstream": "connected", "source": "binance"})
     state.set_connection(ConnectionState.RECONNECTING, retry_in=2.2)
-    state.note_error(ConnectionRefusedError("refused"))
+    state.note_problem(Problem("server unreachable at http://h:1: is it running?"), 3.0)
     output = text_of(state.render())
     assert "reconnecting in 3s" in output
     assert "upstream" not in output
-    assert "ConnectionRefusedError: refused" in output
+    assert "server unreachable at http://h:1: is it running?" in output
+    assert "1 reconnects" in output
     state.set_connection(ConnectionState.CONNECTED)
     assert state.last_error is None
+
+
+def test_a_narrow_table_drops_columns_and_keeps_prices_whole() -> None:
+    """Columns that do not fit go from the end of the priority order; the ones shown keep
+    every digit, and symbol, price and change stay even when nothing else fits."""
+    state = TailState()
+    state.apply(tick("BTCUSDT", Decimal("59945.22345678"), change=Decimal("0.81")))
+    state.apply(tick("ETHUSDT", Decimal("3000.5"), change=Decimal("-1.5")))
+    now = 1_700_000_001_500
+
+    def headers(width: int) -> list[str]:
+        return [str(c.header) for c in state.render(width, now_ms=now).columns]
+
+    assert headers(60) == ["Symbol", "Price", "Change", "Bid"]
+    assert headers(160) == list(COLUMNS)
+    assert headers(20) == ["Symbol", "Price", "Change"]
+    for width in (60, 160):
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        console.print(state.render(width, now_ms=now))
+        output = console.file.getvalue()  # type: ignore[attr-defined]
+        assert "59,945.22345678" in output
+        assert "+0.81%" in output
+        assert max(len(line) for line in output.splitlines()) <= width
+    assert cells(state.render(160, now_ms=now), "Age")[0].plain == "1.5s"
+    assert "Age" not in [str(c.header) for c in state.render().columns]  # no clock, no age
+
+
+def test_fit_columns_counts_borders_and_padding() -> None:
+    """Each column costs its width plus 3 cells, the table 1 more; the first three always
+    count as fitting."""
+    assert fit_columns([5, 5, 5, 5], None) == 4
+    assert fit_columns([5, 5, 5, 5], 33) == 4  # 1 + 4 * 8
+    assert fit_columns([5, 5, 5, 5], 32) == 3
+    assert fit_columns([5, 5, 5, 5], 5) == 3
+
+
+# ---------------------------------------------------------------------- one line per tick
+
+
+def test_plain_line_has_fixed_fields_and_every_digit() -> None:
+    """time symbol price change bid ask: UTC milliseconds, prices unrounded and ungrouped,
+    - for what the server did not send."""
+    message = decode_message(
+        b'{"type":"tick","symbol":"btcusdt","last_price":59945.123456789,"change_percent":0.8149,'
+        b'"timestamp_ms":1700000000123,"bid":59945.1,"ask":0.00001234,"seq":1}'
+    )
+    assert message is not None
+    assert TickLines(OutputFormat.PLAIN).lines(message) == [
+        "2023-11-14T22:13:20.123Z BTCUSDT 59945.123456789 +0.81% bid 59945.10 ask 0.00001234"
+    ]
+    bare = {"symbol": "X", "last_price": 1, "timestamp_ms": None}
+    assert plain_line(bare) == "- X 1.00 - bid - ask -"
+
+
+def test_json_lines_keep_the_servers_digits() -> None:
+    """A tick goes out as the compact JSON it came in, numbers digit for digit."""
+    raw = (
+        '{"type":"tick","symbol":"BTCUSDT","last_price":0.30000000000000004,'
+        '"change_percent":-1.5,"volume":12345.678,"seq":7,"source":"sim"}'
+    )
+    message = decode_message(raw)
+    assert message is not None
+    assert TickLines(OutputFormat.JSON).lines(message) == [raw]
+
+
+def test_tick_lines_print_each_tick_once() -> None:
+    """A repeated seq (the snapshot after a reconnect) is skipped; a reset prints the ticks
+    it carries; status, acks and malformed ticks print nothing."""
+    lines = TickLines(OutputFormat.PLAIN)
+    assert len(lines.lines(tick("BTCUSDT", 1, seq=5))) == 1
+    assert lines.lines(tick("BTCUSDT", 1, seq=5)) == []
+    assert len(lines.lines(tick("ETHUSDT", 1, seq=5))) == 1
+    reset = {"type": "reset", "ticks": [tick("BTCUSDT", 2, seq=9), tick("SOLUSDT", 3, seq=8)]}
+    assert [line.split()[1] for line in lines.lines(reset)] == ["BTCUSDT", "SOLUSDT"]
+    assert lines.lines({"type": "status", "upstream": "connected"}) == []
+    assert lines.lines({"type": "tick", "symbol": "X", "last_price": "bad"}) == []
+
+
+class ClosedPipe(io.StringIO):
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_line_view_turns_a_closed_pipe_into_output_closed() -> None:
+    """A reader that went away ends the view with OutputClosed, which is not an OSError the
+    reconnect loop would take for a lost server."""
+    view = LineView(OutputFormat.PLAIN, "http://h:1", ClosedPipe(), io.StringIO())
+    with pytest.raises(OutputClosed) as caught:
+        view.apply(tick("BTCUSDT", 1))
+    assert not isinstance(caught.value, OSError)
+
+
+def test_line_view_reports_problems_and_recovery_on_stderr() -> None:
+    """Problems and server errors go to the error stream, one line each; a recovery after a
+    problem is said once."""
+    out, err = io.StringIO(), io.StringIO()
+    view = LineView(OutputFormat.PLAIN, "http://h:1", out, err)
+    view.set_connection(ConnectionState.CONNECTED)
+    view.note_problem(Problem("server unreachable at http://h:1: is it running?"), 2.0)
+    view.set_connection(ConnectionState.CONNECTED)
+    view.apply({"type": "error", "code": "unknown_symbol", "message": "not served here: FOO"})
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == [
+        "tickcast tail: server unreachable at http://h:1: is it running? retrying in 2s",
+        "tickcast tail: connected to http://h:1",
+        "tickcast tail: http://h:1 says: not served here: FOO",
+    ]
 
 
 # ---------------------------------------------------------------------- formatting
@@ -205,14 +326,14 @@ def test_reconnecting_shows_the_countdown_and_forgets_the_upstream() -> None:
         (0.1234, "0.1234"),
         (0.5, "0.5000"),
         (0.00001234, "0.00001234"),
-        ("1.23456789123", "1.23456789"),
+        ("1.23456789123", "1.23456789123"),
         (Decimal("3000.123"), "3,000.123"),
         (None, MISSING),
         ("x", MISSING),
     ],
 )
 def test_prices_keep_the_digits_given(value: object, shown: str) -> None:
-    """Prices show every decimal the server sent (at least 2, or 4 below 1; at most 8)."""
+    """Prices show every decimal the server sent, never rounded (at least 2, or 4 below 1)."""
     assert format_price(value) == shown
 
 
@@ -224,6 +345,8 @@ def test_percent_volume_and_sparkline_formats() -> None:
     assert format_volume(12.3) == "12.30"
     assert sparkline([Decimal(1)]) == ""
     assert sparkline([Decimal(1)] * 3) == "▄▄▄"
+    assert format_spread(Decimal("59945.10"), Decimal("59945.3")) == "0.20"
+    assert format_spread(None, Decimal(1)) == MISSING
 
 
 def test_decode_message_keeps_exact_decimals() -> None:
@@ -311,6 +434,58 @@ def test_sse_message_is_typed_by_the_event_name() -> None:
     assert sse_message(SseEvent("tick", "not json", "1")) is None
 
 
+# ---------------------------------------------------------------------- failures
+
+WHERE = "http://h:8000"
+
+
+@pytest.mark.parametrize(
+    ("error", "connected", "token", "said", "fatal"),
+    [
+        (ConnectionRefusedError(111, "x"), False, False,
+         "server unreachable at http://h:8000: is it running? retrying in 2s", False),
+        (socket.gaierror(-2, "x"), False, False,
+         "cannot resolve the host of http://h:8000: check --url; retrying in 2s", False),
+        (TimeoutError(), False, False,
+         "http://h:8000 did not answer within 10s; retrying in 2s", False),
+        (ConnectionResetError(104, "x"), True, False,
+         "lost the connection to http://h:8000; retrying in 2s", False),
+        (ServerRefused(401, b'{"error":"unauthorized"}'), False, False,
+         "http://h:8000 requires a token (401): pass --token or set TICKCAST_TOKEN", True),
+        (ServerRefused(401, b'{"error":"unauthorized"}'), False, True,
+         "http://h:8000 refused the token (401): check --token", True),
+        (ServerRefused(403, b'{"error":"forbidden_origin","message":"origin not allowed"}'),
+         False, False,
+         "http://h:8000 refused this client (403 forbidden_origin: origin not allowed)", True),
+        (ServerRefused(404, b"Not Found"), False, False,
+         "http://h:8000 has no tickcast stream (404): --url takes the server's base URL, "
+         "e.g. http://localhost:8000", True),
+        (ServerRefused(403, b""), False, False,
+         "http://h:8000 has no tickcast stream (403): --url takes the server's base URL, "
+         "e.g. http://localhost:8000", True),
+        (ServerRefused(503, b'{"error":"ingest_only","message":"x"}'), False, False,
+         "http://h:8000 is an ingest-only node (503): point --url at an edge node", True),
+        (ServerRefused(503, b'{"error":"too_many_connections"}'), False, False,
+         "http://h:8000 cannot take the connection now (503 too_many_connections); "
+         "retrying in 2s", False),
+    ],
+)  # fmt: skip
+def test_failures_read_as_one_line_that_says_what_to_do(
+    error: BaseException, connected: bool, token: bool, said: str, fatal: bool
+) -> None:
+    """Each way a connection fails reads as one plain line; refusals a retry cannot fix
+    (token, path, ingest-only node) are fatal and carry no retry delay."""
+    problem = describe_failure(error, WHERE, was_connected=connected, has_token=token)
+    assert problem.fatal is fatal
+    assert problem.line(None if fatal else 2.0) == said
+
+
+def test_server_label_hides_the_query_and_credentials() -> None:
+    """Messages name the server by scheme, host, port and path, never by its token."""
+    assert server_label("http://u:p@h:1/base/?token=secret") == "http://h:1/base"
+    assert server_label("localhost:8000") == "http://localhost:8000"
+
+
 # ---------------------------------------------------------------------- driver over loopback
 
 
@@ -322,10 +497,45 @@ def quiet_console() -> tuple[Console, io.StringIO]:
 async def test_tail_keeps_retrying_when_the_server_is_down() -> None:
     """No server: tail says it is reconnecting and returns cleanly at max_seconds."""
     console, out = quiet_console()
-    await asyncio.wait_for(
+    code = await asyncio.wait_for(
         run_tail("http://127.0.0.1:9", [], False, console=console, max_seconds=1.5), 5
     )
+    assert code == 0
     assert "reconnecting" in out.getvalue()
+    assert "server unreachable at http://127.0.0.1:9: is it running?" in out.getvalue()
+
+
+@pytest.mark.parametrize("use_sse", [False, True])
+async def test_an_ingest_only_node_ends_tail_with_one_line(use_sse: bool) -> None:
+    """A node that answers 503 ingest_only (SPEC §7) ends tail at once with status 1 and a
+    line that says where to point it, over WebSocket and SSE alike."""
+    body = b'{"error":"ingest_only","message":"this node only ingests: connect to an edge node"}'
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    out, err = io.StringIO(), io.StringIO()
+    async with server:
+        code = await asyncio.wait_for(
+            run_tail(base, [], use_sse, token="t", output=OutputFormat.PLAIN, out=out, err=err),
+            5,
+        )
+    assert code == 1
+    assert len(requests) == 1
+    assert b"authorization: bearer t\r\n" in requests[0].lower()
+    assert out.getvalue() == ""
+    assert err.getvalue() == (
+        f"tickcast tail: {base} is an ingest-only node (503): point --url at an edge node\n"
+    )
 
 
 async def test_sse_reconnect_sends_last_event_id() -> None:

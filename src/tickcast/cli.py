@@ -11,7 +11,8 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the server",
         description="Run the server. Every flag also reads TICKCAST_<NAME> and .env; "
         "a flag given on the command line wins.",
+        formatter_class=SettingsHelpFormatter,
     )
     add_settings_flags(serve)
     serve.set_defaults(handler=cmd_serve)
@@ -69,16 +71,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(handler=cmd_sim_exchange)
 
-    record = commands.add_parser("record", help="capture the upstream to JSONL")
+    record = commands.add_parser(
+        "record",
+        help="capture the upstream to JSONL",
+        description="Record the upstream market data (Binance, the simulated exchange, or "
+        "whichever --source auto is serving) to a JSONL file, one line per upstream frame: "
+        '{"t": receive time in Unix ms, "source": "binance" or "sim", "frame": the frame '
+        "as received}. Stops after --seconds, or on Ctrl-C. Replay the file with "
+        "`tickcast serve --source replay:FILE` (played in a loop at the recorded pace; "
+        "--replay-speed changes it).",
+        formatter_class=SettingsHelpFormatter,
+    )
     record.add_argument("--out", required=True, type=Path, help="JSONL file to write")
     record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     add_settings_flags(record, only=("source", "symbols", "book", "binance_url", "sim_rate"))
     record.set_defaults(handler=cmd_record)
 
-    tail = commands.add_parser("tail", help="live terminal table of a running server")
-    tail.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols (default: all)")
-    tail.add_argument("--url", default="http://localhost:8000", help="server base URL")
+    tail = commands.add_parser(
+        "tail",
+        help="live ticks of a running server: a table, or one line per tick in a pipe",
+        description="Follow a running server's ticks. On a terminal: a live table whose "
+        "columns (symbol, price, change, then bid, ask, spread, high, low, volume, age, "
+        "trend) fill the terminal's width. In a pipe or a file: one line per tick, flushed "
+        "at once. Reconnects on its own; a wrong token or URL ends it with status 1.",
+    )
+    tail.add_argument(
+        "symbols", nargs="*", metavar="SYMBOL", help="symbols (default: the server's)"
+    )
+    tail.add_argument(
+        "--url", default="http://localhost:8000", help="server base URL (default %(default)s)"
+    )
+    tail.add_argument(
+        "--format",
+        choices=("plain", "json", "table"),
+        default=None,
+        help="plain: one line per tick (time symbol price change bid ask); json: each tick "
+        "as one JSON object per line; table: a live table (default: table on a terminal, "
+        "plain otherwise)",
+    )
+    tail.add_argument(
+        "--token",
+        default=None,
+        help="bearer token for a server started with one (default: $TICKCAST_TOKEN)",
+    )
     tail.add_argument("--sse", action="store_true", help="use SSE instead of WebSocket")
+    tail.add_argument(
+        "--seconds", type=float, default=None, help="stop after N seconds (default: Ctrl-C)"
+    )
     tail.set_defaults(handler=cmd_tail)
 
     bench = commands.add_parser(
@@ -86,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="load benchmark against a local simulated exchange",
         description="Start the simulated exchange, the server and load-generating clients "
         "(all on 127.0.0.1), measure deliveries, latency, CPU and memory, print a table "
-        "and optionally write JSON (SPEC §11).",
+        "and optionally write them as JSON (--json).",
     )
     bench.add_argument("--clients", type=int, default=1000, help="connections (default 1000)")
     bench.add_argument("--symbols", type=int, default=10, help="symbols each (default 10)")
@@ -130,28 +169,162 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--loadgen-procs", type=int, default=1, help="client processes (1)")
     bench.add_argument("--connect-batch", type=int, default=500, help="connects at once (500)")
-    bench.add_argument("--connect-timeout", type=float, default=10.0, help="seconds (10)")
+    bench.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds per connection attempt (10)"
+    )
     bench.add_argument("--logs", type=Path, default=None, help="keep process logs here")
     bench.set_defaults(handler=cmd_bench)
     return parser
 
 
+@dataclass(frozen=True)
+class FlagGroup:
+    """A heading of ``tickcast serve --help`` and the settings whose flags it lists."""
+
+    title: str
+    description: str
+    settings: tuple[str, ...]
+
+
+# The one place that says which heading each setting's flag is listed under. A setting
+# missing here still gets its flag (under "other"), and tests/test_cli_help.py fails.
+SETTING_GROUPS: tuple[FlagGroup, ...] = (
+    FlagGroup(
+        "upstream",
+        "Where the market data comes from and how its connections are kept.",
+        (
+            "source",
+            "symbols",
+            "book",
+            "binance_url",
+            "auto_grace",
+            "stale_after",
+            "rotate_after",
+            "backoff_initial",
+            "backoff_max",
+            "backoff_reset_after",
+            "streams_per_connection",
+            "sim_rate",
+            "sim_seed",
+            "replay_speed",
+        ),
+    ),
+    FlagGroup(
+        "serving",
+        "Where clients connect, and the history kept for them.",
+        ("host", "port", "history_size"),
+    ),
+    FlagGroup(
+        "clients",
+        "How each connected client is written to, pinged and closed.",
+        (
+            "slow_client_timeout",
+            "client_buffer_bytes",
+            "client_sndbuf",
+            "ping_interval",
+            "idle_timeout",
+            "flush_ms",
+            "sse_heartbeat",
+            "sse_retry_ms",
+        ),
+    ),
+    FlagGroup(
+        "limits",
+        "What one client, connection or request may take.",
+        (
+            "max_connections",
+            "max_connections_per_ip",
+            "max_subscriptions",
+            "max_message_bytes",
+            "ops_per_second",
+            "ops_burst",
+            "handshake_timeout",
+            "max_header_bytes",
+            "max_header_line_bytes",
+        ),
+    ),
+    FlagGroup(
+        "security",
+        "Who may connect, from which pages, and whose forwarded addresses are believed.",
+        ("token", "allowed_origins", "cors_origins", "trusted_proxies"),
+    ),
+    FlagGroup(
+        "scale-out",
+        "Several processes or hosts sharing one upstream through Redis.",
+        ("redis_url", "redis_prefix", "lease_ttl", "role", "workers", "node_id"),
+    ),
+    FlagGroup("logging", "", ("log_format", "log_level")),
+)
+_OTHER = "other settings"
+
+
+def ungrouped_settings(names: Iterable[str]) -> list[str]:
+    """The settings among ``names`` that no entry of ``SETTING_GROUPS`` lists."""
+    grouped = {name for group in SETTING_GROUPS for name in group.settings}
+    return [name for name in names if name not in grouped]
+
+
+class SettingsHelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with a boolean flag listed as ``--book/--no-book``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return "/".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """One flag per Settings field, documented with its variable and default."""
-    for name, info in Settings.model_fields.items():
-        if only is not None and name not in only:
+    """One flag per Settings field, under its heading (``SETTING_GROUPS``), documented with
+    its variable, its default and, for a field with a fixed set of values, the choices."""
+    fields = Settings.model_fields
+    wanted = [name for name in fields if only is None or name in only]
+    other = FlagGroup(_OTHER, "", tuple(ungrouped_settings(wanted)))
+    for group in (*SETTING_GROUPS, other):
+        names = [name for name in group.settings if name in wanted]
+        if not names:
             continue
-        flag = "--" + name.replace("_", "-")
-        env = f"TICKCAST_{name.upper()}"
-        default = "" if info.default_factory is not None else f"; default {info.default!r}"
-        help_text = f"{info.description} [{env}{default}]".replace("%", "%%")
-        kind = _flag_type(name, info)
-        if kind is bool:
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=name, default=None, type=kind, help=help_text)
+        heading = parser.add_argument_group(group.title, group.description or None)
+        for name in names:
+            _add_setting_flag(heading, name, fields[name])
+
+
+def _add_setting_flag(heading: argparse._ArgumentGroup, name: str, info: FieldInfo) -> None:
+    flag = "--" + name.replace("_", "-")
+    env = f"TICKCAST_{name.upper()}"
+    help_text = f"{info.description} [{env}; default {_default_text(name, info)}]"
+    help_text = help_text.replace("%", "%%")
+    kind = _flag_type(name, info)
+    if kind is bool:
+        heading.add_argument(
+            flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
+        return
+    # The choices are shown, not enforced by argparse: pydantic checks every value, so a
+    # wrong one is reported like any other setting (naming the variable and the flag).
+    choices = _choices(info)
+    metavar = "{" + ",".join(choices) + "}" if choices else None
+    heading.add_argument(flag, dest=name, default=None, type=kind, metavar=metavar, help=help_text)
+
+
+# Defaults computed in each process, described rather than shown as computed for --help.
+_DEFAULT_WORDS = {"node_id": "HOSTNAME-PID"}
+
+
+def _default_text(name: str, info: FieldInfo) -> str:
+    """The default as a user would write it (a list comma separated)."""
+    if name in _DEFAULT_WORDS:
+        return _DEFAULT_WORDS[name]
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
+    return repr(default)
+
+
+def _choices(info: FieldInfo) -> tuple[str, ...]:
+    """The values a ``Literal`` field allows; empty for any other field."""
+    if typing.get_origin(info.annotation) is not typing.Literal:
+        return ()
+    return tuple(str(value) for value in typing.get_args(info.annotation))
 
 
 # Settings whose flag takes a word as well as a number (``--workers auto``).
@@ -345,12 +518,24 @@ async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> i
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from tickcast.tail import run_tail
+    from tickcast.tail import OutputClosed, OutputFormat, run_tail
 
+    output = OutputFormat(args.format or ("table" if sys.stdout.isatty() else "plain"))
+    token = args.token or os.environ.get("TICKCAST_TOKEN") or None
     symbols = [s.upper() for s in args.symbols]
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_tail(args.url, symbols, args.sse))
-    return 0
+    tail = run_tail(
+        args.url, symbols, args.sse, token=token, output=output, max_seconds=args.seconds
+    )
+    try:
+        return asyncio.run(tail)
+    except KeyboardInterrupt:
+        return 0
+    except OutputClosed:
+        # The reader left (`tickcast tail | head -3`): a normal end. Point stdout at
+        # devnull, as Python's docs advise for SIGPIPE, so the flush at exit cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

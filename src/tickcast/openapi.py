@@ -69,7 +69,8 @@ are named. Reconnect with `Last-Event-ID` to receive what was missed.
 
 
 class TickDoc(BaseModel):
-    """One symbol's latest state (SPEC §6); decimals are exact JSON numbers."""
+    """One symbol's latest state, as sent on /ws, /sse and REST; decimals are exact JSON
+    numbers."""
 
     type: Literal["tick"]
     symbol: str

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -12,9 +14,12 @@ import pytest
 
 from tickcast.bench.histogram import BUCKETS, FINE, UNITS_PER_MS, LatencyHistogram
 from tickcast.bench.loadgen import (
+    ConnectSummary,
     HandshakeClosed,
     HandshakeRejected,
+    LoadSpec,
     classify_failure,
+    open_all,
     share,
     stall_indices,
 )
@@ -23,15 +28,23 @@ from tickcast.bench.plot import series
 from tickcast.bench.rawhttp import dechunk
 from tickcast.bench.report import (
     CpuSample,
+    Figure,
     Measurements,
+    Phase,
     close_delays,
+    cpu_per_delivery,
+    failed_run,
+    failure_text,
     fill_seconds,
+    format_ratio,
     format_ratios,
     format_table,
+    ratio,
     ratios,
+    reached,
     summarize,
 )
-from tickcast.bench.runner import symbol_names
+from tickcast.bench.runner import error_text, symbol_names, within
 from tickcast.bench.scan import NEVER_MS, Ledger, Scanner, Tally, rest_after
 from tickcast.bench.upstream import tick_message, wanted_symbols
 from tickcast.bench.wsbytes import (
@@ -45,6 +58,8 @@ from tickcast.bench.wsbytes import (
 )
 from tickcast.edge.wire import http_chunk, sse_event, ws_text_frame
 from tickcast.tick import Tick
+
+from ..support import free_port
 
 T0 = 1_700_000_000_000  # a window start, in exchange ms
 
@@ -330,9 +345,11 @@ def test_symbol_names_default_then_synthetic() -> None:
 # -- report -----------------------------------------------------------------------------
 
 
-def measured(target: str, server_cpu: float, latency_units: int) -> Measurements:
+def measured(
+    target: str, server_cpu: float, latency_units: int, samples: int = 1000
+) -> Measurements:
     histogram = LatencyHistogram()
-    for _ in range(1000):
+    for _ in range(samples):
         histogram.add(latency_units)
     tally = Tally(clients=10, deliveries=1000, messages=1000, received_bytes=300_000)
     return Measurements(
@@ -352,14 +369,15 @@ def test_summary_figures_and_ratios() -> None:
     """Deliveries/s, CPU-µs per delivery, RSS per connection, shortfall, and the ratios
     of tickcast over a baseline."""
     runs = {
-        "tickcast": summarize(measured("tickcast", 0.01, 20)),
-        "naive": summarize(measured("naive", 0.04, 100)),
-        "raw": {"target": "raw", "error": "RuntimeError: boom"},
+        "tickcast": summarize(measured("tickcast", 0.1, 20)),
+        "naive": summarize(measured("naive", 0.4, 100)),
+        "raw": {"target": "raw", "error": "boom"},
     }
     run = runs["tickcast"]
     assert run["deliveries"]["per_second"] == 100.0
-    assert run["server"]["cpu_us_per_delivery"] == 10.0
-    assert run["server"]["cpu_percent"] == 0.1
+    assert run["server"]["cpu_us_per_delivery"] == 100.0
+    assert run["server"]["cpu_us_per_delivery_na"] is None
+    assert run["server"]["cpu_percent"] == 1.0
     assert run["server"]["rss_per_connection_kb"] == 102.4
     assert run["clients"]["shortfall"] == 2 and "timeout" in run["clients"]["shortfall_cause"]
     assert run["loadgen"]["cpu_percent"] == 10.0
@@ -368,7 +386,176 @@ def test_summary_figures_and_ratios() -> None:
     assert table == {"tickcast/naive": {"cpu_us_per_delivery": 0.25, "p99_ms": 0.2}}
     assert "0.250x" in format_ratios(table)
     text = format_table(runs)
-    assert "error" in text and "10/12" in text and "10.00" in text
+    assert "error" in text and "10/12" in text and "100.00" in text
+
+
+def test_cpu_per_delivery_needs_five_clock_ticks_and_a_delivery() -> None:
+    """Under 5 ticks of CPU (50 ms at 100 Hz), with no delivery, or unread, the figure is
+    None with a reason naming who; from 5 ticks on it is a number."""
+    assert cpu_per_delivery(0.05, 1000, "tickcast", tick=0.01) == Figure(50.0)
+    too_small = cpu_per_delivery(0.04, 1000, "tickcast", tick=0.01)
+    assert too_small.value is None and too_small.na is not None
+    assert too_small.na.startswith("tickcast: 40 ms of CPU") and "5 clock ticks" in too_small.na
+    assert cpu_per_delivery(1.0, 0, "raw", tick=0.01).na == "raw: no delivery measured"
+    assert cpu_per_delivery(None, 10, "raw", tick=0.01).na == "raw: CPU time not read"
+
+
+def test_a_ratio_of_unmeasurable_parts_is_na_with_the_reason_not_one() -> None:
+    """Both servers at 1 clock tick of CPU would read 1.000x; the ratio is null in the
+    JSON with the reason, printed n/a, while the p99 ratio beside it stands."""
+    runs = {
+        "tickcast": summarize(measured("tickcast", 0.01, 20)),
+        "raw": summarize(measured("raw", 0.01, 100)),
+    }
+    assert runs["tickcast"]["server"]["cpu_us_per_delivery"] is None
+    assert "under the 5 clock ticks" in runs["tickcast"]["server"]["cpu_us_per_delivery_na"]
+    table = ratios(runs)
+    entry = table["tickcast/raw"]
+    assert entry["cpu_us_per_delivery"] is None and entry["p99_ms"] == 0.2
+    assert set(entry["na"]) == {"cpu_us_per_delivery"}
+    assert "tickcast: 10 ms of CPU" in entry["na"]["cpu_us_per_delivery"]
+    assert "raw: 10 ms of CPU" in entry["na"]["cpu_us_per_delivery"]
+    text = format_ratios(table)
+    assert text.splitlines()[0] == "tickcast/raw: CPU-µs per delivery n/a, p99 latency 0.200x"
+    assert "1.000x" not in text and "CPU-µs per delivery n/a: tickcast: 10 ms" in text
+    assert "n/a" in format_table(runs)
+
+
+def test_a_p99_ratio_needs_a_hundred_samples_each() -> None:
+    """A p99 of fewer than 100 latencies is only their maximum: no ratio is made of it."""
+    runs = {
+        "tickcast": summarize(measured("tickcast", 0.1, 20, samples=99)),
+        "naive": summarize(measured("naive", 0.4, 100)),
+    }
+    entry = ratios(runs)["tickcast/naive"]
+    assert entry["p99_ms"] is None and entry["cpu_us_per_delivery"] is not None
+    assert entry["na"]["p99_ms"].startswith("tickcast: 99 latency samples")
+
+
+def test_ratio_and_its_format() -> None:
+    """A ratio is rounded to 3 places; a missing or zero side makes it n/a."""
+    assert ratio(Figure(1.0), Figure(3.0)) == Figure(0.333)
+    assert ratio(Figure(1.0), Figure(0.0)).value is None
+    assert ratio(Figure(None, "a: why"), Figure(None, "b: why")).na == "a: why; b: why"
+    assert format_ratio(None) == "n/a" and format_ratio(0.25) == "0.250x"
+
+
+def connect_failed(progress: list[dict[str, object]]) -> Measurements:
+    """A run whose connect phase gave up after 10 s with ``progress`` per generator."""
+    m = measured("tickcast", 0.1, 20)
+    m.clients, m.connect, m.reports = 5000, progress, []
+    m.cpu_start = m.cpu_end = None
+    m.rss_end = m.fds_end = None
+    m.phase, m.phase_seconds = Phase.CONNECT, 10.02
+    return m
+
+
+def test_a_failed_connect_says_how_far_it_got_and_keeps_the_figures() -> None:
+    """Connect gave up: the printed text and the JSON name the phase, the clients
+    connected of those asked within how long and why the others failed; what was
+    measured before (idle RSS, the failures) stays, what was not is absent."""
+    m = connect_failed(
+        [
+            {"requested": 2500, "healthy": 2100, "failures": {"timeout": 400}, "seconds": 9.0},
+            {"requested": 2500, "healthy": 2100, "failures": {"timeout": 300, "refused": 100}},
+        ]
+    )
+    assert reached(m) == "4,200 of 5,000 clients within 10 s (800 failed: timeout 700, refused 100)"
+    run = failed_run(m, "the load generators had not finished connecting within 27 s")
+    assert run["phase"] == "connect" and run["error"].endswith("within 27 s")
+    assert run["clients"]["connected"] == 4200 and run["clients"]["failures"]["timeout"] == 700
+    assert run["server"] == {"rss_baseline_mb": 50.0, "fd_limit": 20_000}
+    assert "deliveries" not in run and "latency_ms" not in run
+    text = failure_text(run)
+    assert text.startswith("tickcast failed in connect: 4,200 of 5,000 clients within 10 s")
+    assert "TimeoutError" not in text
+    assert "error" in format_table({"tickcast": run})
+
+
+def test_a_run_that_fails_before_connecting_names_its_phase() -> None:
+    """A failure before any client (say the server never got ready) names that phase;
+    one in the spawn step says how many load generators had started."""
+    m = connect_failed([])
+    m.phase = Phase.SERVER
+    run = failed_run(m, "tickcast: GET /price not 200 after 30.0s:\nlast log line")
+    assert run["phase"] == "server start" and run["reached"] is None and "clients" not in run
+    assert failure_text(run) == (
+        "tickcast failed in server start\n  tickcast: GET /price not 200 after 30.0s:\n"
+        "  last log line"
+    )
+    m = connect_failed([{"requested": 10, "healthy": 0}, {}])
+    m.phase, m.phase_seconds = Phase.SPAWN, 30.0
+    assert reached(m) == "1 of 2 load generators started within 30 s"
+
+
+def test_a_failure_after_the_reports_keeps_every_figure() -> None:
+    """A server found dead once the reports are in: the run keeps its whole summary."""
+    m = measured("tickcast", 0.1, 20)
+    m.phase = Phase.REPORT
+    run = failed_run(m, "tickcast died during the run")
+    assert run["error"] == "tickcast died during the run" and run["phase"] == "report"
+    assert run["deliveries"]["total"] == 1000
+    assert run["reached"].startswith("the 10 s window was measured with 10 of 12 clients")
+
+
+async def test_timeouts_say_what_did_not_happen() -> None:
+    """``within`` turns its own expiry into a sentence; a TimeoutError raised inside
+    passes unchanged; an error with no message still reads as words."""
+    with pytest.raises(TimeoutError, match=r"^the feed sent nothing within 0\.01 s$"):
+        async with within(0.01, "the feed sent nothing"):
+            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError, match=r"^inner$"):
+        async with within(5, "unused"):
+            raise TimeoutError("inner")
+    assert error_text(TimeoutError()) == "timed out"
+    assert error_text(RuntimeError("boom")) == "boom"
+    assert error_text(EOFError()) == "a load generator's pipe closed"
+
+
+async def upgrade_everything(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    await reader.read()  # until the client goes
+    writer.close()
+
+
+@pytest.fixture
+async def accepting_port() -> AsyncIterator[int]:
+    """A loopback server that accepts every WebSocket upgrade and then stays silent."""
+    server = await asyncio.start_server(upgrade_everything, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def spec(port: int, connections: int, batch: int) -> LoadSpec:
+    return LoadSpec("127.0.0.1", port, "ws", "/ws", connections, 0, batch=batch,
+                    batch_pause=0.0, connect_timeout=5.0)  # fmt: skip
+
+
+async def test_connecting_reports_progress_after_each_batch(accepting_port: int) -> None:
+    """A load generator reports before its first batch and after each one but the last
+    (the bench keeps the latest, to tell how far connecting got if it gives up)."""
+    seen: list[dict[str, object]] = []
+
+    def progress(summary: ConnectSummary) -> None:
+        seen.append(summary.as_dict())
+
+    clients, summary = await open_all(spec(accepting_port, 10, 4), Scanner(), progress)
+    try:
+        assert [s["healthy"] for s in seen] == [0, 4, 8]
+        assert not any(s["done"] for s in seen)
+        assert summary.done and summary.healthy == 10 and len(clients) == 10
+    finally:
+        for client in clients:
+            assert client.transport is not None
+            client.transport.abort()
+
+
+async def test_connecting_to_a_closed_port_stops_after_one_refused_batch() -> None:
+    """Nothing listening: the first batch is refused, the rest is not attempted."""
+    clients, summary = await open_all(spec(free_port(), 10, 4), Scanner())
+    assert clients == [] and summary.done
+    assert summary.as_dict()["failures"] == {"refused": 4} and summary.not_attempted == 6
 
 
 def test_stall_close_timing_and_fill_estimate() -> None:
@@ -438,6 +625,31 @@ def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) 
     assert "tickcast/tickcast-redis" in result["ratios"]
     assert "redis CPU %" in done.stdout
     assert result["config"]["nodes"] == 2
+
+
+@pytest.mark.slow
+def test_a_real_run_whose_server_refuses_every_client_fails_in_connect(tmp_path: Path) -> None:
+    """A real run whose server turns every client away (a token it requires, from the
+    .env in the log folder it runs in): exit 1, the failure names the connect phase and
+    how far it got, never a bare exception name, and the JSON keeps the run's error,
+    phase and the figures measured before it."""
+    out, logs = tmp_path / "bench.json", tmp_path / "logs"
+    (logs / "tickcast").mkdir(parents=True)
+    (logs / "tickcast" / ".env").write_text("TICKCAST_TOKEN=not-sent-by-the-clients\n")
+    command = [
+        sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
+        "--rate", "5", "--duration", "1", "--warmup", "0", "--logs", str(logs),
+        "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "tickcast failed in connect: 0 of 20 clients within" in done.stderr
+    assert "http_401 20" in done.stderr and "no client connected" in done.stderr
+    assert "Error:" not in done.stderr and "Traceback" not in done.stderr
+    run = json.loads(out.read_text())["runs"]["tickcast"]
+    assert run["phase"] == "connect" and run["error"].startswith("no client connected")
+    assert run["clients"]["failures"] == {"http_401": 20}
+    assert run["server"]["rss_baseline_mb"] > 0
 
 
 def test_several_nodes_need_redis_and_a_load_generator_each() -> None:

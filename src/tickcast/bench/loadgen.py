@@ -8,8 +8,10 @@ the handshake is through.
 
 The bench talks to each process over a ``multiprocessing`` pipe: it sends a ``LoadSpec``
 at start, then ``("window", start_ms, end_ms)`` and ``("finish", expected, drain_s)``;
-the process answers ``("connected", summary)`` and ``("report", report)``. A closed pipe
-(the bench gone) ends the process, and so does the kernel if the bench is killed.
+the process answers ``("connecting", summary)`` as it starts and after each batch of
+connections (so a bench that gives up waiting still knows how far it got), then
+``("connected", summary)`` and ``("report", report)``. A closed pipe (the bench gone)
+ends the process, and so does the kernel if the bench is killed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal, cast
@@ -178,12 +181,15 @@ class TickClient(asyncio.Protocol):
 
 @dataclass
 class ConnectSummary:
+    """How far one process's connecting has got; ``done`` once it has stopped trying."""
+
     requested: int
     healthy: int = 0
     stalled: int = 0
     not_attempted: int = 0
     seconds: float = 0.0
     failures: Counter[str] | None = None
+    done: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -193,6 +199,7 @@ class ConnectSummary:
             "not_attempted": self.not_attempted,
             "seconds": round(self.seconds, 3),
             "failures": dict(self.failures or {}),
+            "done": self.done,
         }
 
 
@@ -228,15 +235,20 @@ async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
         raise
 
 
-async def open_all(spec: LoadSpec, scanner: Scanner) -> tuple[list[TickClient], ConnectSummary]:
+async def open_all(
+    spec: LoadSpec, scanner: Scanner, progress: Callable[[ConnectSummary], None] | None = None
+) -> tuple[list[TickClient], ConnectSummary]:
     """Open the connections in batches; stop early once a whole batch fails (the
-    server is full: trying more would only wait out more timeouts)."""
+    server is full: trying more would only wait out more timeouts). ``progress`` gets
+    the summary so far before the first batch and after each one."""
     stalled = stall_indices(spec.connections, spec.stall)
     summary = ConnectSummary(spec.connections, failures=Counter())
     assert summary.failures is not None
     clients: list[TickClient] = []
     started = time.monotonic()
     attempted = 0
+    if progress is not None:
+        progress(summary)
     while attempted < spec.connections:
         batch = range(attempted, min(attempted + max(1, spec.batch), spec.connections))
         results = await asyncio.gather(
@@ -246,16 +258,19 @@ async def open_all(spec: LoadSpec, scanner: Scanner) -> tuple[list[TickClient], 
         for result in results:
             if isinstance(result, TickClient):
                 clients.append(result)
+                summary.stalled += result.stall
+                summary.healthy += not result.stall
             else:
                 summary.failures[classify_failure(result)] += 1
+        summary.seconds = time.monotonic() - started
         if not any(isinstance(r, TickClient) for r in results):
             break
         if attempted < spec.connections:
+            if progress is not None:
+                progress(summary)
             await asyncio.sleep(spec.batch_pause)
     summary.not_attempted = spec.connections - attempted
-    summary.healthy = sum(not c.stall for c in clients)
-    summary.stalled = sum(c.stall for c in clients)
-    summary.seconds = time.monotonic() - started
+    summary.done = True
     return clients, summary
 
 
@@ -316,7 +331,9 @@ async def receive(conn: Connection) -> Any:
 async def serve(conn: Connection, spec: LoadSpec) -> None:
     """One load-generator process's life: connect, count, report, close."""
     scanner = Scanner()
-    clients, summary = await open_all(spec, scanner)
+    clients, summary = await open_all(
+        spec, scanner, lambda so_far: conn.send(("connecting", so_far.as_dict()))
+    )
     conn.send(("connected", summary.as_dict()))
     try:
         while True:

@@ -10,9 +10,11 @@ import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from tickcast.bench.histogram import LatencyHistogram
+from tickcast.bench.procstat import CLOCK_TICKS
 from tickcast.bench.scan import Tally
 
 # What a stalled client's buffers hold before the server sees it blocked: its receive
@@ -22,6 +24,55 @@ STALL_RCVBUF = 4096
 SERVER_SNDBUF = 65536
 SERVER_WRITE_HIGH = 65536
 SWEEP_AND_GRACE_S = 1.5  # tickcast's 0.5 s sweep plus its 1 s close grace
+
+# The rule for "too small to measure". /proc counts a process's CPU time in clock ticks
+# (1/CLK_TCK s: 10 ms on Linux) and each read is truncated, so a difference of two reads
+# is off by up to one tick. Under MIN_CPU_TICKS ticks that is more than 20% of it: a CPU
+# time per delivery (and any ratio of one) is then null with the reason, printed "n/a",
+# and so is one with no delivery to divide by. Likewise a p99 of fewer than
+# MIN_P99_SAMPLES latencies is only the largest one, so no latency ratio is made of it.
+CPU_TICK_SECONDS = 1 / CLOCK_TICKS
+MIN_CPU_TICKS = 5
+MIN_P99_SAMPLES = 100
+
+
+class Phase(StrEnum):
+    """The steps of one run, in order: a run that fails names the one it failed in."""
+
+    SIMULATOR = "simulator start"
+    REFERENCE = "reference feed"
+    REDIS = "redis start"
+    SERVER = "server start"
+    SPAWN = "load generators spawn"
+    CONNECT = "connect"
+    MEASURE = "measure"
+    REPORT = "report"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A derived figure, or None and why it could not be measured."""
+
+    value: float | None
+    na: str | None = None
+
+
+def cpu_per_delivery(
+    cpu_seconds: float | None, deliveries: int, who: str, tick: float = CPU_TICK_SECONDS
+) -> Figure:
+    """CPU-µs per delivery, or n/a (see ``MIN_CPU_TICKS``) with the reason naming ``who``."""
+    if cpu_seconds is None:
+        return Figure(None, f"{who}: CPU time not read")
+    if deliveries <= 0:
+        return Figure(None, f"{who}: no delivery measured")
+    if round(cpu_seconds / tick) < MIN_CPU_TICKS:
+        return Figure(
+            None,
+            f"{who}: {cpu_seconds * 1000:.0f} ms of CPU in the window, under the "
+            f"{MIN_CPU_TICKS} clock ticks ({MIN_CPU_TICKS * tick * 1000:.0f} ms) it takes "
+            "to measure (run longer or with more load)",
+        )
+    return Figure(round(cpu_seconds * 1e6 / deliveries, 3))
 
 
 @dataclass
@@ -65,6 +116,8 @@ class Measurements:
     window_start_ms: int = 0
     window_end_ms: int = 0
     grace: float = 0.0
+    phase: Phase = Phase.SIMULATOR  # the step under way (the one that failed, if any)
+    phase_seconds: float = 0.0  # how long that step had run when it failed
 
 
 def summarize(m: Measurements) -> dict[str, Any]:
@@ -79,6 +132,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
     deliveries = histogram.total
     wall = _wall(m)
     server_cpu = _cpu_delta(m, "server")
+    server_per_delivery = cpu_per_delivery(server_cpu, deliveries, m.target)
     expected_each = sum(m.expected.values())
     per_connection = _per_connection(m, clients["connected"])
     return {
@@ -105,10 +159,8 @@ def summarize(m: Measurements) -> dict[str, Any]:
         "healthy_closed_by_server": sum(r["healthy_closed_by_server"] for r in m.reports),
         "server": {
             "cpu_percent": _percent(server_cpu, wall),
-            "cpu_us_per_delivery": _round(
-                server_cpu * 1e6 / deliveries if server_cpu is not None and deliveries else None,
-                3,
-            ),
+            "cpu_us_per_delivery": server_per_delivery.value,
+            "cpu_us_per_delivery_na": server_per_delivery.na,
             "rss_baseline_mb": _mb(m.rss_baseline),
             "rss_end_mb": _mb(m.rss_end),
             "rss_per_connection_kb": per_connection,
@@ -174,6 +226,92 @@ def shortfall_cause(m: Measurements, failures: Mapping[str, int], not_attempted:
     return f"no failure recorded{skipped}"
 
 
+def reached(m: Measurements) -> str:
+    """How far a run had got in ``m.phase`` when it failed, in words ('' when the error
+    says it all): e.g. ``4,200 of 5,000 clients within 10 s``."""
+    started = sum(1 for summary in m.connect if summary)
+    if m.phase is Phase.SPAWN and started < len(m.connect):
+        return (
+            f"{started} of {len(m.connect)} load generators started within "
+            f"{_seconds(m.phase_seconds)} s"
+        )
+    if m.phase in (Phase.SPAWN, Phase.CONNECT):
+        return connect_progress(m)
+    connected = sum(s.get("healthy", 0) + s.get("stalled", 0) for s in m.connect)
+    if m.phase is Phase.MEASURE:
+        return (
+            f"{connected:,} of {m.clients:,} clients connected; failed "
+            f"{_seconds(m.phase_seconds)} s into the warm-up and {m.duration:g} s window"
+        )
+    if m.phase is Phase.REPORT:
+        return (
+            f"the {m.duration:g} s window was measured with {connected:,} of {m.clients:,} "
+            f"clients; {len(m.reports)} of {len(m.connect)} load generators reported"
+        )
+    return ""
+
+
+def connect_progress(m: Measurements) -> str:
+    """The clients connected so far, out of those asked for, and the failures by cause."""
+    clients = _clients(m)
+    seconds = max(m.phase_seconds, clients["connect_seconds"] or 0.0)
+    text = f"{clients['connected']:,} of {m.clients:,} clients within {_seconds(seconds)} s"
+    if clients["failures"]:
+        causes = sorted(clients["failures"].items(), key=lambda item: -item[1])
+        text += f" ({clients['failed']:,} failed: "
+        text += ", ".join(f"{cause} {count:,}" for cause, count in causes) + ")"
+    if clients["not_attempted"]:
+        text += f"; {clients['not_attempted']:,} not attempted"
+    return text
+
+
+def failed_run(m: Measurements, error: str) -> dict[str, Any]:
+    """The JSON of a run that failed in ``m.phase``: the error, the phase, how far it had
+    got, and what it had measured (everything, when it failed only after the reports)."""
+    head = {
+        "target": m.target,
+        "error": error,
+        "phase": m.phase.value,
+        "reached": reached(m) or None,
+        "phase_seconds": round(m.phase_seconds, 3),
+    }
+    if m.reports and len(m.reports) == len(m.connect):
+        return {**summarize(m), **head}
+    partial: dict[str, Any] = {}
+    if any(m.connect):
+        partial["clients"] = _clients(m)
+    server = {
+        key: value
+        for key, value in (
+            ("rss_baseline_mb", _mb(m.rss_baseline)),
+            ("rss_end_mb", _mb(m.rss_end)),
+            ("fds_end", m.fds_end),
+            ("fd_limit", m.fd_limit),
+            ("cpu_percent", _percent(_cpu_delta(m, "server"), _wall(m))),
+        )
+        if value is not None
+    }
+    if server:
+        partial["server"] = server
+    return {**head, **partial}
+
+
+def failure_text(run: Mapping[str, Any]) -> str:
+    """What is printed for a failed run: its phase and how far it got on one line, the
+    error under it (indented, as it may hold a process's last log lines)."""
+    where = f"{run['target']} failed in {run.get('phase') or 'an unknown phase'}"
+    if run.get("reached"):
+        where += f": {run['reached']}"
+    error = "\n".join(f"  {line}" for line in str(run["error"]).splitlines())
+    return f"{where}\n{error}"
+
+
+def _seconds(value: float) -> str:
+    if value >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
 def _wall(m: Measurements) -> float | None:
     if m.cpu_start is None or m.cpu_end is None:
         return None
@@ -187,10 +325,12 @@ def _redis(m: Measurements, wall: float | None, deliveries: int) -> dict[str, An
     server_cpu = _cpu_delta(m, "server")
     if redis_cpu is None:
         return None
-    both = None if server_cpu is None or not deliveries else (server_cpu + redis_cpu) * 1e6
+    both = None if server_cpu is None else server_cpu + redis_cpu
+    per_delivery = cpu_per_delivery(both, deliveries, f"{m.target} and Redis")
     return {
         "cpu_percent": _percent(redis_cpu, wall),
-        "cpu_us_per_delivery_with_server": _round(both / deliveries if both else None, 3),
+        "cpu_us_per_delivery_with_server": per_delivery.value,
+        "cpu_us_per_delivery_with_server_na": per_delivery.na,
     }
 
 
@@ -209,13 +349,13 @@ def _loadgen(m: Measurements, wall: float | None, deliveries: int) -> dict[str, 
         for before, after in zip(m.cpu_start.loadgen, m.cpu_end.loadgen, strict=True):
             per_proc.append(None if before is None or after is None else after - before)
     total = sum(p for p in per_proc if p is not None) if per_proc else None
+    per_delivery = cpu_per_delivery(total, deliveries, "the load generators")
     return {
         "procs": len(m.connect),
         "cpu_percent": _percent(total, wall),
         "per_proc_cpu_percent": [_percent(p, wall) for p in per_proc],
-        "cpu_us_per_delivery": _round(
-            total * 1e6 / deliveries if total is not None and deliveries else None, 3
-        ),
+        "cpu_us_per_delivery": per_delivery.value,
+        "cpu_us_per_delivery_na": per_delivery.na,
     }
 
 
@@ -304,29 +444,56 @@ def _status_subset(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def ratios(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """tickcast over each baseline, for CPU-µs per delivery and p99 latency (< 1: tickcast
-    uses less / is faster)."""
+RATIO_LABELS = {"cpu_us_per_delivery": "CPU-µs per delivery", "p99_ms": "p99 latency"}
+
+
+def ratios(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """tickcast over each other run, for CPU-µs per delivery and p99 latency (< 1:
+    tickcast uses less / is faster). A ratio that cannot be made is None, and ``na``
+    says why, by figure: ``{"cpu_us_per_delivery": None, "p99_ms": 0.2, "na": {...}}``."""
     base = runs.get("tickcast")
-    out: dict[str, dict[str, float | None]] = {}
+    out: dict[str, dict[str, Any]] = {}
     if not base or "error" in base:
         return out
     for name, run in runs.items():
         if name == "tickcast" or "error" in run:
             continue
-        out[f"tickcast/{name}"] = {
-            "cpu_us_per_delivery": ratio(
-                base["server"]["cpu_us_per_delivery"], run["server"]["cpu_us_per_delivery"]
-            ),
-            "p99_ms": ratio(base["latency_ms"]["p99_ms"], run["latency_ms"]["p99_ms"]),
-        }
+        entry: dict[str, Any] = {}
+        na: dict[str, str] = {}
+        for key in RATIO_LABELS:
+            figure = ratio(ratio_part(base, key), ratio_part(run, key))
+            entry[key] = figure.value
+            if figure.na is not None:
+                na[key] = figure.na
+        if na:
+            entry["na"] = na
+        out[f"tickcast/{name}"] = entry
     return out
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return round(a / b, 3)
+def ratio_part(run: Mapping[str, Any], key: str) -> Figure:
+    """One run's side of a ratio (``key`` of ``RATIO_LABELS``), or why it has none."""
+    name = run.get("target", "?")
+    if key == "cpu_us_per_delivery":
+        server = run["server"]
+        return Figure(server["cpu_us_per_delivery"], server.get("cpu_us_per_delivery_na"))
+    latency = run["latency_ms"]
+    samples = latency.get("samples", 0)
+    if samples < MIN_P99_SAMPLES:
+        return Figure(
+            None, f"{name}: {samples} latency samples, under the {MIN_P99_SAMPLES} a p99 needs"
+        )
+    return Figure(latency["p99_ms"])
+
+
+def ratio(top: Figure, bottom: Figure) -> Figure:
+    """``top / bottom``, or None with the reasons of either side."""
+    reasons = [part.na for part in (top, bottom) if part.na is not None]
+    if reasons:
+        return Figure(None, "; ".join(reasons))
+    if top.value is None or bottom.value is None or bottom.value <= 0:
+        return Figure(None, "a figure is missing or zero")
+    return Figure(round(top.value / bottom.value, 3))
 
 
 def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
@@ -355,7 +522,7 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         lambda r: f"{r['duplicates']['total']} ({r['duplicates']['max_per_client']})",
     )
     row("server CPU %", lambda r: _num(r["server"]["cpu_percent"], 1))
-    row("server CPU-µs/delivery", lambda r: _num(r["server"]["cpu_us_per_delivery"], 2))
+    row("server CPU-µs/delivery", lambda r: _na_num(r["server"], "cpu_us_per_delivery", 2))
     row("server RSS idle MB", lambda r: _num(r["server"]["rss_baseline_mb"], 1))
     row("server RSS end MB", lambda r: _num(r["server"]["rss_end_mb"], 1))
     row("RSS per connection KB", lambda r: _num(r["server"]["rss_per_connection_kb"], 1))
@@ -371,7 +538,9 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         row("redis CPU %", lambda r: _num(r["redis"]["cpu_percent"], 1) if r["redis"] else "-")
         row(
             "server+redis CPU-µs/delivery",
-            lambda r: _num(r["redis"]["cpu_us_per_delivery_with_server"], 2) if r["redis"] else "-",
+            lambda r: (
+                _na_num(r["redis"], "cpu_us_per_delivery_with_server", 2) if r["redis"] else "-"
+            ),
         )
     row("machine busy cores", lambda r: _num(r["machine"]["busy_cores"], 2))
     row("  of which others", lambda r: _num(r["machine"]["other_cores"], 2))
@@ -386,12 +555,20 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_ratios(table: Mapping[str, Mapping[str, float | None]]) -> str:
+def format_ratios(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per ratio pair; a ratio that cannot be made reads ``n/a``, and an
+    indented line under it says why."""
     lines = []
     for name, values in table.items():
-        cpu, p99 = values.get("cpu_us_per_delivery"), values.get("p99_ms")
-        lines.append(f"{name}: CPU-µs per delivery {_num(cpu, 3)}x, p99 latency {_num(p99, 3)}x")
+        cells = [f"{label} {format_ratio(values.get(key))}" for key, label in RATIO_LABELS.items()]
+        lines.append(f"{name}: {', '.join(cells)}")
+        for key, reason in values.get("na", {}).items():
+            lines.append(f"  {RATIO_LABELS.get(key, key)} n/a: {reason}")
     return "\n".join(lines)
+
+
+def format_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.3f}x"
 
 
 def _stall_cell(stall: Mapping[str, Any] | None) -> str:
@@ -409,6 +586,13 @@ def _close_cell(stall: Mapping[str, Any] | None) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _na_num(section: Mapping[str, Any], key: str, digits: int) -> str:
+    """``section[key]``, or ``n/a`` when it is null for a reason (``<key>_na``)."""
+    if section[key] is None and section.get(f"{key}_na"):
+        return "n/a"
+    return _num(section[key], digits)
 
 
 def _percent(seconds: float | None, wall: float | None) -> float | None:

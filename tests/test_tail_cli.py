@@ -1,0 +1,263 @@
+"""`tickcast tail` as users run it: a real process against `tickcast serve --source sim`,
+in a pipe (plain and JSON lines, an early-closing reader) and under a pseudo-terminal of a
+given width (the table), plus what it says when the server is down or refuses."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from tickcast.cli import main
+from tickcast.tail import format_price
+
+from .support import ServerProcess, free_port, running_server
+
+TOKEN = "tail-secret"
+TAIL = [sys.executable, "-m", "tickcast.cli", "tail"]
+PLAIN = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Z]+) (\d+\.\d+) ([+-]\d+\.\d\d%) "
+    r"bid (\d+\.\d+) ask (\d+\.\d+)$"
+)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"TICKCAST_SIM_RATE": "5", "TICKCAST_TOKEN": TOKEN}
+    with running_server(tmp_path_factory.mktemp("tail"), ["--source", "sim"], env) as running:
+        yield running
+
+
+def tail_env(**extra: str) -> dict[str, str]:
+    """The environment users have: no token, no fixed terminal size, Python's default
+    buffering (a pipe is block-buffered unless tail flushes); plus ``extra``."""
+    skip = {"TICKCAST_TOKEN", "COLUMNS", "LINES", "PYTHONUNBUFFERED"}
+    return {**{k: v for k, v in os.environ.items() if k not in skip}, **extra}
+
+
+def run_tail(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TAIL, *args], capture_output=True, text=True, env=tail_env(), timeout=timeout
+    )
+
+
+def assert_quiet(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert "Error" not in stderr  # no exception names either, such as BrokenPipeError
+
+
+# ---------------------------------------------------------------------- in a pipe
+
+
+def test_plain_lines_in_a_pipe(server: ServerProcess) -> None:
+    """Not on a terminal, tail prints one plain line per tick: time, symbol, price, change,
+    bid and ask, with the prices the server holds."""
+    done = run_tail(
+        "--url", server.base, "--token", TOKEN, "--seconds", "2.5", "BTCUSDT", "ETHUSDT"
+    )
+    assert done.returncode == 0, done.stderr
+    assert_quiet(done.stderr)
+    lines = done.stdout.splitlines()
+    assert len(lines) >= 6, done.stdout
+    parsed = [PLAIN.match(line) for line in lines]
+    assert all(parsed), lines
+    assert {m[2] for m in parsed if m} == {"BTCUSDT", "ETHUSDT"}
+    history = server.get("/history/BTCUSDT", params={"limit": 1000}).json()
+    held = {Decimal(str(t["last_price"])) for t in history}
+    shown = [Decimal(m[3]) for m in parsed if m and m[2] == "BTCUSDT"]
+    assert set(shown) <= held
+
+
+def test_json_lines_are_ticks_in_order(server: ServerProcess) -> None:
+    """--format json prints each tick as one compact JSON object; seq only goes up. The
+    token comes from TICKCAST_TOKEN here."""
+    done = subprocess.run(
+        [*TAIL, "--url", server.base, "--format", "json", "--seconds", "2", "BTCUSDT"],
+        capture_output=True,
+        text=True,
+        env=tail_env(TICKCAST_TOKEN=TOKEN),
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    assert_quiet(done.stderr)
+    ticks = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(ticks) >= 5
+    assert all(t["type"] == "tick" and t["symbol"] == "BTCUSDT" for t in ticks)
+    seqs = [t["seq"] for t in ticks]
+    assert seqs == sorted(set(seqs))
+    assert ", " not in done.stdout and ": " not in done.stdout  # compact
+
+
+def test_a_reader_that_leaves_early_ends_tail_quietly(server: ServerProcess) -> None:
+    """`tickcast tail BTCUSDT | head -n 3`: head gets its three lines at once (each line is
+    flushed), and tail then exits 0 with nothing on stderr, not a BrokenPipeError."""
+    tail = subprocess.Popen(
+        [*TAIL, "--url", server.base, "--token", TOKEN, "BTCUSDT"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=tail_env(),
+    )
+    head: subprocess.Popen[str] | None = None
+    try:
+        assert tail.stdout is not None and tail.stderr is not None
+        head = subprocess.Popen(
+            ["head", "-n", "3"], stdin=tail.stdout, stdout=subprocess.PIPE, text=True
+        )
+        tail.stdout.close()  # head alone holds the pipe's read end now
+        # One symbol at 5 ticks/s writes about 400 bytes/s: a block-buffered tail would
+        # keep head waiting some 20 s for its first 8 KiB.
+        shown, _ = head.communicate(timeout=8)
+        code = tail.wait(timeout=10)
+        stderr = tail.stderr.read().decode()
+    finally:
+        for process in (tail, head):
+            if process is not None:
+                process.kill()
+                process.communicate()
+    assert len(shown.splitlines()) == 3
+    assert all(PLAIN.match(line) for line in shown.splitlines())
+    assert code == 0
+    assert stderr == ""
+
+
+# ---------------------------------------------------------------------- on a terminal
+
+
+def run_on_terminal(columns: int, *args: str, seconds: float = 3) -> subprocess.Popen[bytes]:
+    """Start tail on a new pseudo-terminal ``columns`` wide; returns it with ``.master``."""
+    master, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen(
+        [*TAIL, *args, "--seconds", str(seconds)],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=tail_env(TERM="xterm-256color"),
+    )
+    os.close(child)
+    process.master = master  # type: ignore[attr-defined]
+    return process
+
+
+def screen_of(process: subprocess.Popen[bytes], timeout: float = 20) -> list[str]:
+    """Everything the process wrote to its terminal, as lines without escape sequences."""
+    master: int = process.master  # type: ignore[attr-defined]
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child side is closed
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        assert process.wait(timeout=5) == 0
+    finally:
+        process.kill()
+        os.close(master)
+    text = ANSI.sub("", b"".join(chunks).decode(errors="replace"))
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def row_cells(lines: list[str], symbol: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in lines
+        if line.startswith(f"│ {symbol} ")
+    ]
+
+
+def test_the_table_fits_the_terminal_by_dropping_columns(server: ServerProcess) -> None:
+    """On a 60-column terminal the table keeps symbol, whole price and change and drops the
+    rest; on 160 columns spread, high, low, volume and age appear too. No price is cut."""
+    args = ["--url", server.base, "--token", TOKEN, "BTCUSDT", "ETHUSDT"]
+    narrow, wide = run_on_terminal(60, *args), run_on_terminal(160, *args)
+    narrow_lines, wide_lines = screen_of(narrow), screen_of(wide)
+    history = server.get("/history/BTCUSDT", params={"limit": 1000}).json()
+    held = {format_price(Decimal(str(t["last_price"]))) for t in history}
+
+    # The last frame's header: the first ones, before any row, fit more narrow columns.
+    headers = [line for line in narrow_lines if "Symbol" in line][-1]
+    assert re.search(r"Symbol\s+┃\s+Price\s+┃\s+Change", headers), headers
+    assert "Volume" not in headers and "High" not in headers
+    assert all(len(line) <= 60 for line in narrow_lines)
+    assert not [line for line in narrow_lines if "│" in line and "…" in line]
+    rows = row_cells(narrow_lines, "BTCUSDT")
+    assert rows
+    assert all(row[1] in held for row in rows), (rows, held)
+    assert all(re.fullmatch(r"[+-]\d+\.\d\d%", row[2]) for row in rows)
+
+    wide_headers = [line for line in wide_lines if "Symbol" in line][-1]
+    for name in ("Bid", "Ask", "Spread", "High", "Low", "Volume", "Age"):
+        assert name in wide_headers, wide_headers
+    wide_rows = row_cells(wide_lines, "BTCUSDT")
+    assert wide_rows and all(row[1] in held for row in wide_rows)
+
+
+# ---------------------------------------------------------------------- down or refusing
+
+
+def test_a_server_that_is_down_gets_one_line_per_retry() -> None:
+    """No server: each failed attempt is one short line with the retry delay; no exception
+    text, no traceback; tail keeps trying until told to stop."""
+    base = f"http://127.0.0.1:{free_port()}"
+    done = run_tail("--url", base, "--seconds", "3.5")
+    assert done.returncode == 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) >= 2, done.stderr
+    expected = re.compile(
+        rf"tickcast tail: server unreachable at {re.escape(base)}: is it running\? "
+        r"retrying in \d+s"
+    )
+    assert all(expected.fullmatch(line) for line in lines), lines
+    assert_quiet(done.stderr)
+
+
+def test_refusals_say_what_is_wrong_and_end_tail(server: ServerProcess) -> None:
+    """A missing token (401) and a wrong URL path each end tail with status 1 and one line
+    that says what to fix."""
+    no_token = subprocess.Popen(
+        [*TAIL, "--url", server.base], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=tail_env(), text=True,
+    )  # fmt: skip
+    wrong_path = run_tail("--url", server.base + "/api", "--token", TOKEN, "--sse")
+    out, err = no_token.communicate(timeout=20)
+    assert no_token.returncode == 1
+    assert err == (
+        f"tickcast tail: {server.base} requires a token (401): pass --token or set TICKCAST_TOKEN\n"
+    )
+    assert out == ""
+    assert wrong_path.returncode == 1
+    assert wrong_path.stderr == (
+        f"tickcast tail: {server.base}/api has no tickcast stream (404): --url takes the "
+        "server's base URL, e.g. http://localhost:8000\n"
+    )
+
+
+def test_help_shows_the_default_url_and_the_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tickcast tail --help` names the default URL, the three formats and --token."""
+    with pytest.raises(SystemExit):
+        main(["tail", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default http://localhost:8000)" in text
+    assert "{plain,json,table}" in text
+    assert "--token" in text and "TICKCAST_TOKEN" in text
