@@ -75,6 +75,9 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
         raw_ws: RawWebSocket = raw["transport"]
         session = _open(edge, websocket, raw_ws, throttle_ms)
         _forget_request(websocket)
+        # Nothing below needs the request object (about 450 bytes a client): the
+        # connection lives on in its protocol and its session.
+        del websocket, raw
         try:
             # Ops are applied as they arrive, from the protocol's data callback; this
             # coroutine only waits for the end of the connection.
