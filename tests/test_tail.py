@@ -15,36 +15,28 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tickcast.tail import (
-    COLUMNS,
-    DOWN_STYLE,
+from tickcast.tail import OutputClosed, OutputFormat, run_tail
+from tickcast.tail.failures import Problem, ServerRefused, describe_failure
+from tickcast.tail.formatting import (
     MISSING,
-    UP_STYLE,
-    ConnectionState,
-    LineView,
-    OutputClosed,
-    OutputFormat,
-    Problem,
-    ServerRefused,
-    SseEvent,
-    SseParser,
-    TailState,
-    TickLines,
-    decode_message,
-    describe_failure,
-    fit_columns,
     format_percent,
     format_price,
     format_spread,
     format_volume,
-    plain_line,
-    run_tail,
-    server_label,
     sparkline,
+)
+from tickcast.tail.lines import LineView, TickLines, plain_line
+from tickcast.tail.protocol import (
+    SseEvent,
+    SseParser,
+    decode_message,
+    server_label,
     sse_message,
     sse_url,
     websocket_url,
 )
+from tickcast.tail.table import COLUMNS, DOWN_STYLE, UP_STYLE, TailState, fit_columns
+from tickcast.tail.view import ConnectionState
 
 from .support import running_server
 

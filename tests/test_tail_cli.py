@@ -21,7 +21,7 @@ from decimal import Decimal
 import pytest
 
 from tickcast.cli import main
-from tickcast.tail import format_price
+from tickcast.tail.formatting import format_price
 
 from .support import ServerProcess, free_port, running_server
 

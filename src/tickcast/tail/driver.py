@@ -1,0 +1,200 @@
+"""The asyncio driver: ``run_tail``, and the reconnect loop with backoff around one
+WebSocket or SSE connection at a time, which hands each message to a view (the table,
+repainted on a timer, or the line printer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Final
+
+import httpx
+import rich.console
+from rich.live import Live
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from tickcast.tail.failures import Problem, ServerRefused, close_detail, describe_failure
+from tickcast.tail.lines import LineView
+from tickcast.tail.protocol import (
+    CONNECT_TIMEOUT,
+    SSE_READ_TIMEOUT,
+    SseParser,
+    decode_message,
+    server_label,
+    sse_message,
+    sse_url,
+    websocket_url,
+)
+from tickcast.tail.table import TailState
+from tickcast.tail.view import ConnectionState, OutputFormat, TailView
+from tickcast.upstream.pacing import Backoff
+
+REPAINT_SECONDS: Final = 0.25
+
+# What a lost or refused connection raises; anything else is a bug and propagates.
+_CONNECTION_ERRORS: Final = (
+    OSError, TimeoutError, WebSocketException, httpx.HTTPError, ServerRefused,
+)  # fmt: skip
+
+
+async def run_tail(
+    url: str,
+    symbols: list[str],
+    use_sse: bool,
+    *,
+    token: str | None = None,
+    output: OutputFormat = OutputFormat.TABLE,
+    console: rich.console.Console | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    max_seconds: float | None = None,
+) -> int:
+    """Show ``symbols`` (the server's defaults when empty) from ``url``; returns an exit code.
+
+    A table on ``console``, or one line per tick on ``out`` (problems on ``err``).
+    Reconnects with backoff until cancelled (Ctrl-C under ``asyncio.run``) or, when
+    ``max_seconds`` is given, until that much time has passed; returns 1 at once when the
+    server refuses in a way a retry cannot fix. A closed ``out`` raises ``OutputClosed``.
+    """
+    wanted = [s.strip().upper() for s in symbols if s.strip()]
+    if output is OutputFormat.TABLE:
+        return await _run_table(url, wanted, use_sse, token, console, max_seconds)
+    view = LineView(output, server_label(url), out or sys.stdout, err or sys.stderr)
+    driver = _Driver(url, wanted, use_sse, token, view)
+    try:
+        async with asyncio.timeout(max_seconds):
+            return await driver.run()
+    except TimeoutError:
+        return 0
+
+
+async def _run_table(
+    url: str,
+    symbols: list[str],
+    use_sse: bool,
+    token: str | None,
+    console: rich.console.Console | None,
+    max_seconds: float | None,
+) -> int:
+    state = TailState()
+    driver = _Driver(url, symbols, use_sse, token, state)
+    code = 0
+    with Live(console=console, auto_refresh=False) as live:
+
+        def paint() -> None:
+            # The width is read at each repaint, so a resized terminal gets its columns.
+            width = live.console.width
+            live.update(state.render(width, now_ms=time.time() * 1000), refresh=True)
+
+        deadline = asyncio.timeout(max_seconds)
+        try:
+            async with deadline, asyncio.TaskGroup() as tasks:
+                repaint = tasks.create_task(_repaint(paint))
+                code = await driver.run()
+                repaint.cancel()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+        finally:
+            paint()
+    return code
+
+
+async def _repaint(paint: Callable[[], None]) -> None:
+    # Repainting on a timer, not per message, keeps a fast feed from costing a redraw each.
+    while True:
+        paint()
+        await asyncio.sleep(REPAINT_SECONDS)
+
+
+class _Driver:
+    """The reconnect loop around one WebSocket or SSE connection at a time."""
+
+    def __init__(
+        self, url: str, symbols: list[str], use_sse: bool, token: str | None, view: TailView
+    ) -> None:
+        self.url = sse_url(url, symbols) if use_sse else websocket_url(url, symbols)
+        self.where = server_label(url)
+        self.use_sse = use_sse
+        self.view = view
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The same full-jitter backoff as the upstream client, from 1 s up to 30 s.
+        self.backoff = Backoff(initial=1.0, maximum=30.0)
+        self.sse = SseParser()
+        self._connected = False
+
+    async def run(self) -> int:
+        """Follow the stream, reconnecting, until cancelled; 1 on a refusal a retry cannot fix."""
+        while True:
+            self.view.set_connection(ConnectionState.CONNECTING)
+            self._connected = False
+            try:
+                if self.use_sse:
+                    problem = await self._follow_sse()
+                else:
+                    problem = await self._follow_ws()
+            except _CONNECTION_ERRORS as exc:
+                problem = describe_failure(
+                    exc, self.where, was_connected=self._connected, has_token=bool(self.headers)
+                )
+            if problem.fatal:
+                self.view.note_problem(problem, None)
+                return 1
+            # Whole seconds, at least one: what the message says is what happens.
+            delay = float(max(1, math.ceil(self.backoff.next_delay())))
+            self.view.note_problem(problem, delay)
+            await self._wait_before_retry(delay)
+
+    async def _wait_before_retry(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while (left := deadline - loop.time()) > 0:
+            self.view.set_connection(ConnectionState.RECONNECTING, retry_in=left)
+            await asyncio.sleep(min(1.0, left))
+
+    def _connect(self) -> None:
+        self._connected = True
+        self.view.set_connection(ConnectionState.CONNECTED)
+
+    def _deliver(self, message: dict[str, object] | None) -> None:
+        # A connection that delivers data is healthy: the next drop starts from 1 s again.
+        self.backoff.reset()
+        self.view.apply(message)
+
+    async def _follow_ws(self) -> Problem:
+        try:
+            async with ws_connect(
+                self.url, open_timeout=CONNECT_TIMEOUT, additional_headers=self.headers
+            ) as ws:
+                self._connect()
+                async for raw in ws:
+                    self._deliver(decode_message(raw))
+        except InvalidStatus as exc:
+            response = exc.response
+            raise ServerRefused(response.status_code, bytes(response.body or b"")) from exc
+        detail = close_detail(ws.close_code, ws.close_reason or "")
+        return Problem(f"{self.where} closed the connection{detail}")
+
+    async def _follow_sse(self) -> Problem:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
+        if self.sse.last_event_id is not None:
+            headers["Last-Event-ID"] = self.sse.last_event_id
+        timeout = httpx.Timeout(CONNECT_TIMEOUT, read=SSE_READ_TIMEOUT)
+        async with (
+            httpx.AsyncClient(timeout=timeout) as client,
+            client.stream("GET", self.url, headers=headers) as response,
+        ):
+            if response.status_code != 200:
+                raise ServerRefused(response.status_code, await response.aread())
+            self.sse.restart()
+            self._connect()
+            async for line in response.aiter_lines():
+                event = self.sse.feed_line(line)
+                if event is not None:
+                    self._deliver(sse_message(event))
+        return Problem(f"{self.where} ended the stream")

@@ -1,0 +1,119 @@
+"""Values as ``tickcast tail`` shows them: exact decimals from JSON numbers, prices with
+every digit the server sent, signed percentages, compact volumes, timestamps, ages and
+sparklines. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+SPARK_BARS: Final = "▁▂▃▄▅▆▇█"
+MISSING: Final = "\N{EN DASH}"  # a value the server has not sent yet
+
+
+def to_decimal(value: object) -> Decimal | None:
+    """The exact decimal of a JSON number or decimal string; None for anything else."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int | float | str):
+        try:
+            # str() of a float is its shortest round-trip form: the digits the server sent.
+            number = Decimal(str(value))
+        except InvalidOperation:
+            return None
+    else:
+        return None
+    return number if number.is_finite() else None
+
+
+def decimal_text(number: Decimal | None, *, grouping: bool, missing: str) -> str:
+    """``number`` with every digit given, at least 2 decimals (4 below 1); None: ``missing``."""
+    if number is None:
+        return missing
+    exponent = number.as_tuple().exponent
+    given = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    digits = max(2 if abs(number) >= 1 else 4, given)
+    return f"{number:{',' if grouping else ''}.{digits}f}"
+
+
+def format_price(value: object) -> str:
+    """A price with grouping, every digit given and at least 2 decimals (4 below 1)."""
+    return decimal_text(to_decimal(value), grouping=True, missing=MISSING)
+
+
+def format_spread(bid: Decimal | None, ask: Decimal | None) -> str:
+    """Ask minus bid with the digits of the prices themselves: ``0.01``, not ``0.0100``."""
+    if bid is None or ask is None:
+        return MISSING
+    return f"{ask - bid:,f}"
+
+
+def format_percent(value: object) -> str:
+    """A signed percentage with 2 decimals: ``+1.25%``."""
+    number = to_decimal(value)
+    if number is None:
+        return MISSING
+    return f"{number:+,.2f}%"
+
+
+_COMPACT_UNITS: Final = (
+    (Decimal(10) ** 12, "T"),
+    (Decimal(10) ** 9, "B"),
+    (Decimal(10) ** 6, "M"),
+    (Decimal(10) ** 3, "K"),
+)
+
+
+def format_volume(value: object) -> str:
+    """A volume in compact form: ``12.35K``, ``745.00M``."""
+    number = to_decimal(value)
+    if number is None:
+        return MISSING
+    for scale, unit in _COMPACT_UNITS:
+        if abs(number) >= scale:
+            return f"{number / scale:,.2f}{unit}"
+    return f"{number:,.2f}"
+
+
+def format_timestamp(value: object) -> str:
+    """Unix milliseconds as UTC ISO 8601 with milliseconds: ``2026-11-28T12:00:00.123Z``."""
+    number = to_decimal(value)
+    if number is None:
+        return "-"
+    try:
+        moment = datetime.fromtimestamp(float(number) / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return "-"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def format_age(timestamp_ms: object, now_ms: float) -> str:
+    """How old a tick is: ``0.4s``, ``12s``, ``3m``, ``2h`` (a clock ahead of ours: 0)."""
+    stamp = to_decimal(timestamp_ms)
+    if stamp is None:
+        return MISSING
+    seconds = max(0.0, (now_ms - float(stamp)) / 1000)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    return f"{seconds // 3600:.0f}h"
+
+
+def sparkline(prices: Iterable[Decimal]) -> str:
+    """Recent prices as a row of block characters, lowest ▁ to highest █."""
+    values = list(prices)
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    if low == high:
+        return SPARK_BARS[len(SPARK_BARS) // 2 - 1] * len(values)
+    top = len(SPARK_BARS) - 1
+    return "".join(SPARK_BARS[round((v - low) / (high - low) * top)] for v in values)

@@ -1,0 +1,124 @@
+"""One line per tick, for pipes and files: ``TickLines`` turns server messages into plain
+or JSON lines (pure); ``LineView`` writes each one flushed and reports problems on stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import IO
+
+import orjson
+
+from tickcast.tail.failures import Problem
+from tickcast.tail.formatting import decimal_text, format_timestamp, to_decimal
+from tickcast.tail.protocol import Message, error_detail, message_kind
+from tickcast.tail.view import ConnectionState, OutputFormat
+
+
+class TickLines:
+    """Turns server messages into output lines: one per tick, plain text or JSON.
+
+    Pure. A tick whose ``seq`` is the one last printed for its symbol is skipped: the
+    snapshot a reconnect starts with repeats the last tick when nothing changed meanwhile.
+    """
+
+    def __init__(self, output: OutputFormat) -> None:
+        self.output = output
+        self._last_seq: dict[str, object] = {}
+
+    def lines(self, message: Message) -> list[str]:
+        """The lines for one server message: one per new tick it carries (a reset: several)."""
+        kind = message_kind(message)
+        carried = message.get("ticks") if kind == "reset" else None
+        ticks = [message] if kind == "tick" else carried if isinstance(carried, list) else []
+        out = []
+        for tick in ticks:
+            if not isinstance(tick, Mapping) or not self._is_new(tick):
+                continue
+            out.append(json_line(tick) if self.output is OutputFormat.JSON else plain_line(tick))
+        return out
+
+    def _is_new(self, tick: Message) -> bool:
+        symbol = tick.get("symbol")
+        if not isinstance(symbol, str) or to_decimal(tick.get("last_price")) is None:
+            return False
+        seq = tick.get("seq")
+        if seq is not None and self._last_seq.get(symbol.upper()) == seq:
+            return False
+        self._last_seq[symbol.upper()] = seq
+        return True
+
+
+def plain_line(tick: Message) -> str:
+    """``2026-11-28T12:00:00.123Z BTCUSDT 59945.22 +0.81% bid 59945.1 ask 59945.3``.
+
+    Fixed fields, space separated, ``-`` for a missing value; prices with every digit the
+    server sent and no grouping, so ``awk``, ``cut`` and ``grep`` read them as they are.
+    """
+    change = to_decimal(tick.get("change_percent"))
+    fields = [
+        format_timestamp(tick.get("timestamp_ms")),
+        str(tick.get("symbol", "-")).upper(),
+        decimal_text(to_decimal(tick.get("last_price")), grouping=False, missing="-"),
+        "-" if change is None else f"{change:+.2f}%",
+        "bid",
+        decimal_text(to_decimal(tick.get("bid")), grouping=False, missing="-"),
+        "ask",
+        decimal_text(to_decimal(tick.get("ask")), grouping=False, missing="-"),
+    ]
+    return " ".join(fields)
+
+
+def json_line(tick: Message) -> str:
+    """The tick as one compact JSON object, numbers with the exact digits received."""
+    return orjson.dumps(dict(tick), default=_json_number).decode()
+
+
+def _json_number(value: object) -> orjson.Fragment:
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(format(value, "f").encode())
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+class OutputClosed(Exception):
+    """Whoever read the tick lines has gone (``tickcast tail | head -3``)."""
+
+
+class LineView:
+    """The line-per-tick view: ticks to ``out``, one flushed line each; problems to ``err``."""
+
+    def __init__(self, output: OutputFormat, where: str, out: IO[str], err: IO[str]) -> None:
+        self.lines = TickLines(output)
+        self.where = where
+        self.out = out
+        self.err = err
+        self._in_trouble = False
+
+    def apply(self, message: Message | None) -> None:
+        if message is None:
+            return
+        if message_kind(message) == "error":
+            # Such as unknown_symbol: the connection stays open for the symbols that exist.
+            detail = error_detail(message)
+            self._say(f"{self.where} says: {detail}")
+        try:
+            for line in self.lines.lines(message):
+                self.out.write(line + "\n")
+                # Flushed per line: `| grep --line-buffered` sees each tick as it arrives.
+                self.out.flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed from exc
+
+    def set_connection(self, state: ConnectionState, *, retry_in: float | None = None) -> None:
+        if state is ConnectionState.CONNECTED and self._in_trouble:
+            self._in_trouble = False
+            self._say(f"connected to {self.where}")
+
+    def note_problem(self, problem: Problem, retry_in: float | None) -> None:
+        self._in_trouble = True
+        self._say(problem.line(retry_in))
+
+    def _say(self, text: str) -> None:
+        self.err.write(f"tickcast tail: {text}\n")
+        self.err.flush()
