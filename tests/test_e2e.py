@@ -1,14 +1,13 @@
 """The dashboard in headless Chromium against a real server (Playwright, system Chromium).
 
-Screenshots go to each test's temp dir. With TICKCAST_UPDATE_SCREENSHOT=1 the first test
-also writes docs/dashboard.png, the README's picture.
+Screenshots go to each test's temp dir (docs/dashboard.png, the README's picture, comes
+from tests/test_dashboard.py with TICKCAST_UPDATE_SCREENSHOT=1).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -104,8 +103,6 @@ def test_table_fills_with_live_prices_that_change(
     shot = tmp_path / "dashboard.png"
     capture_dashboard(page, server.base, shot)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("TICKCAST_UPDATE_SCREENSHOT") == "1":
-        shutil.copy(shot, REPO / "docs" / "dashboard.png")
     expect(page.locator("#conn-state")).to_have_text("connected")
     price = page.locator('tr[data-symbol="BTCUSDT"] .price')
     first = price.inner_text()

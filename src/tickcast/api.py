@@ -45,7 +45,13 @@ from tickcast.tick import Tick
 from tickcast.upstream.normalize import wall_ms
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    # The dashboard's chart library, shipped in the package (see static/vendor/README.md).
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
