@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from tickcast.hooks import Hooks
@@ -14,7 +15,11 @@ class MemoryHub:
     """Keeps the latest state and history in a ``TickStore`` and fans out in-process."""
 
     def __init__(self, history_size: int) -> None:
-        self._store = TickStore(history_size)
+        # Each run's seqs start from the clock (microseconds, well inside a JavaScript
+        # number's exact range), above every seq of a previous run: a client resuming
+        # with an id from before a restart gets a reset, not the new run's history
+        # passed off as what it missed.
+        self._store = TickStore(history_size, first_seq=time.time_ns() // 1000)
         self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
         self.published = 0
 

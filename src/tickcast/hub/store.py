@@ -15,12 +15,15 @@ class TickStore:
     whether a resume from a given ``seq`` is still complete.
     """
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self, history_size: int, first_seq: int = 0) -> None:
         self._history_size = history_size
         self._latest: dict[str, Tick] = {}
         self._history: dict[str, deque[Tick]] = {}
         self._evicted: dict[str, int] = {}
-        self._last_seq = 0
+        # Seqs of this store start above ``first_seq``: anything at or below it belongs to
+        # another history (a previous run of the server), which cannot be resumed here.
+        self._floor = first_seq
+        self._last_seq = first_seq
 
     def add(self, tick: Tick) -> bool:
         """Record ``tick``; returns False (and records nothing) for a seq already held."""
@@ -49,6 +52,8 @@ class TickStore:
         return list(ring)[-limit:]
 
     def since(self, symbols: Iterable[str], after_seq: int) -> list[Tick] | None:
+        if after_seq < self._floor:
+            return None
         out: list[Tick] = []
         for symbol in symbols:
             evicted = self._evicted.get(symbol)
