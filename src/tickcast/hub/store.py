@@ -52,7 +52,7 @@ class TickStore:
         return list(ring)[-limit:]
 
     def since(self, symbols: Iterable[str], after_seq: int) -> list[Tick] | None:
-        if after_seq < self._floor:
+        if self._floor and after_seq < self._floor:
             return None
         out: list[Tick] = []
         for symbol in symbols:
