@@ -694,3 +694,15 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     out = tmp_path / "docs" / "latency.png"
     assert plot_main([*map(str, paths), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gc_passes_in_the_window_come_from_the_status_at_both_edges() -> None:
+    from tickcast.bench.report import _gc_passes
+
+    def status(passes: int) -> dict[str, object]:
+        return {"process": {"gc": {"policy": "freeze", "full_passes": passes}}}
+
+    assert _gc_passes(status(3), status(3)) == 0
+    assert _gc_passes(status(3), status(5)) == 2
+    assert _gc_passes(None, status(5)) is None  # a baseline server has no /status
+    assert _gc_passes({"process": {}}, status(1)) is None

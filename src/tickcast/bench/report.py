@@ -110,6 +110,7 @@ class Measurements:
     expected: dict[str, int] = field(default_factory=dict)
     reference_complete: bool = True
     status_end: dict[str, Any] | None = None
+    status_start: dict[str, Any] | None = None  # at the window's start (GC passes)
     closes_timeline: list[tuple[float, int]] = field(default_factory=list)
     server_emfile_logged: bool = False
     spread: list[int] = field(default_factory=list)  # connections per worker (--workers)
@@ -168,6 +169,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
             "connections_per_worker": m.spread or None,
             "fd_limit": m.fd_limit,
             "status": _status_subset(m.status_end),
+            "gc_full_passes_in_window": _gc_passes(m.status_start, m.status_end),
         },
         "loadgen": _loadgen(m, wall, deliveries),
         "simulator": {"cpu_percent": _percent(_cpu_delta(m, "simulator"), wall)},
@@ -441,7 +443,22 @@ def _status_subset(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
     hub = status.get("hub")
     if isinstance(hub, dict):
         out["hub"] = hub  # with Redis: lag, fenced writes, duplicates, resyncs
+    gc = status.get("process", {}).get("gc")
+    if isinstance(gc, dict):
+        out["gc"] = gc  # full collection passes: how many, the last one's length
     return out
+
+
+def _gc_passes(start: Mapping[str, Any] | None, end: Mapping[str, Any] | None) -> int | None:
+    """Full garbage-collection passes the server ran during the measured window (one
+    process; under ``--workers`` or ``--nodes`` the one that answered ``/status``)."""
+    counts: list[int] = []
+    for status in (start, end):
+        gc = (status or {}).get("process", {}).get("gc")
+        if not isinstance(gc, dict) or not isinstance(gc.get("full_passes"), int):
+            return None
+        counts.append(int(gc["full_passes"]))
+    return counts[1] - counts[0]
 
 
 RATIO_LABELS = {"cpu_us_per_delivery": "CPU-µs per delivery", "p99_ms": "p99 latency"}
@@ -523,6 +540,7 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     )
     row("server CPU %", lambda r: _num(r["server"]["cpu_percent"], 1))
     row("server CPU-µs/delivery", lambda r: _na_num(r["server"], "cpu_us_per_delivery", 2))
+    row("GC full passes in window", lambda r: _num(r["server"]["gc_full_passes_in_window"], 0))
     row("server RSS idle MB", lambda r: _num(r["server"]["rss_baseline_mb"], 1))
     row("server RSS end MB", lambda r: _num(r["server"]["rss_end_mb"], 1))
     row("RSS per connection KB", lambda r: _num(r["server"]["rss_per_connection_kb"], 1))

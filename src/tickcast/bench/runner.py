@@ -523,6 +523,7 @@ async def _measure(run: Run, m: Measurements) -> None:
     run.tell(("window", m.window_start_ms, m.window_end_ms))
     await _sleep_until(m.window_start_ms / 1000)
     m.cpu_start = run.sample(servers, simulator)
+    m.status_start = await _status(port)
     await _sleep_until(m.window_end_ms / 1000)
     m.cpu_end = run.sample(servers, simulator)
     m.rss_end = _total(procstat.rss_bytes(pid) for pid in server_pids(servers))
