@@ -36,7 +36,9 @@ class Node:
     source; deposed, it stops the source at once, before its lease could expire.
     """
 
-    def __init__(self, settings: Settings, hub: Hub | None = None) -> None:
+    def __init__(self, settings: Settings, hub: Hub | None = None, first_seq: int = 0) -> None:
+        """``first_seq``: where the memory hub's seqs start (a server passes the clock,
+        ``clock_seq()``, so that ids from a previous run are never taken for this one's)."""
         self.settings = settings
         self.redis: RedisHub | None = None
         if hub is None and settings.redis_url:
@@ -46,7 +48,7 @@ class Node:
                 prefix=settings.redis_prefix,
                 symbols=len(settings.symbols),
             )
-        self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size)
+        self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
         self.ingest = Ingest(self.hub, settings.symbols)
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         self.source: SupervisedSource = build_source(

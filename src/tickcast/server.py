@@ -10,8 +10,10 @@ from tickcast import __version__
 from tickcast.api import create_app
 from tickcast.edge.fastpath import SocketTuning, protocol_classes, write_path
 from tickcast.gcpolicy import HEAP
+from tickcast.hub.memory import clock_seq
 from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
+from tickcast.node import Node
 from tickcast.settings import Settings
 
 log = logging.getLogger("tickcast.server")
@@ -25,7 +27,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     # writes to can never be over it (the slow-client sweep relies on that).
     write_high = min(SocketTuning.write_high, settings.client_buffer_bytes // 2)
     tuning = SocketTuning(sndbuf=settings.client_sndbuf, write_high=write_high)
-    app = create_app(settings)
+    app = create_app(settings, Node(settings, first_seq=clock_seq()))
     http, ws = protocol_classes(tuning, app.guard)
     return uvicorn.Config(
         app,

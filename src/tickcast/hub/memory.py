@@ -11,15 +11,20 @@ from tickcast.hub.store import TickStore
 from tickcast.tick import Tick
 
 
+def clock_seq() -> int:
+    """A first seq for a server's run: the clock in microseconds (well inside a JavaScript
+    number's exact range), above every seq of a previous run, so a client resuming with
+    an id from before a restart gets a reset, not the new run's history passed off as
+    what it missed."""
+    return time.time_ns() // 1000
+
+
 class MemoryHub:
     """Keeps the latest state and history in a ``TickStore`` and fans out in-process."""
 
-    def __init__(self, history_size: int) -> None:
-        # Each run's seqs start from the clock (microseconds, well inside a JavaScript
-        # number's exact range), above every seq of a previous run: a client resuming
-        # with an id from before a restart gets a reset, not the new run's history
-        # passed off as what it missed.
-        self._store = TickStore(history_size, first_seq=time.time_ns() // 1000)
+    def __init__(self, history_size: int, first_seq: int = 0) -> None:
+        # Seqs start above ``first_seq`` (a server passes ``clock_seq()``).
+        self._store = TickStore(history_size, first_seq=first_seq)
         self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
         self.published = 0
 
