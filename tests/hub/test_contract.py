@@ -3,7 +3,7 @@ must behave the same to ingest, the edge and REST."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +35,21 @@ def tick(symbol: str, seq: int, price: str = "1.5") -> Tick:
 @dataclass
 class Harness:
     """A hub plus ``publish`` that returns once the hub has taken in what was published
-    (at once in memory; for Redis, once the script answered and the reader caught up)."""
+    (at once in memory; for Redis, once the script answered and the reader caught up).
+
+    Seqs in the tests count from ``base``, the hub's last seq when the test starts: a
+    memory hub starts from the clock (see ``MemoryHub``), a fresh Redis from 0."""
 
     hub: Hub
     sent: int = 0
+    base: int = 0
+
+    def tick(self, symbol: str, n: int, price: str = "1.5") -> Tick:
+        return tick(symbol, self.base + n, price)
+
+    def seqs(self, ticks: Iterable[Tick] | None) -> list[int]:
+        assert ticks is not None
+        return [t.seq - self.base for t in ticks]
 
     async def publish(self, *ticks: Tick) -> None:
         for one in ticks:
@@ -56,7 +67,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "memory":
         memory = MemoryHub(HISTORY)
         await memory.start()
-        yield Harness(memory)
+        yield Harness(memory, base=memory.last_seq())
         await memory.stop()
         return
     with running_redis(tmp_path) as server:
@@ -65,84 +76,82 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await hub.start()
         hub.set_leadership("node-a", 1)
         try:
-            yield Harness(hub)
+            yield Harness(hub, base=hub.last_seq())
         finally:
             await hub.stop()
 
 
 async def test_published_ticks_are_readable_back(harness: Harness) -> None:
     """latest, snapshot, history, since and last_seq all reflect what was published."""
-    hub = harness.hub
+    hub, h = harness.hub, harness
     assert hub.connected
-    assert hub.last_seq() == 0
-    await harness.publish(tick("A", 1, "10"), tick("B", 2, "20"), tick("A", 3, "11"))
+    assert hub.last_seq() == h.base
+    await h.publish(h.tick("A", 1, "10"), h.tick("B", 2, "20"), h.tick("A", 3, "11"))
     latest = hub.latest("A")
-    assert latest is not None and latest.seq == 3 and latest.last_price == "11"
+    assert latest is not None and latest.seq == h.base + 3 and latest.last_price == "11"
     assert hub.latest("C") is None
-    assert {s: t.seq for s, t in hub.snapshot().items()} == {"A": 3, "B": 2}
-    assert [t.seq for t in hub.history("A", 10)] == [1, 3]
-    assert [t.seq for t in hub.history("A", 1)] == [3]
-    missed = hub.since(["A", "B"], 1)
-    assert missed is not None and [t.seq for t in missed] == [2, 3]
-    assert hub.last_seq() == 3
-    assert hub.latest("A") == tick("A", 3, "11")
+    assert {s: t.seq - h.base for s, t in hub.snapshot().items()} == {"A": 3, "B": 2}
+    assert h.seqs(hub.history("A", 10)) == [1, 3]
+    assert h.seqs(hub.history("A", 1)) == [3]
+    assert h.seqs(hub.since(["A", "B"], h.base + 1)) == [2, 3]
+    assert hub.last_seq() == h.base + 3
+    assert hub.latest("A") == h.tick("A", 3, "11")
 
 
 async def test_listeners_get_every_tick_in_seq_order_until_unsubscribed(harness: Harness) -> None:
     """Each listener sees every tick once, in seq order; after unsubscribing, none."""
-    hub = harness.hub
-    first: list[int] = []
-    second: list[int] = []
-    stop_first = hub.subscribe(lambda t: first.append(t.seq))
-    hub.subscribe(lambda t: second.append(t.seq))
-    await harness.publish(*(tick("AB"[i % 2], i) for i in range(1, 21)))
+    hub, h = harness.hub, harness
+    first: list[Tick] = []
+    second: list[Tick] = []
+    stop_first = hub.subscribe(first.append)
+    hub.subscribe(second.append)
+    await h.publish(*(h.tick("AB"[i % 2], i) for i in range(1, 21)))
     stop_first()
-    await harness.publish(tick("A", 21))
-    assert first == list(range(1, 21))
-    assert second == list(range(1, 22))
+    await h.publish(h.tick("A", 21))
+    assert h.seqs(first) == list(range(1, 21))
+    assert h.seqs(second) == list(range(1, 22))
 
 
 async def test_a_listener_that_raises_does_not_stop_the_others(harness: Harness) -> None:
     """A failing listener is logged; the next listener still gets the tick."""
-    got: list[int] = []
+    got: list[Tick] = []
 
     def broken(_: Tick) -> None:
         raise RuntimeError("listener bug")
 
     harness.hub.subscribe(broken)
-    harness.hub.subscribe(lambda t: got.append(t.seq))
-    await harness.publish(tick("A", 1), tick("A", 2))
-    assert got == [1, 2]
+    harness.hub.subscribe(got.append)
+    await harness.publish(harness.tick("A", 1), harness.tick("A", 2))
+    assert harness.seqs(got) == [1, 2]
 
 
 async def test_a_seq_already_published_is_dropped(harness: Harness) -> None:
     """A tick whose seq is not above the last one is neither stored nor delivered."""
-    hub = harness.hub
-    got: list[int] = []
-    hub.subscribe(lambda t: got.append(t.seq))
-    await harness.publish(tick("A", 5, "1"), tick("A", 5, "2"), tick("B", 4, "3"))
+    hub, h = harness.hub, harness
+    got: list[Tick] = []
+    hub.subscribe(got.append)
+    await h.publish(h.tick("A", 5, "1"), h.tick("A", 5, "2"), h.tick("B", 4, "3"))
     latest = hub.latest("A")
     assert latest is not None and latest.last_price == "1"
     assert hub.latest("B") is None
-    assert got == [5]
-    assert [t.seq for t in hub.history("A", 10)] == [5]
+    assert h.seqs(got) == [5]
+    assert h.seqs(hub.history("A", 10)) == [5]
 
 
 async def test_since_tells_when_history_no_longer_holds_the_resume_point(harness: Harness) -> None:
     """Past the per-symbol history size, a resume from an evicted seq returns None."""
-    hub = harness.hub
-    await harness.publish(*(tick("A", seq) for seq in range(1, 6)))
-    assert [t.seq for t in hub.history("A", 10)] == [3, 4, 5]
-    assert hub.since(["A"], 1) is None
-    missed = hub.since(["A"], 3)
-    assert missed is not None and [t.seq for t in missed] == [4, 5]
-    assert hub.since(["A"], 5) == []
+    hub, h = harness.hub, harness
+    await h.publish(*(h.tick("A", n) for n in range(1, 6)))
+    assert h.seqs(hub.history("A", 10)) == [3, 4, 5]
+    assert hub.since(["A"], h.base + 1) is None
+    assert h.seqs(hub.since(["A"], h.base + 3)) == [4, 5]
+    assert hub.since(["A"], h.base + 5) == []
 
 
 async def test_status_names_the_hub_and_its_state(harness: Harness) -> None:
     """status() says what kind of hub this is, whether it is connected, and the last seq."""
-    await harness.publish(tick("A", 7))
+    await harness.publish(harness.tick("A", 7))
     status = harness.hub.status()
     assert status["kind"] in ("memory", "redis")
     assert status["connected"] is True
-    assert status["last_seq"] == 7
+    assert status["last_seq"] == harness.base + 7

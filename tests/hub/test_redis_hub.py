@@ -1,9 +1,11 @@
-"""The Redis hub against a real private Redis: fencing, idempotent publish, dedupe, and a
-reader that never skips or repeats an entry across kills, restarts, idleness and trimming."""
+"""The Redis hub against a real private Redis: fencing, idempotent publish, dedupe, a
+leader that delivers its own ticks on the script's answer, and a reader that never skips or
+repeats an entry across kills, restarts, idleness and trimming."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +67,73 @@ async def stream_ids(server: RedisServer) -> list[int]:
         return [entry_seq(eid) for eid, _ in entries or []]  # type: ignore[arg-type]
 
 
+class ConnectionProxy:
+    """A TCP proxy to Redis that can swallow what chosen connections carry while the
+    others pass: a hub's reader connects first (at start), its publisher on the first
+    publish, so each can be cut alone. ``answers_only``: requests still reach Redis, only
+    the answers are lost."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.accepted = 0
+        self._cut: dict[int, bool] = {}  # connection index -> answers only
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cut(self, index: int, *, answers_only: bool = False) -> None:
+        self._cut[index] = answers_only
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every proxied connection and wait for their handlers to end."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index, self.accepted = self.accepted, self.accepted + 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(
+                self._pipe(index, reader, up_writer, answer=False),
+                self._pipe(index, up_reader, writer, answer=True),
+            )
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+
+    async def _pipe(
+        self,
+        index: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        answer: bool,
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                cut = self._cut.get(index)
+                if cut is not None and (answer or not cut):
+                    continue
+                writer.write(data)
+                await writer.drain()
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
     with running_redis(tmp_path / "redis", appendonly=True) as server:
@@ -101,6 +170,8 @@ async def test_another_node_receives_the_same_ticks_in_seq_order(server: RedisSe
 async def test_a_publish_not_matching_the_lease_is_refused_by_redis(server: RedisServer) -> None:
     """With the lease held by another node:epoch, Redis refuses the batch and it is counted."""
     hub = await leader(server, "node-a", 1)
+    got: list[Tick] = []
+    hub.subscribe(got.append)
     try:
         server.command("SET", KEYS.lease, "node-a:2")  # same node, newer epoch: ours is stale
         hub.publish(tick("A", 1))
@@ -111,6 +182,7 @@ async def test_a_publish_not_matching_the_lease_is_refused_by_redis(server: Redi
         assert await stream_ids(server) == []
         assert hub.counts["published"] == 0
         assert hub.latest("A") is None
+        assert got == []
     finally:
         await hub.stop()
 
@@ -166,7 +238,9 @@ async def test_the_reader_survives_client_kill_without_skipping(server: RedisSer
     b = make_hub(server.url)
     await b.start()
     got: list[int] = []
+    own: list[int] = []
     b.subscribe(lambda t: got.append(t.seq))
+    a.subscribe(lambda t: own.append(t.seq))
     try:
         for seq in range(1, 101):
             a.publish(tick("A", seq))
@@ -174,7 +248,9 @@ async def test_the_reader_survives_client_kill_without_skipping(server: RedisSer
                 await eventually(lambda: b.last_seq() >= seq - 10, timeout=5)  # noqa: B023
                 server.command("CLIENT", "KILL", "TYPE", "normal")
         await eventually(lambda: b.last_seq() == 100, timeout=20)
+        await eventually(lambda: a.status()["position"] == 100, timeout=20)
         assert got == list(range(1, 101))
+        assert own == got  # the leader's own: batches cut mid-flight, sent again, once
         assert b.counts["reconnects"] >= 1
         assert b.counts["resyncs"] == 0
         assert b.connected
@@ -355,6 +431,112 @@ async def test_status_reports_connection_incarnation_lag_and_counters(server: Re
         await a.stop()
 
 
+async def test_the_leader_delivers_its_own_ticks_on_the_answer_not_via_its_reader(
+    server: RedisServer,
+) -> None:
+    """With its reader's connection dead, the leader's listeners still get every tick it
+    publishes, once, in order; the reader, back, skips them; another node gets the same."""
+    proxy = ConnectionProxy(server.port)
+    await proxy.start()
+    server.command("SET", KEYS.lease, "node-a:1")
+    a = make_hub(proxy.url)
+    b = make_hub(server.url)
+    own: list[int] = []
+    got: list[int] = []
+    try:
+        await a.start()
+        await b.start()
+        a.subscribe(lambda t: own.append(t.seq))
+        b.subscribe(lambda t: got.append(t.seq))
+        proxy.cut(0)  # a's reader: its XREAD never answers
+        a.set_leadership("node-a", 1)
+        for seq in range(1, 31):
+            a.publish(tick("ABC"[seq % 3], seq))
+            if seq % 10 == 0:
+                await asyncio.sleep(0.02)
+        await eventually(lambda: own == list(range(1, 31)), timeout=5)
+        assert a.counts["delivered_on_answer"] == 30
+        assert a.counts["reconnects"] == 0  # the reader had no part in it
+        await eventually(lambda: a.counts["reconnects"] >= 1, timeout=8)
+        a.publish(tick("A", 31))
+        await eventually(lambda: got == list(range(1, 32)), timeout=5)
+        await eventually(lambda: a.status()["position"] == 31, timeout=5)
+        assert own == got
+        assert a.snapshot() == b.snapshot()
+    finally:
+        await a.stop()
+        await b.stop()
+        await proxy.stop()
+
+
+async def test_a_new_leader_behind_its_reader_leaves_its_entries_to_the_reader(
+    server: RedisServer,
+) -> None:
+    """Elected before its reader read its predecessor's last entries, a node does not
+    deliver its own first entries ahead of them: its clients see the stream's order."""
+    a = await leader(server, "node-a", 1)
+    proxy = ConnectionProxy(server.port)
+    await proxy.start()
+    b = make_hub(proxy.url)
+    got: list[int] = []
+    try:
+        await b.start()
+        b.subscribe(lambda t: got.append(t.seq))
+        proxy.cut(0)  # b's reader sees nothing more
+        for seq in range(1, 6):
+            a.publish(tick("A", seq))
+        await settled(a, 5)
+        a.set_leadership("node-a", None)
+        server.command("SET", KEYS.lease, "node-b:2")
+        b.set_leadership("node-b", 2)
+        b.publish(tick("B", 6))
+        await eventually(lambda: b.counts["published"] == 1, timeout=5)
+        assert got == [] and b.counts["delivered_on_answer"] == 0
+        await eventually(lambda: got == [1, 2, 3, 4, 5, 6], timeout=8)  # the reader, back
+        assert proxy.accepted == 3  # b's reader, b's publisher, b's reader again
+        proxy.cut(2)  # only the answer can deliver now
+        b.publish(tick("B", 7))
+        await eventually(lambda: got == [1, 2, 3, 4, 5, 6, 7], timeout=5)
+        assert b.counts["delivered_on_answer"] == 1  # caught up: on the answer again
+    finally:
+        await a.stop()
+        await b.stop()
+        await proxy.stop()
+
+
+async def test_a_publish_whose_answer_is_lost_is_sent_again_and_delivered_once(
+    server: RedisServer,
+) -> None:
+    """Redis applied the batch but the answer never came: after the socket timeout the
+    publisher reconnects and sends it again, Redis drops it as already applied, and the
+    leader's reader delivers it: once, in order."""
+    proxy = ConnectionProxy(server.port)
+    await proxy.start()
+    server.command("SET", KEYS.lease, "node-a:1")
+    a = make_hub(proxy.url, socket_timeout=0.5, block_ms=100)
+    own: list[int] = []
+    try:
+        await a.start()
+        a.subscribe(lambda t: own.append(t.seq))
+        a.set_leadership("node-a", 1)
+        a.publish(tick("A", 1))
+        await eventually(lambda: own == [1], timeout=5)
+        assert proxy.accepted == 2  # the reader's connection, then the publisher's
+        proxy.cut(1, answers_only=True)
+        a.publish(tick("A", 2))
+        a.publish(tick("B", 3))
+        await eventually(lambda: own == [1, 2, 3], timeout=5)
+        await eventually(lambda: a.counts["publish_errors"] >= 1, timeout=5)
+        await eventually(lambda: a.counts["stale"] + a.counts["duplicates"] == 2, timeout=5)
+        assert await stream_ids(server) == [1, 2, 3]
+        assert a.counts["published"] == 1
+        a.publish(tick("A", 4))
+        await eventually(lambda: own == [1, 2, 3, 4], timeout=5)
+    finally:
+        await a.stop()
+        await proxy.stop()
+
+
 def test_a_block_time_near_the_socket_timeout_is_refused() -> None:
     """XREAD BLOCK must stay well under the socket timeout, or idle reads time out."""
     with pytest.raises(ValueError, match="block_ms"):
@@ -419,3 +601,36 @@ def test_xread_replies_of_both_protocols_give_the_same_entries() -> None:
     assert stream_entries([[b"s", [(b"1-0", fields)]]]) == [(b"1-0", fields)]
     assert stream_entries({b"s": [[b"1-0", fields]]}) == [(b"1-0", fields)]
     assert stream_entries(None) == []
+
+
+async def test_the_url_gives_password_and_database_to_publisher_and_reader(tmp_path: Path) -> None:
+    """AUTH and SELECT come from the URL, read by redis-py, for both connections."""
+    with running_redis(tmp_path / "auth") as server:
+        server.command("CONFIG", "SET", "requirepass", "s3cret")
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/3"
+        async with aioredis.Redis.from_url(url) as client:
+            await client.set(KEYS.lease, "node-a:1")
+        hub = make_hub(url)
+        got: list[int] = []
+        try:
+            await hub.start()
+            hub.subscribe(lambda t: got.append(t.seq))
+            hub.set_leadership("node-a", 1)
+            hub.publish(tick("A", 1))
+            hub.publish(tick("B", 2))
+            await eventually(lambda: got == [1, 2], timeout=5)
+            assert hub.connected and hub.counts["published"] == 2
+            async with aioredis.Redis.from_url(url) as client:
+                assert await client.xlen(KEYS.stream) == 2
+            async with aioredis.Redis.from_url(url.replace("/3", "/0")) as client:
+                assert await client.xlen(KEYS.stream) == 0
+        finally:
+            await hub.stop()
+
+
+def test_a_url_redis_py_cannot_read_is_refused_at_construction() -> None:
+    """A wrong scheme or an unknown option fails at start-up, not in the publisher later."""
+    with pytest.raises(ValueError, match="scheme"):
+        make_hub("http://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="ssl_ciphers_typo"):
+        make_hub("rediss://127.0.0.1:1/0?ssl_ciphers_typo=HIGH")

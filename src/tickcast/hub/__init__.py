@@ -1,6 +1,7 @@
 """The hub: where ingest publishes ticks and where the edge and REST read them: the
 ``Hub`` interface, the per-symbol tick store, the in-memory hub, and for several nodes the
-Redis hub (its publish script and stream reader) and the leader lease.
+Redis hub (its publish script, publishing connection and stream reader) and the leader
+lease.
 
 May import ``tickcast.tick``, ``tickcast.tasks``, ``tickcast.hooks`` and itself only.
 """

@@ -1,14 +1,22 @@
 """The Redis hub: ticks published by the leader through one fenced script, and read back
-by every node (leader included) from the stream, on one dedicated connection, in seq order.
+by every node from the stream, on one dedicated connection, in seq order.
 
-- ``publish`` is synchronous and never blocks the ingest: it queues (bounded) to a publisher
-  task that sends what has piled up as one script call per batch. When the queue is full the
-  OLDEST queued tick is dropped and counted (``dropped_full``): every tick carries the full
-  state of its symbol, so the newer one supersedes it, and the stream stays the truth of
-  what was published.
+- ``publish`` is synchronous and never blocks the ingest: it queues the tick (bounded:
+  ``redis_publish.Outbox``) and wakes the publisher task, which sends what was published
+  in that turn of the event loop as one batch. Batches are pipelined on one redis-py
+  connection: none waits for the answers to those before it (one connection keeps them in
+  order), and a task of its own reads the answers as they come. A lost connection, an
+  answer missing for the socket timeout, or a "not now" error (NOSCRIPT, LOADING, BUSY...)
+  makes the publisher reconnect (loading the script again) and send again, in order, what
+  was left unanswered.
 - Reads (``latest``, ``snapshot``, ``history``, ``since``, ``last_seq``) come from a local
-  ``TickStore`` that only the reader feeds, so a tick reaches the store, the listeners and
-  every node in the same order: the stream's. The leader's own ticks come back that way too.
+  ``TickStore`` fed in stream order only, so a tick reaches the store, the listeners and
+  every node in the same order: the stream's.
+- The leader delivers its own ticks when the script's answer proves which stream entries it
+  wrote, under the same rule as the reader (each entry must follow this node's position):
+  a round trip sooner than reading them back, and nothing Redis refused (fenced) or did
+  not write (duplicate, stale) ever reaches a client. Entries already delivered are
+  skipped by whichever of the two comes second.
 - The reader uses ``XREAD BLOCK`` from an explicit last id, with a block time well under the
   socket timeout and no retry (a re-sent XREAD is what skips entries), and checks every
   entry's predecessor and incarnation (see ``redis_follow``): a gap or a new incarnation
@@ -23,12 +31,13 @@ import logging
 import random
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Final
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -41,10 +50,12 @@ from tickcast.hub.redis_follow import (
     Loaded,
     Verdict,
     backoff_delay,
+    entry_seq,
     load_state,
     parse_entry,
     stream_entries,
 )
+from tickcast.hub.redis_publish import Batch, Outbox, confirmed_entries
 from tickcast.hub.redis_script import (
     PUBLISH_LUA,
     Origin,
@@ -67,6 +78,15 @@ ResetHook = Callable[[str], None]
 CLOSE_TIMEOUT: Final = 2.0
 STOP_TIMEOUT: Final = 3.0
 _LINK_ERRORS: Final = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# Error replies to a batch that say "not now" rather than "never": the publishing connection
+# is dropped and the batch sent again on a new one (which loads the script first). LOADING
+# is a ConnectionError to redis-py, hence a lost connection already.
+_RETRY_LATER: Final = (
+    redis.exceptions.NoScriptError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.ReadOnlyError,
+)
 
 
 class RedisHub:
@@ -84,6 +104,7 @@ class RedisHub:
         socket_timeout: float = 5.0,
         queue_size: int = 10_000,
         batch_size: int = 256,
+        max_in_flight: int = 16,
         read_count: int = 512,
         start_timeout: float = 2.0,
         seed: int | None = None,
@@ -92,14 +113,20 @@ class RedisHub:
             # A block near the socket timeout turns every idle read into a timeout.
             raise ValueError("block_ms must be well under socket_timeout")
         self._url = url
+        # The publishing connection's settings: URL, AUTH, SELECT and TLS read by redis-py.
+        self._pool = aioredis.ConnectionPool.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        )
+        try:
+            self._new_connection()  # an option redis-py does not know fails here
+        except TypeError as exc:
+            raise ValueError(f"invalid option in the Redis URL: {exc}") from None
         self._keys = RedisKeys(prefix)
         self._history_size = history_size
         # SPEC §7: the stream holds history_size per symbol on average.
         self._maxlen = history_size * max(1, symbols)
         self._block_ms = block_ms
         self._socket_timeout = socket_timeout
-        self._queue_size = queue_size
-        self._batch_size = batch_size
         self._read_count = read_count
         self._start_timeout = start_timeout
         self._rng = random.Random(seed)
@@ -107,12 +134,16 @@ class RedisHub:
         self._store = TickStore(history_size)
         self._floor = 0
         self._follower: Follower | None = None
+        # True while the reader rebuilds the state from Redis: answers wait for the reader.
+        self._loading = False
         self._high_seq = 0
         self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
         self._reset_hooks: Hooks[str] = Hooks("hub reset hook")
         self._connection_hooks: Hooks[bool] = Hooks("redis connection hook")
-        self._queue: deque[tuple[Tick, Origin | None]] = deque()
-        self._wake = asyncio.Event()
+        self._outbox = Outbox(queue_size, batch_size, max_in_flight)
+        self._wake = asyncio.Event()  # for the publisher: something to send, or to check
+        self._sent = asyncio.Event()  # for the answer reader: batches on the wire
+        self._sha = ""
         self._synced = asyncio.Event()
         self._fence: str | None = None
         self._connected = False
@@ -164,8 +195,7 @@ class RedisHub:
         (Redis would refuse it anyway)."""
         if epoch is None:
             self._fence = None
-            self.counts["not_leader"] += len(self._queue)
-            self._queue.clear()
+            self.counts["not_leader"] += self._outbox.drop_all()
         else:
             self._fence = fence_value(node_id, epoch)
 
@@ -175,62 +205,130 @@ class RedisHub:
 
     def publish(self, tick: Tick, origin: Origin | None = None) -> None:
         """Queue ``tick`` for the publish script. ``origin`` (upstream kind, history, order)
-        lets Redis drop an update already applied; without it only the seq check guards."""
+        lets Redis drop an update already applied; without it only the seq check guards.
+
+        Sent by the publisher task with whatever else is published in this turn of the
+        event loop (a burst from the upstream), as one batch."""
         if self._fence is None:
             self.counts["not_leader"] += 1
             return
-        if len(self._queue) >= self._queue_size:
-            self._queue.popleft()
+        if not self._outbox.add(tick, origin):
             self.counts["dropped_full"] += 1
-        self._queue.append((tick, origin))
         self._wake.set()
 
     async def _publish_forever(self) -> None:
-        # redis-py's default retry re-sends a timed-out call: safe, the script is idempotent.
-        client = aioredis.Redis.from_url(
-            self._url,
-            socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._socket_timeout,
-        )
-        script = client.register_script(PUBLISH_LUA)
-        batch: list[tuple[Tick, Origin | None]] = []
         attempt = 0
-        try:
-            while True:
-                if self._fence is None:
-                    self.counts["not_leader"] += len(batch)
-                    batch = []
-                if not batch:
-                    if not self._queue:
-                        self._wake.clear()
-                        await self._wake.wait()
-                        continue
-                    count = min(self._batch_size, len(self._queue))
-                    batch = [self._queue.popleft() for _ in range(count)]
-                fence = self._fence
-                if fence is None:
-                    continue
-                args = script_args(fence, self._maxlen, secrets.token_hex(8), batch)
-                try:
-                    # EVALSHA; on NOSCRIPT (Redis restarted) redis-py loads it and retries.
-                    reply = await script(keys=self._keys.script_keys(), args=args)
-                except _LINK_ERRORS as exc:
-                    # Keep the batch and send it again: the script drops what was applied.
-                    self.counts["publish_errors"] += 1
-                    log.warning("redis publish failed (%s); retrying", exc)
-                    await asyncio.sleep(backoff_delay(attempt, self._rng))
-                    attempt += 1
-                    continue
-                except redis.exceptions.RedisError:
-                    self.counts["publish_errors"] += 1
-                    log.exception("redis publish script failed; batch of %d dropped", len(batch))
-                    batch = []
-                    continue
+        while True:
+            while not self._outbox.waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            conn = self._new_connection()
+            try:
+                async with asyncio.timeout(self._socket_timeout):
+                    await conn.connect()  # type: ignore[no-untyped-call]
+                    await conn.send_command("SCRIPT", "LOAD", PUBLISH_LUA, check_health=False)
+                    self._sha = _text(await conn.read_response())
                 attempt = 0
-                self._account(parse_result(reply), len(batch))
-                batch = []
+                await self._pipeline(conn)
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                self.counts["publish_errors"] += 1
+                log.warning("redis publishing connection failed (%s); retrying", exc)
+            finally:
+                await _disconnect(conn)
+                # What was on the wire is sent again (the script drops what it had in fact
+                # applied), unless this node no longer leads.
+                self._outbox.link_lost()
+                if self._fence is None:
+                    self.counts["not_leader"] += self._outbox.drop_all()
+            await asyncio.sleep(backoff_delay(attempt, self._rng))
+            attempt += 1
+
+    def _new_connection(self) -> AbstractConnection:
+        """A connection of the pool's class and settings, owned here (never pooled)."""
+        conn: AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
+        return conn
+
+    async def _pipeline(self, conn: AbstractConnection) -> None:
+        """Send batches as soon as they are ready while a task reads the answers; return
+        when that task ends: the connection must be dropped."""
+        answers = asyncio.create_task(self._read_answers(conn), name="redis-hub-answers")
+        answers.add_done_callback(lambda _: self._wake.set())
+        try:
+            while not answers.done():
+                self._wake.clear()
+                if not await self._send_ready(conn):
+                    return
+                await self._wake.wait()
+            answers.result()  # a bug in it surfaces here
         finally:
-            await _close(client)
+            await cancel_and_wait(answers)
+
+    async def _send_ready(self, conn: AbstractConnection) -> bool:
+        """Send every batch that can go now, in one write; false if the connection broke."""
+        now = asyncio.get_running_loop().time()
+        commands = []
+        while (batch := self._outbox.next_to_send(self._fence, now)) is not None:
+            commands.append(self._command(batch))
+        if not commands:
+            return True
+        self._sent.set()
+        if not conn.is_connected:  # never let redis-py reconnect it behind our back
+            return False
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        except _LINK_ERRORS as exc:
+            log.warning("redis publishing connection lost while sending (%s)", exc)
+            return False
+        return True
+
+    def _command(self, batch: Batch) -> tuple[bytes | str | int, ...]:
+        keys = self._keys.script_keys()
+        args = script_args(batch.fence, self._maxlen, secrets.token_hex(8), batch.ticks)
+        return ("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def _read_answers(self, conn: AbstractConnection) -> None:
+        """Read the answers to the batches on the wire, in order, as they arrive. Return
+        when the connection must be dropped: lost, an answer missing for the socket
+        timeout (a half-open link, a Redis that stopped), or a "not now" error."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._outbox.in_flight:
+                self._sent.clear()
+                await self._sent.wait()
+            sent_at = self._outbox.oldest_sent_at
+            assert sent_at is not None
+            left = max(sent_at + self._socket_timeout - loop.time(), 0.001)
+            try:
+                # With an explicit timeout redis-py returns None when it passes.
+                reply = await conn.read_response(timeout=left, disconnect_on_error=False)
+            except redis.exceptions.ResponseError as exc:
+                if isinstance(exc, _RETRY_LATER) or str(exc).startswith("BUSY"):
+                    # The batch stays unanswered: sent again on a new connection.
+                    log.warning("redis answered a publish with %r; reconnecting", exc)
+                    return
+                batch = self._outbox.answered()
+                self.counts["publish_errors"] += 1
+                log.error("redis publish script failed (%s); batch of %d dropped",
+                          exc, len(batch.ticks))  # fmt: skip
+                self._wake.set()
+                continue
+            except _LINK_ERRORS as exc:
+                log.warning("redis publishing connection lost (%s); reconnecting", exc)
+                return
+            if reply is None:
+                self.counts["publish_errors"] += 1
+                log.warning("redis did not answer a publish for %.1f s", self._socket_timeout)
+                return
+            try:
+                result = parse_result(reply)
+            except ValueError:
+                log.exception("unexpected answer to a publish; reconnecting")
+                return
+            batch = self._outbox.answered()
+            self._account(result, len(batch.ticks))
+            if self._outbox.waiting:
+                self._wake.set()
+            self._deliver_confirmed(batch, result)
 
     def _account(self, result: PublishResult, sent: int) -> None:
         if result.fenced:
@@ -242,6 +340,28 @@ class RedisHub:
         self.counts["stale"] += result.stale
         # The next seq the leader stamps must pass what Redis holds (ingest reads last_seq).
         self._high_seq = max(self._high_seq, result.meta_seq)
+
+    def _deliver_confirmed(self, batch: Batch, result: PublishResult) -> None:
+        """Deliver the entries the answer proves were written, as the reader would: only
+        those that follow this node's position (a new leader whose reader has not caught
+        up with its predecessor's last entries leaves them all to the reader)."""
+        follower = self._follower
+        if follower is None or self._loading:
+            return
+        try:
+            entries = confirmed_entries(batch, result)
+        except ValueError:
+            log.exception("an answer that does not match its batch; left to the reader")
+            return
+        for entry in entries:
+            verdict = follower.check(entry)
+            if verdict is Verdict.SKIP:
+                continue  # the reader was first
+            if verdict is not Verdict.DELIVER:
+                return  # the reader reads them back, and resynchronizes if it must
+            follower.advance(entry)
+            self.counts["delivered_on_answer"] += 1
+            self._deliver(entry)
 
     # -- reading (every node) --------------------------------------------------------------
 
@@ -310,6 +430,8 @@ class RedisHub:
             return
         for entry_id, fields in stream_entries(reply):
             try:
+                if entry_seq(entry_id) <= follower.position:
+                    continue  # delivered already, on the publish script's answer
                 entry = parse_entry(entry_id, fields)
             except (KeyError, ValueError):
                 self.counts["bad_entries"] += 1
@@ -337,7 +459,12 @@ class RedisHub:
     async def _resync(self, client: aioredis.Redis, reason: Verdict) -> None:
         """History this node relied on is gone: rebuild from Redis and tell the edge."""
         lost_after = self._high_seq if reason is Verdict.NEW_INCARNATION else 0
-        self._install(await self._fetch(client, lost_after))
+        self._loading = True
+        try:
+            loaded = await self._fetch(client, lost_after)
+        finally:
+            self._loading = False
+        self._install(loaded)
         self.counts["resyncs"] += 1
         log.warning("redis hub resynchronized (%s) at seq %d", reason.value, self._high_seq)
         self._reset_hooks(reason.value)
@@ -424,11 +551,12 @@ class RedisHub:
             "position": follower.position if follower else None,
             "lag_seq": self._lag_seq,
             "lag_ms": self._lag_ms,
-            "queued": len(self._queue),
+            "queued": len(self._outbox),
             **{
                 name: self.counts[name]
                 for name in (
                     "published",
+                    "delivered_on_answer",
                     "fenced",
                     "duplicates",
                     "stale",
@@ -448,6 +576,12 @@ async def _close(client: aioredis.Redis) -> None:
     middle of a command (a cancellation, a restarted Redis) must not hold up a stop."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.aclose(), CLOSE_TIMEOUT)
+
+
+async def _disconnect(conn: AbstractConnection) -> None:
+    """Drop a publishing connection, bounded in time like ``_close``."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.disconnect(nowait=True), CLOSE_TIMEOUT)
 
 
 def _text(value: object) -> str:

@@ -60,7 +60,7 @@ def stream_entries(reply: object) -> list[tuple[bytes, dict[bytes, bytes]]]:
 
 class Verdict(enum.Enum):
     DELIVER = "deliver"
-    SKIP = "skip"  # already delivered (cannot happen reading from an explicit id; harmless)
+    SKIP = "skip"  # already delivered: the leader's own entries, on its script's answer
     NEW_INCARNATION = "incarnation"  # Redis lost its data: history is gone
     GAP = "trimmed"  # entries between our position and this one are gone (trimmed past)
 

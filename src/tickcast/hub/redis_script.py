@@ -75,9 +75,13 @@ ARGS_PER_TICK: Final = 5
 #   entry names the history it belongs to. XADD is pcall'ed: a script error does not roll
 #   back what it already wrote, so it must not fail halfway through a batch.
 # - Numbers are compared as Lua doubles: exact for seqs and orders below 2^53.
+# - The reply names what became of each tick ("a" applied, "d" duplicate, "s" stale), the
+#   seq the first applied entry follows and the entries' time: enough for the leader to
+#   know exactly which stream entries this call wrote, and deliver them without reading
+#   them back (``redis_publish.confirmed_entries``).
 PUBLISH_LUA: Final = """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then
-  return {-1, 0, 0, 0, redis.call('HGET', KEYS[3], 'seq') or '0', ''}
+  return {-1, 0, 0, 0, redis.call('HGET', KEYS[3], 'seq') or '0', '', '0', '0', ''}
 end
 local inc = redis.call('HGET', KEYS[3], 'incarnation')
 if not inc then
@@ -88,6 +92,7 @@ local last = redis.call('HGET', KEYS[3], 'seq') or '0'
 local t = redis.call('TIME')
 local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local applied, dup, stale = 0, 0, 0
+local first, fates = last, {}
 for i = 4, #ARGV, 5 do
   local seq, symbol, field, order, payload = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local seen = false
@@ -97,14 +102,18 @@ for i = 4, #ARGV, 5 do
   end
   if seen then
     dup = dup + 1
+    fates[#fates + 1] = 'd'
   elseif tonumber(seq) <= tonumber(last) then
     stale = stale + 1
+    fates[#fates + 1] = 's'
   else
     local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0',
       't', payload, 's', symbol, 'i', inc, 'p', last, 'w', now)
     if type(r) == 'table' and r.err then
       stale = stale + 1
+      fates[#fates + 1] = 's'
     else
+      fates[#fates + 1] = 'a'
       redis.call('HSET', KEYS[2], symbol, payload)
       redis.call('HSET', KEYS[3], 'seq', seq)
       if field ~= '' then
@@ -115,13 +124,18 @@ for i = 4, #ARGV, 5 do
     end
   end
 end
-return {1, applied, dup, stale, last, inc}
+return {1, applied, dup, stale, last, inc, first, now, table.concat(fates)}
 """
+
+
+APPLIED: Final = "a"  # a tick's fate in ``PublishResult.fates``; "d" duplicate, "s" stale
 
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """What the script did with one batch."""
+    """What the script did with one batch: counts, the stream's head after it, and for
+    each tick in order its fate (``APPLIED``, "d", "s"). The applied ticks were written as
+    consecutive entries, the first following ``first_prev``, all at ``written_ms``."""
 
     fenced: bool
     applied: int
@@ -129,6 +143,9 @@ class PublishResult:
     stale: int
     meta_seq: int
     incarnation: str
+    first_prev: int = 0
+    written_ms: int = 0
+    fates: str = ""
 
 
 def script_args(
@@ -145,10 +162,11 @@ def script_args(
 
 
 def parse_result(reply: object) -> PublishResult:
-    """Read the script's reply ``{status, applied, dup, stale, meta_seq, incarnation}``."""
-    if not isinstance(reply, list) or len(reply) != 6:
+    """Read the script's reply ``{status, applied, dup, stale, meta_seq, incarnation,
+    first_prev, written_ms, fates}``."""
+    if not isinstance(reply, list) or len(reply) != 9:
         raise ValueError(f"unexpected publish script reply: {reply!r}")
-    status, applied, dup, stale, meta_seq, incarnation = reply
+    status, applied, dup, stale, meta_seq, incarnation, first_prev, written, fates = reply
     return PublishResult(
         fenced=int(status) < 0,
         applied=int(applied),
@@ -156,6 +174,9 @@ def parse_result(reply: object) -> PublishResult:
         stale=int(stale),
         meta_seq=int(meta_seq),
         incarnation=_text(incarnation),
+        first_prev=int(first_prev),
+        written_ms=int(written),
+        fates=_text(fates),
     )
 
 
