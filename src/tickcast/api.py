@@ -46,6 +46,13 @@ from tickcast.upstream.normalize import wall_ms
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {
+    # The dashboard's scripts, in the order index.html loads them.
+    "state.js": "text/javascript",
+    "format.js": "text/javascript",
+    "connection.js": "text/javascript",
+    "table.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "status.js": "text/javascript",
     "app.js": "text/javascript",
     "style.css": "text/css",
     # The dashboard's chart library, shipped in the package (see static/vendor/README.md).

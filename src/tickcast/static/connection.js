@@ -1,0 +1,523 @@
+/*
+ * tickcast live dashboard: the connection to the server (WebSocket or SSE), reconnects with
+ * backoff, resume tokens, incoming messages and sequence-gap counting.
+ *
+ * Sequence gaps. `seq` is stamped once per published tick by the server's ingest and is
+ * global across symbols, so it is contiguous only for a client that receives every symbol
+ * the server serves. Gaps are therefore counted only while the page is subscribed to all
+ * of them (the server's /symbols; its defaults are all of them); with a subset the panel
+ * says "not checked". The baseline is the first live tick after the snapshot (snapshot
+ * ticks carry each symbol's latest seq, which are not contiguous), a `reset`'s `last_seq`,
+ * or, across a resumed reconnect, the last seq seen before the drop: the server promises
+ * every missed tick on a resume, so a hole there is a real gap. A throttled stream
+ * (?throttle_ms=) or a conflating server drops ticks on purpose: those are counted too,
+ * because the page did miss them.
+ */
+(function (tc) {
+  "use strict";
+
+  const { toNumber } = tc.format;
+  const core = tc.core;
+  const table = tc.table;
+  const priceChart = tc.priceChart;
+  const statusView = tc.statusView;
+  const state = core.state;
+
+  const LATENCY_WINDOW = 50;
+  const BACKOFF_FIRST_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const COUNTDOWN_TICK_MS = 250;
+  // The server closes clients silent for 60 s; an application ping keeps us talking even
+  // if a proxy in between swallows protocol-level pongs.
+  const APP_PING_MS = 25000;
+
+  // ---------------------------------------------------------------- urls
+
+  function wsUrl(token) {
+    // Pending symbols are subscribed with ops after opening, so an unknown one gets an
+    // `error` reply instead of spoiling the whole connection.
+    const symbols = state.symbols && state.symbols.length ? state.symbols.join(",") : null;
+    return core.serverBase().ws + "/ws" + core.queryString({
+      status: "1",
+      symbols: symbols,
+      throttle_ms: state.throttleMs,
+      last_event_id: token,
+      token: state.token,
+    });
+  }
+
+  function sseUrl(token) {
+    const list = (state.symbols || []).concat(Array.from(state.pending));
+    return core.serverBase().http + "/sse" + core.queryString({
+      symbols: list.length ? list.join(",") : null,
+      throttle_ms: state.throttleMs,
+      last_event_id: token,
+      token: state.token,
+    });
+  }
+
+  // ---------------------------------------------------------------- connection lifecycle
+
+  function resumeToken() {
+    if (state.transport === "sse") {
+      return state.lastEventId;
+    }
+    return state.resumeSeq === null ? null : String(state.resumeSeq);
+  }
+
+  function connect(resume) {
+    clearRetry();
+    closeTransport();
+    table.adoptDefaults();
+    state.seen.clear();
+    state.pendingOps.clear();
+    state.latencies = [];
+    const token = resume ? resumeToken() : null;
+    state.resumedStream = token !== null;
+    if (!state.resumedStream) {
+      state.seq.last = null; // a fresh stream: the next live tick is the new baseline
+    }
+    state.autoRetry = Boolean(resume);
+    statusView.setConn("connecting");
+    if (state.transport === "sse") {
+      openEventSource(token);
+    } else {
+      openWebSocket(token);
+    }
+  }
+
+  function opened() {
+    state.openedAt = Date.now();
+    if (state.autoRetry) {
+      state.stats.reconnects += 1;
+    }
+    if (state.resumedStream) {
+      state.stats.resumes += 1;
+    }
+    state.lostAt = null;
+    state.everConnected = true;
+    statusView.setConn("connected");
+    statusView.renderStats();
+    fetchServed();
+  }
+
+  function openWebSocket(token) {
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl(token));
+    } catch (err) {
+      statusView.showError("Cannot open WebSocket: " + err.message);
+      handleDrop();
+      return;
+    }
+    state.ws = ws;
+    ws.onopen = function () {
+      opened();
+      startPing();
+      state.pending.forEach(sendSubscribe);
+    };
+    ws.onmessage = function (event) {
+      noteDelivery();
+      dispatch(parseJson(event.data));
+    };
+    ws.onclose = function () {
+      if (state.ws === ws) {
+        state.ws = null;
+        handleDrop();
+      }
+    };
+  }
+
+  function openEventSource(token) {
+    const es = new EventSource(sseUrl(token));
+    state.es = es;
+    es.onopen = function () {
+      opened();
+    };
+    // Ticks are unnamed events (SPEC §6): they arrive here, typed by their JSON.
+    es.onmessage = function (event) {
+      onSseEvent(event, dispatch);
+    };
+    // Control events are named. Servers before SPEC §6 named ticks `tick` too.
+    es.addEventListener("status", function (event) {
+      onSseEvent(event, applyStatus);
+    });
+    es.addEventListener("reset", function (event) {
+      onSseEvent(event, applyReset);
+    });
+    es.addEventListener("tick", function (event) {
+      onSseEvent(event, applyTick);
+    });
+    // EventSource would retry on its own at the server's fixed `retry:` interval; closing
+    // it and reconnecting ourselves gives the same backoff and state display as WebSocket.
+    es.onerror = function () {
+      if (state.es === es) {
+        es.close();
+        state.es = null;
+        handleDrop();
+      }
+    };
+  }
+
+  function onSseEvent(event, handler) {
+    // An opaque resume token (SPEC §6): sent back as is on reconnect, never parsed.
+    if (event.lastEventId) {
+      state.lastEventId = event.lastEventId;
+    }
+    noteDelivery();
+    const data = parseJson(event.data);
+    if (data && typeof data === "object") {
+      handler(data);
+    }
+  }
+
+  function closeTransport() {
+    stopPing();
+    const ws = state.ws;
+    const es = state.es;
+    state.ws = null; // detach first so the close handlers ignore this intended close
+    state.es = null;
+    if (ws) {
+      ws.close(1000, "client closed");
+    }
+    if (es) {
+      es.close();
+    }
+    state.upstream = null;
+    state.upstreamSince = null;
+    statusView.renderBanners();
+  }
+
+  function handleDrop() {
+    stopPing();
+    state.upstream = null;
+    state.upstreamSince = null;
+    if (state.lostAt === null) {
+      state.lostAt = Date.now();
+    }
+    if (state.wanted) {
+      scheduleReconnect();
+    } else {
+      statusView.setConn("disconnected");
+    }
+    statusView.renderBanners();
+  }
+
+  function noteDelivery() {
+    // A connection that delivers data is healthy: the next drop starts from 1 s again.
+    state.attempt = 0;
+    state.messageTimes.push(Date.now());
+  }
+
+  function backoffDelay(attempt) {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * Math.pow(2, attempt));
+    // Jitter spreads reconnecting dashboards after a server restart; keeping half of the
+    // delay fixed keeps the countdown meaningful.
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  function scheduleReconnect() {
+    clearRetry();
+    const delay = backoffDelay(state.attempt);
+    state.attempt += 1;
+    state.retryAt = Date.now() + delay;
+    state.retryTimer = setTimeout(function () {
+      connect(true);
+    }, delay);
+    state.countdownTimer = setInterval(statusView.renderCountdown, COUNTDOWN_TICK_MS);
+    statusView.renderCountdown();
+  }
+
+  function clearRetry() {
+    clearTimeout(state.retryTimer);
+    clearInterval(state.countdownTimer);
+    state.retryTimer = null;
+    state.countdownTimer = null;
+  }
+
+  function userConnect() {
+    if (state.conn === "reconnecting") {
+      // "Retry now": the same automatic reconnect, without waiting out the backoff.
+      connect(true);
+      return;
+    }
+    state.wanted = true;
+    state.attempt = 0;
+    state.lastEventId = null;
+    state.resumeSeq = null;
+    connect(false);
+  }
+
+  function userDisconnect() {
+    state.wanted = false;
+    clearRetry();
+    closeTransport();
+    if (state.lostAt === null) {
+      state.lostAt = Date.now();
+    }
+    statusView.setConn("disconnected");
+    statusView.renderBanners();
+  }
+
+  function switchTransport(value) {
+    state.transport = value === "sse" ? "sse" : "ws";
+    state.lastEventId = null;
+    state.resumeSeq = null;
+    statusView.renderFooter();
+    if (state.wanted) {
+      state.attempt = 0;
+      connect(false);
+    }
+  }
+
+  function startPing() {
+    stopPing();
+    state.pingTimer = setInterval(function () {
+      sendJson({ op: "ping" });
+    }, APP_PING_MS);
+  }
+
+  function stopPing() {
+    clearInterval(state.pingTimer);
+    state.pingTimer = null;
+  }
+
+  function wsOpen() {
+    return state.ws !== null && state.ws.readyState === WebSocket.OPEN;
+  }
+
+  function sendJson(message) {
+    if (!wsOpen()) {
+      return false;
+    }
+    state.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  function sendOp(op, symbol) {
+    const id = state.nextOpId++;
+    if (sendJson({ op: op, symbols: [symbol], id: id })) {
+      state.pendingOps.set(id, symbol);
+    }
+  }
+
+  function sendSubscribe(symbol) {
+    sendOp("subscribe", symbol);
+  }
+
+  function fetchServed() {
+    fetch(core.serverBase().http + "/symbols")
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      })
+      .then(function (body) {
+        if (body && Array.isArray(body.symbols)) {
+          state.served = body.symbols.map(String);
+          table.applyOrder();
+          statusView.renderStats();
+        }
+      })
+      .catch(function () {
+        // Unreachable or not a tickcast server: gaps stay "not checked".
+      });
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  function parseJson(text) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  const HANDLERS = {
+    tick: applyTick,
+    status: applyStatus,
+    ack: applyAck,
+    error: applyError,
+    reset: applyReset,
+  };
+
+  function dispatch(message) {
+    if (!message || typeof message !== "object" || Array.isArray(message)) {
+      return;
+    }
+    if (message.type === undefined) {
+      // Seed-server shaped messages carry no type; they are ticks.
+      if ("symbol" in message && "last_price" in message) {
+        applyTick(message);
+      }
+      return;
+    }
+    const handler = Object.prototype.hasOwnProperty.call(HANDLERS, message.type)
+      ? HANDLERS[message.type]
+      : null;
+    if (handler) {
+      handler(message); // unknown types (pong, future ones) are ignored on purpose
+    }
+  }
+
+  function applyTick(tick, fromSnapshot) {
+    const symbol = typeof tick.symbol === "string" ? tick.symbol.toUpperCase() : "";
+    if (!symbol) {
+      return;
+    }
+    const accepted = table.acceptsSymbol(symbol);
+    // The first tick per symbol on a fresh connection is the snapshot: its age says
+    // nothing about delivery latency and its seq does not follow the previous one.
+    // A resumed stream has no snapshot: what comes first is what was missed.
+    const snapshot =
+      fromSnapshot === true || (!state.resumedStream && !state.seen.has(symbol));
+    if (accepted) {
+      state.seen.add(symbol);
+    }
+    trackSeq(tick.seq, snapshot);
+    if (!accepted) {
+      return;
+    }
+    state.tickCount += 1;
+    const now = Date.now();
+    const sent = toNumber(tick.timestamp_ms);
+    // Ticks stamped before this connection opened are snapshots or replays of a resume:
+    // their delivery time says nothing of the feed's latency.
+    const live = !snapshot && sent !== null && sent >= state.openedAt;
+    if (live) {
+      recordLatency(now - sent);
+    }
+    if (typeof tick.source === "string" && tick.source !== state.source) {
+      state.source = tick.source;
+      statusView.renderBanners();
+    }
+    if (state.upstreamSince !== null && state.upstream === "connected" && !snapshot) {
+      state.upstreamSince = null; // the feed is back: data, not only a connection
+      statusView.renderBanners();
+    }
+    const row = state.rows.get(symbol) || table.createRow(symbol);
+    table.updateRow(row, tick, now, live, sent);
+    priceChart.chartTick(symbol, tick);
+    statusView.renderFooter();
+  }
+
+  function applyStatus(status) {
+    if (typeof status.upstream === "string") {
+      state.upstream = status.upstream;
+      if (status.upstream !== "connected" && state.upstreamSince === null) {
+        // `since` is the server's Unix time in seconds; a follower node does not know it.
+        const since = toNumber(status.since);
+        state.upstreamSince = since !== null ? since * 1000 : Date.now();
+      }
+    }
+    if (typeof status.source === "string") {
+      state.source = status.source;
+    }
+    if (typeof status.node === "string") {
+      state.node = status.node;
+    }
+    statusView.renderBanners();
+    statusView.renderStats();
+  }
+
+  function applyAck(ack) {
+    if (state.pendingOps.has(ack.id)) {
+      state.pendingOps.delete(ack.id);
+      statusView.clearError();
+    }
+  }
+
+  function applyError(error) {
+    const symbol = state.pendingOps.get(error.id);
+    state.pendingOps.delete(error.id);
+    const reason = error.message || error.code || "unknown error";
+    if (symbol && state.pending.delete(symbol)) {
+      statusView.showError("Cannot add " + symbol + ": " + reason);
+    } else {
+      statusView.showError("Server error: " + reason);
+    }
+  }
+
+  function applyReset(reset) {
+    // The server could not resume us (history gone, or a restarted server): what we hold
+    // is replaced by its snapshot, and its last_seq is where live ticks continue.
+    state.stats.resets += 1;
+    const lastSeq = toNumber(reset.last_seq);
+    state.seq.last = lastSeq;
+    if (lastSeq !== null) {
+      state.resumeSeq = lastSeq;
+    }
+    if (Array.isArray(reset.ticks)) {
+      reset.ticks.forEach(function (tick) {
+        if (tick && typeof tick === "object") {
+          applyTick(tick, true);
+        }
+      });
+    }
+    statusView.renderStats();
+  }
+
+  function recordLatency(ms) {
+    state.latencies.push(ms);
+    if (state.latencies.length > LATENCY_WINDOW) {
+      state.latencies.shift();
+    }
+    statusView.renderLatency();
+  }
+
+  // ---------------------------------------------------------------- sequence gaps
+
+  function subscribedToAll() {
+    if (state.symbols === null) {
+      return true; // the server's defaults are every symbol it serves
+    }
+    if (state.served === null) {
+      return false;
+    }
+    return state.served.every(function (s) {
+      return state.symbols.indexOf(s) >= 0;
+    });
+  }
+
+  function trackSeq(value, snapshot) {
+    const seq = toNumber(value);
+    if (seq === null) {
+      return; // a seed-server style tick: nothing to check
+    }
+    const s = state.seq;
+    s.latest = seq;
+    state.resumeSeq = state.resumeSeq === null ? seq : Math.max(state.resumeSeq, seq);
+    const checking = subscribedToAll();
+    if (checking !== s.checking) {
+      s.checking = checking;
+      s.last = null; // (re)starting checks: the next live tick is the baseline
+    }
+    if (!checking) {
+      return;
+    }
+    if (snapshot) {
+      if (s.last !== null) {
+        s.last = Math.max(s.last, seq);
+      }
+      return;
+    }
+    if (s.last !== null) {
+      if (seq > s.last + 1) {
+        s.gaps += 1;
+        s.missed += seq - s.last - 1;
+        statusView.renderStats();
+      } else if (seq <= s.last) {
+        s.backwards += 1; // a restarted server numbering again from the start
+      }
+    }
+    s.last = seq;
+  }
+
+  Object.assign(tc.connection, {
+    connect: connect,
+    userConnect: userConnect,
+    userDisconnect: userDisconnect,
+    switchTransport: switchTransport,
+    sendOp: sendOp,
+    sendSubscribe: sendSubscribe,
+  });
+})(window.tickcast);

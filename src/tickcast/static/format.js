@@ -1,0 +1,137 @@
+/*
+ * tickcast live dashboard: number, time and text formatting helpers. Pure functions, apart
+ * from setText, which writes an element's text only when it changes.
+ */
+(function (tc) {
+  "use strict";
+
+  const LOCALE = "en-US";
+  // Quote assets, longest first, to split BTCUSDT into BTC / USDT for volume units.
+  const QUOTES = [
+    "FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDP", "EURI", "BTC", "ETH", "BNB", "EUR",
+    "GBP", "TRY", "BRL", "JPY", "AUD", "DAI", "XRP", "TRX", "DOGE", "USD",
+  ].sort(function (a, b) {
+    return b.length - a.length;
+  });
+
+  function toNumber(value) {
+    if (value === null || value === undefined || value === "") {
+      return null;
+    }
+    const n = Number(value);
+    return Number.isFinite(n) ? n : null;
+  }
+
+  function fractionDigits(value) {
+    const text = String(value);
+    if (/e/i.test(text)) {
+      return 8;
+    }
+    const dot = text.indexOf(".");
+    return dot < 0 ? 0 : text.length - dot - 1;
+  }
+
+  function priceDigits(value) {
+    // At least 2 decimals (4 below 1) and every digit the exchange sent, up to 8.
+    const n = Math.abs(Number(value));
+    const minimum = n >= 1 ? 2 : 4;
+    return Math.min(8, Math.max(minimum, fractionDigits(value)));
+  }
+
+  function formatFixed(n, digits) {
+    return n.toLocaleString(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+
+  function formatPrice(value) {
+    const n = toNumber(value);
+    return n === null ? "–" : formatFixed(n, priceDigits(value));
+  }
+
+  function formatPercent(value) {
+    const n = toNumber(value);
+    if (n === null) {
+      return "–";
+    }
+    const text = formatFixed(Math.abs(n), 2);
+    return (n > 0 ? "+" : n < 0 ? "−" : "") + text + "%";
+  }
+
+  function formatCompact(value) {
+    const n = toNumber(value);
+    if (n === null) {
+      return "–";
+    }
+    return n.toLocaleString(LOCALE, { notation: "compact", maximumFractionDigits: 2 });
+  }
+
+  function formatClock(ms) {
+    return new Date(ms).toLocaleTimeString(LOCALE, { hour12: false });
+  }
+
+  function formatAgo(ms) {
+    if (ms < 1000) {
+      return "now";
+    }
+    const seconds = Math.floor(ms / 1000);
+    if (seconds < 60) {
+      return seconds + " s ago";
+    }
+    if (seconds < 3600) {
+      return Math.floor(seconds / 60) + " min ago";
+    }
+    return Math.floor(seconds / 3600) + " h ago";
+  }
+
+  function signClass(value) {
+    const n = toNumber(value);
+    if (n === null || n === 0) {
+      return "flat";
+    }
+    return n > 0 ? "pos" : "neg";
+  }
+
+  function arrow(direction) {
+    return direction === "up" ? "▲" : direction === "down" ? "▼" : "";
+  }
+
+  function median(values) {
+    const sorted = values.slice().sort(function (a, b) {
+      return a - b;
+    });
+    const mid = Math.floor(sorted.length / 2);
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  }
+
+  function splitSymbol(symbol) {
+    for (let i = 0; i < QUOTES.length; i++) {
+      const quote = QUOTES[i];
+      if (symbol.length > quote.length && symbol.slice(-quote.length) === quote) {
+        return { base: symbol.slice(0, -quote.length), quote: quote };
+      }
+    }
+    return { base: symbol, quote: "quote" };
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) {
+      el.textContent = text;
+    }
+  }
+
+  Object.assign(tc.format, {
+    LOCALE: LOCALE,
+    toNumber: toNumber,
+    fractionDigits: fractionDigits,
+    formatFixed: formatFixed,
+    formatPrice: formatPrice,
+    formatPercent: formatPercent,
+    formatCompact: formatCompact,
+    formatClock: formatClock,
+    formatAgo: formatAgo,
+    signClass: signClass,
+    arrow: arrow,
+    median: median,
+    splitSymbol: splitSymbol,
+    setText: setText,
+  });
+})(window.tickcast);

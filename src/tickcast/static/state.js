@@ -1,0 +1,182 @@
+/*
+ * tickcast live dashboard: shared state, saved preferences and server endpoints.
+ *
+ * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
+ * from file://), loaded in order by index.html: state.js, format.js, connection.js,
+ * table.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part of the
+ * `window.tickcast` namespace created here; a script reaches another's functions through
+ * that namespace at call time, so the order matters only for what runs on load. Everything
+ * lives in one `state` object; the DOM is only written by the render helpers. Protocol:
+ * SPEC §6 (WebSocket /ws, SSE /sse, REST /history, /symbols).
+ */
+
+// The namespace every dashboard script fills in, in the order index.html loads them.
+window.tickcast = {
+  core: {},
+  format: {},
+  connection: {},
+  table: {},
+  priceChart: {},
+  statusView: {},
+};
+
+(function (tc) {
+  "use strict";
+
+  const SYMBOL_PATTERN = /^[A-Z0-9]{2,30}$/;
+  const DISK_SERVER = "http://localhost:8000";
+  const STORAGE_KEY = "tickcast.dashboard.v1";
+  const SORT_KEYS = ["symbol", "price", "change", "bid", "ask", "spread", "high", "low",
+    "volume", "quote_volume", "age"];
+
+  const state = {
+    transport: "ws",
+    token: null,
+    throttleMs: null,
+    server: null, // { http, ws } when opened from disk
+    wanted: true, // false once the user pressed Disconnect
+    conn: "disconnected",
+    everConnected: false,
+    lostAt: null, // when the connection dropped (or the user disconnected)
+    ws: null,
+    es: null,
+    attempt: 0,
+    autoRetry: false, // the current attempt is an automatic reconnect
+    retryTimer: null,
+    retryAt: 0,
+    countdownTimer: null,
+    pingTimer: null,
+    openedAt: 0, // wall clock when the current connection opened
+    // Resume: SSE keeps the opaque event id; WebSocket sends back the last seq it saw (a
+    // bare seq is a valid token, SPEC §6). Both only on automatic reconnects.
+    lastEventId: null,
+    resumeSeq: null,
+    resumedStream: false, // the current connection was opened with a resume token
+    // null: the server's default symbols (first load). Otherwise the symbols the table keeps.
+    symbols: null,
+    symbolsFromUser: false, // saved to localStorage only once the user edits the list
+    storedSymbols: null, // the saved list, kept while a ?symbols= link overrides it
+    served: null, // the server's /symbols
+    pending: new Set(), // symbols added by the user whose first tick has not arrived
+    pendingOps: new Map(), // op id -> symbol, to match `error` replies
+    nextOpId: 1,
+    seen: new Set(), // symbols that got their snapshot tick on this connection
+    rows: new Map(), // symbol -> row view, in arrival order
+    latencies: [],
+    tickCount: 0,
+    source: null,
+    upstream: null,
+    // When the upstream left `connected`. Kept after the server says `connected` again
+    // until a tick arrives: an open upstream connection is not yet data.
+    upstreamSince: null,
+    node: null,
+    seq: { last: null, checking: false, gaps: 0, missed: 0, backwards: 0, latest: null },
+    stats: { reconnects: 0, resumes: 0, resets: 0 },
+    messageTimes: [],
+    sort: { key: null, dir: "desc" },
+    lastResort: 0,
+    chart: {
+      symbol: null,
+      points: [], // { t: ms, p: price, seq }
+      live: [], // ticks that arrived while the history was loading
+      loading: false,
+      loadId: 0,
+      fromHistory: 0,
+      historyError: null,
+      range: "300",
+      style: "line",
+      plot: null,
+      plotStyle: null,
+      bucketSec: 0,
+      shown: 0,
+      redrawTimer: null,
+      observer: null,
+    },
+    el: {},
+  };
+
+  // ---------------------------------------------------------------- preferences
+
+  function loadPrefs() {
+    let saved = null;
+    try {
+      saved = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null");
+    } catch (err) {
+      saved = null; // storage disabled or garbage: defaults
+    }
+    if (!saved || typeof saved !== "object") {
+      return;
+    }
+    if (saved.sort && SORT_KEYS.indexOf(saved.sort.key) >= 0) {
+      state.sort = { key: saved.sort.key, dir: saved.sort.dir === "asc" ? "asc" : "desc" };
+    }
+    if (Array.isArray(saved.symbols)) {
+      state.symbols = saved.symbols.filter(function (s) {
+        return typeof s === "string" && SYMBOL_PATTERN.test(s);
+      });
+      state.symbolsFromUser = true;
+      state.storedSymbols = state.symbols;
+    }
+    if (["60", "300", "900", "all"].indexOf(saved.range) >= 0) {
+      state.chart.range = saved.range;
+    }
+    if (saved.style === "line" || saved.style === "candles") {
+      state.chart.style = saved.style;
+    }
+    if (typeof saved.chart === "string" && SYMBOL_PATTERN.test(saved.chart)) {
+      state.chart.symbol = saved.chart;
+    }
+  }
+
+  function savePrefs() {
+    const prefs = {
+      sort: state.sort.key ? state.sort : null,
+      symbols: state.symbolsFromUser ? state.symbols : state.storedSymbols,
+      range: state.chart.range,
+      style: state.chart.style,
+      chart: state.chart.symbol,
+    };
+    try {
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(prefs));
+    } catch (err) {
+      // Private mode or a full quota: the page works, it just forgets on reload.
+    }
+  }
+
+  // ---------------------------------------------------------------- endpoints
+
+  function serverBase() {
+    if (location.protocol === "file:") {
+      return state.server || toBase(DISK_SERVER);
+    }
+    const wsScheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return { ws: wsScheme + "//" + location.host, http: location.origin };
+  }
+
+  function toBase(text) {
+    const url = new URL(text);
+    const wsScheme = url.protocol === "https:" ? "wss:" : "ws:";
+    return { ws: wsScheme + "//" + url.host, http: url.protocol + "//" + url.host };
+  }
+
+  function queryString(params) {
+    const search = new URLSearchParams();
+    Object.keys(params).forEach(function (key) {
+      if (params[key] !== null && params[key] !== undefined && params[key] !== "") {
+        search.set(key, params[key]);
+      }
+    });
+    const text = search.toString();
+    return text ? "?" + text : "";
+  }
+
+  Object.assign(tc.core, {
+    state: state,
+    SYMBOL_PATTERN: SYMBOL_PATTERN,
+    loadPrefs: loadPrefs,
+    savePrefs: savePrefs,
+    serverBase: serverBase,
+    toBase: toBase,
+    queryString: queryString,
+  });
+})(window.tickcast);
