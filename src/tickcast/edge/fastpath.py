@@ -239,26 +239,37 @@ class RawWebSocket(RawTransport):
         coroutines per connection (four coroutines, their frames and a future each:
         about a kilobyte per client, and objects the garbage collector walks)."""
         protocol = self._protocol
-        ended: asyncio.Future[None] = protocol.loop.create_future()
-
-        def handle(message: Message) -> None:
-            if ended.done():
-                return
-            if message["type"] == "websocket.disconnect":
-                ended.set_result(None)
-                return
-            try:
-                on_message(message)
-            except Exception as exc:
-                # The endpoint fails with it, and uvicorn closes the connection (1011)
-                # and logs it, as for any error of the app.
-                ended.set_exception(exc)
-
+        handle = _Inbox(protocol.loop.create_future(), on_message)
         cast(LeanQueue, protocol.queue).deliver_to(handle)
         if protocol.read_paused:  # a message arrived before this: reading waits on it
             protocol.read_paused = False
             protocol.transport.resume_reading()
-        return ended
+        return handle.ended
+
+
+class _Inbox:
+    """A connection's messages, as ``LeanQueue`` hands them over: to ``on_message``, until
+    the disconnect, which ends ``ended``. One small object per client, not a closure."""
+
+    __slots__ = ("ended", "on_message")
+
+    def __init__(self, ended: asyncio.Future[None], on_message: Callable[[Message], None]) -> None:
+        self.ended = ended
+        self.on_message = on_message
+
+    def __call__(self, message: Message) -> None:
+        ended = self.ended
+        if ended.done():
+            return
+        if message["type"] == "websocket.disconnect":
+            ended.set_result(None)
+            return
+        try:
+            self.on_message(message)
+        except Exception as exc:
+            # The endpoint fails with it, and uvicorn closes the connection (1011) and
+            # logs it, as for any error of the app.
+            ended.set_exception(exc)
 
 
 class LeanQueue:

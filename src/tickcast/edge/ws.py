@@ -7,7 +7,6 @@ through the session's transport, never through this task.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 
 from fastapi import WebSocket
@@ -81,7 +80,7 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
         try:
             # Ops are applied as they arrive, from the protocol's data callback; this
             # coroutine only waits for the end of the connection.
-            await raw_ws.receive_with(functools.partial(_on_message, edge, session))
+            await raw_ws.receive_with(_Ops(edge, session))
         finally:
             edge.detach(session)
         return
@@ -137,11 +136,14 @@ async def _read_ops(edge: Edge, websocket: WebSocket, session: Session) -> None:
 
 
 def _forget_request(websocket: WebSocket) -> None:
-    """Drop the handshake's headers and query, read once at the start: a connection
-    lives for hours, and its request head would stay in memory all that time (about a
-    kilobyte per client: a list of header tuples and the parsed copies)."""
-    websocket.scope["headers"] = []
-    websocket.scope["query_string"] = b""
+    """Drop the handshake's headers and query, read once at the start, and the scope's
+    extension and state dicts, used only before the accept: a connection lives for
+    hours, and these would stay in memory all that time (over a kilobyte per client)."""
+    scope = websocket.scope
+    scope["headers"] = []
+    scope["query_string"] = b""
+    scope.pop("extensions", None)
+    scope.pop("state", None)
     for cached in ("_headers", "_query_params", "_url"):
         websocket.__dict__.pop(cached, None)
 
@@ -155,6 +157,19 @@ def _on_message(edge: Edge, session: Session, message: Message) -> None:
         edge.apply(session, session.handle_text(text))
     elif message.get("bytes") is not None:
         session.handle_binary()
+
+
+class _Ops:
+    """``_on_message`` bound to one client (a slotted object: lighter than a partial)."""
+
+    __slots__ = ("edge", "session")
+
+    def __init__(self, edge: Edge, session: Session) -> None:
+        self.edge = edge
+        self.session = session
+
+    def __call__(self, message: Message) -> None:
+        _on_message(self.edge, self.session, message)
 
 
 def _queued(websocket: WebSocket) -> QueuedTransport:
