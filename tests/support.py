@@ -14,6 +14,39 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def require_program(path: str, package: str, what: str) -> None:
+    """Skip the calling test module (or test) when ``path`` is missing, or fail it when
+    TICKCAST_E2E_REQUIRED=1 (CI installs the Debian ``package`` first, so there a missing
+    program is a broken install, not a reason to pass)."""
+    if Path(path).exists():
+        return
+    if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
+        pytest.fail(
+            f"{what} tests are required (TICKCAST_E2E_REQUIRED=1) but {path} is missing: "
+            f"install it with `apt-get install -y {package}`",
+            pytrace=False,
+        )
+    pytest.skip(f"{path} is not installed", allow_module_level=True)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[object]:
+    """The system Chromium, headless, driven by Playwright (call ``require_program``
+    first: Playwright is imported here, not at module level)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -19,29 +19,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 
 from .redis_support import LinkProxy
-from .support import ServerProcess, free_port, running_server
+from .support import CHROMIUM, ServerProcess, chromium, free_port, require_program, running_server
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
-        pytest.fail(
-            f"browser tests are required (TICKCAST_E2E_REQUIRED=1) but {CHROMIUM} is missing: "
-            "install it with `apt-get install -y chromium`",
-            pytrace=False,
-        )
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+require_program(CHROMIUM, "chromium", "browser")
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 from .test_e2e import (  # noqa: E402
-    CHROMIUM_ARGS,
     DEFAULT_SYMBOLS,
     REPO,
     rows,
@@ -55,10 +47,8 @@ SIM = {"TICKCAST_SIM_RATE": "4"}
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+    with chromium() as instance:
+        yield cast(Browser, instance)
 
 
 @pytest.fixture(scope="module")

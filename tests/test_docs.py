@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -12,10 +12,7 @@ import pytest
 
 from tickcast.errors import CloseReason
 
-from .support import ServerProcess, running_server
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from .support import CHROMIUM, ServerProcess, chromium, require_program, running_server
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +72,8 @@ def test_docs_render_the_endpoints_in_chromium_with_the_network_cut(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     """With every request to another host refused, Swagger UI still lists the endpoints."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
-            pytest.fail(f"browser tests are required but {CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import Route, sync_playwright
+    require_program(CHROMIUM, "chromium", "browser")
+    from playwright.sync_api import Browser, Route
 
     own = urlsplit(server.base).netloc
     refused: list[str] = []
@@ -91,19 +85,15 @@ def test_docs_render_the_endpoints_in_chromium_with_the_network_cut(
             refused.append(route.request.url)
             route.abort("internetdisconnected")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_this_server)
-            page.goto(server.base + "/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=15_000)
-            paths = page.eval_on_selector_all(
-                ".opblock-summary-path", "els => els.map(e => e.textContent.trim())"
-            )
-            page.screenshot(path=str(tmp_path / "docs.png"))
-        finally:
-            browser.close()
+    with chromium() as instance:
+        page = cast(Browser, instance).new_page()
+        page.route("**/*", only_this_server)
+        page.goto(server.base + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+        paths = page.eval_on_selector_all(
+            ".opblock-summary-path", "els => els.map(e => e.textContent.trim())"
+        )
+        page.screenshot(path=str(tmp_path / "docs.png"))
     for path in ("/price", "/prices", "/history/{symbol}", "/status", "/sse"):
         assert path in [p.replace("\u200b", "") for p in paths]
     assert refused == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ import websockets
 
 from .edge.rawsse import RawSse
 from .redis_support import RedisServer, running_redis
-from .support import ServerProcess, eventually, free_port
+from .support import ServerProcess, eventually, free_port, require_program
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +29,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "nginx.co
 FAILOVER_BOUND = 6.0  # seconds from a node's death to its clients' next tick
 SYMBOLS = 10  # the default symbols: a `?symbols=*` connection starts with 10 snapshot ticks
 
-if not Path(NGINX).exists():
-    if os.environ.get("TICKCAST_E2E_REQUIRED") == "1":
-        pytest.fail(
-            f"nginx tests are required (TICKCAST_E2E_REQUIRED=1) but {NGINX} is missing: "
-            "install it with `apt-get install -y nginx`",
-            pytrace=False,
-        )
-    pytest.skip(f"{NGINX} is not installed", allow_module_level=True)
+require_program(NGINX, "nginx", "nginx")
 
 
 class Nginx:
