@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
@@ -63,10 +63,8 @@ class Worker:
     settings: Settings
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    restarts: int = 0
     delay: float = RESTART_DELAY_FIRST
     restart_at: float | None = None
-    exits: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -112,15 +110,14 @@ class Supervisor:
 
     def _watch(self, now: float) -> None:
         for worker in self.workers:
-            if worker.proc is None or worker.restart_at is not None:
-                if worker.restart_at is not None and now >= worker.restart_at:
+            if worker.restart_at is not None:  # waiting out its restart delay
+                if now >= worker.restart_at:
                     worker.start()
                 continue
+            assert worker.proc is not None  # every worker is started before the watch
             status = worker.proc.poll()
             if status is None:
                 continue
-            worker.exits.append(status)
-            worker.restarts += 1
             if now - worker.started >= HEALTHY_AFTER:
                 worker.delay = RESTART_DELAY_FIRST
             log.warning(
