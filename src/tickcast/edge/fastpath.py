@@ -476,9 +476,11 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         # uvicorn logs a full traceback for every text message that is not UTF-8: the
         # client's fault, and a cheap way to flood the log. One line instead (the log
         # handler rate-limits repeats), and the same close, 1007.
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        text = None
         if self.curr_msg_data_type == "text" and not self.close_sent:
             try:
-                b"".join(self.frames).decode()
+                text = data.decode()
             except UnicodeDecodeError:
                 self.frames = []
                 peer = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
@@ -490,14 +492,13 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
                     self.raw._paused()
                 return
         if cast(LeanQueue, self.queue).direct:
-            # Straight to the session (see ``RawWebSocket.receive_with``): no receive
-            # call will come to resume reading, so reading is never paused here.
-            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            # Straight to the session (see ``RawWebSocket.receive_with``), decoded once:
+            # no receive call will come to resume reading, so reading is never paused.
             self.frames = []
             if self.close_sent:
                 return
-            if self.curr_msg_data_type == "text":
-                self.queue.put_nowait({"type": "websocket.receive", "text": data.decode()})
+            if text is not None:
+                self.queue.put_nowait({"type": "websocket.receive", "text": text})
             else:
                 self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
             return
