@@ -3,9 +3,8 @@ keeps what it is given, and a clock with timers that move only when the test say
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-
-import orjson
 
 from tickcast.edge.session import TransportKind
 from tickcast.edge.wire import Wire, WireFormat
@@ -57,8 +56,15 @@ class RecordingTransport:
         self.closed_with = reason
 
     def messages(self) -> list[dict[str, object]]:
-        """Every write decoded, oldest first, and forgotten."""
-        out = [orjson.loads(data) for data in self.writes]
+        """Every message written, oldest first, and forgotten. In the "json" format a write
+        can carry several messages, one JSON object each, back to back."""
+        decoder = json.JSONDecoder()
+        out: list[dict[str, object]] = []
+        for data in self.writes:
+            text, at = data.decode(), 0
+            while at < len(text):
+                message, at = decoder.raw_decode(text, at)
+                out.append(message)
         self.writes.clear()
         return out
 

@@ -39,9 +39,12 @@ def request(ip: str = "10.0.0.1", **fields: str | None) -> ClientRequest:
     return ClientRequest(ip=ip, **values)
 
 
-def publish(node: Node, symbol: str, seq: int, price: str = "1") -> Tick:
+async def publish(node: Node, symbol: str, seq: int, price: str = "1") -> Tick:
+    """Publish one tick and let the event loop finish its step: the fan-out writes each
+    client at the end of the step in which ticks were handed to it."""
     tick = Tick(symbol=symbol, seq=seq, timestamp_ms=seq, source="sim", last_price=price)
     node.hub.publish(tick)
+    await asyncio.sleep(0)
     return tick
 
 
@@ -123,33 +126,84 @@ async def test_a_tick_goes_once_to_each_subscriber_of_its_symbol(edge: Edge) -> 
     edge.open(a, "1.1.1.1", ["BTCUSDT"])
     edge.open(b, "1.1.1.2", ["BTCUSDT", "ETHUSDT"])
     edge.open(c, "1.1.1.3", ["ETHUSDT"])
-    publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "BTCUSDT", 1)
     assert len(a.writes) == len(b.writes) == 1
     assert a.writes[0] is b.writes[0]
     assert c.writes == []
-    publish(edge.node, "ETHUSDT", 2)
+    await publish(edge.node, "ETHUSDT", 2)
     assert symbols_of(a) == [("BTCUSDT", 1)]
     assert symbols_of(b) == [("BTCUSDT", 1), ("ETHUSDT", 2)]
     assert symbols_of(c) == [("ETHUSDT", 2)]
 
 
+async def test_ticks_handed_over_in_one_step_reach_each_client_in_one_write(
+    edge: Edge,
+) -> None:
+    """A burst (ticks published in one event-loop step, as from one upstream read or one
+    Redis answer) costs each client one write, still one message per tick in seq order;
+    nothing waits past the step, and the next step's tick is a write of its own."""
+    a, b = RecordingTransport(), RecordingTransport()
+    edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
+    edge.open(b, "1.1.1.2", ["ETHUSDT"], snapshot=False)
+    for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "ETHUSDT"], 1):
+        edge.node.hub.publish(
+            Tick(symbol=symbol, seq=seq, timestamp_ms=seq, source="sim", last_price="1")
+        )
+    assert a.writes == b.writes == []
+    await asyncio.sleep(0)
+    assert len(a.writes) == len(b.writes) == 1
+    assert [s for _, s in symbols_of(a)] == [1, 2, 3, 4]
+    assert [s for _, s in symbols_of(b)] == [2, 4]
+    await publish(edge.node, "BTCUSDT", 5)
+    assert len(a.writes) == 1
+    assert symbols_of(a) == [("BTCUSDT", 5)]
+    assert edge.delivered_total() == 7
+
+
+async def test_what_a_client_is_sent_mid_step_keeps_its_place_behind_the_burst(
+    edge: Edge,
+) -> None:
+    """A reply, and the snapshot of a symbol subscribed in the same step, go out after the
+    ticks already handed to the client and before later ones: no tick twice, none out of
+    order."""
+    transport = RecordingTransport()
+    session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
+    await publish(edge.node, "ETHUSDT", 1)
+    transport.writes.clear()
+    for seq in (2, 3):
+        edge.node.hub.publish(Tick(symbol="BTCUSDT", seq=seq, timestamp_ms=seq, source="sim"))
+    session.handle_text('{"op":"ping","id":7}')
+    edge.subscribe(session, ["ETHUSDT"])
+    edge.node.hub.publish(Tick(symbol="ETHUSDT", seq=4, timestamp_ms=4, source="sim"))
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    assert [(m["type"], m.get("seq")) for m in transport.messages()] == [
+        ("tick", 2),
+        ("tick", 3),
+        ("pong", None),
+        ("tick", 1),
+        ("tick", 4),
+    ]
+
+
 async def test_a_new_session_gets_the_snapshot_then_live_ticks(edge: Edge) -> None:
     """Opening sends the latest tick of each requested symbol in seq order (whatever the
     order the symbols were named in), then live ones."""
-    publish(edge.node, "BTCUSDT", 1)
-    publish(edge.node, "ETHUSDT", 2)
-    publish(edge.node, "BTCUSDT", 3)
+    await publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "ETHUSDT", 2)
+    await publish(edge.node, "BTCUSDT", 3)
     transport = RecordingTransport()
     edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
     assert symbols_of(transport) == [("ETHUSDT", 2), ("BTCUSDT", 3)]
-    publish(edge.node, "SOLUSDT", 4)
+    await publish(edge.node, "SOLUSDT", 4)
     assert symbols_of(transport) == [("SOLUSDT", 4)]
 
 
 async def test_a_status_client_gets_the_upstream_state_first(edge: Edge) -> None:
     """``wants_status`` clients get a status message at open and on every change."""
     transport, quiet = RecordingTransport(), RecordingTransport()
-    publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "BTCUSDT", 1)
     edge.open(transport, "1.1.1.1", ["BTCUSDT"], wants_status=True)
     edge.open(quiet, "1.1.1.2", ["BTCUSDT"])
     first = transport.messages()
@@ -167,7 +221,7 @@ async def test_a_slow_client_never_holds_up_the_others(edge: Edge) -> None:
     edge.open(fast, "1.1.1.2", ["BTCUSDT"])
     slow.writable = False
     for seq in range(1, 101):
-        publish(edge.node, "BTCUSDT", seq)
+        await publish(edge.node, "BTCUSDT", seq)
     assert [s for _, s in symbols_of(fast)] == list(range(1, 101))
     assert slow.writes == []
     assert edge.status()["pending_conflated"] == 1
@@ -179,13 +233,13 @@ async def test_unsubscribe_stops_ticks_including_held_ones(edge: Edge) -> None:
     transport = RecordingTransport()
     session = edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT"])
     transport.writable = False
-    publish(edge.node, "BTCUSDT", 1)
-    publish(edge.node, "ETHUSDT", 2)
+    await publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "ETHUSDT", 2)
     edge.apply(session, session.handle_text('{"op":"unsubscribe","symbols":["ETHUSDT"]}'))
     transport.writable = True
     session.flush()
-    publish(edge.node, "ETHUSDT", 3)
-    publish(edge.node, "BTCUSDT", 4)
+    await publish(edge.node, "ETHUSDT", 3)
+    await publish(edge.node, "BTCUSDT", 4)
     out = transport.messages()
     assert [(m["type"], m.get("seq")) for m in out] == [("ack", None), ("tick", 1), ("tick", 4)]
     assert edge.status()["subscriptions"] == 1
@@ -193,8 +247,8 @@ async def test_unsubscribe_stops_ticks_including_held_ones(edge: Edge) -> None:
 
 async def test_subscribe_op_acks_then_sends_a_snapshot_of_each_new_symbol(edge: Edge) -> None:
     """A subscribe op is acked, then each new symbol's latest tick follows, in seq order."""
-    publish(edge.node, "ETHUSDT", 1)
-    publish(edge.node, "SOLUSDT", 2)
+    await publish(edge.node, "ETHUSDT", 1)
+    await publish(edge.node, "SOLUSDT", 2)
     transport = RecordingTransport()
     session = edge.open(transport, "1.1.1.1", [])
     op = orjson.dumps({"op": "subscribe", "symbols": ["SOLUSDT", "ETHUSDT"], "id": 1})
@@ -212,7 +266,7 @@ async def test_the_sweeper_closes_a_client_that_accepts_nothing(edge: Edge) -> N
     transport = RecordingTransport()
     edge.open(transport, "1.1.1.1", ["BTCUSDT"])
     transport.writable = False
-    publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "BTCUSDT", 1)
     await eventually(lambda: transport.closed_with is not None, timeout=5)
     assert transport.closed_with is CloseReason.SLOW_CLIENT
     assert edge.status()["closes"] == {"slow_client": 1}
@@ -244,7 +298,7 @@ async def test_detach_forgets_the_client_and_its_subscriptions(edge: Edge) -> No
         edge.detach(session)
     assert edge.status()["clients"] == {"ws": 0, "sse": 0, "total": 0}
     assert edge.status()["subscriptions"] == 0
-    publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "BTCUSDT", 1)
     assert all(s.transport.writes == [] for s in sessions)  # type: ignore[attr-defined]
 
 
@@ -253,8 +307,8 @@ async def test_a_detached_throttled_client_leaves_nothing_behind(edge: Edge) -> 
     the session or its transport alive once the connection has gone."""
     transport = RecordingTransport()
     session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], throttle_ms=60_000)
-    publish(edge.node, "BTCUSDT", 1)
-    publish(edge.node, "BTCUSDT", 2)  # held for a minute, on a timer
+    await publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "BTCUSDT", 2)  # held for a minute, on a timer
     assert session.pending_count == 1
     gone = weakref.ref(transport)
     edge.detach(session)
@@ -266,12 +320,12 @@ async def test_a_detached_throttled_client_leaves_nothing_behind(edge: Edge) -> 
 async def test_a_replay_goes_first_in_full_then_live_ticks(edge: Edge) -> None:
     """Ticks given to ``open`` as a replay (a resume) reach the client in order and in
     full as its transport takes them, and the live ticks published meanwhile follow."""
-    history = [publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n) for n in range(1, 41)]
+    history = [await publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n) for n in range(1, 41)]
     transport = RecordingTransport()
     transport.writable = False
     session = edge.open(transport, "1.1.1.1", ["BTCUSDT", "ETHUSDT"], replay=history[9:])
     for n in range(41, 61):
-        publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n)
+        await publish(edge.node, ("BTCUSDT", "ETHUSDT")[n % 2], n)
     assert transport.writes == []
     transport.writable = True
     assert [s for _, s in symbols_of(transport)] == list(range(10, 61))
@@ -315,7 +369,7 @@ def test_socket_tuning_sets_write_limits_on_uvloop_transports() -> None:
 class ClosedSocket(RecordingTransport):
     """A transport whose socket closed a moment before its protocol heard of it."""
 
-    def raw_write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         raise RuntimeError("unable to perform operation: the handler is closed")
 
 
@@ -329,7 +383,7 @@ async def test_a_socket_closed_under_the_fast_path_stops_nobody() -> None:
         lost = edge.open(gone, "1.1.1.1", ["BTCUSDT"])
         edge.open(healthy, "1.1.1.2", ["BTCUSDT"])
         for seq in (1, 2):
-            publish(edge.node, "BTCUSDT", seq)
+            await publish(edge.node, "BTCUSDT", seq)
         assert [s for _, s in symbols_of(healthy)] == [1, 2]
         assert lost.closed is CloseReason.GONE
         assert not lost.ready
@@ -347,7 +401,7 @@ async def test_coalescing_writes_each_client_once_per_window_in_order() -> None:
         edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
         edge.open(b, "1.1.1.2", ["BTCUSDT"], snapshot=False)
         for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "BTCUSDT", "SOLUSDT"], 1):
-            publish(edge.node, symbol, seq)
+            await publish(edge.node, symbol, seq)
         assert a.writes == []
         assert b.writes == []
         await eventually(lambda: a.writes and b.writes, timeout=2)
@@ -371,9 +425,9 @@ async def test_coalesced_replies_keep_their_place_among_ticks() -> None:
     try:
         transport = RecordingTransport()
         session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
-        publish(edge.node, "BTCUSDT", 1)
+        await publish(edge.node, "BTCUSDT", 1)
         session.handle_text('{"op":"ping","id":7}')
-        publish(edge.node, "BTCUSDT", 2)
+        await publish(edge.node, "BTCUSDT", 2)
         await eventually(lambda: transport.writes, timeout=2)
         joined = transport.writes[0]
         assert joined.index(b'"seq":1') < joined.index(b'"pong"') < joined.index(b'"seq":2')

@@ -178,8 +178,8 @@ class Session:
         self._limited_since: float | None = None
         self._limited_last = 0.0
         # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go
-        # straight to ``direct`` (the socket's own write), or to ``outbuf`` when writes
-        # are coalesced, with no further checks.
+        # straight to ``direct`` (the socket's own write), or to ``outbuf`` when they are
+        # written later in one go, with no further checks.
         raw_write: Callable[[bytes], object] | None = getattr(transport, "raw_write", None)
         self.direct: Callable[[bytes], object] = raw_write or transport.write
         self.outbuf: list[bytes] = []
@@ -200,19 +200,23 @@ class Session:
         )
 
     def _emit(self, data: bytes) -> None:
-        """Write ``data`` in order with everything before it, coalesced when enabled."""
-        if self._coalescer is None:
+        """Write ``data`` in order with everything before it: behind the fan-out's bytes
+        still in ``outbuf``, and coalesced when a window is set."""
+        if self.outbuf:
+            self.outbuf.append(data)
+        elif self._coalescer is None:
             self.transport.write(data)
-            return
-        if not self.outbuf:
+        else:
             self._coalescer.add(self)
-        self.outbuf.append(data)
+            self.outbuf.append(data)
 
     def flush_out(self) -> None:
-        """Write the coalesced bytes in one write (called by the coalescer)."""
-        if self.outbuf:
-            data = b"".join(self.outbuf)
-            self.outbuf.clear()
+        """Write the bytes waiting in ``outbuf`` in one write (at the end of the fan-out's
+        step, or of the coalescing window)."""
+        outbuf = self.outbuf
+        if outbuf:
+            data = outbuf[0] if len(outbuf) == 1 else b"".join(outbuf)
+            outbuf.clear()
             if self.closed is None:
                 self.transport.write(data)
 
