@@ -18,11 +18,12 @@ import pytest
 import websockets
 
 from .redis_support import LinkProxy, RedisServer, running_redis
-from .support import ServerProcess, free_port
+from .support import ServerProcess, eventually, free_port
 
 pytestmark = pytest.mark.slow
 
 TAKEOVER_BOUND = 6.0  # SPEC §7, default lease TTL, simulated upstream
+SHORT_TTL = 1.5  # a short lease where no bound is timed: waiting past it is short too
 
 
 @pytest.fixture
@@ -31,11 +32,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def start_nodes(tmp_path: Path, redis: RedisServer, count: int) -> list[ServerProcess]:
+def start_nodes(
+    tmp_path: Path, redis: RedisServer, count: int, lease_ttl: float | None = None
+) -> list[ServerProcess]:
+    """``count`` nodes; ``lease_ttl`` shortens the lease where no SPEC bound is timed."""
+    env = {"TICKCAST_SIM_RATE": "4"}
+    if lease_ttl is not None:
+        env["TICKCAST_LEASE_TTL"] = str(lease_ttl)
     nodes = []
     for i in range(count):
         args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]
-        nodes.append(ServerProcess(args, {"TICKCAST_SIM_RATE": "4"}, tmp_path / f"node{i}.log"))
+        nodes.append(ServerProcess(args, env, tmp_path / f"node{i}.log"))
     for node in nodes:
         node.wait_ready("/price", timeout=30)
     return nodes
@@ -51,18 +58,31 @@ def leaders(nodes: list[ServerProcess]) -> list[ServerProcess]:
     return [n for n in nodes if n.proc.poll() is None and cluster(n)["leader"]]
 
 
-async def collect_ticks(url: str, seconds: float) -> list[int]:
+async def collect_ticks(url: str, seconds: float, until: asyncio.Event | None = None) -> list[int]:
+    """The seqs of the ticks a client gets for ``seconds``, or until ``until`` is set."""
     seqs: list[int] = []
+    stop = until or asyncio.Event()
     async with websockets.connect(url) as ws:
         deadline = asyncio.get_running_loop().time() + seconds
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        while not stop.is_set() and (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                message = orjson.loads(await asyncio.wait_for(ws.recv(), left))
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), min(left, 0.2)))
             except TimeoutError:
-                break
+                continue
             if message.get("type") == "tick":
                 seqs.append(message["seq"])
     return seqs
+
+
+async def flowing(node: ServerProcess, past: int, timeout: float) -> float:
+    """Seconds until ``node``'s latest seq passes ``past`` (a bounded wait)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(httpx.HTTPError):
+            if node.get("/price").json().get("seq", 0) > past:
+                break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
 
 
 async def test_one_leader_and_every_node_serves_the_same_ticks(
@@ -75,7 +95,7 @@ async def test_one_leader_and_every_node_serves_the_same_ticks(
         assert len(leaders(nodes)) == 1
         epochs = {cluster(n)["epoch"] for n in nodes}
         assert len(epochs) == 1
-        got = await asyncio.gather(*(collect_ticks(n.ws_base + "/ws?symbols=*", 4) for n in nodes))
+        got = await asyncio.gather(*(collect_ticks(n.ws_base + "/ws?symbols=*", 2) for n in nodes))
         for seqs in got:
             live = seqs[10:]  # after the snapshot of 10 symbols
             assert live == list(range(live[0], live[0] + len(live))), live[:20]
@@ -95,19 +115,17 @@ async def test_a_killed_leader_is_replaced_and_clients_see_no_duplicate(
     try:
         (leader,) = leaders(nodes)
         survivors = [n for n in nodes if n is not leader]
+        stop = asyncio.Event()
         watcher = asyncio.create_task(
-            collect_ticks(survivors[0].ws_base + "/ws?symbols=*", TAKEOVER_BOUND + 4)
+            collect_ticks(survivors[0].ws_base + "/ws?symbols=*", TAKEOVER_BOUND + 4, stop)
         )
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1)
         last = survivors[0].get("/price").json()["seq"]
         leader.proc.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        while time.monotonic() - killed_at < TAKEOVER_BOUND + 2:
-            if survivors[0].get("/price").json()["seq"] > last + 10:
-                break
-            await asyncio.sleep(0.1)
-        flowing_after = time.monotonic() - killed_at
+        flowing_after = await flowing(survivors[0], last + 10, TAKEOVER_BOUND + 2)
         assert flowing_after < TAKEOVER_BOUND, f"ticks flowed again after {flowing_after:.1f}s"
+        await asyncio.sleep(0.5)  # the watcher keeps reading the new leader's ticks
+        stop.set()
         assert len(leaders(survivors)) == 1
         assert cluster(survivors[0])["epoch"] == 2
         (new_leader,) = leaders(survivors)
@@ -138,7 +156,7 @@ async def test_sse_resumes_on_another_node_with_exactly_the_missed_ticks(
                     if len(first) >= 15:
                         break
             last_id = first[-1]
-            await asyncio.sleep(2)  # ticks are missed meanwhile
+            await asyncio.sleep(1)  # ~40 ticks are missed meanwhile (20 are read back)
             resumed = []
             headers = {"Last-Event-ID": str(last_id)}
             async with http.stream("GET", nodes[1].base + "/sse?symbols=*", headers=headers) as s:
@@ -163,7 +181,8 @@ async def test_roles_edge_never_leads_and_ingest_serves_no_streams(
 
     def node(name: str, role: str) -> ServerProcess:
         args = ["--source", "sim", "--redis-url", redis_server.url, "--node-id", name]
-        return ServerProcess([*args, "--role", role], {}, tmp_path / f"{name}.log")
+        env = {"TICKCAST_LEASE_TTL": str(SHORT_TTL)}
+        return ServerProcess([*args, "--role", role], env, tmp_path / f"{name}.log")
 
     edge, ingest = node("edge0", "edge"), node("ingest0", "ingest")
     try:
@@ -176,7 +195,7 @@ async def test_roles_edge_never_leads_and_ingest_serves_no_streams(
                 pass
         assert refused.value.response.status_code == 503
         ingest.stop()
-        await asyncio.sleep(4)
+        await asyncio.sleep(SHORT_TTL + 1)  # past the lease TTL, many standby polls
         assert cluster(edge)["leader"] is False
     finally:
         edge.stop()
@@ -229,7 +248,7 @@ async def test_a_node_that_loses_redis_keeps_its_clients_and_resumes_without_a_g
                         seqs.append(message["seq"])
 
             reader = asyncio.create_task(read())
-            await asyncio.sleep(1.5)
+            await eventually(lambda: len(seqs) > 20)
             proxy.blackholed = True
             cut = time.monotonic()
             async with httpx.AsyncClient(timeout=2) as http:
@@ -238,15 +257,20 @@ async def test_a_node_that_loses_redis_keeps_its_clients_and_resumes_without_a_g
                 detected = time.monotonic() - cut
                 assert "disconnected" in statuses, statuses
                 assert (await http.get(follower.base + "/readyz")).status_code == 503
-                await asyncio.sleep(1)
+                await asyncio.sleep(0.5)
                 proxy.blackholed = False
                 proxy.reset_all()
                 restored = time.monotonic()
                 while statuses[-1] != "connected" and time.monotonic() - restored < 15:
                     await asyncio.sleep(0.2)
                 assert statuses[-1] == "connected", statuses
-                await asyncio.sleep(1.5)
-                assert (await http.get(follower.base + "/readyz")).status_code == 200
+                resumed = len(seqs)
+
+                async def ready_and_flowing() -> bool:
+                    ready = (await http.get(follower.base + "/readyz")).status_code == 200
+                    return ready and len(seqs) > resumed + 20
+
+                await eventually(ready_and_flowing)
             reader.cancel()
         assert detected < 10, f"a dead link took {detected:.1f}s to notice"
         live = seqs[10:]
@@ -262,22 +286,26 @@ async def test_a_frozen_leader_steps_down_and_nothing_it_sends_late_reaches_clie
 ) -> None:
     """The leader frozen (SIGSTOP) past its lease TTL: another node leads; resumed
     (SIGCONT), the old leader stops itself, and clients see no duplicate or reordering."""
-    nodes = start_nodes(tmp_path, redis_server, 2)
+    nodes = start_nodes(tmp_path, redis_server, 2, lease_ttl=SHORT_TTL)
     try:
         (leader,) = leaders(nodes)
         (other,) = [n for n in nodes if n is not leader]
-        watcher = asyncio.create_task(collect_ticks(other.ws_base + "/ws?symbols=*", 12))
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(collect_ticks(other.ws_base + "/ws?symbols=*", 20, stop))
         await asyncio.sleep(1)
         leader.proc.send_signal(signal.SIGSTOP)
         try:
-            await asyncio.sleep(5)  # past the 3 s TTL
-            assert cluster(other)["leader"] is True
+            # Frozen until the other node has taken the lease (so past the TTL).
+            await eventually(lambda: cluster(other)["leader"] is True, timeout=10)
             assert cluster(other)["epoch"] == 2
+            # The successor's ticks flow while the old leader is still frozen.
+            await flowing(other, other.get("/price").json()["seq"] + 10, 5)
         finally:
             leader.proc.send_signal(signal.SIGCONT)
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # resumed: whatever it sends late would reach the watcher now
         assert cluster(leader)["leader"] is False
         assert cluster(leader)["leader_id"] == cluster(other)["leader_id"]
+        stop.set()
         seqs = (await watcher)[10:]
         assert seqs == sorted(set(seqs)), "a duplicate or reordering after the freeze"
     finally:
@@ -294,10 +322,16 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
         follower = next(n for n in nodes if not cluster(n)["leader"])
         try:
             incarnation = cluster(follower)["incarnation"]
-            watcher = asyncio.create_task(collect_ticks(follower.ws_base + "/ws?symbols=*", 12))
-            await asyncio.sleep(2)
+            stop = asyncio.Event()
+            url = follower.ws_base + "/ws?symbols=*"
+            watcher = asyncio.create_task(collect_ticks(url, 20, stop))
+            await asyncio.sleep(1)
+            at_restart = follower.get("/price").json()["seq"]
             redis_server.restart()  # AOF: the data survives
-            await asyncio.sleep(5)
+            # Ticks flow again through the restarted Redis, and the watcher reads on.
+            assert await flowing(follower, at_restart + 40, 10) < 10, "no ticks after the restart"
+            await asyncio.sleep(1)
+            stop.set()
             seqs = (await watcher)[10:]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or duplicate"
             assert cluster(follower)["incarnation"] == incarnation
@@ -359,12 +393,25 @@ async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
         for node in nodes:
             node.wait_ready("/price", timeout=30)
         (leader,) = leaders(nodes)
+        stop = asyncio.Event()
         watchers = [
-            asyncio.create_task(collect_ticks(n.ws_base + "/ws?symbols=*", 8)) for n in nodes
+            asyncio.create_task(collect_ticks(n.ws_base + "/ws?symbols=*", 8, stop)) for n in nodes
         ]
-        await asyncio.sleep(2)
+        await asyncio.sleep(1)
         async with httpx.AsyncClient(timeout=5) as http:
             await http.post(f"http://127.0.0.1:{sim_port}/_sim/fault?kind=drop")
+        dropped_at = leader.get("/price").json()["seq"]
+
+        def reconnected() -> bool:
+            upstream = leader.status()["upstream"]
+            return isinstance(upstream, dict) and upstream["reconnects"] >= 1
+
+        await eventually(reconnected, timeout=6)
+        # Ticks flow again on every node after the reconnect, while the watchers read.
+        for node in nodes:
+            await flowing(node, dropped_at + 40, 6)
+        await asyncio.sleep(0.5)
+        stop.set()
         got = await asyncio.gather(*watchers)
         upstream = leader.status()["upstream"]
         assert isinstance(upstream, dict) and upstream["reconnects"] >= 1

@@ -577,9 +577,10 @@ def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
     """``tickcast bench`` end to end: 20 clients get ticks from tickcast, naive and raw,
     with no gap and no duplicate from tickcast and raw, and the ratios are printed."""
     out = tmp_path / "bench.json"
+    # A 1 s window at 10 ticks/s keeps 400 latency samples per server (a p99 needs 100).
     command = [
         sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
-        "--rate", "5", "--duration", "2", "--warmup", "1", "--compare", "naive",
+        "--rate", "10", "--duration", "1", "--warmup", "0", "--compare", "naive",
         "--compare", "raw", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -607,7 +608,7 @@ def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) 
     out = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
-        "--rate", "5", "--duration", "2", "--warmup", "1", "--redis", "--nodes", "2",
+        "--rate", "10", "--duration", "1", "--warmup", "0", "--redis", "--nodes", "2",
         "--loadgen-procs", "2", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

@@ -78,18 +78,19 @@ async def count_pings(ws: RawWebSocket, seconds: float) -> int:
 async def test_clients_that_answer_are_pinged_and_stay_and_silent_ones_are_closed(
     tmp_path: Path,
 ) -> None:
-    env = {"TICKCAST_PING_INTERVAL": "0.5", "TICKCAST_IDLE_TIMEOUT": "2"}
+    # Pings every 0.25 s; a pong 1 s overdue (idle timeout less the interval) closes.
+    env = {"TICKCAST_PING_INTERVAL": "0.25", "TICKCAST_IDLE_TIMEOUT": "1.25"}
     with running_server(tmp_path, ["--source", "sim"], env) as server:
         url = f"{server.ws_base}/ws?symbols=BTCUSDT"
         answering = [await RawWebSocket.connect(url) for _ in range(3)]
         silent = await RawWebSocket.connect(url)
         try:
-            counts = await asyncio.gather(*(count_pings(ws, 3.5) for ws in answering))
+            counts = await asyncio.gather(*(count_pings(ws, 2.0) for ws in answering))
             assert all(count >= 4 for count in counts), counts
-            # Never read, so never answered: closed once the pong is 1.5 s overdue. The
+            # Never read, so never answered: closed once the pong is 1 s overdue. The
             # others go on answering meanwhile, and are still open and pinged after.
             *later, _ = await asyncio.gather(
-                *(count_pings(ws, 1.5) for ws in answering),
+                *(count_pings(ws, 1.0) for ws in answering),
                 _read_to_end_without_answering(silent),
             )
             assert all(count >= 1 for count in later), later

@@ -177,9 +177,9 @@ class Session:
         self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
         self._limited_since: float | None = None
         self._limited_last = 0.0
-        # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go
-        # straight to ``direct`` (the socket's own write), or to ``outbuf`` when they are
-        # written later in one go, with no further checks.
+        # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go to
+        # ``outbuf`` with no further checks, and the fan-out writes them with ``direct``
+        # (the socket's own write) at the end of the event loop's turn.
         raw_write: Callable[[bytes], object] | None = getattr(transport, "raw_write", None)
         self.direct: Callable[[bytes], object] = raw_write or transport.write
         self.outbuf: list[bytes] = []
