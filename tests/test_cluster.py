@@ -335,18 +335,38 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
             seqs = (await watcher)[10:]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or duplicate"
             assert cluster(follower)["incarnation"] == incarnation
-            before = follower.get("/price").json()["seq"]
+            live: list[dict[str, object]] = []
 
+            async def read_live() -> None:
+                async with websockets.connect(url) as ws:
+                    async for raw in ws:
+                        live.append(orjson.loads(raw))
+
+            live_reader = asyncio.create_task(read_live())
+            await eventually(lambda: any(m["type"] == "tick" for m in live))
+            before = follower.get("/price").json()["seq"]
             redis_server.restart(keep_data=False)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                price = follower.get("/price").json()
-                renewed = cluster(follower)["incarnation"] not in (incarnation, None)
-                if renewed and price.get("seq", 0) > before:
-                    break
-                await asyncio.sleep(0.2)
-            assert cluster(follower)["incarnation"] != incarnation
-            assert follower.get("/price").json()["seq"] > before, "seq went backwards"
+            # A client connected across it gets a reset with a snapshot (SPEC §7) once the
+            # node has rebuilt its state from the new incarnation, then ticks past it.
+            await eventually(lambda: any(m["type"] == "reset" for m in live), timeout=15)
+            assert cluster(follower)["incarnation"] not in (incarnation, None)
+
+            def price_seq() -> int:
+                seq = follower.get("/price").json().get("seq", 0)
+                assert isinstance(seq, int)
+                return seq
+
+            await eventually(lambda: price_seq() > before, timeout=10)  # never backwards
+            await asyncio.sleep(0.5)
+            live_reader.cancel()
+            at = next(i for i, m in enumerate(live) if m["type"] == "reset")
+            reset = live[at]
+            # The snapshot is what the new incarnation holds: often nothing yet.
+            assert isinstance(reset["ticks"], list), reset
+            assert isinstance(reset["last_seq"], int) and reset["last_seq"] >= before, reset
+            assert all(t["seq"] <= reset["last_seq"] for t in reset["ticks"]), reset
+            after = [m["seq"] for m in live[at + 1 :] if m["type"] == "tick"]
+            assert after and all(isinstance(q, int) and q > reset["last_seq"] for q in after)
             async with (
                 httpx.AsyncClient(timeout=10) as http,
                 http.stream(

@@ -202,6 +202,34 @@ async def test_a_client_closed_or_gone_mid_step_is_not_written_to(edge: Edge) ->
     assert symbols_of(healthy) == [("BTCUSDT", 1)]
 
 
+async def test_a_hub_reset_gives_every_client_a_snapshot_in_place_of_what_it_held(
+    edge: Edge,
+) -> None:
+    """When the hub lost history (Redis lost its data): a client gets a ``reset`` with
+    the snapshot of its own symbols, after what it was already sent; a client whose
+    socket was full gets the reset instead of the old ticks held for it."""
+    live, blocked = RecordingTransport(), RecordingTransport()
+    edge.open(live, "1.1.1.1", ["BTCUSDT"], snapshot=False)
+    edge.open(blocked, "1.1.1.2", ["BTCUSDT", "ETHUSDT"], snapshot=False)
+    blocked.writable = False
+    await publish(edge.node, "BTCUSDT", 1)
+    await publish(edge.node, "ETHUSDT", 2)
+    assert blocked.writes == []
+    edge.node.hub.publish(Tick(symbol="BTCUSDT", seq=3, timestamp_ms=3, source="sim"))
+    edge.reset_clients("incarnation")
+    await asyncio.sleep(0)
+    got = live.messages()
+    assert [(m["type"], m.get("seq")) for m in got] == [("tick", 1), ("tick", 3), ("reset", None)]
+    assert got[-1]["last_seq"] == 3
+    assert [t["seq"] for t in got[-1]["ticks"]] == [3]  # type: ignore[index, union-attr]
+    blocked.writable = True
+    (reset,) = blocked.messages()
+    assert reset["type"] == "reset"
+    assert [t["seq"] for t in reset["ticks"]] == [2, 3]  # type: ignore[index, union-attr]
+    await publish(edge.node, "ETHUSDT", 4)
+    assert symbols_of(blocked) == [("ETHUSDT", 4)]
+
+
 async def test_a_new_session_gets_the_snapshot_then_live_ticks(edge: Edge) -> None:
     """Opening sends the latest tick of each requested symbol in seq order (whatever the
     order the symbols were named in), then live ones."""

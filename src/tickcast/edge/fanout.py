@@ -124,6 +124,7 @@ class Edge:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._unsubscribe.append(self.node.hub.subscribe(self.publish))
+        self._unsubscribe.append(self.node.hub.on_reset(self.reset_clients))
         self._unsubscribe.append(self.node.on_upstream_change(self.broadcast_status))
         self._tasks.append(asyncio.create_task(self._sweep(), name="edge-sweep"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="edge-heartbeat"))
@@ -369,6 +370,17 @@ class Edge:
             share = (time.perf_counter() - started) / len(ticks)
             for tick, routed in ticks:
                 self.on_fanout(tick, routed + share)
+
+    def reset_clients(self, reason: str) -> None:
+        """The hub lost history (Redis lost its data, or this node fell behind the stream)
+        and rebuilt its state: every client gets a ``reset`` with a snapshot of its
+        symbols (SPEC §7), in place of whatever it still had waiting."""
+        hub = self.node.hub
+        last_seq = hub.last_seq()
+        log.warning("hub reset (%s): resetting %d clients", reason, len(self.sessions))
+        for session in tuple(self.sessions.values()):
+            message = reset_message(snapshot(hub, session.symbols), last_seq)
+            session.reset(message, last_seq)
 
     def broadcast_status(self, status: dict[str, object]) -> None:
         for session in tuple(self.sessions.values()):

@@ -499,6 +499,17 @@ class Session:
             return
         self._emit(wire)
 
+    def reset(self, message: bytes, last_seq: int) -> None:
+        """Replace what this client holds with ``message`` (a ``reset`` with a snapshot):
+        ticks still held for it, and a resume still being sent, belong to history that is
+        gone."""
+        if self.closed is not None:
+            return
+        self._pending.clear()
+        self._backlog = None
+        self.send_json(message, "reset", last_seq)
+        self._refresh_ready()
+
     def send_status(self, status: dict[str, object]) -> None:
         if self.wants_status:
             self.send_message(status)

@@ -47,6 +47,10 @@ class Hub(Protocol):
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every tick published from now on; returns the unsubscribe."""
 
+    def on_reset(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(reason)`` whenever the hub rebuilt its state because history was
+        lost (the clients' ticks no longer connect to what follows); returns the undo."""
+
     def latest(self, symbol: str) -> Tick | None: ...
 
     def snapshot(self) -> dict[str, Tick]:

@@ -47,6 +47,10 @@ class MemoryHub:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._listeners.add(listener)
 
+    def on_reset(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        # History held in this process is never lost while it runs: no reset to tell.
+        return _nothing
+
     def latest(self, symbol: str) -> Tick | None:
         return self._store.latest(symbol)
 
@@ -70,6 +74,10 @@ class MemoryHub:
             "last_seq": self._store.last_seq(),
             "published": self.published,
         }
+
+
+def _nothing() -> None:
+    return None
 
 
 def tick_name(tick: Tick) -> str:
