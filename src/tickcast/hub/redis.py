@@ -554,7 +554,7 @@ class RedisHub:
             "lag_ms": self._lag_ms,
             "queued": len(self._outbox),
             # hiredis parses Redis's answers in C: this hub's CPU over the memory hub's
-            # is a third of what it is with redis-py's Python parser ("python": missing).
+            # is less than half what it is with redis-py's Python parser ("python").
             "parser": "hiredis" if HIREDIS_AVAILABLE else "python",
             **{
                 name: self.counts[name]
