@@ -604,11 +604,16 @@ async def test_sse_resumes_after_the_last_complete_tick() -> None:
 async def test_tail_shows_live_prices_from_a_real_server(tmp_path: Path) -> None:
     """Against `tickcast serve --source sim`, both transports fill the table in seconds."""
     with running_server(tmp_path, ["--source", "sim"], {"TICKCAST_SIM_RATE": "5"}) as server:
-        for use_sse in (False, True):
-            console, out = quiet_console()
-            await run_tail(
-                server.base, ["BTCUSDT", "ETHUSDT"], use_sse, console=console, max_seconds=2.5
+        consoles = [quiet_console() for _ in range(2)]  # WebSocket and SSE, side by side
+        await asyncio.gather(
+            *(
+                run_tail(
+                    server.base, ["BTCUSDT", "ETHUSDT"], use_sse, console=console, max_seconds=2.5
+                )
+                for use_sse, (console, _) in zip((False, True), consoles, strict=True)
             )
+        )
+        for _, out in consoles:
             text = out.getvalue()
             assert "BTCUSDT" in text
             assert "ETHUSDT" in text

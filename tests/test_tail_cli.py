@@ -219,7 +219,7 @@ def test_a_server_that_is_down_gets_one_line_per_retry() -> None:
     """No server: each failed attempt is one short line with the retry delay; no exception
     text, no traceback; tail keeps trying until told to stop."""
     base = f"http://127.0.0.1:{free_port()}"
-    done = run_tail("--url", base, "--seconds", "3.5")
+    done = run_tail("--url", base, "--seconds", "2.5")
     assert done.returncode == 0
     assert done.stdout == ""
     lines = done.stderr.splitlines()

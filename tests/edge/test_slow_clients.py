@@ -26,7 +26,21 @@ HEALTHY = 50
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def slow_feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A second server, 2 ticks/s per symbol, for the slow-feed test. Started (not waited
+    for) together with the module's server, so the two start-ups overlap."""
+    env = {"TICKCAST_SIM_RATE": "2", "TICKCAST_SLOW_CLIENT_TIMEOUT": "2"}
+    process = ServerProcess(["--source", "sim"], env, tmp_path_factory.mktemp("feed") / "s.log")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, slow_feed: ServerProcess
+) -> Iterator[ServerProcess]:
     env = {
         "TICKCAST_SIM_RATE": str(RATE),
         "TICKCAST_SLOW_CLIENT_TIMEOUT": str(SLOW_CLIENT_TIMEOUT),
@@ -222,21 +236,20 @@ async def test_100_sse_clients_vanishing_at_once_are_all_forgotten(
 
 
 async def test_a_client_that_stops_reading_a_slow_feed_is_closed_on_time(
-    tmp_path: Path,
+    slow_feed: ServerProcess,
 ) -> None:
     """At 2 ticks/s of one symbol (about 0.5 KB/s) the socket buffers would take minutes
     to fill; the kernel's acknowledged-bytes counter shows the stall within the timeout."""
-    env = {"TICKCAST_SIM_RATE": "2", "TICKCAST_SLOW_CLIENT_TIMEOUT": "2"}
-    with running_server(tmp_path, ["--source", "sim"], env) as slow_feed:
-        before = server_closes(slow_feed)
-        stalled = await RawWebSocket.connect(slow_feed.ws_base + "/ws?symbols=BTCUSDT", rcvbuf=1024)
-        started = time.monotonic()
-        try:
-            await eventually(lambda: server_closes(slow_feed) > before, timeout=20)
-            closed_after = time.monotonic() - started
-        finally:
-            stalled.close()
-        closes = edge_status(slow_feed)["closes"]
+    slow_feed.wait_ready()
+    before = server_closes(slow_feed)
+    stalled = await RawWebSocket.connect(slow_feed.ws_base + "/ws?symbols=BTCUSDT", rcvbuf=1024)
+    started = time.monotonic()
+    try:
+        await eventually(lambda: server_closes(slow_feed) > before, timeout=20)
+        closed_after = time.monotonic() - started
+    finally:
+        stalled.close()
+    closes = edge_status(slow_feed)["closes"]
     assert isinstance(closes, dict)
     assert closes.get("slow_client", 0) >= 1
     # The timeout, plus up to one check period (timeout/4) and the buffers' first second.

@@ -166,7 +166,7 @@ async def test_a_resumed_stream_misses_nothing_and_repeats_nothing(
     path = "/sse?symbols=BTCUSDT,ETHUSDT"
     async with stream(server, path) as events:
         assert await events.next() == {"retry": "2000"}
-        before = await events.ticks_for(1.0)
+        before = await events.ticks_for(0.5)
     last_id = before[-1]["id"]
     await asyncio.sleep(1.0)
     if how == "header":
