@@ -116,29 +116,41 @@ def running_redis(directory: Path, *, appendonly: bool = False) -> Iterator[Redi
 class LinkProxy:
     """A TCP proxy between clients and Redis that the test can cut without a reset
     (``blackhole``: bytes are swallowed, nothing is closed, like a dead link), delay,
-    or restore. Runs on the test's event loop."""
+    or restore. Runs on the test's event loop.
+
+    ``cut(i)`` swallows what the i-th accepted connection carries while the others pass
+    (a hub's reader connects first, at start; its publisher on the first publish), and
+    ``cut(i, answers_only=True)`` lets its requests reach Redis and loses only the answers.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self.blackholed = False
         self.delay = 0.0
+        self.accepted = 0
+        self._cut: dict[int, bool] = {}  # connection index -> answers only
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def cut(self, index: int, *, answers_only: bool = False) -> None:
+        self._cut[index] = answers_only
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Close every proxied connection and wait for their handlers to end."""
         if self._server is not None:
             self._server.close()
-            for writer in list(self._writers):
-                writer.close()
+            self.reset_all()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
 
     def reset_all(self) -> None:
@@ -147,6 +159,10 @@ class LinkProxy:
             writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index, self.accepted = self.accepted, self.accepted + 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -154,18 +170,31 @@ class LinkProxy:
             return
         self._writers.update((writer, up_writer))
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(index, reader, up_writer, answer=False),
+                self._pipe(index, up_reader, writer, answer=True),
+            )
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        index: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        answer: bool,
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 if self.blackholed:
                     continue  # swallowed: no reply, no reset, the link just goes dead
+                cut = self._cut.get(index)
+                if cut is not None and (answer or not cut):
+                    continue
                 writer.write(data)
                 await writer.drain()

@@ -5,7 +5,6 @@ repeats an entry across kills, restarts, idleness and trimming."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,73 +64,6 @@ async def stream_ids(server: RedisServer) -> list[int]:
     async with aioredis.Redis.from_url(server.url) as client:
         entries = await client.xrange(KEYS.stream)
         return [entry_seq(eid) for eid, _ in entries or []]  # type: ignore[arg-type]
-
-
-class ConnectionProxy:
-    """A TCP proxy to Redis that can swallow what chosen connections carry while the
-    others pass: a hub's reader connects first (at start), its publisher on the first
-    publish, so each can be cut alone. ``answers_only``: requests still reach Redis, only
-    the answers are lost."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.accepted = 0
-        self._cut: dict[int, bool] = {}  # connection index -> answers only
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[object]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cut(self, index: int, *, answers_only: bool = False) -> None:
-        self._cut[index] = answers_only
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close every proxied connection and wait for their handlers to end."""
-        if self._server is not None:
-            self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        index, self.accepted = self.accepted, self.accepted + 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers.update((writer, up_writer))
-        try:
-            await asyncio.gather(
-                self._pipe(index, reader, up_writer, answer=False),
-                self._pipe(index, up_reader, writer, answer=True),
-            )
-        finally:
-            for w in (writer, up_writer):
-                w.close()
-
-    async def _pipe(
-        self,
-        index: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        answer: bool,
-    ) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                cut = self._cut.get(index)
-                if cut is not None and (answer or not cut):
-                    continue
-                writer.write(data)
-                await writer.drain()
 
 
 @pytest.fixture
@@ -438,7 +370,7 @@ async def test_the_leader_delivers_its_own_ticks_on_the_answer_not_via_its_reade
 ) -> None:
     """With its reader's connection dead, the leader's listeners still get every tick it
     publishes, once, in order; the reader, back, skips them; another node gets the same."""
-    proxy = ConnectionProxy(server.port)
+    proxy = LinkProxy(server.port)
     await proxy.start()
     server.command("SET", KEYS.lease, "node-a:1")
     a = make_hub(proxy.url)
@@ -477,7 +409,7 @@ async def test_a_new_leader_behind_its_reader_leaves_its_entries_to_the_reader(
     """Elected before its reader read its predecessor's last entries, a node does not
     deliver its own first entries ahead of them: its clients see the stream's order."""
     a = await leader(server, "node-a", 1)
-    proxy = ConnectionProxy(server.port)
+    proxy = LinkProxy(server.port)
     await proxy.start()
     b = make_hub(proxy.url)
     got: list[int] = []
@@ -512,7 +444,7 @@ async def test_a_publish_whose_answer_is_lost_is_sent_again_and_delivered_once(
     """Redis applied the batch but the answer never came: after the socket timeout the
     publisher reconnects and sends it again, Redis drops it as already applied, and the
     leader's reader delivers it: once, in order."""
-    proxy = ConnectionProxy(server.port)
+    proxy = LinkProxy(server.port)
     await proxy.start()
     server.command("SET", KEYS.lease, "node-a:1")
     a = make_hub(proxy.url, socket_timeout=0.5, block_ms=100)
