@@ -259,8 +259,7 @@ class Edge:
         hub = self.node.hub
         missed = missed_ticks(hub, symbols, point)
         if missed is None:
-            last_seq = hub.last_seq()
-            session.send_json(reset_message(snapshot(hub, symbols), last_seq), "reset", last_seq)
+            self._reset(session, symbols)
         elif missed:
             session.replay(self._backlog(missed, symbols))
         self.subscribe(session, symbols, snapshot=False)
@@ -350,7 +349,10 @@ class Edge:
 
     def _end_pass(self) -> None:
         """Write what this step's ticks left in each client's ``outbuf``: one write per
-        client. Each tick's fan-out time is its routing plus its share of the writes."""
+        client. Each tick's fan-out time is its routing plus its share of the writes.
+
+        ``Session.flush_out`` inlined, with the socket's own write (``direct``): this is
+        the hot path, and a client closed or lost since has an empty ``outbuf``."""
         self._in_pass = False
         sessions, self._pass_sessions = self._pass_sessions, []
         ticks, self._pass_ticks = self._pass_ticks, []
@@ -375,12 +377,16 @@ class Edge:
         """The hub lost history (Redis lost its data, or this node fell behind the stream)
         and rebuilt its state: every client gets a ``reset`` with a snapshot of its
         symbols (SPEC §7), in place of whatever it still had waiting."""
-        hub = self.node.hub
-        last_seq = hub.last_seq()
         log.warning("hub reset (%s): resetting %d clients", reason, len(self.sessions))
         for session in tuple(self.sessions.values()):
-            message = reset_message(snapshot(hub, session.symbols), last_seq)
-            session.reset(message, last_seq)
+            self._reset(session, session.symbols)
+
+    def _reset(self, session: Session, symbols: Iterable[str]) -> None:
+        """A ``reset`` with the snapshot of ``symbols`` for ``session``: it cannot resume,
+        or the hub lost the history its ticks belonged to."""
+        hub = self.node.hub
+        last_seq = hub.last_seq()
+        session.reset(reset_message(snapshot(hub, symbols), last_seq), last_seq)
 
     def broadcast_status(self, status: dict[str, object]) -> None:
         for session in tuple(self.sessions.values()):
