@@ -9,7 +9,7 @@ from collections.abc import Callable
 from tickcast.edge.session import TransportKind
 from tickcast.edge.wire import Wire, WireFormat
 from tickcast.errors import CloseReason
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 class RecordingTransport:

@@ -10,8 +10,8 @@ import re
 import httpx
 import pytest
 
-from tickcast.api import create_app
 from tickcast.cli import SETTING_GROUPS, build_parser, main, ungrouped_settings
+from tickcast.serve.api import create_app
 from tickcast.settings import Settings
 
 HEADING = re.compile(r"^(\S[^:]*):$")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tickcast.gcpolicy import FrozenHeap
+from tickcast.serve.gcpolicy import FrozenHeap
 
 
 class Connection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 from tickcast.upstream.normalize import Update
 
 

@@ -171,7 +171,7 @@ async def test_server_log_never_shows_the_token(tmp_path: Path, fmt: str) -> Non
 ACCESS_LOGGED_SERVER = """
 import logging, uvicorn
 from tickcast.logs import configure_logging
-from tickcast.server import uvicorn_config
+from tickcast.serve.server import uvicorn_config
 from tickcast.settings import Settings
 settings = Settings()
 configure_logging(settings.log_format, settings.log_level, secrets=[settings.token])

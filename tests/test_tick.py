@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tickcast.tick import Tick, canonical_decimal
+from tickcast.messages.tick import Tick, canonical_decimal
 
 
 @pytest.mark.parametrize(

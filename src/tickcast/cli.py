@@ -21,8 +21,8 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from tickcast.messages.tick import SourceLabel
 from tickcast.settings import DEFAULT_SYMBOLS, Settings, setting_errors
-from tickcast.tick import SourceLabel
 
 log = logging.getLogger("tickcast")
 
@@ -391,14 +391,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"tickcast: {problem}", file=sys.stderr)
             return 2
     if settings.workers > 1:
-        from tickcast.workers import run_workers, workers_problem
+        from tickcast.serve.workers import run_workers, workers_problem
 
         problem = workers_problem(settings)
         if problem is not None:
             print(f"tickcast: {problem}", file=sys.stderr)
             return 2
         return run_workers(settings)
-    from tickcast.server import run_server
+    from tickcast.serve.server import run_server
 
     return run_server(settings)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tickcast.hub.base import Hub, Origin
-from tickcast.tick import SourceLabel, Tick
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.upstream.normalize import Update
 
 _QUOTE: Final = ("bid", "ask")

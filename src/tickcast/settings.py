@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tickcast.tick import DEFAULT_SYMBOLS
+from tickcast.messages.tick import DEFAULT_SYMBOLS
 
 __all__ = ["DEFAULT_SYMBOLS", "SettingError", "Settings", "setting_errors"]
 

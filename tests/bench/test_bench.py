@@ -57,7 +57,7 @@ from tickcast.bench.wsbytes import (
     upgrade_request,
 )
 from tickcast.edge.wire import http_chunk, sse_event, ws_text_frame
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 from ..support import free_port
 

@@ -18,9 +18,9 @@ from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import SocketTuning
 from tickcast.edge.session import MAX_PENDING_CONTROL
 from tickcast.errors import CloseReason
+from tickcast.messages.tick import Tick
 from tickcast.node import Node
 from tickcast.settings import Settings
-from tickcast.tick import Tick
 
 from ..fakes import RecordingTransport
 from ..support import eventually

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tickcast.api import TickcastApp, create_app
+from tickcast.serve.api import TickcastApp, create_app
 from tickcast.settings import Settings
 
 from ..rawclient import RawWebSocket, raw_http_get

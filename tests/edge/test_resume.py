@@ -12,7 +12,7 @@ from tickcast.edge.resume import (
     snapshot,
 )
 from tickcast.hub.memory import MemoryHub
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 def hub_with(history: int, ticks: list[tuple[str, int]]) -> MemoryHub:

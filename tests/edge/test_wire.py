@@ -11,7 +11,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from tickcast.edge.wire import Wire, encode_message, http_chunk, sse_event, ws_text_frame
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 def parse_frame(data: bytes) -> Frame:

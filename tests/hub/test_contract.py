@@ -13,7 +13,7 @@ from tickcast.hub.base import Hub
 from tickcast.hub.memory import MemoryHub
 from tickcast.hub.redis import RedisHub
 from tickcast.hub.redis_script import RedisKeys
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 from ..redis_support import running_redis
 from ..support import eventually

@@ -22,7 +22,7 @@ from tickcast.hub.redis_follow import (
 )
 from tickcast.hub.redis_script import PUBLISH_LUA, Origin, RedisKeys, parse_result, script_args
 from tickcast.ingest import Ingest
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 from tickcast.upstream.normalize import Update
 
 from ..redis_support import LinkProxy, RedisServer, running_redis

@@ -7,7 +7,7 @@ import pytest
 from tickcast.hub.redis_follow import Follower, Verdict
 from tickcast.hub.redis_publish import Batch, Outbox, confirmed_entries
 from tickcast.hub.redis_script import PublishResult, parse_result
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 def tick(seq: int, symbol: str = "A") -> Tick:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tickcast.hub.store import TickStore
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 def tick(symbol: str, seq: int) -> Tick:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickcast.hub.store import TickStore
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 SYMBOLS = ["A", "B", "C"]
 

@@ -13,9 +13,9 @@ import pytest
 
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
+from tickcast.messages.tick import Tick
 from tickcast.sim.exchange import FaultKind, SimConfig, SimExchange
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import Tick
 from tickcast.upstream.binance import (
     BinanceClient,
     ClientOptions,

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
-from tickcast.api import create_app
+from tickcast.serve.api import create_app
 from tickcast.settings import Settings
 
 from ..support import eventually, free_port

@@ -20,10 +20,10 @@ from websockets.exceptions import InvalidMessage, InvalidURI
 
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
+from tickcast.messages.tick import Tick
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import Tick
 from tickcast.upstream.binance import BinanceClient, ClientOptions, never_connected
 from tickcast.upstream.sources import AutoSource
 

@@ -15,9 +15,9 @@ import pytest
 from tickcast.cli import record
 from tickcast.hub.memory import MemoryHub
 from tickcast.ingest import Ingest
+from tickcast.messages.tick import Tick
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
-from tickcast.tick import Tick
 from tickcast.upstream.sources import AutoSource, ReplaySource
 
 from ..support import eventually, free_port, running_server

@@ -10,8 +10,8 @@ import random
 
 import pytest
 
+from tickcast.messages.tick import SourceLabel
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import SourceLabel
 from tickcast.upstream.binance import UpstreamState
 from tickcast.upstream.pacing import Backoff
 from tickcast.upstream.supervisor import SupervisedSource

@@ -36,7 +36,7 @@ from tickcast.bench.procstat import raise_nofile
 from tickcast.bench.scan import Ledger, Scanner, Tally
 from tickcast.bench.wsbytes import MAX_HEAD, pongs_for, response_status, sse_request
 from tickcast.bench.wsbytes import upgrade_request as ws_upgrade
-from tickcast.workers import die_with_parent
+from tickcast.serve.workers import die_with_parent
 
 NS_PER_UNIT = UNIT_US * 1000
 Transport = Literal["ws", "sse"]

@@ -9,7 +9,7 @@ import platform
 import resource
 from pathlib import Path
 
-from tickcast.workers import die_with_parent
+from tickcast.serve.workers import die_with_parent
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from tickcast.edge.wire import Wire, WireFormat, encode_tick
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 class Backlog:

@@ -24,9 +24,9 @@ from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
 from tickcast.hub.base import Hub
+from tickcast.messages.tick import Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import Tick
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tickcast.hub.base import Hub
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 # A seq is a 64-bit count in practice; a longer "number" is no token of ours (and parsing
 # thousands of digits is work for the server that the client chose).

@@ -30,7 +30,7 @@ from tickcast.edge.session import Session, Transport
 from tickcast.edge.transport import QueuedTransport
 from tickcast.edge.wire import WireFormat, encode_tick, http_chunk, sse_event
 from tickcast.errors import CloseReason
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 # ws_frame: a complete WebSocket text frame, written straight to the socket.
 # json: the bare message, for a server that frames it itself (generic ASGI).

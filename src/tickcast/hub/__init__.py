@@ -3,7 +3,7 @@
 Redis hub (its publish script, publishing connection and stream reader) and the leader
 lease.
 
-May import ``tickcast.tick``, ``tickcast.tasks``, ``tickcast.hooks`` and itself only.
+May import ``tickcast.messages.tick``, ``tickcast.tasks``, ``tickcast.hooks`` and itself only.
 """
 
 from tickcast.hub.base import Hub, Listener

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 Listener = Callable[[Tick], None]
 

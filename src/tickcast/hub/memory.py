@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener, Origin
 from tickcast.hub.store import TickStore
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 def clock_seq() -> int:

@@ -67,8 +67,8 @@ from tickcast.hub.redis_script import (
     script_args,
 )
 from tickcast.hub.store import TickStore
+from tickcast.messages.tick import DEFAULT_SYMBOLS, Tick
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import DEFAULT_SYMBOLS, Tick
 
 log = logging.getLogger(__name__)
 

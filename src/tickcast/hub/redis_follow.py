@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tickcast.hub.redis_script import F_INCARNATION, F_PREV, F_TICK, F_TIME
 from tickcast.hub.store import TickStore
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tickcast.hub.base import Origin
 from tickcast.hub.redis_follow import Entry
 from tickcast.hub.redis_script import APPLIED, PublishResult
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tickcast.hub.base import Origin
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 __all__ = ["Origin", "RedisKeys"]
 

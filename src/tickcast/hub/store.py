@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from tickcast.tick import Tick
+from tickcast.messages.tick import Tick
 
 
 class TickStore:

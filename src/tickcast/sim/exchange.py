@@ -27,6 +27,7 @@ from typing import Final
 import orjson
 from websockets.frames import Frame, Opcode
 
+from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
 from tickcast.sim.control import AttemptLimiter
 from tickcast.sim.faults import (
@@ -45,7 +46,6 @@ from tickcast.sim.market import (
     build_payload,
     parse_stream,
 )
-from tickcast.tick import DEFAULT_SYMBOLS
 
 __all__ = [
     "DEFAULT_SYMBOLS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from tickcast.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.binance import UpstreamState
 from tickcast.upstream.normalize import Update
 

@@ -19,7 +19,7 @@ from typing import Final
 
 import orjson
 
-from tickcast.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.base import Sink, StateListener
 from tickcast.upstream.binance import UpstreamState
 from tickcast.upstream.normalize import Normalizer, Update, wall_ms

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from tickcast.messages.tick import SourceLabel
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.tasks import cancel_and_wait
-from tickcast.tick import SourceLabel
 from tickcast.upstream.base import FrameHook, Sink, Source, StateListener
 from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
 from tickcast.upstream.normalize import Update

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from tickcast.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.base import Source, StateListener
 from tickcast.upstream.binance import UpstreamState
 from tickcast.upstream.pacing import Backoff

@@ -7,13 +7,13 @@ import logging
 import uvicorn
 
 from tickcast import __version__
-from tickcast.api import create_app
 from tickcast.edge.fastpath import SocketTuning, protocol_classes, write_path
-from tickcast.gcpolicy import HEAP
 from tickcast.hub.memory import clock_seq
-from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
 from tickcast.node import Node
+from tickcast.serve.api import create_app
+from tickcast.serve.gcpolicy import HEAP
+from tickcast.serve.listen import BindError, bind_listener
 from tickcast.settings import Settings
 
 log = logging.getLogger("tickcast.server")

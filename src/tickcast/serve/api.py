@@ -23,11 +23,12 @@ from tickcast.edge.guard import HandshakeGuard
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
-from tickcast.gcpolicy import HEAP
 from tickcast.logs import flush_rate_limits
-from tickcast.metrics import Metrics
+from tickcast.messages.tick import Tick
 from tickcast.node import Node
-from tickcast.openapi import (
+from tickcast.serve.gcpolicy import HEAP
+from tickcast.serve.metrics import Metrics
+from tickcast.serve.openapi import (
     DOCS_ASSETS,
     EVENT_STREAM,
     METRICS,
@@ -41,10 +42,9 @@ from tickcast.openapi import (
     description,
 )
 from tickcast.settings import Settings
-from tickcast.tick import Tick
 from tickcast.upstream.normalize import wall_ms
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 STATIC_FILES = {
     # The dashboard's scripts, in the order index.html loads them.
     "state.js": "text/javascript",

@@ -10,8 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tickcast.edge.fanout import Edge
+from tickcast.messages.tick import Tick
 from tickcast.node import Node
-from tickcast.tick import Tick
 from tickcast.upstream.binance import UpstreamState
 
 FANOUT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)

@@ -25,8 +25,8 @@ import time
 import types
 from dataclasses import dataclass
 
-from tickcast.listen import BindError, bind_listener
 from tickcast.logs import configure_logging
+from tickcast.serve.listen import BindError, bind_listener
 from tickcast.settings import Settings
 
 log = logging.getLogger("tickcast.workers")
@@ -41,7 +41,7 @@ RESTART_DELAY_MAX = 30.0
 HEALTHY_AFTER = 60.0
 _PR_SET_PDEATHSIG = 1
 # The settings a worker runs with arrive on its stdin, as JSON (secrets stay off argv).
-WORKER_ENTRY = "from tickcast.workers import worker_main; worker_main()"
+WORKER_ENTRY = "from tickcast.serve.workers import worker_main; worker_main()"
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -190,7 +190,7 @@ def run_workers(settings: Settings) -> int:
 
 def worker_main() -> None:
     """Entry point of a worker process: its settings arrive on stdin."""
-    from tickcast.server import run_server
+    from tickcast.serve.server import run_server
 
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     sys.stdin.close()
