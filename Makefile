@@ -26,8 +26,12 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy --strict src
 
+# The suite runs on TEST_WORKERS processes (its tests mostly wait on sockets and child
+# processes); tests/conftest.py keeps the ones that load or time the machine apart.
+TEST_WORKERS ?= 4
+
 test: lint
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(ARGS)
 
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix src tests

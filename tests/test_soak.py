@@ -40,7 +40,7 @@ HEALTHY_WS = 16
 HEALTHY_SSE = 8
 CHURN_CONCURRENCY = 60
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
 def fault_schedule(seconds: float) -> str:

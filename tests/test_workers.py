@@ -88,6 +88,7 @@ def test_a_bad_worker_count_names_the_setting(value: str) -> None:
     assert "TICKCAST_WORKERS / --workers" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.exclusive
 async def test_workers_share_one_port_and_one_upstream_and_survive_a_dead_worker(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

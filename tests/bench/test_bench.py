@@ -573,6 +573,7 @@ def test_stall_close_timing_and_fill_estimate() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
     """``tickcast bench`` end to end: 20 clients get ticks from tickcast, naive and raw,
     with no gap and no duplicate from tickcast and raw, and the ratios are printed."""
@@ -601,6 +602,7 @@ def test_tiny_real_run_against_all_three_servers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) -> None:
     """``tickcast bench --redis --nodes 2``: the same load through a private Redis and two
     server processes sharing one upstream, in the same invocation as the memory hub, with
@@ -629,6 +631,7 @@ def test_a_real_run_through_the_redis_hub_beside_the_memory_hub(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 def test_a_real_run_whose_server_refuses_every_client_fails_in_connect(tmp_path: Path) -> None:
     """A real run whose server turns every client away (a token it requires, from the
     .env in the log folder it runs in): exit 1, the failure names the connect phase and

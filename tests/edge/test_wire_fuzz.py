@@ -263,6 +263,7 @@ def process(server: ServerProcess) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 async def test_the_server_survives_wire_fuzz_and_leaks_nothing(server: ServerProcess) -> None:
     """After malformed frames, handshakes and requests, a fresh client is served, and no
     session, task or descriptor is left behind."""

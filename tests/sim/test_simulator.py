@@ -1020,6 +1020,20 @@ async def test_admin_latency_ms(sim: SimExchange) -> None:
         assert time.time() * 1000 - event["E"] >= 450
 
 
+async def test_admin_delete_ends_a_running_stall_at_once(sim: SimExchange) -> None:
+    """DELETE /_sim/fault ends a long stall: data flows again long before it would have."""
+    async with ws_connect(f"{sim.url}/ws/btcusdt@ticker") as ws:
+        await recv_json(ws)
+        status, _ = await admin(sim, "POST", "/_sim/fault?kind=stall&duration=60")
+        assert status == 200 and sim.stats()["stalled"] is True
+        status, body = await admin(sim, "DELETE", "/_sim/fault")
+        assert status == 200 and body == {"ok": True, "cleared": True}
+        assert sim.stats()["stalled"] is False
+        cleared_ms = time.time() * 1000
+        event = await asyncio.wait_for(recv_where(ws, lambda m: m["E"] >= cleared_ms), 5)
+        assert event["s"] == "BTCUSDT"
+
+
 async def test_admin_errors_and_stats(sim: SimExchange) -> None:
     """Bad kinds are 400 JSON errors, wrong methods 405, unknown paths 404; stats is JSON."""
     status, body = await admin(sim, "POST", "/_sim/fault?kind=meteor")

@@ -113,6 +113,7 @@ def test_serve_rejects_a_missing_replay_file(tmp_path: Path) -> None:
     assert "missing.jsonl" in result.stdout + result.stderr
 
 
+@pytest.mark.exclusive
 def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     """serve --source binance against sim-exchange running every fault kind keeps /price
     fresh, and /status counts each reconnect."""

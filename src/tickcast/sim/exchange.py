@@ -4,8 +4,8 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 ``/ws/<stream>``, ``/ws`` + SUBSCRIBE, ``/stream?streams=...``, ``/stream``; the control
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
-of the client's recovery. ``POST /_sim/fault?kind=...`` and ``GET /_sim/stats`` on the
-same port are the admin interface.
+of the client's recovery. ``POST /_sim/fault?kind=...`` (``DELETE /_sim/fault`` ends every
+running fault window) and ``GET /_sim/stats`` on the same port are the admin interface.
 
 Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
 messages, limits, heartbeat bookkeeping) and ``faults`` (fault kinds and schedule)
@@ -454,6 +454,17 @@ class SimExchange:
                 conn.latency_until = until
                 conn.latency = latency_ms / 1000.0
 
+    def clear_faults(self) -> None:
+        """End every fault window still running (stall, latency, garbage) now, so a test
+        holds a fault exactly as long as it needs instead of guessing a duration."""
+        loop = self._require_loop()
+        now = loop.time()
+        self._stall_until = 0.0
+        for conn in self._open:
+            conn.latency_until = min(conn.latency_until, now)
+            conn.garbage_until = min(conn.garbage_until, now)
+        log.info("simulated faults cleared")
+
     def _shutdown(self, targets: list[SimConnection], delay: float) -> None:
         now_ms = _now_ms()
         for conn in targets:
@@ -509,6 +520,9 @@ class SimExchange:
                 return 405, {"ok": False, "error": "use GET /_sim/stats"}
             return 200, self.stats()
         if path == "/_sim/fault":
+            if method == "DELETE":
+                self.clear_faults()
+                return 200, {"ok": True, "cleared": True}
             if method != "POST":
                 return 405, {"ok": False, "error": "use POST /_sim/fault?kind=...&duration=..."}
             try:
