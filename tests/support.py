@@ -125,6 +125,11 @@ def running_server(
         server.stop()
 
 
+def newest_seq(server: ServerProcess) -> int:
+    """The highest ``seq`` among the latest ticks a server holds (0 before any)."""
+    return max((int(t["seq"]) for t in server.get("/prices").json()), default=0)
+
+
 async def eventually(check: object, timeout: float = 10.0, interval: float = 0.05) -> None:
     """Wait until ``check()`` is truthy (it may be a coroutine function)."""
     deadline = time.monotonic() + timeout

@@ -58,9 +58,12 @@ def leaders(nodes: list[ServerProcess]) -> list[ServerProcess]:
     return [n for n in nodes if n.proc.poll() is None and cluster(n)["leader"]]
 
 
-async def collect_ticks(url: str, seconds: float, until: asyncio.Event | None = None) -> list[int]:
-    """The seqs of the ticks a client gets for ``seconds``, or until ``until`` is set."""
-    seqs: list[int] = []
+async def collect_ticks(
+    url: str, seconds: float, until: asyncio.Event | None = None, into: list[int] | None = None
+) -> list[int]:
+    """The seqs of the ticks a client gets for ``seconds``, or until ``until`` is set;
+    ``into`` shows them as they come, so a test can wait for the client to have read some."""
+    seqs: list[int] = [] if into is None else into
     stop = until or asyncio.Event()
     async with websockets.connect(url) as ws:
         deadline = asyncio.get_running_loop().time() + seconds
@@ -116,15 +119,16 @@ async def test_a_killed_leader_is_replaced_and_clients_see_no_duplicate(
         (leader,) = leaders(nodes)
         survivors = [n for n in nodes if n is not leader]
         stop = asyncio.Event()
-        watcher = asyncio.create_task(
-            collect_ticks(survivors[0].ws_base + "/ws?symbols=*", TAKEOVER_BOUND + 4, stop)
-        )
-        await asyncio.sleep(1)
+        seen: list[int] = []
+        url = survivors[0].ws_base + "/ws?symbols=*"
+        watcher = asyncio.create_task(collect_ticks(url, TAKEOVER_BOUND + 4, stop, seen))
+        await eventually(lambda: len(seen) > 20)  # the snapshot and live ticks
         last = survivors[0].get("/price").json()["seq"]
         leader.proc.send_signal(signal.SIGKILL)
         flowing_after = await flowing(survivors[0], last + 10, TAKEOVER_BOUND + 2)
         assert flowing_after < TAKEOVER_BOUND, f"ticks flowed again after {flowing_after:.1f}s"
-        await asyncio.sleep(0.5)  # the watcher keeps reading the new leader's ticks
+        # The watcher reads on into the new leader's ticks.
+        await eventually(lambda: seen[-1] > last + 10)
         stop.set()
         assert len(leaders(survivors)) == 1
         assert cluster(survivors[0])["epoch"] == 2
@@ -156,7 +160,8 @@ async def test_sse_resumes_on_another_node_with_exactly_the_missed_ticks(
                     if len(first) >= 15:
                         break
             last_id = first[-1]
-            await asyncio.sleep(1)  # ~40 ticks are missed meanwhile (20 are read back)
+            # 40 ticks are missed meanwhile (20 are read back).
+            await eventually(lambda: nodes[1].get("/price").json()["seq"] > last_id + 40)
             resumed = []
             headers = {"Last-Event-ID": str(last_id)}
             async with http.stream("GET", nodes[1].base + "/sse?symbols=*", headers=headers) as s:
@@ -291,8 +296,10 @@ async def test_a_frozen_leader_steps_down_and_nothing_it_sends_late_reaches_clie
         (leader,) = leaders(nodes)
         (other,) = [n for n in nodes if n is not leader]
         stop = asyncio.Event()
-        watcher = asyncio.create_task(collect_ticks(other.ws_base + "/ws?symbols=*", 20, stop))
-        await asyncio.sleep(1)
+        seen: list[int] = []
+        url = other.ws_base + "/ws?symbols=*"
+        watcher = asyncio.create_task(collect_ticks(url, 20, stop, seen))
+        await eventually(lambda: len(seen) > 20)  # the snapshot and live ticks
         leader.proc.send_signal(signal.SIGSTOP)
         try:
             # Frozen until the other node has taken the lease (so past the TTL).
@@ -302,9 +309,12 @@ async def test_a_frozen_leader_steps_down_and_nothing_it_sends_late_reaches_clie
             await flowing(other, other.get("/price").json()["seq"] + 10, 5)
         finally:
             leader.proc.send_signal(signal.SIGCONT)
-        await asyncio.sleep(2)  # resumed: whatever it sends late would reach the watcher now
-        assert cluster(leader)["leader"] is False
+        # Resumed, it learns it was deposed; whatever it sent late would reach the watcher
+        # before the successor's next 20 ticks do.
+        await eventually(lambda: cluster(leader)["leader"] is False)
         assert cluster(leader)["leader_id"] == cluster(other)["leader_id"]
+        resumed_at = other.get("/price").json()["seq"]
+        await eventually(lambda: seen[-1] > resumed_at + 20)
         stop.set()
         seqs = (await watcher)[10:]
         assert seqs == sorted(set(seqs)), "a duplicate or reordering after the freeze"
@@ -323,14 +333,15 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
         try:
             incarnation = cluster(follower)["incarnation"]
             stop = asyncio.Event()
+            seen: list[int] = []
             url = follower.ws_base + "/ws?symbols=*"
-            watcher = asyncio.create_task(collect_ticks(url, 20, stop))
-            await asyncio.sleep(1)
+            watcher = asyncio.create_task(collect_ticks(url, 20, stop, seen))
+            await eventually(lambda: len(seen) > 20)  # the snapshot and live ticks
             at_restart = follower.get("/price").json()["seq"]
             redis_server.restart()  # AOF: the data survives
             # Ticks flow again through the restarted Redis, and the watcher reads on.
             assert await flowing(follower, at_restart + 40, 10) < 10, "no ticks after the restart"
-            await asyncio.sleep(1)
+            await eventually(lambda: seen[-1] > at_restart + 40)
             stop.set()
             seqs = (await watcher)[10:]
             assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or duplicate"
@@ -357,7 +368,12 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
                 return seq
 
             await eventually(lambda: price_seq() > before, timeout=10)  # never backwards
-            await asyncio.sleep(0.5)
+
+            def ticks_past_the_reset() -> int:
+                at = next(i for i, m in enumerate(live) if m["type"] == "reset")
+                return sum(m["type"] == "tick" for m in live[at + 1 :])
+
+            await eventually(lambda: ticks_past_the_reset() >= 5)
             live_reader.cancel()
             at = next(i for i, m in enumerate(live) if m["type"] == "reset")
             reset = live[at]
@@ -414,10 +430,12 @@ async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
             node.wait_ready("/price", timeout=30)
         (leader,) = leaders(nodes)
         stop = asyncio.Event()
+        seen: list[list[int]] = [[] for _ in nodes]
         watchers = [
-            asyncio.create_task(collect_ticks(n.ws_base + "/ws?symbols=*", 8, stop)) for n in nodes
+            asyncio.create_task(collect_ticks(n.ws_base + "/ws?symbols=*", 8, stop, into))
+            for n, into in zip(nodes, seen, strict=True)
         ]
-        await asyncio.sleep(1)
+        await eventually(lambda: all(len(got) > 20 for got in seen))
         async with httpx.AsyncClient(timeout=5) as http:
             await http.post(f"http://127.0.0.1:{sim_port}/_sim/fault?kind=drop")
         dropped_at = leader.get("/price").json()["seq"]
@@ -430,7 +448,7 @@ async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
         # Ticks flow again on every node after the reconnect, while the watchers read.
         for node in nodes:
             await flowing(node, dropped_at + 40, 6)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: all(got[-1] > dropped_at + 40 for got in seen))
         stop.set()
         got = await asyncio.gather(*watchers)
         upstream = leader.status()["upstream"]

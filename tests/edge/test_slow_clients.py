@@ -18,11 +18,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..rawclient import RawWebSocket, abort_socket, raw_http_get
-from ..support import ServerProcess, eventually, running_server
+from ..support import ServerProcess, eventually, newest_seq, running_server
 
 SLOW_CLIENT_TIMEOUT = 2.0
 RATE = 50
 HEALTHY = 50
+
+# Each test times a close or counts ticks at full rate: never beside another such test.
+pytestmark = pytest.mark.exclusive
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +88,10 @@ async def idle(server: ServerProcess) -> None:
     await eventually(lambda: clients_total(server) == 0, timeout=10)
 
 
-async def receive_until(ws: ClientConnection, stop: asyncio.Event) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+async def receive_until(
+    ws: ClientConnection, stop: asyncio.Event, into: list[dict[str, object]] | None = None
+) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = [] if into is None else into
     while not stop.is_set():
         try:
             raw = await asyncio.wait_for(ws.recv(), 0.2)
@@ -107,15 +112,21 @@ async def test_a_client_that_never_reads_is_closed_and_harms_nobody(
     healthy = [await connect(f"{server.ws_base}/ws?symbols={a},{b}") for a, b in plans]
     stop = asyncio.Event()
     try:
-        receivers = [asyncio.create_task(receive_until(ws, stop)) for ws in healthy]
-        await asyncio.sleep(0.5)
+        got: list[list[dict[str, object]]] = [[] for _ in healthy]
+        receivers = [
+            asyncio.create_task(receive_until(ws, stop, into))
+            for ws, into in zip(healthy, got, strict=True)
+        ]
+        await eventually(lambda: all(len(messages) > 2 for messages in got))  # snapshots, live
         stalled = await RawWebSocket.connect(server.ws_base + "/ws?symbols=*", rcvbuf=4096)
         stalled_at = time.monotonic()
         try:
             await eventually(lambda: server_closes(server) > closes_before, timeout=15)
             closed_after = time.monotonic() - stalled_at
             await eventually(lambda: clients_total(server) == HEALTHY, timeout=5)
-            await asyncio.sleep(1.0)
+            # The others read on for another second of ticks.
+            after_close = newest_seq(server)
+            await eventually(lambda: newest_seq(server) > after_close + RATE * 10)
         finally:
             stalled.close()
         stop.set()

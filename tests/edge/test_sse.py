@@ -14,7 +14,7 @@ import pytest
 
 from tickcast.settings import DEFAULT_SYMBOLS
 
-from ..support import ServerProcess, running_server
+from ..support import ServerProcess, eventually, newest_seq, running_server
 from .rawsse import RawSse
 
 SIM = ["--source", "sim"]
@@ -168,7 +168,8 @@ async def test_a_resumed_stream_misses_nothing_and_repeats_nothing(
         assert await events.next() == {"retry": "2000"}
         before = await events.ticks_for(0.5)
     last_id = before[-1]["id"]
-    await asyncio.sleep(1.0)
+    # A second missed while away: 10 symbols at 10 ticks/s.
+    await eventually(lambda: newest_seq(server) > int(last_id) + 100)
     if how == "header":
         resumed = stream(server, path, headers={"Last-Event-ID": last_id})
     else:
@@ -196,7 +197,8 @@ async def test_a_resume_larger_than_the_buffer_limit_is_paced_not_closed(
         assert await events.next() == {"retry": "2000"}
         before = await events.ticks_for(0.3)
     last_id = before[-1]["id"]
-    await asyncio.sleep(3.0)  # about 300 ticks, 100 KB: six times the limit
+    # About 300 ticks missed (3 s of two symbols at 50/s), 100 KB: six times the limit.
+    await eventually(lambda: newest_seq(tight) > int(last_id) + 300)
     newest = max(int(t["seq"]) for t in tight.get("/prices").json())
     raw = await RawSse.get(
         tight.base + path, headers=[f"Last-Event-ID: {last_id}".encode()], rcvbuf=8192
@@ -235,7 +237,12 @@ async def test_a_resume_from_before_the_history_gets_a_reset(
     async with stream(short_history, path) as events:
         assert await events.next() == {"retry": "2000"}
         before = await events.ticks_for(0.3)
-    await asyncio.sleep(1.5)
+
+    def history_moved_past_the_id() -> bool:
+        oldest = [history_seqs(short_history, s)[0] for s in ("BTCUSDT", "ETHUSDT")]
+        return min(oldest) > int(before[-1]["id"]) + 1
+
+    await eventually(history_moved_past_the_id)
     async with stream(short_history, path, headers={"Last-Event-ID": before[-1]["id"]}) as events:
         assert await events.next() == {"retry": "2000"}
         reset = await events.next()

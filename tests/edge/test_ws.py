@@ -19,7 +19,7 @@ from websockets.typing import Origin
 from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..rawclient import RawWebSocket
-from ..support import ServerProcess, eventually, running_server
+from ..support import ServerProcess, eventually, newest_seq, running_server
 
 Message = dict[str, object]
 SIM = ["--source", "sim"]
@@ -192,7 +192,8 @@ async def test_a_websocket_client_resumes_with_last_event_id(server: ServerProce
     async with connect(url) as ws:
         before = await collect(ws, 0.3)  # only its last seq matters
     last = max(int(str(m["seq"])) for m in before)
-    await asyncio.sleep(1.0)
+    # A second missed while away: 10 symbols at 10 ticks/s.
+    await eventually(lambda: newest_seq(server) > last + 100)
     async with connect(f"{url}&last_event_id={last}") as ws:
         after = await collect(ws, 1.0)
     assert {m["type"] for m in after} == {"tick"}
@@ -325,8 +326,12 @@ async def test_invalid_utf8_is_one_log_line_without_a_traceback(server: ServerPr
             assert await ws.close_code() == 1007
         finally:
             ws.close()
-    await asyncio.sleep(0.2)
-    written = server.log_path.read_bytes()[before:].decode(errors="replace")
+
+    def logged() -> str:
+        return server.log_path.read_bytes()[before:].decode(errors="replace")
+
+    await eventually(lambda: "UTF-8" in logged())
+    written = logged()
     assert "Traceback" not in written
     lines = [line for line in written.splitlines() if "UTF-8" in line]
     assert 1 <= len(lines) <= 5, lines  # one line each, at most a burst (logs.RateLimit)

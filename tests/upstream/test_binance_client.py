@@ -205,9 +205,9 @@ async def test_garbage_and_unknown_events_are_skipped_and_counted() -> None:
     """Malformed frames are counted by kind and skipped; the feed never stops."""
     async with feed() as f:
         f.sim.inject(FaultKind.GARBAGE, 1.0)
-        await asyncio.sleep(1.2)
-        await f.more_ticks(10)
         errors = f.client.normalizer.errors
+        await eventually(lambda: errors["invalid_json"] >= 1 and errors["unknown_event"] >= 1)
+        await f.more_ticks(10)
         assert errors["invalid_json"] >= 1
         assert errors["unknown_event"] >= 1
         assert f.client.counters["reconnects"] == 0
@@ -322,7 +322,7 @@ async def test_a_restarted_exchange_is_not_taken_for_duplicates() -> None:
     """An exchange restarted from scratch (its bookTicker update ids start over) is a new
     history: its updates are published, not dropped as duplicates of the previous run."""
     async with feed(book=True) as f:
-        await asyncio.sleep(2.0)  # let the update ids run well ahead of their start
+        await f.more_ticks(60)  # about 2 s: the update ids run well ahead of their start
         port = f.sim.port
         await f.sim.stop()
         f.sim = SimExchange(SimConfig(port=port, rate=10, ping_interval=0.5))
