@@ -144,7 +144,11 @@ def test_table_shows_quotes_spread_units_and_direction(page: Page, server: Serve
     load(page, server.base + "/")
     btc = page.locator('tr[data-symbol="BTCUSDT"]')
     expect(btc.locator(".move")).to_have_text(re.compile("[▲▼]"), timeout=10_000)
-    bid, ask, spread = (number(btc.locator(c).inner_text()) for c in (".bid", ".ask", ".spread"))
+    # One read of the three cells: read one by one, a tick may land between them.
+    cells = btc.evaluate(
+        "row => ['.bid', '.ask', '.spread'].map(c => row.querySelector(c).innerText)"
+    )
+    bid, ask, spread = (number(text) for text in cells)
     assert 0 < bid <= ask
     assert spread >= 0
     expect(btc.locator(".volume")).to_have_text(re.compile(r"^[0-9.,]+[KMB]? BTC$"))
