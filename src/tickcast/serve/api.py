@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
@@ -23,6 +24,7 @@ from tickcast.edge.guard import HandshakeGuard
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
+from tickcast.errors import http_error_code
 from tickcast.logs import flush_rate_limits
 from tickcast.messages.tick import Tick
 from tickcast.node import Node
@@ -91,6 +93,30 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
 
 
+# What an error message repeats of the request's path, at most: enough to recognise it.
+ECHO_PATH_CHARS = 120
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """An HTTP error raised by the framework (no such path, a method the path does not
+    take, ...) gets the common ``{"error","message"}`` body with a named code, and keeps
+    its headers (a 405's ``Allow``)."""
+    if not isinstance(exc, StarletteHTTPException):
+        return error_response(500, "internal_error", "internal error")
+    path = request.url.path[:ECHO_PATH_CHARS]
+    status = exc.status_code
+    if status == 404:
+        message = f"nothing at {path}; the API is described at /docs"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("Allow", "GET")
+        message = f"{request.method} is not allowed on {path} (allowed: {allowed})"
+    else:
+        message = str(exc.detail)
+    response = error_response(status, http_error_code(status), message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def tick_response(tick: Tick) -> Response:
     # The tick's own encoding: exact decimals, the same bytes the streams send.
     return Response(tick.encode(), media_type="application/json")
@@ -154,6 +180,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         responses=VALIDATION,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.state.node = node
     app.state.edge = edge
     app.state.settings = settings
@@ -279,6 +306,19 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
             )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
         return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
+
+    # A WebSocket upgrade of /ws never gets here (TickcastApp sends it to its endpoint):
+    # this is a plain HTTP request of it, a client that forgot to upgrade.
+    @app.get("/ws", include_in_schema=False)
+    async def ws_without_upgrade() -> JSONResponse:
+        response = error_response(
+            426,
+            "upgrade_required",
+            "/ws is a WebSocket endpoint: connect with a WebSocket client "
+            "(ws://HOST:PORT/ws), or read /sse or /price over plain HTTP",
+        )
+        response.headers["Upgrade"] = "websocket"
+        return response
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
