@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -65,6 +66,25 @@ def parse_op(text: str) -> dict[str, object]:
     if not isinstance(request.get("op"), str):
         raise OpError(ErrorCode.INVALID_OP, 'missing "op"', op_id)
     return request
+
+
+def resolve(names: Iterable[str], served: frozenset[str]) -> tuple[list[str], list[str]]:
+    """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the names
+    not served here, each once, in the order given (SPEC §6: a request naming both
+    subscribes the first and reports the second)."""
+    wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
+    unknown = [s for s in wanted if s != "*" and s not in served]
+    if "*" in wanted:
+        return sorted(served), unknown
+    return [s for s in wanted if s in served], unknown
+
+
+def unknown_symbols_error(unknown: list[str], op_id: object = None) -> dict[str, object]:
+    """The ``unknown_symbol`` error naming ``unknown``: the same message on ``/ws`` (a
+    reply) and ``/sse`` (an ``event: error``)."""
+    message = f"not served here: {', '.join(unknown)}"
+    error = {"type": "error", "code": ErrorCode.UNKNOWN_SYMBOL.value, "message": message}
+    return with_id({**error, "symbols": unknown}, op_id)
 
 
 def symbols_field(request: dict[str, object]) -> list[str]:

@@ -19,7 +19,16 @@ from typing import Literal, Protocol
 import orjson
 
 from tickcast.edge.backlog import Backlog
-from tickcast.edge.ops import OpError, OpOutcome, TokenBucket, parse_op, symbols_field, with_id
+from tickcast.edge.ops import (
+    OpError,
+    OpOutcome,
+    TokenBucket,
+    parse_op,
+    resolve,
+    symbols_field,
+    unknown_symbols_error,
+    with_id,
+)
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason, ErrorCode
 
@@ -565,13 +574,8 @@ class Session:
         )
 
     def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the
-        names not served here, each once, in the order given."""
-        wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
-        unknown = [s for s in wanted if s != "*" and s not in self.served]
-        if "*" in wanted:
-            return sorted(self.served), unknown
-        return [s for s in wanted if s in self.served], unknown
+        """The served symbols ``names`` ask for and the names not served here (``ops.resolve``)."""
+        return resolve(names, self.served)
 
     def choose(self, names: Iterable[str], op_id: object = None) -> list[str]:
         """What a subscribe to ``names`` (an op, or ``?symbols=`` at connect) subscribes.
@@ -595,8 +599,7 @@ class Session:
 
     def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
         if unknown:
-            message = f"not served here: {', '.join(unknown)}"
-            self._error(op_id, ErrorCode.UNKNOWN_SYMBOL, message, symbols=unknown)
+            self.send_message(unknown_symbols_error(unknown, op_id))
 
     def _ack(self, op_id: object, op: str, symbols: list[str]) -> None:
         self.send_message(with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))

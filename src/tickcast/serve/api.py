@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
 from tickcast.edge.guard import HandshakeGuard
+from tickcast.edge.ops import resolve
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
@@ -293,19 +294,19 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         denial = edge.admit(client)
         if denial is not None:
             return error_response(denial.status, denial.code, denial.message)
-        wanted = settings.symbols if symbols is None else parse_symbols(symbols) or []
-        if "*" in wanted:
-            wanted = sorted(edge.served)
-        unknown = [s for s in wanted if s not in edge.served]
-        if unknown:
+        names = settings.symbols if symbols is None else parse_symbols(symbols) or []
+        # SPEC §6's partial subscribe, as on /ws: the served symbols stream and the others
+        # are reported in an ``event: error``; only a request serving nothing is refused.
+        wanted, unknown = resolve(names, edge.served)
+        if unknown and not wanted:
             return error_response(404, "unknown_symbol", f"not served here: {', '.join(unknown)}")
-        if symbols is not None and len(set(wanted)) > settings.max_subscriptions:
+        if symbols is not None and len(wanted) > settings.max_subscriptions:
             limit = settings.max_subscriptions
             return error_response(
                 400, "too_many_subscriptions", f"at most {limit} symbols per client"
             )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
-        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
+        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms), unknown)
 
     # A WebSocket upgrade of /ws never gets here (TickcastApp sends it to its endpoint):
     # this is a plain HTTP request of it, a client that forgot to upgrade.
