@@ -369,6 +369,28 @@ async def test_unknown_symbols_are_an_error_event_and_the_served_ones_stream(
     assert live and {tick_of(e)["symbol"] for e in live} == {"BTCUSDT"}
 
 
+async def test_a_throttled_stream_counts_the_snapshot_as_the_last_send(
+    server: ServerProcess,
+) -> None:
+    """With ``throttle_ms=60000`` the snapshot (or the ``reset`` of a resume that cannot be
+    served) is the symbol's send of the window: no live tick of it follows within the next
+    seconds (10 ticks/s arrive upstream)."""
+    path = "/sse?symbols=BTCUSDT&throttle_ms=60000"
+    async with (
+        stream(server, path) as events,
+        stream(server, path, {"Last-Event-ID": "1"}) as resumed,
+    ):
+        assert await events.next() == {"retry": "2000"}
+        assert await resumed.next() == {"retry": "2000"}
+        snapshot = await events.next()
+        reset = await resumed.next()
+        later, after_reset = await asyncio.gather(events.ticks_for(1.5), resumed.ticks_for(1.5))
+    assert snapshot is not None and is_tick(snapshot)
+    assert reset is not None and reset["event"] == "reset"
+    assert later == []
+    assert after_reset == []
+
+
 async def test_a_closed_stream_is_forgotten(server: ServerProcess) -> None:
     """When an SSE client goes away its session and subscriptions are dropped."""
     async with stream(server, "/sse?symbols=BTCUSDT,ETHUSDT,SOLUSDT") as events:

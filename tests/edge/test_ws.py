@@ -399,6 +399,25 @@ async def test_a_throttled_client_gets_its_replies_at_once(server: ServerProcess
         assert time.monotonic() - started < 1.0
 
 
+async def test_a_throttled_client_counts_the_snapshot_as_the_last_send(
+    server: ServerProcess,
+) -> None:
+    """With ``throttle_ms=60000`` the snapshot (at connect, after a subscribe op, or in the
+    ``reset`` of a resume that cannot be served) is the symbol's send of the window: no
+    live tick of it follows in the next seconds."""
+    url = server.ws_base + "/ws?symbols=BTCUSDT&throttle_ms=60000"
+    async with connect(url) as ws, connect(url + "&last_event_id=1") as resumed:
+        assert (await recv_json(ws))["symbol"] == "BTCUSDT"
+        await send_op(ws, {"op": "subscribe", "symbols": ["ETHUSDT"], "id": 1})
+        assert (await next_of_type(ws, "ack"))["symbols"] == ["ETHUSDT"]
+        assert (await recv_json(ws))["symbol"] == "ETHUSDT"
+        reset = await recv_json(resumed)
+        assert reset["type"] == "reset"
+        later, after_reset = await asyncio.gather(collect(ws, 1.5), collect(resumed, 1.5))
+    assert tick_symbols(later) == []
+    assert tick_symbols(after_reset) == []
+
+
 async def test_every_client_sees_seq_increase_per_symbol(server: ServerProcess) -> None:
     """Several clients at once each get every symbol in strictly increasing seq order."""
     async with (

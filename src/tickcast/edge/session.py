@@ -283,6 +283,15 @@ class Session:
         last = self._last_sent.get(symbol)
         return -math.inf if last is None else last + self._throttle
 
+    def sent_now(self, symbols: Iterable[str]) -> None:
+        """The latest ticks of ``symbols`` were just written outside ``offer`` (an SSE
+        stream's opening snapshot, a ``reset``): under a throttle they are the symbols'
+        last send, so their next tick waits out the window (latest value wins)."""
+        if self._throttle:
+            now = self._clock()
+            for symbol in symbols:
+                self._last_sent[symbol] = now
+
     def _hold(self, symbol: str, wire: Wire) -> None:
         if symbol in self._pending:
             self.conflated += 1

@@ -55,11 +55,13 @@ class Opening:
 
     ``head``: the bytes to write at once: ``retry:``, the notices (an ``event: error``
     naming symbols not served), then the snapshot, or a ``reset`` when the client cannot
-    resume. ``replay``: the missed ticks of a resume, which go through the session's flow
-    control: up to the whole history, too much to write in one go.
+    resume. ``sent``: the symbols whose latest tick ``head`` carries (under a throttle,
+    their last send). ``replay``: the missed ticks of a resume, which go through the
+    session's flow control: up to the whole history, too much to write in one go.
     """
 
     head: bytes
+    sent: list[str]
     replay: list[Tick]
 
 
@@ -71,13 +73,13 @@ def opening(
     head = b"retry: %d\n\n" % edge.settings.sse_retry_ms + notices
     missed = None if resume is None else missed_ticks(hub, symbols, resume)
     if missed is not None:
-        return Opening(head, missed)
+        return Opening(head, [], missed)
     ticks = snapshot(hub, symbols)
     if resume is None:
         head += b"".join(encode_tick("sse_event", t) for t in ticks)
     else:
         head += reset_event(ticks, hub.last_seq())
-    return Opening(head, [])
+    return Opening(head, [t.symbol for t in ticks], [])
 
 
 def reset_event(ticks: list[Tick], last_seq: int) -> bytes:
@@ -136,7 +138,7 @@ class EventStream(Response):
         # No await between the opening and the registration: no tick can fall between.
         start = opening(self.edge, self.symbols, self.last_event_id, unknown_event(self.unknown))
         transport.write(_framed(transport.wire_format, start.head))
-        return self.edge.open(
+        session = self.edge.open(
             transport,
             self.client.ip,
             self.symbols,
@@ -145,6 +147,8 @@ class EventStream(Response):
             snapshot=False,
             replay=start.replay,
         )
+        session.sent_now(start.sent)
+        return session
 
 
 def _framed(fmt: WireFormat, events: bytes) -> bytes:
