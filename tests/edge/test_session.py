@@ -680,6 +680,11 @@ def test_ops_over_the_rate_get_rate_limited_errors() -> None:
     out = transport.messages()
     assert [m["type"] for m in out] == ["pong"] * 5 + ["error"]
     assert out[-1]["code"] == "rate_limited"
+    assert out[-1]["id"] == 99, "the error names the op it refuses"
+    op(session, {"op": "ping"})
+    session.handle_text('{"op":"ping","id":[1]}')
+    session.handle_text("not json")
+    assert [m.get("id", "none") for m in transport.messages()] == ["none"] * 3
     clock.advance(0.1)
     op(session, {"op": "ping", "id": 100})
     assert transport.messages() == [{"type": "pong", "id": 100}]

@@ -22,7 +22,8 @@ from tickcast.edge.backlog import Backlog
 from tickcast.edge.ops import (
     OpError,
     OpOutcome,
-    TokenBucket,
+    OpRateLimit,
+    op_id_of,
     parse_op,
     resolve,
     symbols_field,
@@ -38,12 +39,6 @@ TransportKind = Literal["ws", "sse"]
 # Control replies wait here while the transport is paused; ops are rate limited, so
 # reaching this means the client sends ops and never reads.
 MAX_PENDING_CONTROL = 256
-# A client whose ops stay over the rate limit this long is closed.
-RATE_LIMIT_CLOSE_AFTER = 5.0
-# Refusals less than this far apart count as one stretch over the limit: a client sending
-# flat out still gets an op through whenever a token refills, and that must not restart
-# the count.
-RATE_LIMIT_CALM = 1.0
 # The longest ``throttle_ms`` a client may ask for. Without a bound a client could pin its
 # session (and, through a timer, its connection) for decades after it has gone.
 MAX_THROTTLE_MS = 60_000
@@ -114,15 +109,13 @@ class Session:
         "_backlog",
         "_blocked_buffered",
         "_blocked_since",
-        "_bucket",
         "_clock",
         "_coalescer",
         "_control",
         "_flush_due",
         "_flush_timer",
         "_last_sent",
-        "_limited_last",
-        "_limited_since",
+        "_op_rate",
         "_pending",
         "_schedule",
         "_stuck_since",
@@ -183,9 +176,7 @@ class Session:
         self._blocked_buffered = 0
         self._acked = -1
         self._stuck_since: float | None = None
-        self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
-        self._limited_since: float | None = None
-        self._limited_last = 0.0
+        self._op_rate = OpRateLimit(limits.ops_per_second, limits.ops_burst, clock())
         # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go to
         # ``outbuf`` with no further checks, and the fan-out writes them with ``direct``
         # (the socket's own write) at the end of the event loop's turn.
@@ -537,13 +528,12 @@ class Session:
         now = self._clock()
         self.wants_status = True
         op_id: object = None
-        if not self._bucket.take(now):
-            if self._limited_since is None or now - self._limited_last > RATE_LIMIT_CALM:
-                self._limited_since = now
-            self._limited_last = now
-            if now - self._limited_since >= RATE_LIMIT_CLOSE_AFTER:
-                return OpOutcome(close=CloseReason.RATE_LIMITED)
-            self._error(None, ErrorCode.RATE_LIMITED, "too many ops; slow down")
+        verdict = self._op_rate.check(now)
+        if verdict == "close":
+            return OpOutcome(close=CloseReason.RATE_LIMITED)
+        if verdict == "refuse":
+            # The refusal names the op it refuses, as any reply does.
+            self._error(op_id_of(text), ErrorCode.RATE_LIMITED, "too many ops; slow down")
             return OpOutcome()
         try:
             request = parse_op(text)
@@ -562,13 +552,13 @@ class Session:
             self.send_message(with_id({"type": "pong"}, op_id))
             return OpOutcome()
         if op == "list":
-            self._ack(op_id, "list", sorted(self.symbols))
+            self.ack(op_id, "list", sorted(self.symbols))
             return OpOutcome()
         if op == "subscribe":
             wanted = self.choose(symbols_field(request), op_id)
             if not wanted:
                 return OpOutcome()
-            self._ack(op_id, "subscribe", wanted)
+            self.ack(op_id, "subscribe", wanted)
             return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
         if op == "unsubscribe":
             served, unknown = self.resolve(symbols_field(request))
@@ -576,7 +566,7 @@ class Session:
             if not served:
                 return OpOutcome()
             gone = [s for s in served if s in self.symbols]
-            self._ack(op_id, "unsubscribe", gone)
+            self.ack(op_id, "unsubscribe", gone)
             return OpOutcome(unsubscribe=gone)
         raise OpError(
             ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
@@ -610,7 +600,8 @@ class Session:
         if unknown:
             self.send_message(unknown_symbols_error(unknown, op_id))
 
-    def _ack(self, op_id: object, op: str, symbols: list[str]) -> None:
+    def ack(self, op_id: object, op: str, symbols: list[str]) -> None:
+        """``{"type":"ack","op":...,"symbols":[...]}``, with the op's id when it had one."""
         self.send_message(with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
