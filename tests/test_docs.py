@@ -88,6 +88,7 @@ def readme_block(containing: str) -> str:
 def test_the_readme_resume_example_resumes_without_a_reset(server: ServerProcess) -> None:
     """The README's SSE resume commands, run as written against a server, resume: the
     stream carries ticks after the id it sent back and no ``reset``."""
+    require_program("/usr/bin/curl", "curl", "README example")
     script = readme_block("Last-Event-ID").replace("localhost:8000", server.base[7:])
     # The example streams until interrupted; here each stream stops after a few seconds.
     script = script.replace("curl -N ", "curl -sN --max-time 4 ")

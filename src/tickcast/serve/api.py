@@ -299,7 +299,9 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         # are reported in an ``event: error``; only a request serving nothing is refused.
         wanted, unknown = resolve(names, edge.served)
         if unknown and not wanted:
-            return error_response(404, "unknown_symbol", f"not served here: {', '.join(unknown)}")
+            listed = ", ".join(unknown)
+            message = f"none of these symbols is served here: {listed}; see /symbols"
+            return error_response(404, "unknown_symbol", message)
         if symbols is not None and len(wanted) > settings.max_subscriptions:
             limit = settings.max_subscriptions
             return error_response(
