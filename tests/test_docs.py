@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -13,6 +16,8 @@ import pytest
 from tickcast.errors import CloseReason
 
 from .support import CHROMIUM, ServerProcess, chromium, require_program, running_server
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +49,15 @@ def test_docs_assets_serve_named_files_only(client: httpx.Client) -> None:
 
 
 def test_openapi_describes_the_websocket_protocol(client: httpx.Client) -> None:
-    """The schema's description documents /ws: its ops, replies and every close code."""
+    """The schema's description documents /ws (ops, replies, what a connect is answered,
+    every close code), /sse's named events and resume, and the error codes."""
     text = client.get("/openapi.json").json()["info"]["description"]
     for word in ("/ws", "subscribe", "unsubscribe", '"op":"list"', "pong", "ack", "error"):
         assert word in text
+    for word in ("event: error", "unknown_symbol", "status=1&symbols=", "upgrade_required"):
+        assert word in text, word
+    for word in ("not_found", "method_not_allowed", "Last-Event-ID", "event: reset"):
+        assert word in text, word
     for reason in CloseReason:
         if reason is not CloseReason.GONE:
             assert f"| {reason.code} | {reason.reason} |" in text
@@ -65,6 +75,31 @@ def test_validation_errors_use_the_common_error_body(client: httpx.Client, path:
     assert set(body) == {"error", "message"}
     assert body["error"] == "invalid_request"
     assert path.split("?")[1].split("=")[0] in body["message"]
+
+
+def readme_block(containing: str) -> str:
+    """The README's shell code block that contains ``containing``, unindented."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.DOTALL)
+    found = [textwrap.dedent(b) for b in blocks if containing in b]
+    assert len(found) == 1, f"one README block with {containing!r}, found {len(found)}"
+    return found[0]
+
+
+def test_the_readme_resume_example_resumes_without_a_reset(server: ServerProcess) -> None:
+    """The README's SSE resume commands, run as written against a server, resume: the
+    stream carries ticks after the id it sent back and no ``reset``."""
+    require_program("/usr/bin/curl", "curl", "README example")
+    script = readme_block("Last-Event-ID").replace("localhost:8000", server.base[7:])
+    # The example streams until interrupted; here each stream stops after a few seconds.
+    script = script.replace("curl -N ", "curl -sN --max-time 4 ")
+    assert "curl -sN --max-time 4 " in script
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    out = run.stdout
+    assert "event: reset" not in out, out
+    ids = [int(i) for i in re.findall(r"^id: (\d+)$", out, re.MULTILINE)]
+    assert ids, f"no tick received: {out!r} {run.stderr!r}"
+    sent = max(int(t["seq"]) for t in httpx.get(server.base + "/history/BTCUSDT").json())
+    assert ids == sorted(ids) and ids[-1] <= sent
 
 
 @pytest.mark.e2e

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
@@ -181,3 +182,39 @@ def test_no_data_yet_is_a_503_json_error(tmp_path: Path) -> None:
         status = server.status()
         assert status["simulated"] is False
         assert status["upstream"]["state"] in ("connecting", "reconnecting")  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/docs/assets/%2e%2e/core.py", 404, "not_found"),
+        ("POST", "/price", 405, "method_not_allowed"),
+        ("DELETE", "/sse", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_paths_and_methods_use_the_common_error_body(
+    server: ServerProcess, method: str, path: str, status: int, code: str
+) -> None:
+    """A path or method the API does not have answers {"error","message"} with a named
+    code, like every other error, not FastAPI's {"detail"}."""
+    response = httpx.request(method, server.base + path, timeout=5)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "message"}
+    assert body["error"] == code
+    if status == 405:
+        assert "GET" in response.headers["allow"]
+
+
+def test_a_plain_get_of_ws_is_426_upgrade_required(server: ServerProcess) -> None:
+    """``GET /ws`` without an Upgrade answers 426 with ``Upgrade: websocket`` and the
+    common error body saying how to connect."""
+    response = server.get("/ws?symbols=BTCUSDT")
+    assert response.status_code == 426
+    assert response.headers["upgrade"].lower() == "websocket"
+    body = response.json()
+    assert set(body) == {"error", "message"}
+    assert body["error"] == "upgrade_required"
+    assert "WebSocket" in body["message"]

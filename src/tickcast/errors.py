@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum, StrEnum
+from http import HTTPStatus
 
 
 class CloseReason(Enum):
@@ -38,3 +40,14 @@ class ErrorCode(StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     RATE_LIMITED = "rate_limited"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
+
+
+def http_error_code(status: int) -> str:
+    """The ``error`` code of an HTTP error response with no code of its own (a path or
+    method that does not exist): its status phrase in snake case, as 404 ``not_found``,
+    405 ``method_not_allowed``, 426 ``upgrade_required``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "http_error"
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")

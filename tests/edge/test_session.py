@@ -201,6 +201,21 @@ def test_a_huge_throttle_still_sends_each_symbols_first_tick() -> None:
     assert seqs(transport.messages()) == [("BTCUSDT", 1), ("ETHUSDT", 2)]
 
 
+def test_a_snapshot_sent_outside_offer_starts_the_throttle_window() -> None:
+    """A snapshot the stream wrote itself (SSE's opening, a reset) counts as the symbol's
+    last send: its next tick waits out the window, latest value wins."""
+    session, transport, clock = make(throttle_ms=1000)
+    session.sent_now(["BTCUSDT"])
+    clock.advance(0.2)
+    session.offer(tick("BTCUSDT", 2))
+    session.offer(tick("BTCUSDT", 4))
+    assert transport.writes == []
+    clock.advance(0.79)
+    assert transport.writes == []
+    clock.advance(0.02)
+    assert seqs(transport.messages()) == [("BTCUSDT", 4)]
+
+
 def test_replies_to_a_throttled_client_are_not_held_by_the_throttle() -> None:
     """Replies go out at once while ticks wait for their throttle window."""
     session, transport, clock = make(throttle_ms=5000)
@@ -665,6 +680,11 @@ def test_ops_over_the_rate_get_rate_limited_errors() -> None:
     out = transport.messages()
     assert [m["type"] for m in out] == ["pong"] * 5 + ["error"]
     assert out[-1]["code"] == "rate_limited"
+    assert out[-1]["id"] == 99, "the error names the op it refuses"
+    op(session, {"op": "ping"})
+    session.handle_text('{"op":"ping","id":[1]}')
+    session.handle_text("not json")
+    assert [m.get("id", "none") for m in transport.messages()] == ["none"] * 3
     clock.advance(0.1)
     op(session, {"op": "ping", "id": 100})
     assert transport.messages() == [{"type": "pong", "id": 100}]

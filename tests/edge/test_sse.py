@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
 import orjson
 import pytest
+from websockets.asyncio.client import connect
 
 from tickcast.settings import DEFAULT_SYMBOLS
 
-from ..support import ServerProcess, eventually, newest_seq, running_server
+from ..support import (
+    CHROMIUM,
+    ServerProcess,
+    chromium,
+    eventually,
+    newest_seq,
+    require_program,
+    running_server,
+)
 from .rawsse import RawSse
 
 SIM = ["--source", "sim"]
@@ -340,14 +351,59 @@ async def test_the_stream_sends_heartbeat_comments(server: ServerProcess) -> Non
     assert comments >= 2
 
 
-async def test_an_unknown_symbol_is_a_404_json_error(server: ServerProcess) -> None:
-    """``/sse?symbols=`` with a symbol not served answers 404 with a JSON error body."""
+async def test_a_stream_of_no_served_symbol_is_a_404_json_error(server: ServerProcess) -> None:
+    """``/sse?symbols=`` naming no symbol served here answers 404 with a JSON error body."""
     async with httpx.AsyncClient(base_url=server.base, timeout=5) as client:
-        response = await client.get("/sse?symbols=BTCUSDT,NOPEUSDT")
+        response = await client.get("/sse?symbols=NOPEUSDT,fooUSDT")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"] == "unknown_symbol"
     assert "NOPEUSDT" in response.json()["message"]
+    assert "FOOUSDT" in response.json()["message"]
+
+
+async def test_unknown_symbols_are_an_error_event_and_the_served_ones_stream(
+    server: ServerProcess,
+) -> None:
+    """``/sse?symbols=FOOUSDT,BTCUSDT`` streams BTCUSDT and reports FOOUSDT in a named
+    ``event: error`` carrying the same JSON as the ``/ws`` error for the same request."""
+    async with connect(server.ws_base + "/ws?symbols=FOOUSDT,BTCUSDT") as ws:
+        ws_error = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    async with stream(server, "/sse?symbols=FOOUSDT,BTCUSDT") as events:
+        assert await events.next() == {"retry": "2000"}
+        error = await events.next()
+        snapshot = await events.next()
+        live = await events.ticks_for(1.0)
+    assert error is not None and error["event"] == "error"
+    assert "id" not in error, "an error is no resume point"
+    body = orjson.loads(error["data"])
+    assert body == ws_error
+    assert body["code"] == "unknown_symbol"
+    assert body["symbols"] == ["FOOUSDT"]
+    assert snapshot is not None and tick_of(snapshot)["symbol"] == "BTCUSDT"
+    assert live and {tick_of(e)["symbol"] for e in live} == {"BTCUSDT"}
+
+
+async def test_a_throttled_stream_counts_the_snapshot_as_the_last_send(
+    server: ServerProcess,
+) -> None:
+    """With ``throttle_ms=60000`` the snapshot (or the ``reset`` of a resume that cannot be
+    served) is the symbol's send of the window: no live tick of it follows within the next
+    seconds (10 ticks/s arrive upstream)."""
+    path = "/sse?symbols=BTCUSDT&throttle_ms=60000"
+    async with (
+        stream(server, path) as events,
+        stream(server, path, {"Last-Event-ID": "1"}) as resumed,
+    ):
+        assert await events.next() == {"retry": "2000"}
+        assert await resumed.next() == {"retry": "2000"}
+        snapshot = await events.next()
+        reset = await resumed.next()
+        later, after_reset = await asyncio.gather(events.ticks_for(1.5), resumed.ticks_for(1.5))
+    assert snapshot is not None and is_tick(snapshot)
+    assert reset is not None and reset["event"] == "reset"
+    assert later == []
+    assert after_reset == []
 
 
 async def test_a_closed_stream_is_forgotten(server: ServerProcess) -> None:
@@ -377,3 +433,31 @@ async def test_sigterm_ends_open_streams_and_exits_within_5s(tmp_path: Path) -> 
             took = await asyncio.to_thread(server.stop)
             await ended
     assert took < 5.0
+
+
+@pytest.mark.e2e
+def test_the_sse_dashboard_with_a_stale_saved_symbol_shows_the_served_rows(
+    server: ServerProcess,
+) -> None:
+    """The dashboard on SSE, whose saved list names a symbol no longer served, shows the
+    served symbols' rows with live prices and stays connected."""
+    require_program(CHROMIUM, "chromium", "browser")
+    from playwright.sync_api import Browser, expect
+
+    saved = orjson.dumps({"symbols": ["FOOUSDT", "BTCUSDT", "ETHUSDT"]}).decode()
+    with chromium() as instance:
+        context = cast(Browser, instance).new_context()
+        context.add_init_script(f"localStorage.setItem('tickcast.dashboard.v1', '{saved}')")
+        page = context.new_page()
+        page.goto(server.base + "/?transport=sse")
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            price = page.locator(f'tr[data-symbol="{symbol}"] td.price')
+            expect(price).to_have_text(re.compile(r"\d"), timeout=15_000)
+        page.wait_for_function(
+            "() => Number(document.querySelector('#tick-count').textContent) > 20",
+            timeout=10_000,
+        )
+        stats = page.evaluate("window.tickcast.stats()")
+        context.close()
+    assert stats["conn"] == "connected"
+    assert stats["reconnects"] == 0

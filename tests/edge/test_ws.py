@@ -169,6 +169,30 @@ async def test_a_subscribe_naming_unknown_symbols_serves_the_known_ones(
     assert set(tick_symbols(later)) == {"BTCUSDT", "ETHUSDT"}
 
 
+async def test_a_status_client_gets_an_ack_of_its_connect_symbols(server: ServerProcess) -> None:
+    """``?status=1&symbols=`` is answered like a subscribe op with no id: the error for the
+    unknown names, then an ``ack`` of what was subscribed, then its snapshot."""
+    async with connect(server.ws_base + "/ws?status=1&symbols=BTCUSDT,NOPEUSDT,ethusdt") as ws:
+        assert (await recv_json(ws))["type"] == "status"
+        error = await recv_json(ws)
+        ack = await recv_json(ws)
+        snapshot = [await recv_json(ws), await recv_json(ws)]
+    assert error["code"] == "unknown_symbol" and "id" not in error
+    assert ack == {"type": "ack", "op": "subscribe", "symbols": ["BTCUSDT", "ETHUSDT"]}
+    assert sorted(tick_symbols(snapshot)) == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_a_client_that_asked_for_no_control_messages_gets_no_ack(
+    server: ServerProcess,
+) -> None:
+    """Without ``?status=1``, a connect with ``?symbols=`` (or none) that sends nothing
+    receives ticks only: no ack, no status."""
+    for query in ("?symbols=BTCUSDT,ETHUSDT", "?throttle_ms=0", ""):
+        async with connect(server.ws_base + "/ws" + query) as ws:
+            messages = await collect(ws, 0.5)
+        assert messages and {m["type"] for m in messages} == {"tick"}, query
+
+
 @pytest.mark.parametrize("value", ["1e12", "60001", "-5", "nan", "fast"])
 async def test_a_throttle_out_of_bounds_is_refused_at_the_handshake(
     server: ServerProcess, value: str
@@ -369,13 +393,30 @@ async def test_ops_sustained_over_the_rate_limit_close_with_1008(server: ServerP
     assert closes["rate_limited"] >= 1
 
 
+async def test_a_rate_limited_op_gets_an_error_with_its_id(server: ServerProcess) -> None:
+    """Ops past the burst are refused with ``rate_limited`` errors, each carrying the id of
+    the op it refuses (and none for an op that had no id)."""
+    async with connect(server.ws_base + "/ws?symbols=BTCUSDT") as ws:
+        for n in range(60):
+            await send_op(ws, {"op": "ping", "id": f"p{n}"})
+        await send_op(ws, {"op": "ping"})
+        replies = [m for m in await collect(ws, 1.0) if m["type"] != "tick"]
+    limited = [m for m in replies if m["type"] == "error"]
+    assert limited and {m["code"] for m in limited} == {"rate_limited"}
+    answered = [m.get("id") for m in replies if m["type"] == "pong"]
+    ids = [m.get("id") for m in limited]
+    assert sorted(map(str, answered + ids)) == sorted([f"p{n}" for n in range(60)] + ["None"])
+
+
 async def test_a_status_client_gets_the_upstream_state(server: ServerProcess) -> None:
-    """``?status=1`` clients get ``{"type":"status","upstream":...}`` before the ticks."""
+    """``?status=1`` clients get ``{"type":"status","upstream":...}`` first, then the ack
+    of their ``?symbols=`` and the ticks."""
     async with connect(server.ws_base + "/ws?status=1&symbols=BTCUSDT") as ws:
         first = await recv_json(ws)
         assert first["type"] == "status"
         assert first["upstream"] == "connected"
         assert first["source"] == "sim"
+        assert (await recv_json(ws))["type"] == "ack"
         assert (await recv_json(ws))["type"] == "tick"
 
 
@@ -402,6 +443,25 @@ async def test_a_throttled_client_gets_its_replies_at_once(server: ServerProcess
         await send_op(ws, {"op": "ping", "id": 1})
         assert await next_of_type(ws, "pong", timeout=4) == {"type": "pong", "id": 1}
         assert time.monotonic() - started < 1.0
+
+
+async def test_a_throttled_client_counts_the_snapshot_as_the_last_send(
+    server: ServerProcess,
+) -> None:
+    """With ``throttle_ms=60000`` the snapshot (at connect, after a subscribe op, or in the
+    ``reset`` of a resume that cannot be served) is the symbol's send of the window: no
+    live tick of it follows in the next seconds."""
+    url = server.ws_base + "/ws?symbols=BTCUSDT&throttle_ms=60000"
+    async with connect(url) as ws, connect(url + "&last_event_id=1") as resumed:
+        assert (await recv_json(ws))["symbol"] == "BTCUSDT"
+        await send_op(ws, {"op": "subscribe", "symbols": ["ETHUSDT"], "id": 1})
+        assert (await next_of_type(ws, "ack"))["symbols"] == ["ETHUSDT"]
+        assert (await recv_json(ws))["symbol"] == "ETHUSDT"
+        reset = await recv_json(resumed)
+        assert reset["type"] == "reset"
+        later, after_reset = await asyncio.gather(collect(ws, 1.5), collect(resumed, 1.5))
+    assert tick_symbols(later) == []
+    assert tick_symbols(after_reset) == []
 
 
 async def test_every_client_sees_seq_increase_per_symbol(server: ServerProcess) -> None:

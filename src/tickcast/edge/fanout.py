@@ -386,7 +386,9 @@ class Edge:
         or the hub lost the history its ticks belonged to."""
         hub = self.node.hub
         last_seq = hub.last_seq()
-        session.reset(reset_message(snapshot(hub, symbols), last_seq), last_seq)
+        ticks = snapshot(hub, symbols)
+        session.reset(reset_message(ticks, last_seq), last_seq)
+        session.sent_now(t.symbol for t in ticks)
 
     def broadcast_status(self, status: dict[str, object]) -> None:
         for session in tuple(self.sessions.values()):

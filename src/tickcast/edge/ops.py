@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 
@@ -27,6 +29,35 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+# A client whose ops stay over the rate limit this long is closed.
+RATE_LIMIT_CLOSE_AFTER = 5.0
+# Refusals less than this far apart count as one stretch over the limit: a client sending
+# flat out still gets an op through whenever a token refills, and that must not restart
+# the count.
+RATE_LIMIT_CALM = 1.0
+
+
+class OpRateLimit:
+    """One client's op rate limit (SPEC §10): each op takes a token; one refused is
+    answered ``rate_limited``, and a client over the limit for
+    ``RATE_LIMIT_CLOSE_AFTER`` seconds is closed."""
+
+    __slots__ = ("_bucket", "_last", "_since")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._bucket = TokenBucket(rate, burst, now)
+        self._since: float | None = None
+        self._last = 0.0
+
+    def check(self, now: float) -> Literal["ok", "refuse", "close"]:
+        if self._bucket.take(now):
+            return "ok"
+        if self._since is None or now - self._last > RATE_LIMIT_CALM:
+            self._since = now
+        self._last = now
+        return "close" if now - self._since >= RATE_LIMIT_CLOSE_AFTER else "refuse"
 
 
 @dataclass
@@ -65,6 +96,34 @@ def parse_op(text: str) -> dict[str, object]:
     if not isinstance(request.get("op"), str):
         raise OpError(ErrorCode.INVALID_OP, 'missing "op"', op_id)
     return request
+
+
+def op_id_of(text: str) -> object:
+    """The ``id`` of the op in ``text``, None when it has none or is not an op: the
+    reply to an op refused before it is read (rate limited) still names it."""
+    try:
+        return parse_op(text).get("id")
+    except OpError as exc:
+        return exc.op_id
+
+
+def resolve(names: Iterable[str], served: frozenset[str]) -> tuple[list[str], list[str]]:
+    """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the names
+    not served here, each once, in the order given (SPEC §6: a request naming both
+    subscribes the first and reports the second)."""
+    wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
+    unknown = [s for s in wanted if s != "*" and s not in served]
+    if "*" in wanted:
+        return sorted(served), unknown
+    return [s for s in wanted if s in served], unknown
+
+
+def unknown_symbols_error(unknown: list[str], op_id: object = None) -> dict[str, object]:
+    """The ``unknown_symbol`` error naming ``unknown``: the same message on ``/ws`` (a
+    reply) and ``/sse`` (an ``event: error``)."""
+    message = f"not served here: {', '.join(unknown)}"
+    error = {"type": "error", "code": ErrorCode.UNKNOWN_SYMBOL.value, "message": message}
+    return with_id({**error, "symbols": unknown}, op_id)
 
 
 def symbols_field(request: dict[str, object]) -> list[str]:

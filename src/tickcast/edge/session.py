@@ -19,7 +19,17 @@ from typing import Literal, Protocol
 import orjson
 
 from tickcast.edge.backlog import Backlog
-from tickcast.edge.ops import OpError, OpOutcome, TokenBucket, parse_op, symbols_field, with_id
+from tickcast.edge.ops import (
+    OpError,
+    OpOutcome,
+    OpRateLimit,
+    op_id_of,
+    parse_op,
+    resolve,
+    symbols_field,
+    unknown_symbols_error,
+    with_id,
+)
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason, ErrorCode
 
@@ -29,12 +39,6 @@ TransportKind = Literal["ws", "sse"]
 # Control replies wait here while the transport is paused; ops are rate limited, so
 # reaching this means the client sends ops and never reads.
 MAX_PENDING_CONTROL = 256
-# A client whose ops stay over the rate limit this long is closed.
-RATE_LIMIT_CLOSE_AFTER = 5.0
-# Refusals less than this far apart count as one stretch over the limit: a client sending
-# flat out still gets an op through whenever a token refills, and that must not restart
-# the count.
-RATE_LIMIT_CALM = 1.0
 # The longest ``throttle_ms`` a client may ask for. Without a bound a client could pin its
 # session (and, through a timer, its connection) for decades after it has gone.
 MAX_THROTTLE_MS = 60_000
@@ -105,15 +109,13 @@ class Session:
         "_backlog",
         "_blocked_buffered",
         "_blocked_since",
-        "_bucket",
         "_clock",
         "_coalescer",
         "_control",
         "_flush_due",
         "_flush_timer",
         "_last_sent",
-        "_limited_last",
-        "_limited_since",
+        "_op_rate",
         "_pending",
         "_schedule",
         "_stuck_since",
@@ -174,9 +176,7 @@ class Session:
         self._blocked_buffered = 0
         self._acked = -1
         self._stuck_since: float | None = None
-        self._bucket = TokenBucket(limits.ops_per_second, limits.ops_burst, clock())
-        self._limited_since: float | None = None
-        self._limited_last = 0.0
+        self._op_rate = OpRateLimit(limits.ops_per_second, limits.ops_burst, clock())
         # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go to
         # ``outbuf`` with no further checks, and the fan-out writes them with ``direct``
         # (the socket's own write) at the end of the event loop's turn.
@@ -273,6 +273,15 @@ class Session:
         however long the window (a sentinel "long ago" would not survive a huge one)."""
         last = self._last_sent.get(symbol)
         return -math.inf if last is None else last + self._throttle
+
+    def sent_now(self, symbols: Iterable[str]) -> None:
+        """The latest ticks of ``symbols`` were just written outside ``offer`` (an SSE
+        stream's opening snapshot, a ``reset``): under a throttle they are the symbols'
+        last send, so their next tick waits out the window (latest value wins)."""
+        if self._throttle:
+            now = self._clock()
+            for symbol in symbols:
+                self._last_sent[symbol] = now
 
     def _hold(self, symbol: str, wire: Wire) -> None:
         if symbol in self._pending:
@@ -519,13 +528,12 @@ class Session:
         now = self._clock()
         self.wants_status = True
         op_id: object = None
-        if not self._bucket.take(now):
-            if self._limited_since is None or now - self._limited_last > RATE_LIMIT_CALM:
-                self._limited_since = now
-            self._limited_last = now
-            if now - self._limited_since >= RATE_LIMIT_CLOSE_AFTER:
-                return OpOutcome(close=CloseReason.RATE_LIMITED)
-            self._error(None, ErrorCode.RATE_LIMITED, "too many ops; slow down")
+        verdict = self._op_rate.check(now)
+        if verdict == "close":
+            return OpOutcome(close=CloseReason.RATE_LIMITED)
+        if verdict == "refuse":
+            # The refusal names the op it refuses, as any reply does.
+            self._error(op_id_of(text), ErrorCode.RATE_LIMITED, "too many ops; slow down")
             return OpOutcome()
         try:
             request = parse_op(text)
@@ -544,13 +552,13 @@ class Session:
             self.send_message(with_id({"type": "pong"}, op_id))
             return OpOutcome()
         if op == "list":
-            self._ack(op_id, "list", sorted(self.symbols))
+            self.ack(op_id, "list", sorted(self.symbols))
             return OpOutcome()
         if op == "subscribe":
             wanted = self.choose(symbols_field(request), op_id)
             if not wanted:
                 return OpOutcome()
-            self._ack(op_id, "subscribe", wanted)
+            self.ack(op_id, "subscribe", wanted)
             return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
         if op == "unsubscribe":
             served, unknown = self.resolve(symbols_field(request))
@@ -558,20 +566,15 @@ class Session:
             if not served:
                 return OpOutcome()
             gone = [s for s in served if s in self.symbols]
-            self._ack(op_id, "unsubscribe", gone)
+            self.ack(op_id, "unsubscribe", gone)
             return OpOutcome(unsubscribe=gone)
         raise OpError(
             ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
         )
 
     def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the
-        names not served here, each once, in the order given."""
-        wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
-        unknown = [s for s in wanted if s != "*" and s not in self.served]
-        if "*" in wanted:
-            return sorted(self.served), unknown
-        return [s for s in wanted if s in self.served], unknown
+        """The served symbols ``names`` ask for and the names not served here (``ops.resolve``)."""
+        return resolve(names, self.served)
 
     def choose(self, names: Iterable[str], op_id: object = None) -> list[str]:
         """What a subscribe to ``names`` (an op, or ``?symbols=`` at connect) subscribes.
@@ -595,10 +598,10 @@ class Session:
 
     def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
         if unknown:
-            message = f"not served here: {', '.join(unknown)}"
-            self._error(op_id, ErrorCode.UNKNOWN_SYMBOL, message, symbols=unknown)
+            self.send_message(unknown_symbols_error(unknown, op_id))
 
-    def _ack(self, op_id: object, op: str, symbols: list[str]) -> None:
+    def ack(self, op_id: object, op: str, symbols: list[str]) -> None:
+        """``{"type":"ack","op":...,"symbols":[...]}``, with the op's id when it had one."""
         self.send_message(with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:

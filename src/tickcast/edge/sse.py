@@ -2,9 +2,11 @@
 
 Each tick is an unnamed event (``onmessage``; its JSON says ``"type":"tick"``) with an
 ``id:``, the resume token (format: ``tickcast.edge.resume``). ``status`` and ``reset``
-are named events. A client that reconnects with ``Last-Event-ID`` gets every tick it
-missed from history, then live ticks, or ``event: reset`` with a fresh snapshot when
-those ticks are no longer held or its id is not one the server knows.
+are named events, and so is ``error``: a request naming symbols not served here streams
+the ones that are and reports the others in one ``event: error`` first (SPEC §6). A
+client that reconnects with ``Last-Event-ID`` gets every tick it missed from history,
+then live ticks, or ``event: reset`` with a fresh snapshot when those ticks are no longer
+held or its id is not one the server knows.
 
 The missed ticks (up to the whole history) go through the session's flow control like
 live ones, so a large resume is paced by how fast the client reads.
@@ -13,12 +15,15 @@ live ones, so a large resume is paced by how fast the client reads.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
+import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION
+from tickcast.edge.ops import unknown_symbols_error
 from tickcast.edge.resume import (
     ResumePoint,
     missed_ticks,
@@ -44,23 +49,47 @@ def parse_last_event_id(value: str | None) -> ResumePoint | None:
     return parse_event_id(value)
 
 
-def opening(edge: Edge, symbols: list[str], resume: ResumePoint | None) -> tuple[bytes, list[Tick]]:
-    """What a new stream starts with: the bytes to write at once (``retry:``, then the
-    snapshot, or a ``reset`` when the client cannot resume), and the missed ticks of a
-    resume, which go through the session's flow control: up to the whole history, too
-    much to write in one go."""
+@dataclass(frozen=True)
+class Opening:
+    """What a new stream starts with.
+
+    ``head``: the bytes to write at once: ``retry:``, the notices (an ``event: error``
+    naming symbols not served), then the snapshot, or a ``reset`` when the client cannot
+    resume. ``sent``: the symbols whose latest tick ``head`` carries (under a throttle,
+    their last send). ``replay``: the missed ticks of a resume, which go through the
+    session's flow control: up to the whole history, too much to write in one go.
+    """
+
+    head: bytes
+    sent: list[str]
+    replay: list[Tick]
+
+
+def opening(
+    edge: Edge, symbols: list[str], resume: ResumePoint | None, notices: bytes = b""
+) -> Opening:
+    """How a stream of ``symbols`` opens (see ``Opening``)."""
     hub = edge.node.hub
-    head = b"retry: %d\n\n" % edge.settings.sse_retry_ms
+    head = b"retry: %d\n\n" % edge.settings.sse_retry_ms + notices
+    missed = None if resume is None else missed_ticks(hub, symbols, resume)
+    if missed is not None:
+        return Opening(head, [], missed)
+    ticks = snapshot(hub, symbols)
     if resume is None:
-        return head + b"".join(encode_tick("sse_event", t) for t in snapshot(hub, symbols)), []
-    missed = missed_ticks(hub, symbols, resume)
-    if missed is None:
-        return head + reset_event(snapshot(hub, symbols), hub.last_seq()), []
-    return head, missed
+        head += b"".join(encode_tick("sse_event", t) for t in ticks)
+    else:
+        head += reset_event(ticks, hub.last_seq())
+    return Opening(head, [t.symbol for t in ticks], [])
 
 
 def reset_event(ticks: list[Tick], last_seq: int) -> bytes:
     return sse_event("reset", reset_message(ticks, last_seq), last_seq)
+
+
+def unknown_event(unknown: list[str]) -> bytes:
+    """The ``event: error`` of a stream that names symbols not served here: the body of
+    the ``/ws`` error reply to the same request (SPEC §6's partial subscribe)."""
+    return sse_event("error", orjson.dumps(unknown_symbols_error(unknown))) if unknown else b""
 
 
 class EventStream(Response):
@@ -75,8 +104,10 @@ class EventStream(Response):
         symbols: list[str],
         last_event_id: ResumePoint | None,
         throttle_ms: float,
+        unknown: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.unknown = unknown or []
         self.edge = edge
         self.client = request
         self.symbols = symbols
@@ -105,17 +136,19 @@ class EventStream(Response):
 
     def _open(self, transport: Transport) -> Session:
         # No await between the opening and the registration: no tick can fall between.
-        head, replay = opening(self.edge, self.symbols, self.last_event_id)
-        transport.write(_framed(transport.wire_format, head))
-        return self.edge.open(
+        start = opening(self.edge, self.symbols, self.last_event_id, unknown_event(self.unknown))
+        transport.write(_framed(transport.wire_format, start.head))
+        session = self.edge.open(
             transport,
             self.client.ip,
             self.symbols,
             throttle_ms=self.throttle_ms,
             wants_status=True,
             snapshot=False,
-            replay=replay,
+            replay=start.replay,
         )
+        session.sent_now(start.sent)
+        return session
 
 
 def _framed(fmt: WireFormat, events: bytes) -> bytes:

@@ -15,14 +15,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
 from tickcast.edge.guard import HandshakeGuard
+from tickcast.edge.ops import resolve
 from tickcast.edge.session import MAX_THROTTLE_MS
 from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
+from tickcast.errors import http_error_code
 from tickcast.logs import flush_rate_limits
 from tickcast.messages.tick import Tick
 from tickcast.node import Node
@@ -91,6 +94,30 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
 
 
+# What an error message repeats of the request's path, at most: enough to recognise it.
+ECHO_PATH_CHARS = 120
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """An HTTP error raised by the framework (no such path, a method the path does not
+    take, ...) gets the common ``{"error","message"}`` body with a named code, and keeps
+    its headers (a 405's ``Allow``)."""
+    if not isinstance(exc, StarletteHTTPException):
+        return error_response(500, "internal_error", "internal error")
+    path = request.url.path[:ECHO_PATH_CHARS]
+    status = exc.status_code
+    if status == 404:
+        message = f"nothing at {path}; the API is described at /docs"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("Allow", "GET")
+        message = f"{request.method} is not allowed on {path} (allowed: {allowed})"
+    else:
+        message = str(exc.detail)
+    response = error_response(status, http_error_code(status), message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
 def tick_response(tick: Tick) -> Response:
     # The tick's own encoding: exact decimals, the same bytes the streams send.
     return Response(tick.encode(), media_type="application/json")
@@ -154,6 +181,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         responses=VALIDATION,
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.state.node = node
     app.state.edge = edge
     app.state.settings = settings
@@ -266,19 +294,34 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         denial = edge.admit(client)
         if denial is not None:
             return error_response(denial.status, denial.code, denial.message)
-        wanted = settings.symbols if symbols is None else parse_symbols(symbols) or []
-        if "*" in wanted:
-            wanted = sorted(edge.served)
-        unknown = [s for s in wanted if s not in edge.served]
-        if unknown:
-            return error_response(404, "unknown_symbol", f"not served here: {', '.join(unknown)}")
-        if symbols is not None and len(set(wanted)) > settings.max_subscriptions:
+        names = settings.symbols if symbols is None else parse_symbols(symbols) or []
+        # SPEC §6's partial subscribe, as on /ws: the served symbols stream and the others
+        # are reported in an ``event: error``; only a request serving nothing is refused.
+        wanted, unknown = resolve(names, edge.served)
+        if unknown and not wanted:
+            listed = ", ".join(unknown)
+            message = f"none of these symbols is served here: {listed}; see /symbols"
+            return error_response(404, "unknown_symbol", message)
+        if symbols is not None and len(wanted) > settings.max_subscriptions:
             limit = settings.max_subscriptions
             return error_response(
                 400, "too_many_subscriptions", f"at most {limit} symbols per client"
             )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
-        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms))
+        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms), unknown)
+
+    # A WebSocket upgrade of /ws never gets here (TickcastApp sends it to its endpoint):
+    # this is a plain HTTP request of it, a client that forgot to upgrade.
+    @app.get("/ws", include_in_schema=False)
+    async def ws_without_upgrade() -> JSONResponse:
+        response = error_response(
+            426,
+            "upgrade_required",
+            "/ws is a WebSocket endpoint: connect with a WebSocket client "
+            "(ws://HOST:PORT/ws), or read /sse or /price over plain HTTP",
+        )
+        response.headers["Upgrade"] = "websocket"
+        return response
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -47,10 +47,20 @@ Client ops, each a JSON text message:
 | list | `{{"op":"list","id":3}}` | `ack` with the current symbols |
 | ping | `{{"op":"ping"}}` | `{{"type":"pong"}}` |
 
-An ack: `{{"type":"ack","id":1,"op":"subscribe","symbols":["ETHUSDT"]}}`.
-A client that has sent an op also receives `{{"type":"status","upstream":...}}` when the
-upstream state changes. Errors are replies, not closes:
-`{{"type":"error","id":1,"code":"...","message":"..."}}` with code one of {_error_codes()}.
+An ack: `{{"type":"ack","id":1,"op":"subscribe","symbols":["ETHUSDT"]}}`. Errors are
+replies, not closes: `{{"type":"error","id":1,"code":"...","message":"..."}}` with code
+one of {_error_codes()}. A reply carries its op's `id` when the op had one (a
+`rate_limited` refusal too). Names not served here are reported in one `unknown_symbol`
+error (with `"symbols":[...]`) and the served ones subscribed, for an op and for
+`symbols=` at connect alike.
+
+Control messages go to clients that ask for them: with `status=1`, or once the client has
+sent an op, `{{"type":"status","upstream":...}}` when the upstream state changes; with
+`status=1&symbols=...`, the connect's own ack `{{"type":"ack","op":"subscribe",
+"symbols":[...]}}` (no `id`) before the snapshot. A client that passes no `status=1` and
+sends nothing receives ticks only (and the `unknown_symbol` error its `symbols=` earns).
+Under `throttle_ms` the snapshot counts as a symbol's send. A plain HTTP `GET /ws` (no
+upgrade) gets 426 `upgrade_required` with `Upgrade: websocket`.
 
 The server pings every 20 s and closes a client silent for 60 s. Close codes:
 
@@ -58,8 +68,18 @@ The server pings every 20 s and closes a client silent for 60 s. Close codes:
 
 ## Server-Sent Events `/sse`
 
-Ticks are unnamed events (`onmessage`) with an `id:`; `event: status` and `event: reset`
-are named. Reconnect with `Last-Event-ID` to receive what was missed.
+Ticks are unnamed events (`onmessage`) with an `id:`; `event: status`, `event: reset` and
+`event: error` are named. Symbols not served here are named in one `event: error` (the
+`/ws` error's JSON, code `unknown_symbol`) and the served ones stream; a request naming no
+served symbol gets 404. Reconnect with `Last-Event-ID` (the `id:` of the last event
+received, or any tick's `seq`) to receive what was missed, or an `event: reset` with a
+fresh snapshot when that id is too old or not one this server issued.
+
+## Errors
+
+Every HTTP error has the body `{{"error":"<code>","message":"..."}}`: `invalid_request`
+(422), `unknown_symbol`, `not_found` (404), `method_not_allowed` (405), and the codes
+named on each path.
 """
 
 

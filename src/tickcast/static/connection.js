@@ -150,7 +150,13 @@
     });
     // EventSource would retry on its own at the server's fixed `retry:` interval; closing
     // it and reconnecting ourselves gives the same backoff and state display as WebSocket.
-    es.onerror = function () {
+    es.onerror = function (event) {
+      // The server's own `event: error` (a symbol not served) arrives here too, as a
+      // message with data: it is a reply to show, not a broken connection.
+      if (typeof event.data === "string") {
+        onSseEvent(event, applyError);
+        return;
+      }
       if (state.es === es) {
         es.close();
         state.es = null;

@@ -73,9 +73,10 @@ def _refusal(exc: ServerRefused, where: str, has_token: bool) -> Problem:
         return Problem(
             f"{where} requires a token (401): pass --token or set TICKCAST_TOKEN", fatal=True
         )
-    if status in (403, 404) and not code:
-        # Not the server's own JSON denial: a path with no route (a WebSocket to one gets a
-        # bare 403 from the server's framework), so --url is probably wrong.
+    if status in (403, 404) and code in ("", "not_found"):
+        # Not one of the server's own denials: a path with no route (404 ``not_found``; a
+        # WebSocket to one gets a bare 403 from the server's framework), so --url is
+        # probably wrong.
         return Problem(
             f"{where} has no tickcast stream ({status}): --url takes the server's base URL, "
             "e.g. http://localhost:8000",
