@@ -5,7 +5,9 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
 of the client's recovery. ``POST /_sim/fault?kind=...`` (``DELETE /_sim/fault`` ends every
-running fault window) and ``GET /_sim/stats`` on the same port are the admin interface.
+running fault window) and ``GET /_sim/stats`` on the same port are the admin interface;
+``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market and its
+candles (``candles``).
 
 Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
 messages, limits, heartbeat bookkeeping) and ``faults`` (fault kinds and schedule)
@@ -28,6 +30,7 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
+from tickcast.sim.candles import CandleBook
 from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
 from tickcast.sim.control import AttemptLimiter
 from tickcast.sim.faults import (
@@ -46,6 +49,7 @@ from tickcast.sim.market import (
     build_payload,
     parse_stream,
 )
+from tickcast.sim.rest import WEIGHT_LIMIT_1M, RestAnswer, RestApi
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -73,7 +77,8 @@ class SimConfig:
     ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
     valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
-    (per client address per 5 minutes) are off when 0.
+    (per client address per 5 minutes) are off when 0. ``rest_weight_limit`` is the REST
+    weight an address may use per minute (Binance's 6,000).
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +92,7 @@ class SimConfig:
     max_incoming_per_second: int = 5
     max_connection_attempts: int = 300
     fault_schedule: tuple[Fault, ...] = ()
+    rest_weight_limit: int = WEIGHT_LIMIT_1M
 
     def __post_init__(self) -> None:
         for name in ("rate", "ping_interval", "pong_timeout"):
@@ -155,6 +161,8 @@ class SimExchange:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self._market = Market(config.seed, config.symbols, config.rate)
+        self._candles = CandleBook(config.seed)
+        self._rest = RestApi(self._market, self._candles, _now_ms, config.rest_weight_limit)
         self._stats = SimStats()
         self._attempts = AttemptLimiter(config.max_connection_attempts)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -336,6 +344,7 @@ class SimExchange:
         if not plan.streams:
             return
         self._market.step(plan.symbols, now_ms)
+        self._candles.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
             conns = self._subscribers.get(name)
             if not conns:
@@ -390,6 +399,10 @@ class SimExchange:
 
     def on_connection_made(self, conn: SimConnection) -> None:
         self._conns.add(conn)
+
+    def on_rest(self, method: str, target: str, peer: str) -> RestAnswer:
+        """Answer Binance's market-data REST (``/api/v3/...``) on the WebSocket port."""
+        return self._rest.answer(method, target, peer)
 
     def on_attempt(self, peer: str) -> bool:
         """Count a handshake attempt; False once ``peer`` is over its budget (HTTP 429)."""
