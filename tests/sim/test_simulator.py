@@ -164,7 +164,7 @@ def test_stream_names() -> None:
     all_mini = StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
     assert parse_stream("!miniTicker@arr") == all_mini
     assert parse_stream("!miniTicker@arr@1000ms") == all_mini
-    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@kline_1m", "btcusdt", "@ticker"):
+    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@depth", "btcusdt", "@ticker"):
         assert parse_stream(name) is None
 
 
@@ -1144,3 +1144,35 @@ async def test_rest_answers_carry_the_used_weight_header(sim: SimExchange) -> No
         assert response.headers["X-MBX-USED-WEIGHT-1m"] == "20"
         info = json.loads(response.read())
     assert {s["symbol"] for s in info["symbols"]} >= {"BTCUSDT", "ETHUSDT"}
+
+
+async def test_a_kline_stream_pushes_its_open_candle_and_each_close(make_sim: SimFactory) -> None:
+    """``@kline_1s``: the open candle every second, then that candle once more with
+    ``x`` true when it closes, its figures the aggregate of the aggTrade stream's trades."""
+    sim = await make_sim(rate=20)
+    trades: list[Any] = []
+    klines: list[Any] = []
+    async with ws_connect(f"{sim.url}/stream?streams=btcusdt@kline_1s/btcusdt@aggTrade") as ws:
+        while len([k for k in klines if k["k"]["x"]]) < 2:
+            message = await recv_json(ws)
+            data = message["data"]
+            (klines if message["stream"] == "btcusdt@kline_1s" else trades).append(data)
+    closed = [k["k"] for k in klines if k["k"]["x"]]
+    assert all(k["e"] == "kline" and k["s"] == "BTCUSDT" for k in klines)
+    assert closed[1]["t"] == closed[0]["t"] + 1000 and closed[0]["T"] == closed[0]["t"] + 999
+    last = closed[-1]
+    group = [t for t in trades if last["t"] <= t["T"] <= last["T"]]
+    prices = [Decimal(t["p"]) for t in group]
+    assert last["n"] == len(group) > 0
+    assert Decimal(last["o"]) == prices[0] and Decimal(last["c"]) == prices[-1]
+    assert Decimal(last["h"]) == max(prices) and Decimal(last["l"]) == min(prices)
+    assert Decimal(last["v"]) == sum(Decimal(t["q"]) for t in group)
+    assert last["i"] == "1s"
+
+
+def test_kline_stream_names_parse_to_their_interval() -> None:
+    """``kline_<i>`` for each interval but the month; anything else carries no data."""
+    spec = parse_stream("btcusdt@kline_15m")
+    assert spec is not None and spec.kind is StreamKind.KLINE and spec.interval == "15m"
+    assert parse_stream("btcusdt@kline_1M") is None
+    assert parse_stream("btcusdt@kline_7m") is None

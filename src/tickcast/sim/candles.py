@@ -24,15 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from tickcast.sim.market import UNIT, SymbolState, format_units
+from tickcast.sim.market import KLINE_INTERVALS_MS, UNIT, SymbolState, format_units
 
-# Binance's intervals but the month, with their lengths.
-INTERVALS_MS: Final = {
-    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
-    "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
-    "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
-    "3d": 259_200_000, "1w": 604_800_000,
-}  # fmt: skip
+INTERVALS_MS: Final = KLINE_INTERVALS_MS
 
 # Binance's weeks start on Monday; the epoch was a Thursday.
 _WEEK_OFFSET_MS: Final = 4 * 86_400_000
@@ -88,16 +82,17 @@ class Candle:
         ]
 
     def stream_payload(
-        self, symbol: str, interval: str, event_time: int, closed: bool
+        self, symbol: str, interval: str, event_time: int, closed: bool, scale: int = 1
     ) -> dict[str, object]:
-        """Binance's ``<symbol>@kline_<interval>`` event for this candle."""
+        """Binance's ``<symbol>@kline_<interval>`` event for this candle; ``scale`` 1000
+        gives microseconds."""
         return {
             "e": "kline",
-            "E": event_time,
+            "E": event_time * scale,
             "s": symbol,
             "k": {
-                "t": self.open_time,
-                "T": self.close_time,
+                "t": self.open_time * scale,
+                "T": self.close_time * scale,
                 "s": symbol,
                 "i": interval,
                 "f": -1,
@@ -185,6 +180,16 @@ class CandleSeries:
         self._closed.extend(closed)
         self.current = Candle(now_open, now_open + self.length_ms - 1, last, last, last, last)
         return closed
+
+    def closed_after(self, open_time: int) -> list[Candle]:
+        """The held closed candles that opened after ``open_time``, oldest first."""
+        out: list[Candle] = []
+        for candle in reversed(self._closed):
+            if candle.open_time <= open_time:
+                break
+            out.append(candle)
+        out.reverse()
+        return out
 
     def candles(
         self, limit: int, start_ms: int | None = None, end_ms: int | None = None

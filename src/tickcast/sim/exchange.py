@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Final
 
@@ -63,6 +64,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _STOP_GRACE: Final = 1.0
+# A pause with no trade closes flat candles by the hundred; a client needs only the last.
+_KLINE_CLOSES_PER_PUSH: Final = 3
 _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1000: (1000, "Normal closure (simulated fault)"),
     FaultKind.CLOSE1001: (1001, "Going away (simulated fault)"),
@@ -120,14 +123,14 @@ def _text_frame(payload: bytes) -> bytes:
 
 
 class _Encoded:
-    """One event of one stream, encoded lazily once per (combined, time unit) variant."""
+    """One event of one stream, encoded lazily once per (combined, time unit) variant;
+    ``build(scale)`` makes its payload (``scale`` 1000: microseconds)."""
 
-    __slots__ = ("_frames", "_market", "_name", "_payloads", "_spec")
+    __slots__ = ("_build", "_frames", "_name", "_payloads")
 
-    def __init__(self, name: str, spec: StreamSpec, market: Market) -> None:
+    def __init__(self, name: str, build: Callable[[int], object]) -> None:
         self._name = name
-        self._spec = spec
-        self._market = market
+        self._build = build
         self._frames: list[bytes | None] = [None, None, None, None]
         self._payloads: list[object] = [None, None]
 
@@ -137,9 +140,7 @@ class _Encoded:
         if frame is None:
             payload = self._payloads[micro]
             if payload is None:
-                payload = self._payloads[micro] = build_payload(
-                    self._spec, self._market, 1000 if micro else 1
-                )
+                payload = self._payloads[micro] = self._build(1000 if micro else 1)
             body = {"stream": self._name, "data": payload} if combined else payload
             frame = self._frames[slot] = _text_frame(orjson.dumps(body))
         return frame
@@ -162,6 +163,8 @@ class SimExchange:
         self.config = config
         self._market = Market(config.seed, config.symbols, config.rate)
         self._candles = CandleBook(config.seed)
+        # Kline stream -> open time just before the next closed candle to push.
+        self._kline_pushed: dict[str, int] = {}
         self._rest = RestApi(self._market, self._candles, _now_ms, config.rest_weight_limit)
         self._stats = SimStats()
         self._attempts = AttemptLimiter(config.max_connection_attempts)
@@ -204,6 +207,7 @@ class SimExchange:
         self._stall_until = 0.0
         self._has_streams = asyncio.Event()
         self._spawn(self._tick_loop(), "sim-market")
+        self._spawn(self._kline_loop(), "sim-klines")
         if self.config.fault_schedule:
             self._spawn(self._run_schedule(), "sim-faults")
         log.debug("simulated exchange listening on %s", self.url)
@@ -346,14 +350,47 @@ class SimExchange:
         self._market.step(plan.symbols, now_ms)
         self._candles.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
-            conns = self._subscribers.get(name)
-            if not conns:
-                continue
-            encoded = _Encoded(name, spec, self._market)
-            # Safe to iterate: sending never unsubscribes synchronously (connection_lost
-            # runs later, from the loop).
-            for conn in conns:
-                conn.send_data(encoded.frame(conn.session.combined, conn.micro))
+            if spec.kind is not StreamKind.KLINE:
+                self._send(name, _Encoded(name, partial(build_payload, spec, self._market)))
+
+    def _send(self, name: str, encoded: _Encoded) -> None:
+        # Safe to iterate: sending never unsubscribes synchronously (connection_lost runs
+        # later, from the loop).
+        for conn in self._subscribers.get(name, ()):
+            conn.send_data(encoded.frame(conn.session.combined, conn.micro))
+
+    # Kline streams: the open candle every 2 s (every second for 1s), and each candle once
+    # more when it closes, as Binance pushes them.
+
+    async def _kline_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0 - (time.time() % 1.0) + 0.001)  # just past a second
+            if self._require_loop().time() >= self._stall_until:
+                self._push_klines(_now_ms())
+
+    def _push_klines(self, now_ms: int) -> None:
+        for name, spec in self._current_plan().streams:
+            if spec.kind is StreamKind.KLINE and spec.symbol is not None:
+                self._push_kline(name, spec.symbol, str(spec.interval), now_ms)
+
+    def _push_kline(self, name: str, symbol: str, interval: str, now_ms: int) -> None:
+        state = self._market.state(symbol)
+        series = self._candles.series(state.symbol, interval, state.tick, state.lot)
+        series.open_flat(now_ms, state.last)
+        series.advance_to(now_ms)
+        current = series.current
+        assert current is not None
+        # Candles closed since the last push, whether a trade or the clock closed them;
+        # a stream's first push starts with the open candle.
+        pushed = self._kline_pushed.get(name, current.open_time - 1)
+        for candle in series.closed_after(pushed)[-_KLINE_CLOSES_PER_PUSH:]:
+            build = partial(candle.stream_payload, state.symbol, interval, now_ms, True)
+            self._send(name, _Encoded(name, build))
+        self._kline_pushed[name] = current.open_time - 1
+        every = 1 if interval == "1s" else 2
+        if (now_ms // 1000) % every == 0:
+            build = partial(current.stream_payload, state.symbol, interval, now_ms, False)
+            self._send(name, _Encoded(name, build))
 
     def _current_plan(self) -> _Plan:
         if self._plan is None:
@@ -393,6 +430,7 @@ class SimExchange:
             conns.discard(conn)
             if not conns:
                 del self._subscribers[name]
+                self._kline_pushed.pop(name, None)
                 self._plan = None
         if not self._subscribers:
             self._has_streams.clear()
