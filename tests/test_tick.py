@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tickcast.messages.tick import Tick, canonical_decimal
+from tickcast.messages.decimals import canonical_decimal
+from tickcast.messages.tick import Tick
 
 
 @pytest.mark.parametrize(

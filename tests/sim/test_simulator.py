@@ -164,7 +164,7 @@ def test_stream_names() -> None:
     all_mini = StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
     assert parse_stream("!miniTicker@arr") == all_mini
     assert parse_stream("!miniTicker@arr@1000ms") == all_mini
-    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@kline_1m", "btcusdt", "@ticker"):
+    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@depth", "btcusdt", "@ticker"):
         assert parse_stream(name) is None
 
 
@@ -1100,3 +1100,79 @@ async def test_serve_forever_runs_until_cancelled(caplog: pytest.LogCaptureFixtu
         logging.getLogger("tickcast.sim.exchange").removeHandler(catcher)
     assert closed.rcvd is not None
     assert closed.rcvd.code == 1001
+
+
+# REST market data on the WebSocket port
+
+
+async def test_rest_klines_are_the_aggregation_of_the_trade_stream(make_sim: SimFactory) -> None:
+    """Over loopback: every 1s candle that REST serves equals the aggregate of the trades
+    the aggTrade stream sent in that second (open, high, low, close, volume, count)."""
+    sim = await make_sim(rate=20)
+    trades: list[Any] = []
+    async with ws_connect(f"{sim.url}/ws/btcusdt@aggTrade") as ws:
+        first = await recv_json(ws)
+        start_second = first["T"] // 1000 + 1  # the first whole second seen
+        while not trades or trades[-1]["T"] // 1000 < start_second + 3:
+            trades.append(await recv_json(ws))
+    whole = [t for t in trades if start_second <= t["T"] // 1000 < start_second + 3]
+    status, rows = await admin(
+        sim, "GET", f"/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={start_second * 1000}"
+    )
+    assert status == 200
+    by_second: dict[int, list[Any]] = {}
+    for t in whole:
+        by_second.setdefault(t["T"] // 1000 * 1000, []).append(t)
+    assert len(by_second) == 3
+    served = {row[0]: row for row in rows}
+    for open_time, group in by_second.items():
+        prices = [Decimal(t["p"]) for t in group]
+        row = served[open_time]
+        assert Decimal(row[1]) == prices[0] and Decimal(row[4]) == prices[-1]
+        assert Decimal(row[2]) == max(prices) and Decimal(row[3]) == min(prices)
+        assert Decimal(row[5]) == sum(Decimal(t["q"]) for t in group)
+        assert row[8] == len(group)
+        assert row[6] == open_time + 999
+
+
+async def test_rest_answers_carry_the_used_weight_header(sim: SimExchange) -> None:
+    """Every REST answer says the weight used this minute, as Binance's do."""
+    url = f"http://127.0.0.1:{sim.port}/api/v3/exchangeInfo"
+    response = await asyncio.to_thread(urllib.request.urlopen, url, None, 5)
+    with response:
+        assert response.status == 200
+        assert response.headers["X-MBX-USED-WEIGHT-1m"] == "20"
+        info = json.loads(response.read())
+    assert {s["symbol"] for s in info["symbols"]} >= {"BTCUSDT", "ETHUSDT"}
+
+
+async def test_a_kline_stream_pushes_its_open_candle_and_each_close(make_sim: SimFactory) -> None:
+    """``@kline_1s``: the open candle every second, then that candle once more with
+    ``x`` true when it closes, its figures the aggregate of the aggTrade stream's trades."""
+    sim = await make_sim(rate=20)
+    trades: list[Any] = []
+    klines: list[Any] = []
+    async with ws_connect(f"{sim.url}/stream?streams=btcusdt@kline_1s/btcusdt@aggTrade") as ws:
+        while len([k for k in klines if k["k"]["x"]]) < 2:
+            message = await recv_json(ws)
+            data = message["data"]
+            (klines if message["stream"] == "btcusdt@kline_1s" else trades).append(data)
+    closed = [k["k"] for k in klines if k["k"]["x"]]
+    assert all(k["e"] == "kline" and k["s"] == "BTCUSDT" for k in klines)
+    assert closed[1]["t"] == closed[0]["t"] + 1000 and closed[0]["T"] == closed[0]["t"] + 999
+    last = closed[-1]
+    group = [t for t in trades if last["t"] <= t["T"] <= last["T"]]
+    prices = [Decimal(t["p"]) for t in group]
+    assert last["n"] == len(group) > 0
+    assert Decimal(last["o"]) == prices[0] and Decimal(last["c"]) == prices[-1]
+    assert Decimal(last["h"]) == max(prices) and Decimal(last["l"]) == min(prices)
+    assert Decimal(last["v"]) == sum(Decimal(t["q"]) for t in group)
+    assert last["i"] == "1s"
+
+
+def test_kline_stream_names_parse_to_their_interval() -> None:
+    """``kline_<i>`` for each interval but the month; anything else carries no data."""
+    spec = parse_stream("btcusdt@kline_15m")
+    assert spec is not None and spec.kind is StreamKind.KLINE and spec.interval == "15m"
+    assert parse_stream("btcusdt@kline_1M") is None
+    assert parse_stream("btcusdt@kline_7m") is None

@@ -1,17 +1,18 @@
 """The normalized tick: one symbol's full state after an upstream event, encoded once.
 
-Values are kept as canonical decimal strings exactly as the exchange sent them (trailing
-zeros trimmed) and written into the JSON as numbers verbatim, so a price of "0.3" reaches
-clients as ``0.3``, never as ``0.30000000000000004``.
+Values are kept as canonical decimal strings exactly as the exchange sent them (see
+``decimals``), so a price of "0.3" reaches clients as ``0.3``, never as
+``0.30000000000000004``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 import orjson
+
+from tickcast.messages.decimals import fragment, raw_numbers
 
 SourceLabel = Literal["binance", "sim", "replay"]
 
@@ -41,28 +42,6 @@ DECIMAL_FIELDS: Final = (
     "bid",
     "ask",
 )
-
-# ASCII digits only: ``\d`` also matches the digits of other scripts ("١٢"), which would be
-# written into the JSON verbatim and make every client's message invalid JSON.
-_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-
-
-def canonical_decimal(text: str) -> str:
-    """Return ``text`` as a JSON-ready decimal: sign, digits, trailing zeros trimmed.
-
-    Raises ``ValueError`` when ``text`` is not a plain decimal number.
-    """
-    if not _DECIMAL.fullmatch(text):
-        raise ValueError(f"not a decimal number: {text[:40]!r}")
-    negative = text.startswith("-")
-    digits = text[1:] if negative else text
-    whole, _, frac = digits.partition(".")
-    whole = whole.lstrip("0") or "0"
-    frac = frac.rstrip("0")
-    out = f"{whole}.{frac}" if frac else whole
-    if negative and out != "0":
-        out = "-" + out
-    return out
 
 
 @dataclass(slots=True)
@@ -99,12 +78,12 @@ class Tick:
         out: dict[str, object] = {
             "type": "tick",
             "symbol": self.symbol,
-            "last_price": _fragment(self.last_price),
-            "change_percent": _fragment(self.change_percent),
+            "last_price": fragment(self.last_price),
+            "change_percent": fragment(self.change_percent),
             "timestamp_ms": self.timestamp_ms,
         }
         for name in DECIMAL_FIELDS[2:]:
-            out[name] = _fragment(getattr(self, name))
+            out[name] = fragment(getattr(self, name))
         out["seq"] = self.seq
         out["source"] = self.source
         return out
@@ -122,7 +101,7 @@ class Tick:
         obj = orjson.loads(data)
         if not isinstance(obj, dict) or obj.get("type") != "tick":
             raise ValueError("not a tick message")
-        raw = _raw_numbers(data)
+        raw = raw_numbers(data)
         values: dict[str, str | None] = {}
         for name in DECIMAL_FIELDS:
             values[name] = raw.get(name) if obj.get(name) is not None else None
@@ -137,14 +116,3 @@ class Tick:
             _encoded=bytes(data),
             **values,
         )
-
-
-_RAW_NUMBER = re.compile(rb'"([a-z_]+)":(-?[0-9]+(?:\.[0-9]+)?)(?=[,}])')
-
-
-def _raw_numbers(data: bytes) -> dict[str, str]:
-    return {m.group(1).decode(): m.group(2).decode() for m in _RAW_NUMBER.finditer(data)}
-
-
-def _fragment(value: str | None) -> orjson.Fragment | None:
-    return None if value is None else orjson.Fragment(value.encode())

@@ -41,6 +41,7 @@ from tickcast.sim.control import (
 )
 from tickcast.sim.faults import garbage_payload
 from tickcast.sim.market import parse_stream, server_shutdown_payload
+from tickcast.sim.rest import RestAnswer
 
 # ServerProtocol logs every open and close at INFO; keep that apart from the main logger.
 _WIRE_LOG: Final = logging.getLogger("tickcast.sim.wire")
@@ -77,6 +78,7 @@ class ConnectionOwner(Protocol):
     def on_subscribe(self, conn: SimConnection, names: tuple[str, ...]) -> None: ...
     def on_unsubscribe(self, conn: SimConnection, names: tuple[str, ...]) -> None: ...
     def on_admin(self, method: str, target: str) -> tuple[int, dict[str, object]]: ...
+    def on_rest(self, method: str, target: str, peer: str) -> RestAnswer: ...
 
 
 @dataclass
@@ -188,6 +190,8 @@ class SimConnection(asyncio.Protocol):
         elif parts[1].startswith("/_sim/"):
             status, body = self._owner.on_admin(parts[0], parts[1])
             self._answer_http(status, body)
+        elif parts[1].startswith("/api/"):
+            self._answer(self._owner.on_rest(parts[0], parts[1], self.peer))
         else:
             # websockets caps the request line at 8 KiB, but clients such as cryptofeed
             # put up to 1024 stream names (~25 KiB) in the URL. The handshake parser gets
@@ -197,16 +201,20 @@ class SimConnection(asyncio.Protocol):
             self._handshake(target, stand_in + bytes(self._head[line_end:]))
 
     def _answer_http(self, status: int, body: dict[str, object]) -> None:
+        self._answer(RestAnswer(status, orjson.dumps(body)))
+
+    def _answer(self, answer: RestAnswer) -> None:
+        """One HTTP answer with a JSON body, then close: admin calls and REST alike."""
         transport = self._require_transport()
         self._phase = _Phase.HTTP
         self._cancel_timer("handshake")
-        payload = orjson.dumps(body)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
         head = (
-            f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n"
+            f"HTTP/1.1 {answer.status} {http.HTTPStatus(answer.status).phrase}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(answer.body)}\r\n"
+            f"{extra}Connection: close\r\n\r\n"
         )
-        transport.write(head.encode() + payload)
+        transport.write(head.encode() + answer.body)
         transport.close()
 
     def _handshake(self, target: str, data: bytes) -> None:

@@ -5,7 +5,9 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
 of the client's recovery. ``POST /_sim/fault?kind=...`` (``DELETE /_sim/fault`` ends every
-running fault window) and ``GET /_sim/stats`` on the same port are the admin interface.
+running fault window) and ``GET /_sim/stats`` on the same port are the admin interface;
+``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market and its
+candles (``candles``).
 
 Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
 messages, limits, heartbeat bookkeeping) and ``faults`` (fault kinds and schedule)
@@ -21,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Final
 
@@ -28,6 +31,7 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
+from tickcast.sim.candles import CandleBook
 from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
 from tickcast.sim.control import AttemptLimiter
 from tickcast.sim.faults import (
@@ -46,6 +50,7 @@ from tickcast.sim.market import (
     build_payload,
     parse_stream,
 )
+from tickcast.sim.rest import WEIGHT_LIMIT_1M, RestAnswer, RestApi
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -59,6 +64,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _STOP_GRACE: Final = 1.0
+# A pause with no trade closes flat candles by the hundred; a client needs only the last.
+_KLINE_CLOSES_PER_PUSH: Final = 3
 _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1000: (1000, "Normal closure (simulated fault)"),
     FaultKind.CLOSE1001: (1001, "Going away (simulated fault)"),
@@ -73,7 +80,8 @@ class SimConfig:
     ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
     valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
-    (per client address per 5 minutes) are off when 0.
+    (per client address per 5 minutes) are off when 0. ``rest_weight_limit`` is the REST
+    weight an address may use per minute (Binance's 6,000).
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +95,7 @@ class SimConfig:
     max_incoming_per_second: int = 5
     max_connection_attempts: int = 300
     fault_schedule: tuple[Fault, ...] = ()
+    rest_weight_limit: int = WEIGHT_LIMIT_1M
 
     def __post_init__(self) -> None:
         for name in ("rate", "ping_interval", "pong_timeout"):
@@ -114,14 +123,14 @@ def _text_frame(payload: bytes) -> bytes:
 
 
 class _Encoded:
-    """One event of one stream, encoded lazily once per (combined, time unit) variant."""
+    """One event of one stream, encoded lazily once per (combined, time unit) variant;
+    ``build(scale)`` makes its payload (``scale`` 1000: microseconds)."""
 
-    __slots__ = ("_frames", "_market", "_name", "_payloads", "_spec")
+    __slots__ = ("_build", "_frames", "_name", "_payloads")
 
-    def __init__(self, name: str, spec: StreamSpec, market: Market) -> None:
+    def __init__(self, name: str, build: Callable[[int], object]) -> None:
         self._name = name
-        self._spec = spec
-        self._market = market
+        self._build = build
         self._frames: list[bytes | None] = [None, None, None, None]
         self._payloads: list[object] = [None, None]
 
@@ -131,9 +140,7 @@ class _Encoded:
         if frame is None:
             payload = self._payloads[micro]
             if payload is None:
-                payload = self._payloads[micro] = build_payload(
-                    self._spec, self._market, 1000 if micro else 1
-                )
+                payload = self._payloads[micro] = self._build(1000 if micro else 1)
             body = {"stream": self._name, "data": payload} if combined else payload
             frame = self._frames[slot] = _text_frame(orjson.dumps(body))
         return frame
@@ -155,6 +162,10 @@ class SimExchange:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self._market = Market(config.seed, config.symbols, config.rate)
+        self._candles = CandleBook(config.seed)
+        # Kline stream -> open time just before the next closed candle to push.
+        self._kline_pushed: dict[str, int] = {}
+        self._rest = RestApi(self._market, self._candles, _now_ms, config.rest_weight_limit)
         self._stats = SimStats()
         self._attempts = AttemptLimiter(config.max_connection_attempts)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +207,7 @@ class SimExchange:
         self._stall_until = 0.0
         self._has_streams = asyncio.Event()
         self._spawn(self._tick_loop(), "sim-market")
+        self._spawn(self._kline_loop(), "sim-klines")
         if self.config.fault_schedule:
             self._spawn(self._run_schedule(), "sim-faults")
         log.debug("simulated exchange listening on %s", self.url)
@@ -336,15 +348,49 @@ class SimExchange:
         if not plan.streams:
             return
         self._market.step(plan.symbols, now_ms)
+        self._candles.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
-            conns = self._subscribers.get(name)
-            if not conns:
-                continue
-            encoded = _Encoded(name, spec, self._market)
-            # Safe to iterate: sending never unsubscribes synchronously (connection_lost
-            # runs later, from the loop).
-            for conn in conns:
-                conn.send_data(encoded.frame(conn.session.combined, conn.micro))
+            if spec.kind is not StreamKind.KLINE:
+                self._send(name, _Encoded(name, partial(build_payload, spec, self._market)))
+
+    def _send(self, name: str, encoded: _Encoded) -> None:
+        # Safe to iterate: sending never unsubscribes synchronously (connection_lost runs
+        # later, from the loop).
+        for conn in self._subscribers.get(name, ()):
+            conn.send_data(encoded.frame(conn.session.combined, conn.micro))
+
+    # Kline streams: the open candle every 2 s (every second for 1s), and each candle once
+    # more when it closes, as Binance pushes them.
+
+    async def _kline_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0 - (time.time() % 1.0) + 0.001)  # just past a second
+            if self._require_loop().time() >= self._stall_until:
+                self._push_klines(_now_ms())
+
+    def _push_klines(self, now_ms: int) -> None:
+        for name, spec in self._current_plan().streams:
+            if spec.kind is StreamKind.KLINE and spec.symbol is not None:
+                self._push_kline(name, spec.symbol, str(spec.interval), now_ms)
+
+    def _push_kline(self, name: str, symbol: str, interval: str, now_ms: int) -> None:
+        state = self._market.state(symbol)
+        series = self._candles.series(state.symbol, interval, state.tick, state.lot)
+        series.open_flat(now_ms, state.last)
+        series.advance_to(now_ms)
+        current = series.current
+        assert current is not None
+        # Candles closed since the last push, whether a trade or the clock closed them;
+        # a stream's first push starts with the open candle.
+        pushed = self._kline_pushed.get(name, current.open_time - 1)
+        for candle in series.closed_after(pushed)[-_KLINE_CLOSES_PER_PUSH:]:
+            build = partial(candle.stream_payload, state.symbol, interval, now_ms, True)
+            self._send(name, _Encoded(name, build))
+        self._kline_pushed[name] = current.open_time - 1
+        every = 1 if interval == "1s" else 2
+        if (now_ms // 1000) % every == 0:
+            build = partial(current.stream_payload, state.symbol, interval, now_ms, False)
+            self._send(name, _Encoded(name, build))
 
     def _current_plan(self) -> _Plan:
         if self._plan is None:
@@ -384,12 +430,17 @@ class SimExchange:
             conns.discard(conn)
             if not conns:
                 del self._subscribers[name]
+                self._kline_pushed.pop(name, None)
                 self._plan = None
         if not self._subscribers:
             self._has_streams.clear()
 
     def on_connection_made(self, conn: SimConnection) -> None:
         self._conns.add(conn)
+
+    def on_rest(self, method: str, target: str, peer: str) -> RestAnswer:
+        """Answer Binance's market-data REST (``/api/v3/...``) on the WebSocket port."""
+        return self._rest.answer(method, target, peer)
 
     def on_attempt(self, peer: str) -> bool:
         """Count a handshake attempt; False once ``peer`` is over its budget (HTTP 429)."""

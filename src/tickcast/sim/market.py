@@ -57,11 +57,23 @@ class StreamKind(enum.Enum):
     BOOK_TICKER = "bookTicker"
     TRADE = "trade"
     AGG_TRADE = "aggTrade"
+    KLINE = "kline"
     ALL_MINI_TICKERS = "!miniTicker@arr"
 
 
+# Binance's kline intervals but the month (it has no fixed length), with their lengths.
+KLINE_INTERVALS_MS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
+        "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
+        "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
+        "3d": 259_200_000, "1w": 604_800_000,
+    }
+)  # fmt: skip
+
+
 _SYMBOL_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
-    {k.value: k for k in StreamKind if k is not StreamKind.ALL_MINI_TICKERS}
+    {k.value: k for k in StreamKind if k not in (StreamKind.ALL_MINI_TICKERS, StreamKind.KLINE)}
 )
 # python-binance asks for the "@1000ms" spelling; both name the same data.
 _ALL_MINI_NAMES: Final = frozenset({"!miniTicker@arr", "!miniTicker@arr@1000ms"})
@@ -69,24 +81,31 @@ _ALL_MINI_NAMES: Final = frozenset({"!miniTicker@arr", "!miniTicker@arr@1000ms"}
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
-    """What a stream name asks for: a kind and a lowercase symbol (None: all symbols)."""
+    """What a stream name asks for: a kind and a lowercase symbol (None: all symbols);
+    ``interval`` for a kline stream."""
 
     kind: StreamKind
     symbol: str | None
+    interval: str | None = None
 
 
 def parse_stream(name: str) -> StreamSpec | None:
     """Map a subscribed stream name to the data it carries, or None for no data.
 
     None covers retired streams (``!ticker@arr``), kinds the simulator does not
-    produce (klines, depth) and uppercase symbols, which Binance also accepts and then
-    never feeds.
+    produce (depth, the ``1M`` kline) and uppercase symbols, which Binance also accepts
+    and then never feeds.
     """
     if name in _ALL_MINI_NAMES:
         return StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
     symbol, sep, kind_name = name.partition("@")
     if not sep or _SYMBOL_RE.fullmatch(symbol) is None:
         return None
+    if kind_name.startswith("kline_"):
+        interval = kind_name.removeprefix("kline_")
+        if interval not in KLINE_INTERVALS_MS:
+            return None
+        return StreamSpec(StreamKind.KLINE, symbol, interval)
     kind = _SYMBOL_KINDS.get(kind_name)
     return None if kind is None else StreamSpec(kind, symbol)
 
@@ -381,7 +400,9 @@ def build_payload(spec: StreamSpec, market: Market, scale: int = 1) -> Payload |
         return book_ticker_payload(s)
     if spec.kind is StreamKind.TRADE:
         return trade_payload(s, e, scale)
-    return agg_trade_payload(s, e, scale)
+    if spec.kind is StreamKind.AGG_TRADE:
+        return agg_trade_payload(s, e, scale)
+    raise ValueError(f"{spec.kind.value} events come from the candles, not a market step")
 
 
 def server_shutdown_payload(event_time: int, scale: int = 1) -> Payload:

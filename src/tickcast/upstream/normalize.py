@@ -19,7 +19,7 @@ from typing import Final
 
 import orjson
 
-from tickcast.messages.tick import canonical_decimal
+from tickcast.messages.decimals import canonical_decimal
 
 log = logging.getLogger(__name__)
 

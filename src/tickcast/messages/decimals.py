@@ -1,0 +1,53 @@
+"""Exact decimals in JSON: what every message kind shares.
+
+Values are kept as canonical decimal strings exactly as the exchange sent them (trailing
+zeros trimmed) and written into the JSON as numbers verbatim, so a price of "0.3" reaches
+clients as ``0.3``, never as ``0.30000000000000004``; decoding reads them back from the raw
+JSON text, never through a float.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import orjson
+
+# ASCII digits only: ``\d`` also matches the digits of other scripts ("١٢"), which would be
+# written into the JSON verbatim and make every client's message invalid JSON.
+_DECIMAL: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+_RAW_NUMBER: Final = re.compile(rb'"([a-z_]+)":(-?[0-9]+(?:\.[0-9]+)?)(?=[,}])')
+
+
+def canonical_decimal(text: str) -> str:
+    """Return ``text`` as a JSON-ready decimal: sign, digits, trailing zeros trimmed.
+
+    Raises ``ValueError`` when ``text`` is not a plain decimal number.
+    """
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"not a decimal number: {text[:40]!r}")
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    whole, _, frac = digits.partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    out = f"{whole}.{frac}" if frac else whole
+    if negative and out != "0":
+        out = "-" + out
+    return out
+
+
+def fragment(value: str | None) -> orjson.Fragment | None:
+    """A canonical decimal written into orjson's output verbatim (``None`` stays null)."""
+    return None if value is None else orjson.Fragment(value.encode())
+
+
+def raw_numbers(data: bytes) -> dict[str, str]:
+    """The number text of every top-level-style ``"name":number`` pair in ``data``.
+
+    Only names of lowercase letters and underscores are read: the message fields. A name
+    that occurs twice keeps its last value, which for tickcast's own encodings never
+    happens.
+    """
+    return {m.group(1).decode(): m.group(2).decode() for m in _RAW_NUMBER.finditer(data)}

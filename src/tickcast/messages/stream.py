@@ -1,0 +1,118 @@
+"""Stream names: how a client chooses its data (SPEC §12).
+
+A stream is ``SYMBOL@kind``, the symbol uppercase: ``BTCUSDT@ticker``, ``BTCUSDT@trades``,
+``BTCUSDT@kline_1m``, ``BTCUSDT@book``, ``BTCUSDT@depth``, and the one stream of every
+symbol's ticker, ``!tickers``. A bare symbol means ``SYMBOL@ticker``, so every client and
+URL written before streams existed keeps working.
+
+The symbol is read case-insensitively, as ``?symbols=`` always was; the kind is not, because
+Binance's intervals tell a minute (``1m``) from a month (``1M``) by case alone. Whether a
+well-formed stream is also *served* depends on the server's settings, not on its name.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Final
+
+# Binance's kline intervals, in its own spelling, shortest first.
+KLINE_INTERVALS: Final = (
+    "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
+    "1d", "3d", "1w", "1M",
+)  # fmt: skip
+
+_UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+ALL_TICKERS: Final = "!tickers"
+
+# Binance lists symbols of 2 to 20 ASCII capitals and digits; nothing else reaches a name.
+_SYMBOL: Final = re.compile(r"[A-Z0-9]{2,20}")
+_MAX_NAME: Final = 64
+
+
+class StreamKind(enum.StrEnum):
+    """What a stream carries; the value is the name's part after ``@`` (``kline`` takes an
+    interval: ``kline_1m``)."""
+
+    TICKER = "ticker"
+    TRADES = "trades"
+    KLINE = "kline"
+    BOOK = "book"
+    DEPTH = "depth"
+    TICKERS = "tickers"
+
+
+class StreamNameError(ValueError):
+    """A name that is no stream tickcast knows; the message says why, for the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One parsed stream name. ``symbol`` is None only for ``!tickers``; ``interval`` is
+    set for ``kline`` streams only."""
+
+    kind: StreamKind
+    symbol: str | None
+    interval: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The canonical name: ``BTCUSDT@ticker``, ``BTCUSDT@kline_1m``, ``!tickers``."""
+        if self.kind is StreamKind.TICKERS:
+            return ALL_TICKERS
+        if self.kind is StreamKind.KLINE:
+            return f"{self.symbol}@kline_{self.interval}"
+        return f"{self.symbol}@{self.kind.value}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_stream(text: str) -> Stream:
+    """``text`` as a stream; raises ``StreamNameError`` saying what is wrong with it."""
+    name = text.strip()
+    if not name:
+        raise StreamNameError("empty stream name")
+    if len(name) > _MAX_NAME:
+        raise StreamNameError(f"stream name longer than {_MAX_NAME} characters")
+    if name == ALL_TICKERS:
+        return Stream(StreamKind.TICKERS, None)
+    symbol_text, at, kind_text = name.partition("@")
+    symbol = symbol_text.upper()
+    if not symbol.isascii() or _SYMBOL.fullmatch(symbol) is None:
+        raise StreamNameError(f"{_shown(symbol_text)} is not a symbol (2-20 letters or digits)")
+    if not at:
+        return Stream(StreamKind.TICKER, symbol)
+    if kind_text.startswith("kline_"):
+        interval = kind_text.removeprefix("kline_")
+        if interval not in KLINE_INTERVALS:
+            raise StreamNameError(
+                f"{_shown(interval)} is not a kline interval (one of {', '.join(KLINE_INTERVALS)})"
+            )
+        return Stream(StreamKind.KLINE, symbol, interval)
+    try:
+        kind = StreamKind(kind_text)
+    except ValueError:
+        kind = None
+    if kind is None or kind in (StreamKind.KLINE, StreamKind.TICKERS):
+        raise StreamNameError(f"{_shown(kind_text)} is not a stream kind ({_kinds_text()})")
+    return Stream(kind, symbol)
+
+
+def interval_ms(interval: str) -> int | None:
+    """The length of a kline interval in milliseconds; None for ``1M`` (months differ)."""
+    if interval not in KLINE_INTERVALS or interval == "1M":
+        return None
+    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+
+
+def _kinds_text() -> str:
+    kinds = [k.value for k in StreamKind if k not in (StreamKind.KLINE, StreamKind.TICKERS)]
+    return ", ".join([*kinds, "kline_<interval>"])
+
+
+def _shown(text: str) -> str:
+    """A client's text quoted for an error message, cut short and printable."""
+    return repr(text[:24])
