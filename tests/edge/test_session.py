@@ -201,6 +201,19 @@ def test_a_huge_throttle_still_sends_each_symbols_first_tick() -> None:
     assert seqs(transport.messages()) == [("BTCUSDT", 1), ("ETHUSDT", 2)]
 
 
+def test_a_tick_waiting_out_its_window_holds_back_no_other_symbol() -> None:
+    """Under a long throttle, a symbol whose window is open (a new subscription's snapshot)
+    goes out at once although another symbol's tick waits for its own window."""
+    session, transport, clock = make(throttle_ms=60_000)
+    session.offer(tick("BTCUSDT", 1))
+    clock.advance(0.2)
+    session.offer(tick("BTCUSDT", 2))  # held for 60 s
+    session.offer(tick("ETHUSDT", 3))
+    assert seqs(transport.messages()) == [("BTCUSDT", 1), ("ETHUSDT", 3)]
+    clock.advance(60)
+    assert seqs(transport.messages()) == [("BTCUSDT", 2)]
+
+
 def test_a_snapshot_sent_outside_offer_starts_the_throttle_window() -> None:
     """A snapshot the stream wrote itself (SSE's opening, a reset) counts as the symbol's
     last send: its next tick waits out the window, latest value wins."""

@@ -260,6 +260,12 @@ class Session:
             self._hold(symbol, wire)
             self._arm_flush(due)
             return
+        if self._pending and self._throttle and not self._control and self.transport.writable:
+            # Under a throttle, held ticks may only be waiting for their own window, which
+            # must not hold this symbol back: whatever is due goes now, in seq order.
+            self._hold(symbol, wire)
+            self._flush_pending()
+            return
         if self._pending or self._control or not self.transport.writable:
             self._hold(symbol, wire)
             if not self.transport.writable:
