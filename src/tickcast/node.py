@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # /readyz: the newest tick must be younger than this many stale-after periods.
 READY_FRESHNESS_FACTOR = 3
+# How often a node compares the state it announced with the one it derives now.
+STATUS_CHECK_INTERVAL = 1.0
+# What a ``status`` message is announced again for: not the ages and counts it carries.
+_ANNOUNCED_KEYS = ("upstream", "source", "simulated", "hub", "via")
 
 UpstreamListener = Callable[[dict[str, object]], None]
 
@@ -67,6 +71,9 @@ class Node:
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
+        # The state clients were last told, compared by ``_check_status``.
+        self._announced: tuple[object, ...] | None = None
         # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
         self._retired: list[asyncio.Task[None]] = []
         self._listeners: Hooks[dict[str, object]] = Hooks("upstream listener")
@@ -92,8 +99,12 @@ class Node:
             self._start_source()
         elif self.lease is not None:
             self._lease_task = asyncio.create_task(self.lease.run(), name="lease")
+        self._status_task = asyncio.create_task(self._watch_status(), name="status-watch")
 
     async def stop(self) -> None:
+        if self._status_task is not None:
+            await cancel_and_wait(self._status_task)
+            self._status_task = None
         if self.lease is not None and self._lease_task is not None:
             # Stops the source (on_deposed) and hands the lease over at once.
             with contextlib.suppress(Exception):
@@ -147,7 +158,25 @@ class Node:
         return self._listeners.add(listener)
 
     def _upstream_changed(self) -> None:
-        self._listeners(self.upstream_status())
+        self._announce(self.upstream_status())
+
+    def _announce(self, status: dict[str, object]) -> None:
+        self._announced = tuple(status.get(key) for key in _ANNOUNCED_KEYS)
+        self._listeners(status)
+
+    async def _watch_status(self) -> None:
+        """Some states change with no event to announce them: a follower's view of the
+        upstream follows the age of the newest tick, so it turns connected when ticks
+        resume (after Redis came back empty, say) and stale when they stop."""
+        while True:
+            await asyncio.sleep(STATUS_CHECK_INTERVAL)
+            self._check_status()
+
+    def _check_status(self) -> None:
+        """Announce the upstream state if it is not the one clients were last told."""
+        status = self.upstream_status()
+        if tuple(status.get(key) for key in _ANNOUNCED_KEYS) != self._announced:
+            self._announce(status)
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""
