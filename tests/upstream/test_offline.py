@@ -152,7 +152,7 @@ async def test_auto_label_follows_what_clients_get() -> None:
         await eventually(lambda: ticks and ticks[-1].source == "sim", timeout=10)
         assert source.label == "sim" and source.status()["source"] == "sim"
         assert "unreachable" in str(source.fallback_reason)
-        live = SimExchange(SimConfig(port=port, rate=10, seed=5))
+        live = SimExchange(SimConfig(port=port, rate=10, seed=5, identify=False))
         await live.start()
         try:
             await eventually(lambda: ticks[-1].source == "binance", timeout=10)

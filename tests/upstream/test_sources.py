@@ -7,10 +7,12 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+import websockets
 
 from tickcast.cli import record
 from tickcast.hub.memory import MemoryHub
@@ -46,7 +48,7 @@ async def test_auto_falls_back_to_sim_and_back_to_live() -> None:
         await eventually(lambda: any(t.source == "sim" for t in ticks), timeout=8)
         assert source.label == "sim"
         assert source.status()["fallbacks"] == 1
-        live = SimExchange(SimConfig(port=port, rate=10, seed=99))
+        live = SimExchange(SimConfig(port=port, rate=10, seed=99, identify=False))
         await live.start()
         try:
             await eventually(lambda: ticks[-1].source == "binance", timeout=10)
@@ -254,3 +256,40 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
         assert isinstance(upstream, dict)
         assert upstream["mode"] == "replay"
         assert upstream["passes"] >= 3
+
+
+@pytest.fixture
+def sim_exchange_port() -> Iterator[int]:
+    """``tickcast sim-exchange`` as its own process, the way the README runs it."""
+    port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port),
+         "--rate", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+@pytest.mark.parametrize("source", ["binance", "auto"])
+async def test_the_simulated_exchange_at_the_binance_url_is_served_as_sim(
+    tmp_path: Path, sim_exchange_port: int, source: str
+) -> None:
+    """serve --source binance (or auto) pointed at ``tickcast sim-exchange``: the simulator
+    says what it is in its handshake, so ticks, /status and status messages all say sim,
+    never binance."""
+    env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_exchange_port}"}
+    with running_server(tmp_path, ["--source", source], env) as server:
+        async with websockets.connect(server.ws_base + "/ws?symbols=*&status=1") as ws:
+            messages = [orjson.loads(await ws.recv()) for _ in range(15)]
+        status = messages[0]
+        assert status["type"] == "status", status
+        assert status["source"] == "sim" and status["simulated"] is True, status
+        ticks = [m for m in messages if m["type"] == "tick"]
+        assert ticks and {t["source"] for t in ticks} == {"sim"}
+        assert server.get("/price").json()["source"] == "sim"
+        body = server.status()
+        assert body["source"] == "sim" and body["simulated"] is True, body

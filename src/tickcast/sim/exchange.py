@@ -73,7 +73,9 @@ class SimConfig:
     ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
     valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
-    (per client address per 5 minutes) are off when 0.
+    (per client address per 5 minutes) are off when 0. ``identify`` sends
+    ``SIMULATED_HEADER`` in every handshake, so that tickcast labels what it serves
+    ``sim``; off only where a test needs a stand-in for live Binance.
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +89,7 @@ class SimConfig:
     max_incoming_per_second: int = 5
     max_connection_attempts: int = 300
     fault_schedule: tuple[Fault, ...] = ()
+    identify: bool = True
 
     def __post_init__(self) -> None:
         for name in ("rate", "ping_interval", "pong_timeout"):
@@ -185,6 +188,7 @@ class SimExchange:
             config.pong_timeout,
             config.max_streams,
             config.max_incoming_per_second,
+            config.identify,
         )
         self._server = await loop.create_server(
             lambda: SimConnection(self, loop, limits, self._stats),

@@ -32,6 +32,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tickcast.sim.control import SIMULATED_HEADER
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown, Update
 from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog, SendPacer
@@ -204,6 +205,8 @@ class BinanceClient:
         ]
         self._state = UpstreamState.CONNECTING
         self.state_since = time.time()
+        # The server's handshake said it is a simulator (``SIMULATED_HEADER``).
+        self.simulated = False
 
     @property
     def shards(self) -> int:
@@ -258,6 +261,7 @@ class BinanceClient:
             "state": self._state.value,
             "since": self.state_since,
             "url": self.url,
+            "simulated": self.simulated,
             "connections": sum(1 for s in self._shards if s.connected),
             "shards": len(self._shards),
             "reconnects": self.counters["reconnects"],
@@ -436,6 +440,10 @@ class _Shard:
             return None
         self.unreachable, self.last_error = False, None
         self.client._connect_succeeded()
+        # Set before the state turns connected, so the first status already says sim.
+        self.client.simulated = ws.response is not None and (
+            ws.response.headers.get(SIMULATED_HEADER) == "1"
+        )
         now = time.monotonic()
         conn = _Conn(
             ws,

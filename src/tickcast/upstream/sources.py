@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from tickcast.messages.tick import SourceLabel
 from tickcast.settings import Settings
@@ -66,7 +67,11 @@ def client_options(settings: Settings) -> ClientOptions:
 
 
 class ExchangeSource:
-    """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label."""
+    """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label.
+
+    A server that says in its handshake that it is a simulator (``tickcast sim-exchange``
+    at ``TICKCAST_BINANCE_URL``) is labelled ``sim`` whatever ``label`` says.
+    """
 
     def __init__(
         self,
@@ -82,7 +87,7 @@ class ExchangeSource:
         self._label = label
         self._sink = sink
         self._on_state = on_state
-        hook = None if on_frame is None else (lambda frame: on_frame(label, frame))
+        hook = None if on_frame is None else (lambda frame: on_frame(self.label, frame))
         self.client = BinanceClient(
             url,
             streams,
@@ -96,7 +101,7 @@ class ExchangeSource:
 
     @property
     def label(self) -> SourceLabel:
-        return self._label
+        return "sim" if self.client.simulated else self._label
 
     @property
     def state(self) -> UpstreamState:
@@ -104,7 +109,7 @@ class ExchangeSource:
 
     def _deliver(self, update: Update) -> None:
         self.last_update = time.monotonic()
-        self._sink(update, self._label)
+        self._sink(update, self.label)
 
     def _state_changed(self, _state: UpstreamState) -> None:
         if self._on_state is not None:
@@ -123,7 +128,7 @@ class ExchangeSource:
         }
 
     def status(self) -> dict[str, object]:
-        return {"source": self._label, **self.client.status()}
+        return {"source": self.label, **self.client.status()}
 
     def parse_errors(self) -> dict[str, int]:
         return dict(self.client.errors)
@@ -232,8 +237,9 @@ class AutoSource:
         self._live = supervised(self.live, settings, on_state)
         self.sim: SupervisedSource | None = None
         self._sim_errors: Counter[str] = Counter()
-        # Whose data the clients were last given: None until anything arrived.
-        self._serving: SourceLabel | None = None
+        # Whose data the clients were last given: None until anything arrived. Live may
+        # itself be a simulator (its label then says so), hence "fallback", not "sim".
+        self._serving: Literal["live", "fallback"] | None = None
         self.fallbacks = 0
         self.fallback_reason: str | None = None
 
@@ -242,13 +248,13 @@ class AutoSource:
         """``sim`` while simulated data is served; ``binance`` while live data is served
         and a live connection is open; None otherwise (nothing served yet, or live lost
         and the grace not over), so ``/status`` never calls anything live that is not."""
-        if self._serving == "binance" and not self.live.client.connected:
-            return None
-        return self._serving
+        if self._serving == "live":
+            return self.live.label if self.live.client.connected else None
+        return "sim" if self._serving == "fallback" else None
 
     @property
     def state(self) -> UpstreamState:
-        if self._serving == "sim" and self.sim is not None:
+        if self._serving == "fallback" and self.sim is not None:
             return self.sim.state
         return self._live.state
 
@@ -257,19 +263,19 @@ class AutoSource:
         return last > 0 and now - last < self._settings.auto_grace
 
     def _from_live(self, update: Update, label: SourceLabel) -> None:
-        self._serve("binance")
+        self._serve("live")
         self._sink(update, label)
 
     def _from_sim(self, update: Update, label: SourceLabel) -> None:
         # Live may have come back a moment ago: never mix sim ticks into live ones.
-        if self._serving == "sim":
+        if self._serving == "fallback":
             self._sink(update, label)
 
-    def _serve(self, serving: SourceLabel) -> None:
+    def _serve(self, serving: Literal["live", "fallback"]) -> None:
         label, previous = self.label, self._serving
         self._serving = serving
         if serving != previous:
-            log.warning("auto source: now serving %s data", serving)
+            log.warning("auto source: now serving %s data", self.label)
         # Also after a reconnect of live (None -> binance): clients hear the label return.
         if self.label != label and self._on_state is not None:
             self._on_state()
@@ -312,7 +318,7 @@ class AutoSource:
                     )
                     self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
-                    self._serve("sim")
+                    self._serve("fallback")
                 elif sim_task is not None and self._live_fresh(now):
                     await cancel_and_wait(sim_task)
                     sim_task = None
@@ -323,7 +329,7 @@ class AutoSource:
                 await cancel_and_wait(sim_task)
 
     def brief(self) -> dict[str, object]:
-        if self._serving == "sim" and self.sim is not None:
+        if self._serving == "fallback" and self.sim is not None:
             return self.sim.brief()
         return self._live.brief()
 
