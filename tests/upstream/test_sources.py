@@ -279,8 +279,8 @@ async def test_the_simulated_exchange_at_the_binance_url_is_served_as_sim(
     tmp_path: Path, sim_exchange_port: int, source: str
 ) -> None:
     """serve --source binance (or auto) pointed at ``tickcast sim-exchange``: the simulator
-    says what it is in its handshake, so ticks, /status and status messages all say sim,
-    never binance."""
+    says what it is in its handshake, so ticks, /status, status messages and /metrics all
+    say sim, never binance."""
     env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_exchange_port}"}
     with running_server(tmp_path, ["--source", source], env) as server:
         async with websockets.connect(server.ws_base + "/ws?symbols=*&status=1") as ws:
@@ -293,3 +293,6 @@ async def test_the_simulated_exchange_at_the_binance_url_is_served_as_sim(
         assert server.get("/price").json()["source"] == "sim"
         body = server.status()
         assert body["source"] == "sim" and body["simulated"] is True, body
+        metrics = server.get("/metrics").text
+        assert 'tickcast_source{source="sim"} 1.0' in metrics
+        assert 'tickcast_source{source="binance"} 0.0' in metrics
