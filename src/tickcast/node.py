@@ -27,6 +27,8 @@ READY_FRESHNESS_FACTOR = 3
 STATUS_CHECK_INTERVAL = 1.0
 # What a ``status`` message is announced again for: not the ages and counts it carries.
 _ANNOUNCED_KEYS = ("upstream", "source", "simulated", "hub", "via")
+# What a ``status`` message carries of ``upstream_report`` besides the state.
+_MESSAGE_KEYS = ("source", "since", "reconnects", "last_message_age", "simulated", "via")
 
 UpstreamListener = Callable[[dict[str, object]], None]
 
@@ -74,6 +76,8 @@ class Node:
         self._status_task: asyncio.Task[None] | None = None
         # The state clients were last told, compared by ``_check_status``.
         self._announced: tuple[object, ...] | None = None
+        # A follower's view of the upstream, and since when it has held.
+        self._derived: tuple[str, float] | None = None
         # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
         self._retired: list[asyncio.Task[None]] = []
         self._listeners: Hooks[dict[str, object]] = Hooks("upstream listener")
@@ -180,21 +184,37 @@ class Node:
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""
-        if not self.leading:
-            return self._follower_status()
-        brief = self.source.brief()
+        report = self.upstream_report()
         return {
             "type": "status",
-            "upstream": brief["state"],
-            "source": self.source.label,
-            "since": brief.get("since"),
-            "reconnects": brief.get("reconnects", 0),
-            "last_message_age": brief.get("last_message_age"),
-            "simulated": self.source.label == "sim",
+            "upstream": report["state"],
+            **{key: report[key] for key in _MESSAGE_KEYS},
             **self._hub_state(),
         }
 
-    def _follower_status(self) -> dict[str, object]:
+    def upstream_report(self) -> dict[str, object]:
+        """``/status``'s ``upstream``: the same keys on every node, leader or follower,
+        with either hub (README, "What /status says"). ``detail`` is the source's own
+        report on the node that holds the upstream connection, None on the others."""
+        if not self.leading:
+            return self._follower_report()
+        brief, label = self.source.brief(), self.source.label
+        return {
+            "state": brief["state"],
+            "source": label,
+            "simulated": label == "sim",
+            "since": brief.get("since"),
+            "reconnects": brief.get("reconnects", 0),
+            "restarts": self.source.restarts,
+            "last_message_age": brief.get("last_message_age"),
+            "last_error": brief.get("last_error"),
+            "last_error_at": brief.get("last_error_at"),
+            "parse_errors": self.source.parse_errors(),
+            "via": "upstream",
+            "detail": self.source.status(),
+        }
+
+    def _follower_report(self) -> dict[str, object]:
         """A node that does not lead sees the upstream through the hub: connected while
         the hub is and ticks are fresh; what the leader's connection does is its own."""
         age = self.newest_tick_age()
@@ -204,18 +224,23 @@ class Node:
             state = "stale"
         else:
             state = "connected"
+        if self._derived is None or self._derived[0] != state:
+            self._derived = (state, time.time())
         newest = self.hub.snapshot().values()
         source = max(newest, key=lambda t: t.seq).source if newest else None
         return {
-            "type": "status",
-            "upstream": state,
+            "state": state,
             "source": source,
-            "since": None,
-            "reconnects": 0,
-            "last_message_age": None if age is None else round(age, 3),
             "simulated": source == "sim",
+            "since": self._derived[1],
+            "reconnects": 0,
+            "restarts": 0,
+            "last_message_age": None if age is None else round(age, 3),
+            "last_error": None,
+            "last_error_at": None,
+            "parse_errors": {},
             "via": "hub",
-            **self._hub_state(),
+            "detail": None,
         }
 
     def _hub_state(self) -> dict[str, object]:
@@ -263,9 +288,9 @@ class Node:
             "node_id": self.settings.node_id,
             "cluster": self.cluster_status(),
             "uptime": round(time.time() - self.started_at, 3),
-            "source": (brief := self.upstream_status())["source"],
-            "simulated": brief["simulated"],
-            "upstream": self.source.status() if self.leading else brief,
+            "source": (upstream := self.upstream_report())["source"],
+            "simulated": upstream["simulated"],
+            "upstream": upstream,
             "ingest": dict(self.ingest.counts),
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),

@@ -100,8 +100,9 @@ def test_unreachable_live_serves_sim_at_once(tmp_path: Path, upstream: Upstream)
         assert status["source"] == "sim" and status["simulated"] is True
         upstream_status = status["upstream"]
         assert isinstance(upstream_status, dict)
-        assert upstream_status["fallbacks"] == 1
-        failures = upstream_status["live"]["counters"]["connect_failures"]
+        detail = upstream_status["detail"]
+        assert detail["fallbacks"] == 1
+        failures = detail["live"]["counters"]["connect_failures"]
         log = proc.log()
         assert "live upstream unreachable" in log
         lines = re.findall(r"upstream connect to \S+ failed: ", log)

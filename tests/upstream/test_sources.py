@@ -150,9 +150,10 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     assert isinstance(upstream, dict)
     # drop, close1000, close1001, close1008 and the stall each cost one reconnect.
     assert upstream["reconnects"] >= 5, upstream
-    assert upstream["closes"].keys() >= {"1006", "1000", "1001", "1008"}, upstream
-    assert upstream["counters"]["stale"] >= 1
-    assert upstream["counters"]["rotations"] >= 1
+    detail = upstream["detail"]
+    assert detail["closes"].keys() >= {"1006", "1000", "1001", "1008"}, upstream
+    assert detail["counters"]["stale"] >= 1
+    assert detail["counters"]["rotations"] >= 1
     assert upstream["parse_errors"], upstream
     assert upstream["state"] == "connected"
     # The stall lasts 2.5 s and the 1008 floor is 5 s: never staler than that plus slack.
@@ -241,7 +242,7 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
     with running_server(tmp_path, ["--source", f"replay:{capture}"], env) as server:
         first = server.get("/price").json()
         deadline = time.monotonic() + 15
-        while server.status()["upstream"]["passes"] < 3 and time.monotonic() < deadline:  # type: ignore[index]
+        while server.status()["upstream"]["detail"]["passes"] < 3 and time.monotonic() < deadline:  # type: ignore[index]
             time.sleep(0.2)
         last = server.get("/price").json()
         assert last["seq"] > first["seq"] + 10
@@ -254,8 +255,8 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
         assert status["source"] == "sim"
         upstream = status["upstream"]
         assert isinstance(upstream, dict)
-        assert upstream["mode"] == "replay"
-        assert upstream["passes"] >= 3
+        assert upstream["detail"]["mode"] == "replay"
+        assert upstream["detail"]["passes"] >= 3
 
 
 @pytest.fixture

@@ -207,6 +207,10 @@ class BinanceClient:
         self.state_since = time.time()
         # The server's handshake said it is a simulator (``SIMULATED_HEADER``).
         self.simulated = False
+        # The newest failed connect attempt or connection error, kept after a recovery
+        # (when it happened says whether it still matters).
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     @property
     def shards(self) -> int:
@@ -266,6 +270,8 @@ class BinanceClient:
             "shards": len(self._shards),
             "reconnects": self.counters["reconnects"],
             "last_message_age": None if age is None else round(age, 3),
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "counters": dict(self.counters),
             "closes": dict(self.closes),
             "parse_errors": dict(self.errors),
@@ -303,8 +309,12 @@ class BinanceClient:
             elif isinstance(event, ControlReply):
                 self._control_reply(conn, event)
 
+    def _error(self, text: str) -> None:
+        self.last_error, self.last_error_at = text, time.time()
+
     def _connect_failed(self, exc: Exception) -> None:
         self.counters["connect_failures"] += 1
+        self._error(f"connect: {type(exc).__name__}: {exc}")
         failures = self.failure_log.failed(time.monotonic())
         if not failures:
             return
@@ -393,7 +403,6 @@ class _Shard:
                     continue
                 delay_floor = await self._retire(self.current, reason)
                 self.current = None
-                self.client.counters["reconnects"] += 1
         finally:
             # Left clean, so that run() may be called again after a failure.
             conns = [c for c in (self.candidate, self.current) if c is not None]
@@ -407,6 +416,9 @@ class _Shard:
             if not first:
                 self._set_state(UpstreamState.RECONNECTING)
                 await asyncio.sleep(max(delay_floor, self.backoff.next_delay()))
+                # Every attempt after the first counts, failed ones too: a feed that has
+                # failed to connect 20 times has not "0 reconnects".
+                self.client.counters["reconnects"] += 1
             first = False
             delay_floor = 0.0
             conn = await self._try_connect()
@@ -498,6 +510,7 @@ class _Shard:
         """An error of the connection itself: close it; the watch loop reconnects."""
         conn.error = f"{where}: {exc!r}"
         self.client.counters["connection_errors"] += 1
+        self.client._error(conn.error)
         log.error("upstream connection %d failed (%s)", conn.number, conn.error, exc_info=exc)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.ws.close(1011), timeout=2)

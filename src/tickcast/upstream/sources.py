@@ -125,6 +125,8 @@ class ExchangeSource:
             "since": self.client.state_since,
             "reconnects": self.client.counters["reconnects"],
             "last_message_age": None if age is None else round(age, 3),
+            "last_error": self.client.last_error,
+            "last_error_at": self.client.last_error_at,
         }
 
     def status(self) -> dict[str, object]:
@@ -329,9 +331,14 @@ class AutoSource:
                 await cancel_and_wait(sim_task)
 
     def brief(self) -> dict[str, object]:
+        live = self._live.brief()
         if self._serving == "fallback" and self.sim is not None:
-            return self.sim.brief()
-        return self._live.brief()
+            # Why simulated data is served: what live last failed with.
+            sim = self.sim.brief()
+            if live.get("last_error") is not None:
+                sim.update(last_error=live["last_error"], last_error_at=live["last_error_at"])
+            return sim
+        return live
 
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {
