@@ -57,8 +57,9 @@ class Node:
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
         self.ingest = Ingest(self.hub, settings.symbols)
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
+        # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
-            settings, self.ingest.apply, self._upstream_changed
+            settings, self.ingest.apply, self._upstream_changed, latest=self.hub.snapshot
         )
         self.lease: Lease | None = None
         if self.redis is not None and settings.role != "edge":

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
@@ -40,6 +40,7 @@ from tickcast.sim.faults import (
     parse_fault_schedule,
 )
 from tickcast.sim.market import (
+    Carry,
     Market,
     StreamKind,
     StreamSpec,
@@ -285,6 +286,10 @@ class SimExchange:
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self._port}"
+
+    def continue_from(self, carried: Mapping[str, Carry]) -> None:
+        """Continue each symbol's market from where ``carried`` says it stood."""
+        self._market.continue_from(carried)
 
     def stats(self) -> dict[str, object]:
         """Counters for tests and the admin endpoint (``closes`` keyed by code as text)."""

@@ -12,15 +12,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from tickcast.messages.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
+from tickcast.sim.market import Carry
 from tickcast.tasks import cancel_and_wait
-from tickcast.upstream.base import FrameHook, Sink, Source, StateListener
+from tickcast.upstream.base import FrameHook, LatestTicks, Sink, Source, StateListener
 from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
 from tickcast.upstream.normalize import Update
 from tickcast.upstream.pacing import Backoff
@@ -31,6 +32,7 @@ __all__ = [
     "AutoSource",
     "ExchangeSource",
     "FrameHook",
+    "LatestTicks",
     "ReplaySource",
     "SimSource",
     "Sink",
@@ -136,8 +138,23 @@ class ExchangeSource:
         return dict(self.client.errors)
 
 
+def carried(ticks: Mapping[str, Tick]) -> dict[str, Carry]:
+    """Where each symbol of ``ticks`` stood, for a simulator to continue from."""
+    return {
+        symbol: Carry(t.last_price, t.open, t.high, t.low, t.volume, t.quote_volume)
+        for symbol, t in ticks.items()
+        if t.last_price is not None
+    }
+
+
 class SimSource:
-    """The built-in simulated exchange on a free loopback port, read by the real client."""
+    """The built-in simulated exchange on a free loopback port, read by the real client.
+
+    Each run continues the market from ``latest`` (the ticks served so far: a previous
+    leader's, or live ones before a fallback), so prices never jump back to the start level
+    nor replay a path already served. Without a configured seed the walk is seeded from
+    the clock; an explicit seed keeps a fresh start reproducible.
+    """
 
     def __init__(
         self,
@@ -146,18 +163,21 @@ class SimSource:
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
         errors: Counter[str] | None = None,
+        latest: LatestTicks | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._on_state = on_state
         self._on_frame = on_frame
+        self._latest = latest
         # One count over every run: each run has a client of its own.
         self.errors: Counter[str] = Counter() if errors is None else errors
+        seed = settings.sim_seed if settings.sim_seed is not None else time.time_ns()
         self.exchange = SimExchange(
             SimConfig(
                 host="127.0.0.1",
                 port=0,
-                seed=settings.sim_seed,
+                seed=seed,
                 rate=settings.sim_rate,
                 symbols=tuple(settings.symbols),
             )
@@ -177,6 +197,8 @@ class SimSource:
         return 0.0 if self.inner is None else self.inner.last_update
 
     async def run(self) -> None:
+        if self._latest is not None:
+            self.exchange.continue_from(carried(self._latest()))
         await self.exchange.start()
         try:
             self.inner = ExchangeSource(
@@ -222,11 +244,13 @@ class AutoSource:
         sink: Sink,
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
+        latest: LatestTicks | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._on_state = on_state
         self._on_frame = on_frame
+        self._latest = latest
         self.live = ExchangeSource(
             settings.binance_url,
             stream_names(settings.symbols, settings.book),
@@ -317,6 +341,7 @@ class AutoSource:
                         self._on_state,
                         self._on_frame,
                         self._sim_errors,
+                        self._latest,
                     )
                     self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
@@ -364,9 +389,12 @@ def build_source(
     sink: Sink,
     on_state: StateListener | None = None,
     on_frame: FrameHook | None = None,
+    latest: LatestTicks | None = None,
 ) -> SupervisedSource:
-    """The source ``settings.source`` names, under a supervisor (its ``inner``)."""
-    return supervised(_unsupervised(settings, sink, on_state, on_frame), settings, on_state)
+    """The source ``settings.source`` names, under a supervisor (its ``inner``).
+    ``latest``: the ticks served so far, which simulated data continues from."""
+    source = _unsupervised(settings, sink, on_state, on_frame, latest)
+    return supervised(source, settings, on_state)
 
 
 def _unsupervised(
@@ -374,16 +402,17 @@ def _unsupervised(
     sink: Sink,
     on_state: StateListener | None,
     on_frame: FrameHook | None,
+    latest: LatestTicks | None,
 ) -> Source:
     name = settings.source
     if name.startswith("replay:"):
         return ReplaySource(Path(name[7:]), sink, settings.replay_speed, on_state)
     if name == "sim":
-        return SimSource(settings, sink, on_state, on_frame)
+        return SimSource(settings, sink, on_state, on_frame, latest=latest)
     if name == "binance":
         streams = stream_names(settings.symbols, settings.book)
         options = client_options(settings)
         return ExchangeSource(
             settings.binance_url, streams, "binance", sink, options, on_state, on_frame
         )
-    return AutoSource(settings, sink, on_state, on_frame)
+    return AutoSource(settings, sink, on_state, on_frame, latest)
