@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -131,3 +135,14 @@ async def test_the_served_openapi_description_cites_no_internal_document() -> No
     assert response.status_code == 200
     assert "/ws" in response.json()["info"]["description"]
     assert "SPEC" not in response.text
+
+
+def test_version_prints_the_packages_version() -> None:
+    """``tickcast --version`` prints ``tickcast X.Y.Z``, the version pyproject.toml gives."""
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "tickcast.cli", "--version"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"tickcast {project['project']['version']}\n"

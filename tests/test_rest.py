@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +111,22 @@ def test_status_describes_upstream_source_and_clients(server: ServerProcess) -> 
     assert set(edge["clients"]) == {"ws", "sse", "total"}
     assert isinstance(edge["subscriptions"], int)
     assert isinstance(edge["closes"], dict)
+
+
+def test_metrics_say_which_source_is_served_and_by_which_build(server: ServerProcess) -> None:
+    """``/metrics`` marks the source served now (sim here) and gives the version and the
+    Python of the serving process, so an alert can catch simulated prices served."""
+    text = server.get("/metrics").text
+    assert 'tickcast_source{source="sim"} 1.0' in text
+    assert 'tickcast_source{source="binance"} 0.0' in text
+    assert 'tickcast_source{source="replay"} 0.0' in text
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    info = re.search(
+        r'^tickcast_build_info\{python="([^"]+)",version="([^"]+)"\} 1\.0$', text, re.M
+    )
+    assert info is not None, text
+    assert info.group(2) == project["project"]["version"]
+    assert info.group(1) == platform.python_version()  # the same interpreter runs the server
 
 
 async def test_metrics_expose_the_named_series(server: ServerProcess) -> None:

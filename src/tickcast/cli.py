@@ -21,6 +21,7 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from tickcast import __version__
 from tickcast.messages.tick import SourceLabel
 from tickcast.settings import DEFAULT_SYMBOLS, Settings, setting_errors
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickcast", description="Real-time market-data fan-out server."
     )
+    parser.add_argument("--version", action="version", version=f"tickcast {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = commands.add_parser(

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 # /readyz: the newest tick must be younger than this many stale-after periods.
 READY_FRESHNESS_FACTOR = 3
+# How often a node compares the state it announced with the one it derives now.
+STATUS_CHECK_INTERVAL = 1.0
+# What a ``status`` message is announced again for: not the ages and counts it carries.
+_ANNOUNCED_KEYS = ("upstream", "source", "simulated", "hub", "via")
+# What a ``status`` message carries of ``upstream_report`` besides the state.
+_MESSAGE_KEYS = ("source", "since", "reconnects", "last_message_age", "simulated", "via")
 
 UpstreamListener = Callable[[dict[str, object]], None]
 
@@ -51,8 +57,9 @@ class Node:
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
         self.ingest = Ingest(self.hub, settings.symbols)
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
+        # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
-            settings, self.ingest.apply, self._upstream_changed
+            settings, self.ingest.apply, self._upstream_changed, latest=self.hub.snapshot
         )
         self.lease: Lease | None = None
         if self.redis is not None and settings.role != "edge":
@@ -67,6 +74,11 @@ class Node:
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._status_task: asyncio.Task[None] | None = None
+        # The state clients were last told, compared by ``_check_status``.
+        self._announced: tuple[object, ...] | None = None
+        # A follower's view of the upstream, and since when it has held.
+        self._derived: tuple[str, float] | None = None
         # Source tasks of a deposed term, cancelled at once and awaited in ``stop``.
         self._retired: list[asyncio.Task[None]] = []
         self._listeners: Hooks[dict[str, object]] = Hooks("upstream listener")
@@ -92,8 +104,12 @@ class Node:
             self._start_source()
         elif self.lease is not None:
             self._lease_task = asyncio.create_task(self.lease.run(), name="lease")
+        self._status_task = asyncio.create_task(self._watch_status(), name="status-watch")
 
     async def stop(self) -> None:
+        if self._status_task is not None:
+            await cancel_and_wait(self._status_task)
+            self._status_task = None
         if self.lease is not None and self._lease_task is not None:
             # Stops the source (on_deposed) and hands the lease over at once.
             with contextlib.suppress(Exception):
@@ -147,25 +163,59 @@ class Node:
         return self._listeners.add(listener)
 
     def _upstream_changed(self) -> None:
-        self._listeners(self.upstream_status())
+        self._announce(self.upstream_status())
+
+    def _announce(self, status: dict[str, object]) -> None:
+        self._announced = tuple(status.get(key) for key in _ANNOUNCED_KEYS)
+        self._listeners(status)
+
+    async def _watch_status(self) -> None:
+        """Some states change with no event to announce them: a follower's view of the
+        upstream follows the age of the newest tick, so it turns connected when ticks
+        resume (after Redis came back empty, say) and stale when they stop."""
+        while True:
+            await asyncio.sleep(STATUS_CHECK_INTERVAL)
+            self._check_status()
+
+    def _check_status(self) -> None:
+        """Announce the upstream state if it is not the one clients were last told."""
+        status = self.upstream_status()
+        if tuple(status.get(key) for key in _ANNOUNCED_KEYS) != self._announced:
+            self._announce(status)
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""
-        if not self.leading:
-            return self._follower_status()
-        brief = self.source.brief()
+        report = self.upstream_report()
         return {
             "type": "status",
-            "upstream": brief["state"],
-            "source": self.source.label,
-            "since": brief.get("since"),
-            "reconnects": brief.get("reconnects", 0),
-            "last_message_age": brief.get("last_message_age"),
-            "simulated": self.source.label == "sim",
+            "upstream": report["state"],
+            **{key: report[key] for key in _MESSAGE_KEYS},
             **self._hub_state(),
         }
 
-    def _follower_status(self) -> dict[str, object]:
+    def upstream_report(self) -> dict[str, object]:
+        """``/status``'s ``upstream``: the same keys on every node, leader or follower,
+        with either hub (README, "What /status says"). ``detail`` is the source's own
+        report on the node that holds the upstream connection, None on the others."""
+        if not self.leading:
+            return self._follower_report()
+        brief, label = self.source.brief(), self.source.label
+        return {
+            "state": brief["state"],
+            "source": label,
+            "simulated": label == "sim",
+            "since": brief.get("since"),
+            "reconnects": brief.get("reconnects", 0),
+            "restarts": self.source.restarts,
+            "last_message_age": brief.get("last_message_age"),
+            "last_error": brief.get("last_error"),
+            "last_error_at": brief.get("last_error_at"),
+            "parse_errors": self.source.parse_errors(),
+            "via": "upstream",
+            "detail": self.source.status(),
+        }
+
+    def _follower_report(self) -> dict[str, object]:
         """A node that does not lead sees the upstream through the hub: connected while
         the hub is and ticks are fresh; what the leader's connection does is its own."""
         age = self.newest_tick_age()
@@ -175,18 +225,23 @@ class Node:
             state = "stale"
         else:
             state = "connected"
+        if self._derived is None or self._derived[0] != state:
+            self._derived = (state, time.time())
         newest = self.hub.snapshot().values()
         source = max(newest, key=lambda t: t.seq).source if newest else None
         return {
-            "type": "status",
-            "upstream": state,
+            "state": state,
             "source": source,
-            "since": None,
-            "reconnects": 0,
-            "last_message_age": None if age is None else round(age, 3),
             "simulated": source == "sim",
+            "since": self._derived[1],
+            "reconnects": 0,
+            "restarts": 0,
+            "last_message_age": None if age is None else round(age, 3),
+            "last_error": None,
+            "last_error_at": None,
+            "parse_errors": {},
             "via": "hub",
-            **self._hub_state(),
+            "detail": None,
         }
 
     def _hub_state(self) -> dict[str, object]:
@@ -234,9 +289,9 @@ class Node:
             "node_id": self.settings.node_id,
             "cluster": self.cluster_status(),
             "uptime": round(time.time() - self.started_at, 3),
-            "source": (brief := self.upstream_status())["source"],
-            "simulated": brief["simulated"],
-            "upstream": self.source.status() if self.leading else brief,
+            "source": (upstream := self.upstream_report())["source"],
+            "simulated": upstream["simulated"],
+            "upstream": upstream,
             "ingest": dict(self.ingest.counts),
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),

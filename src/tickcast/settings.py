@@ -86,7 +86,11 @@ class Settings(BaseSettings):
         1024, ge=1, le=1024, description="Upstream streams per connection (Binance: 1024)."
     )
     sim_rate: float = Field(1.0, gt=0, description="Simulated events per second per symbol.")
-    sim_seed: int = Field(1, description="Seed of the simulated exchange's random walk.")
+    sim_seed: int | None = Field(
+        None,
+        description="Seed of the in-process simulated exchange's random walk; unset: taken "
+        "from the clock, so no two starts replay the same prices.",
+    )
     replay_speed: float = Field(1.0, gt=0, description="replay: playback speed factor.")
 
     # State

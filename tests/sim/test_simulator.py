@@ -54,6 +54,7 @@ from tickcast.sim.faults import (
     parse_fault_query,
 )
 from tickcast.sim.market import (
+    Carry,
     Market,
     StreamKind,
     StreamSpec,
@@ -270,6 +271,23 @@ def test_walk_is_seeded_and_starts_at_realistic_levels() -> None:
         assert 0.9 * level < price < 1.1 * level, symbol
     odd = stepped_market("zzzusdt")
     assert Decimal(payload(odd, "zzzusdt@ticker")["c"]) > 0
+
+
+def test_a_market_continues_from_where_it_is_carried() -> None:
+    """Carried levels (the ticks last served) are where the walk goes on from: one step
+    from the last price, the same 24h open, high and low kept, volume only growing."""
+    market = Market(7, DEFAULT_SYMBOLS, 1.0)
+    carry = Carry("71234.5", "70000", "72000.01", "69000", "1234.5", "88000000.25")
+    market.continue_from({"BTCUSDT": carry})
+    market.step(["btcusdt"], 1_700_000_000_000)
+    ticker = payload(market, "btcusdt@ticker")
+    assert abs(Decimal(ticker["c"]) / Decimal("71234.5") - 1) < Decimal("0.002"), ticker
+    assert Decimal(ticker["o"]) == Decimal("70000")
+    assert Decimal(ticker["h"]) >= Decimal("72000.01")
+    assert Decimal(ticker["l"]) <= Decimal("69000")
+    assert Decimal(ticker["v"]) > Decimal("1234.5")
+    assert Decimal(ticker["q"]) > Decimal("88000000.25")
+    assert Decimal(ticker["b"]) < Decimal(ticker["a"])
 
 
 # Pure: URL forms, control messages, limits, heartbeat

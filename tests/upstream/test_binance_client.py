@@ -25,7 +25,7 @@ from tickcast.upstream.binance import (
 )
 from tickcast.upstream.normalize import Update
 
-from ..support import eventually
+from ..support import eventually, free_port
 from .scripted import ScriptedExchange
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -366,3 +366,36 @@ async def test_an_error_of_the_connection_ends_in_a_reconnect() -> None:
     finally:
         await cancel_and_wait(task)
         await sim.stop()
+
+
+async def test_failed_connect_attempts_count_as_reconnects_and_keep_the_last_error() -> None:
+    """A server that refuses every connection: each attempt after the first is a
+    reconnect, and the last error says what failed, also in ``status``."""
+    client = BinanceClient(
+        f"ws://127.0.0.1:{free_port()}", ["btcusdt@ticker"], lambda _update: None, options=FAST
+    )
+    task = asyncio.create_task(client.run())
+    try:
+        await eventually(lambda: client.counters["connect_failures"] >= 4)
+        status = client.status()
+        assert status["reconnects"] == client.counters["connect_failures"] - 1 >= 3, status
+        assert "ConnectionRefusedError" in str(status["last_error"]), status
+        assert isinstance(status["last_error_at"], float)
+    finally:
+        await cancel_and_wait(task)
+
+
+@pytest.mark.parametrize("identify", [True, False])
+async def test_a_simulator_says_so_and_a_plain_server_does_not(identify: bool) -> None:
+    """The simulated exchange's handshake marks it simulated; a server that does not say
+    so (as Binance never does) leaves the client's data live."""
+    async with SimExchange(SimConfig(rate=10, identify=identify)) as sim:
+        updates: list[Update] = []
+        client = BinanceClient(sim.url, ["btcusdt@ticker"], updates.append, options=FAST)
+        task = asyncio.create_task(client.run())
+        try:
+            await eventually(lambda: len(updates) >= 1)
+            assert client.simulated is identify
+            assert client.status()["simulated"] is identify
+        finally:
+            await cancel_and_wait(task)

@@ -100,8 +100,9 @@ def test_unreachable_live_serves_sim_at_once(tmp_path: Path, upstream: Upstream)
         assert status["source"] == "sim" and status["simulated"] is True
         upstream_status = status["upstream"]
         assert isinstance(upstream_status, dict)
-        assert upstream_status["fallbacks"] == 1
-        failures = upstream_status["live"]["counters"]["connect_failures"]
+        detail = upstream_status["detail"]
+        assert detail["fallbacks"] == 1
+        failures = detail["live"]["counters"]["connect_failures"]
         log = proc.log()
         assert "live upstream unreachable" in log
         lines = re.findall(r"upstream connect to \S+ failed: ", log)
@@ -152,7 +153,7 @@ async def test_auto_label_follows_what_clients_get() -> None:
         await eventually(lambda: ticks and ticks[-1].source == "sim", timeout=10)
         assert source.label == "sim" and source.status()["source"] == "sim"
         assert "unreachable" in str(source.fallback_reason)
-        live = SimExchange(SimConfig(port=port, rate=10, seed=5))
+        live = SimExchange(SimConfig(port=port, rate=10, seed=5, identify=False))
         await live.start()
         try:
             await eventually(lambda: ticks[-1].source == "binance", timeout=10)

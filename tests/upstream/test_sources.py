@@ -7,10 +7,12 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+import websockets
 
 from tickcast.cli import record
 from tickcast.hub.memory import MemoryHub
@@ -46,7 +48,7 @@ async def test_auto_falls_back_to_sim_and_back_to_live() -> None:
         await eventually(lambda: any(t.source == "sim" for t in ticks), timeout=8)
         assert source.label == "sim"
         assert source.status()["fallbacks"] == 1
-        live = SimExchange(SimConfig(port=port, rate=10, seed=99))
+        live = SimExchange(SimConfig(port=port, rate=10, seed=99, identify=False))
         await live.start()
         try:
             await eventually(lambda: ticks[-1].source == "binance", timeout=10)
@@ -149,9 +151,10 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     assert isinstance(upstream, dict)
     # drop, close1000, close1001, close1008 and the stall each cost one reconnect.
     assert upstream["reconnects"] >= 5, upstream
-    assert upstream["closes"].keys() >= {"1006", "1000", "1001", "1008"}, upstream
-    assert upstream["counters"]["stale"] >= 1
-    assert upstream["counters"]["rotations"] >= 1
+    detail = upstream["detail"]
+    assert detail["closes"].keys() >= {"1006", "1000", "1001", "1008"}, upstream
+    assert detail["counters"]["stale"] >= 1
+    assert detail["counters"]["rotations"] >= 1
     assert upstream["parse_errors"], upstream
     assert upstream["state"] == "connected"
     # The stall lasts 2.5 s and the 1008 floor is 5 s: never staler than that plus slack.
@@ -240,7 +243,7 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
     with running_server(tmp_path, ["--source", f"replay:{capture}"], env) as server:
         first = server.get("/price").json()
         deadline = time.monotonic() + 15
-        while server.status()["upstream"]["passes"] < 3 and time.monotonic() < deadline:  # type: ignore[index]
+        while server.status()["upstream"]["detail"]["passes"] < 3 and time.monotonic() < deadline:  # type: ignore[index]
             time.sleep(0.2)
         last = server.get("/price").json()
         assert last["seq"] > first["seq"] + 10
@@ -253,5 +256,45 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
         assert status["source"] == "sim"
         upstream = status["upstream"]
         assert isinstance(upstream, dict)
-        assert upstream["mode"] == "replay"
-        assert upstream["passes"] >= 3
+        assert upstream["detail"]["mode"] == "replay"
+        assert upstream["detail"]["passes"] >= 3
+
+
+@pytest.fixture
+def sim_exchange_port() -> Iterator[int]:
+    """``tickcast sim-exchange`` as its own process, the way the README runs it."""
+    port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port),
+         "--rate", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+@pytest.mark.parametrize("source", ["binance", "auto"])
+async def test_the_simulated_exchange_at_the_binance_url_is_served_as_sim(
+    tmp_path: Path, sim_exchange_port: int, source: str
+) -> None:
+    """serve --source binance (or auto) pointed at ``tickcast sim-exchange``: the simulator
+    says what it is in its handshake, so ticks, /status, status messages and /metrics all
+    say sim, never binance."""
+    env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_exchange_port}"}
+    with running_server(tmp_path, ["--source", source], env) as server:
+        async with websockets.connect(server.ws_base + "/ws?symbols=*&status=1") as ws:
+            messages = [orjson.loads(await ws.recv()) for _ in range(15)]
+        status = messages[0]
+        assert status["type"] == "status", status
+        assert status["source"] == "sim" and status["simulated"] is True, status
+        ticks = [m for m in messages if m["type"] == "tick"]
+        assert ticks and {t["source"] for t in ticks} == {"sim"}
+        assert server.get("/price").json()["source"] == "sim"
+        body = server.status()
+        assert body["source"] == "sim" and body["simulated"] is True, body
+        metrics = server.get("/metrics").text
+        assert 'tickcast_source{source="sim"} 1.0' in metrics
+        assert 'tickcast_source{source="binance"} 0.0' in metrics

@@ -3,14 +3,17 @@ are read at scrape time, so the fan-out never takes a metrics lock per delivery.
 
 from __future__ import annotations
 
+import platform
+import typing
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tickcast import __version__
 from tickcast.edge.fanout import Edge
-from tickcast.messages.tick import Tick
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.node import Node
 from tickcast.upstream.binance import UpstreamState
 
@@ -112,6 +115,27 @@ class _StateCollector(Collector):
             errors.add_metric([kind], float(count))
         yield errors
         yield from _cluster(node)
+        yield from _identity(node)
+
+
+def _identity(node: Node) -> Iterator[Metric]:
+    """What is served and by what: an alert on ``tickcast_source{source="sim"} == 1``
+    catches simulated prices served where live ones are expected."""
+    serving = node.upstream_status()["source"]
+    source = GaugeMetricFamily(
+        "tickcast_source",
+        "Where the data served now comes from (1 = current; all 0 while nothing is served)",
+        labels=["source"],
+    )
+    for label in typing.get_args(SourceLabel):
+        source.add_metric([label], 1.0 if serving == label else 0.0)
+    yield source
+    info = GaugeMetricFamily(
+        "tickcast_build_info", "tickcast's version and the Python it runs on (always 1)",
+        labels=["version", "python"],
+    )  # fmt: skip
+    info.add_metric([__version__, platform.python_version()], 1.0)
+    yield info
 
 
 def _cluster(node: Node) -> Iterator[Metric]:

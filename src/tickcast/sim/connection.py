@@ -30,6 +30,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from tickcast.sim.control import (
+    SIMULATED_HEADER,
     TOO_MANY_REQUESTS,
     Heartbeat,
     Session,
@@ -66,6 +67,7 @@ class ConnectionLimits:
     pong_timeout: float
     max_streams: int
     max_incoming_per_second: int
+    identify: bool = True
 
 
 class ConnectionOwner(Protocol):
@@ -238,6 +240,8 @@ class SimConnection(asyncio.Protocol):
                 response = ws.reject(exc.status, f"{exc}\n")
             else:
                 response = ws.accept(request)
+                if self._config.identify:
+                    response.headers[SIMULATED_HEADER] = "1"
                 self.session = Session.from_target(asked)
                 self.micro = asked.microseconds
         ws.send_response(response)

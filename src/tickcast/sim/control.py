@@ -36,6 +36,11 @@ _STRING_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,36}")
 # contains one can never be addressed.
 _STREAM_NAME_RE: Final = re.compile(r"[\x21-\x2e\x30-\x7e]{1,200}")
 
+# The handshake header by which the simulator says what it is. Real Binance never sends
+# it, so a client pointed at a simulator (``TICKCAST_BINANCE_URL``) labels its data
+# ``sim`` and never presents simulated prices as live.
+SIMULATED_HEADER: Final = "X-Tickcast-Simulated"
+
 MSG_BAD_ID: Final = "Invalid request: request ID must be an unsigned integer"
 MSG_PROPERTY_NAME: Final = "Invalid request: property name must be a string"
 MSG_TOO_MANY_PARAMS: Final = "Invalid request: too many parameters"

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -44,6 +44,7 @@ from tickcast.sim.faults import (
     parse_fault_schedule,
 )
 from tickcast.sim.market import (
+    Carry,
     Market,
     StreamKind,
     StreamSpec,
@@ -80,8 +81,11 @@ class SimConfig:
     ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
     valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
-    (per client address per 5 minutes) are off when 0. ``rest_weight_limit`` is the REST
-    weight an address may use per minute (Binance's 6,000).
+    (per client address per 5 minutes) are off when 0. ``identify`` sends
+    ``SIMULATED_HEADER`` in every handshake, so that tickcast labels what it serves
+    ``sim``; off only where a test needs a stand-in for live Binance.
+    ``rest_weight_limit`` is the REST weight an address may use per minute (Binance's
+    6,000).
     """
 
     host: str = "127.0.0.1"
@@ -95,6 +99,7 @@ class SimConfig:
     max_incoming_per_second: int = 5
     max_connection_attempts: int = 300
     fault_schedule: tuple[Fault, ...] = ()
+    identify: bool = True
     rest_weight_limit: int = WEIGHT_LIMIT_1M
 
     def __post_init__(self) -> None:
@@ -196,6 +201,7 @@ class SimExchange:
             config.pong_timeout,
             config.max_streams,
             config.max_incoming_per_second,
+            config.identify,
         )
         self._server = await loop.create_server(
             lambda: SimConnection(self, loop, limits, self._stats),
@@ -293,6 +299,10 @@ class SimExchange:
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self._port}"
+
+    def continue_from(self, carried: Mapping[str, Carry]) -> None:
+        """Continue each symbol's market from where ``carried`` says it stood."""
+        self._market.continue_from(carried)
 
     def stats(self) -> dict[str, object]:
         """Counters for tests and the admin endpoint (``closes`` keyed by code as text)."""

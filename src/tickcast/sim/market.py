@@ -127,6 +127,19 @@ def format_percent(change: int, base: int) -> str:
     return f"{sign}{whole}.{frac:03d}"
 
 
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """Where a symbol's market stood, as decimal strings (the ticks last served): a
+    simulator that takes over continues from here instead of its start level."""
+
+    last: str
+    open: str | None = None
+    high: str | None = None
+    low: str | None = None
+    volume: str | None = None
+    quote_volume: str | None = None
+
+
 def _units(text: str) -> int:
     return int(Decimal(text) * UNIT)
 
@@ -248,6 +261,13 @@ class Market:
             state = self._states[symbol] = _new_symbol(self._seed, symbol)
         return state
 
+    def continue_from(self, carried: Mapping[str, Carry]) -> None:
+        """Take up each symbol where ``carried`` says it stood: last price, 24h open, high
+        and low, volumes. The walk goes on from there (and reverts towards there), so a
+        chart never jumps back to the start level and volume never goes backwards."""
+        for symbol, carry in carried.items():
+            _carry(self.state(symbol.lower()), carry)
+
     def step(self, symbols: Iterable[str], now_ms: int) -> int:
         """Advance each symbol by one trade; return the step's event time.
 
@@ -288,6 +308,21 @@ class Market:
         s.trade_id += 1
         s.agg_id += 1
         s.update_id += rng.randint(1, 40)
+
+
+def _carry(s: SymbolState, carry: Carry) -> None:
+    last = max(s.tick, round(_units(carry.last) / s.tick) * s.tick)
+    s.last, s.fair, s.anchor = last, float(last), float(last)
+    s.bid = max(s.tick, last - s.tick)
+    s.ask = max(last, s.bid + s.tick)
+    if carry.open is not None:
+        s.open = max(s.tick, _units(carry.open))
+    s.high = max(last, _units(carry.high)) if carry.high is not None else max(s.high, last)
+    s.low = min(last, _units(carry.low)) if carry.low is not None else min(s.low, last)
+    if carry.volume is not None:
+        s.volume = _units(carry.volume)
+    if carry.quote_volume is not None:
+        s.quote_volume = _units(carry.quote_volume)
 
 
 Payload = dict[str, object]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from tickcast.messages.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.upstream.binance import UpstreamState
 from tickcast.upstream.normalize import Update
 
 Sink = Callable[[Update, SourceLabel], object]
 StateListener = Callable[[], None]
 FrameHook = Callable[[SourceLabel, str], None]
+# The latest tick of each symbol served so far (the hub's): where simulated data continues.
+LatestTicks = Callable[[], Mapping[str, Tick]]
 
 
 class Source(Protocol):

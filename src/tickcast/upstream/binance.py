@@ -32,6 +32,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tickcast.sim.control import SIMULATED_HEADER
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown, Update
 from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog, SendPacer
@@ -204,6 +205,12 @@ class BinanceClient:
         ]
         self._state = UpstreamState.CONNECTING
         self.state_since = time.time()
+        # The server's handshake said it is a simulator (``SIMULATED_HEADER``).
+        self.simulated = False
+        # The newest failed connect attempt or connection error, kept after a recovery
+        # (when it happened says whether it still matters).
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     @property
     def shards(self) -> int:
@@ -258,10 +265,13 @@ class BinanceClient:
             "state": self._state.value,
             "since": self.state_since,
             "url": self.url,
+            "simulated": self.simulated,
             "connections": sum(1 for s in self._shards if s.connected),
             "shards": len(self._shards),
             "reconnects": self.counters["reconnects"],
             "last_message_age": None if age is None else round(age, 3),
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "counters": dict(self.counters),
             "closes": dict(self.closes),
             "parse_errors": dict(self.errors),
@@ -299,8 +309,12 @@ class BinanceClient:
             elif isinstance(event, ControlReply):
                 self._control_reply(conn, event)
 
+    def _error(self, text: str) -> None:
+        self.last_error, self.last_error_at = text, time.time()
+
     def _connect_failed(self, exc: Exception) -> None:
         self.counters["connect_failures"] += 1
+        self._error(f"connect: {type(exc).__name__}: {exc}")
         failures = self.failure_log.failed(time.monotonic())
         if not failures:
             return
@@ -389,7 +403,6 @@ class _Shard:
                     continue
                 delay_floor = await self._retire(self.current, reason)
                 self.current = None
-                self.client.counters["reconnects"] += 1
         finally:
             # Left clean, so that run() may be called again after a failure.
             conns = [c for c in (self.candidate, self.current) if c is not None]
@@ -403,6 +416,9 @@ class _Shard:
             if not first:
                 self._set_state(UpstreamState.RECONNECTING)
                 await asyncio.sleep(max(delay_floor, self.backoff.next_delay()))
+                # Every attempt after the first counts, failed ones too: a feed that has
+                # failed to connect 20 times has not "0 reconnects".
+                self.client.counters["reconnects"] += 1
             first = False
             delay_floor = 0.0
             conn = await self._try_connect()
@@ -436,6 +452,10 @@ class _Shard:
             return None
         self.unreachable, self.last_error = False, None
         self.client._connect_succeeded()
+        # Set before the state turns connected, so the first status already says sim.
+        self.client.simulated = ws.response is not None and (
+            ws.response.headers.get(SIMULATED_HEADER) == "1"
+        )
         now = time.monotonic()
         conn = _Conn(
             ws,
@@ -490,6 +510,7 @@ class _Shard:
         """An error of the connection itself: close it; the watch loop reconnects."""
         conn.error = f"{where}: {exc!r}"
         self.client.counters["connection_errors"] += 1
+        self.client._error(conn.error)
         log.error("upstream connection %d failed (%s)", conn.number, conn.error, exc_info=exc)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(conn.ws.close(1011), timeout=2)

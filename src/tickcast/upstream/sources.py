@@ -12,14 +12,16 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
-from tickcast.messages.tick import SourceLabel
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
+from tickcast.sim.market import Carry
 from tickcast.tasks import cancel_and_wait
-from tickcast.upstream.base import FrameHook, Sink, Source, StateListener
+from tickcast.upstream.base import FrameHook, LatestTicks, Sink, Source, StateListener
 from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
 from tickcast.upstream.normalize import Update
 from tickcast.upstream.pacing import Backoff
@@ -30,6 +32,7 @@ __all__ = [
     "AutoSource",
     "ExchangeSource",
     "FrameHook",
+    "LatestTicks",
     "ReplaySource",
     "SimSource",
     "Sink",
@@ -66,7 +69,11 @@ def client_options(settings: Settings) -> ClientOptions:
 
 
 class ExchangeSource:
-    """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label."""
+    """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label.
+
+    A server that says in its handshake that it is a simulator (``tickcast sim-exchange``
+    at ``TICKCAST_BINANCE_URL``) is labelled ``sim`` whatever ``label`` says.
+    """
 
     def __init__(
         self,
@@ -82,7 +89,7 @@ class ExchangeSource:
         self._label = label
         self._sink = sink
         self._on_state = on_state
-        hook = None if on_frame is None else (lambda frame: on_frame(label, frame))
+        hook = None if on_frame is None else (lambda frame: on_frame(self.label, frame))
         self.client = BinanceClient(
             url,
             streams,
@@ -96,7 +103,7 @@ class ExchangeSource:
 
     @property
     def label(self) -> SourceLabel:
-        return self._label
+        return "sim" if self.client.simulated else self._label
 
     @property
     def state(self) -> UpstreamState:
@@ -104,7 +111,7 @@ class ExchangeSource:
 
     def _deliver(self, update: Update) -> None:
         self.last_update = time.monotonic()
-        self._sink(update, self._label)
+        self._sink(update, self.label)
 
     def _state_changed(self, _state: UpstreamState) -> None:
         if self._on_state is not None:
@@ -120,17 +127,34 @@ class ExchangeSource:
             "since": self.client.state_since,
             "reconnects": self.client.counters["reconnects"],
             "last_message_age": None if age is None else round(age, 3),
+            "last_error": self.client.last_error,
+            "last_error_at": self.client.last_error_at,
         }
 
     def status(self) -> dict[str, object]:
-        return {"source": self._label, **self.client.status()}
+        return {"source": self.label, **self.client.status()}
 
     def parse_errors(self) -> dict[str, int]:
         return dict(self.client.errors)
 
 
+def carried(ticks: Mapping[str, Tick]) -> dict[str, Carry]:
+    """Where each symbol of ``ticks`` stood, for a simulator to continue from."""
+    return {
+        symbol: Carry(t.last_price, t.open, t.high, t.low, t.volume, t.quote_volume)
+        for symbol, t in ticks.items()
+        if t.last_price is not None
+    }
+
+
 class SimSource:
-    """The built-in simulated exchange on a free loopback port, read by the real client."""
+    """The built-in simulated exchange on a free loopback port, read by the real client.
+
+    Each run continues the market from ``latest`` (the ticks served so far: a previous
+    leader's, or live ones before a fallback), so prices never jump back to the start level
+    nor replay a path already served. Without a configured seed the walk is seeded from
+    the clock; an explicit seed keeps a fresh start reproducible.
+    """
 
     def __init__(
         self,
@@ -139,18 +163,21 @@ class SimSource:
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
         errors: Counter[str] | None = None,
+        latest: LatestTicks | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._on_state = on_state
         self._on_frame = on_frame
+        self._latest = latest
         # One count over every run: each run has a client of its own.
         self.errors: Counter[str] = Counter() if errors is None else errors
+        seed = settings.sim_seed if settings.sim_seed is not None else time.time_ns()
         self.exchange = SimExchange(
             SimConfig(
                 host="127.0.0.1",
                 port=0,
-                seed=settings.sim_seed,
+                seed=seed,
                 rate=settings.sim_rate,
                 symbols=tuple(settings.symbols),
             )
@@ -170,6 +197,8 @@ class SimSource:
         return 0.0 if self.inner is None else self.inner.last_update
 
     async def run(self) -> None:
+        if self._latest is not None:
+            self.exchange.continue_from(carried(self._latest()))
         await self.exchange.start()
         try:
             self.inner = ExchangeSource(
@@ -215,11 +244,13 @@ class AutoSource:
         sink: Sink,
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
+        latest: LatestTicks | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
         self._on_state = on_state
         self._on_frame = on_frame
+        self._latest = latest
         self.live = ExchangeSource(
             settings.binance_url,
             stream_names(settings.symbols, settings.book),
@@ -232,8 +263,9 @@ class AutoSource:
         self._live = supervised(self.live, settings, on_state)
         self.sim: SupervisedSource | None = None
         self._sim_errors: Counter[str] = Counter()
-        # Whose data the clients were last given: None until anything arrived.
-        self._serving: SourceLabel | None = None
+        # Whose data the clients were last given: None until anything arrived. Live may
+        # itself be a simulator (its label then says so), hence "fallback", not "sim".
+        self._serving: Literal["live", "fallback"] | None = None
         self.fallbacks = 0
         self.fallback_reason: str | None = None
 
@@ -242,13 +274,13 @@ class AutoSource:
         """``sim`` while simulated data is served; ``binance`` while live data is served
         and a live connection is open; None otherwise (nothing served yet, or live lost
         and the grace not over), so ``/status`` never calls anything live that is not."""
-        if self._serving == "binance" and not self.live.client.connected:
-            return None
-        return self._serving
+        if self._serving == "live":
+            return self.live.label if self.live.client.connected else None
+        return "sim" if self._serving == "fallback" else None
 
     @property
     def state(self) -> UpstreamState:
-        if self._serving == "sim" and self.sim is not None:
+        if self._serving == "fallback" and self.sim is not None:
             return self.sim.state
         return self._live.state
 
@@ -257,19 +289,19 @@ class AutoSource:
         return last > 0 and now - last < self._settings.auto_grace
 
     def _from_live(self, update: Update, label: SourceLabel) -> None:
-        self._serve("binance")
+        self._serve("live")
         self._sink(update, label)
 
     def _from_sim(self, update: Update, label: SourceLabel) -> None:
         # Live may have come back a moment ago: never mix sim ticks into live ones.
-        if self._serving == "sim":
+        if self._serving == "fallback":
             self._sink(update, label)
 
-    def _serve(self, serving: SourceLabel) -> None:
+    def _serve(self, serving: Literal["live", "fallback"]) -> None:
         label, previous = self.label, self._serving
         self._serving = serving
         if serving != previous:
-            log.warning("auto source: now serving %s data", serving)
+            log.warning("auto source: now serving %s data", self.label)
         # Also after a reconnect of live (None -> binance): clients hear the label return.
         if self.label != label and self._on_state is not None:
             self._on_state()
@@ -309,10 +341,11 @@ class AutoSource:
                         self._on_state,
                         self._on_frame,
                         self._sim_errors,
+                        self._latest,
                     )
                     self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
-                    self._serve("sim")
+                    self._serve("fallback")
                 elif sim_task is not None and self._live_fresh(now):
                     await cancel_and_wait(sim_task)
                     sim_task = None
@@ -323,9 +356,14 @@ class AutoSource:
                 await cancel_and_wait(sim_task)
 
     def brief(self) -> dict[str, object]:
-        if self._serving == "sim" and self.sim is not None:
-            return self.sim.brief()
-        return self._live.brief()
+        live = self._live.brief()
+        if self._serving == "fallback" and self.sim is not None:
+            # Why simulated data is served: what live last failed with.
+            sim = self.sim.brief()
+            if live.get("last_error") is not None:
+                sim.update(last_error=live["last_error"], last_error_at=live["last_error_at"])
+            return sim
+        return live
 
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -351,9 +389,12 @@ def build_source(
     sink: Sink,
     on_state: StateListener | None = None,
     on_frame: FrameHook | None = None,
+    latest: LatestTicks | None = None,
 ) -> SupervisedSource:
-    """The source ``settings.source`` names, under a supervisor (its ``inner``)."""
-    return supervised(_unsupervised(settings, sink, on_state, on_frame), settings, on_state)
+    """The source ``settings.source`` names, under a supervisor (its ``inner``).
+    ``latest``: the ticks served so far, which simulated data continues from."""
+    source = _unsupervised(settings, sink, on_state, on_frame, latest)
+    return supervised(source, settings, on_state)
 
 
 def _unsupervised(
@@ -361,16 +402,17 @@ def _unsupervised(
     sink: Sink,
     on_state: StateListener | None,
     on_frame: FrameHook | None,
+    latest: LatestTicks | None,
 ) -> Source:
     name = settings.source
     if name.startswith("replay:"):
         return ReplaySource(Path(name[7:]), sink, settings.replay_speed, on_state)
     if name == "sim":
-        return SimSource(settings, sink, on_state, on_frame)
+        return SimSource(settings, sink, on_state, on_frame, latest=latest)
     if name == "binance":
         streams = stream_names(settings.symbols, settings.book)
         options = client_options(settings)
         return ExchangeSource(
             settings.binance_url, streams, "binance", sink, options, on_state, on_frame
         )
-    return AutoSource(settings, sink, on_state, on_frame)
+    return AutoSource(settings, sink, on_state, on_frame, latest)

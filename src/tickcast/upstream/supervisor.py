@@ -40,6 +40,7 @@ class SupervisedSource:
         self._healthy_after = healthy_after
         self.restarts = 0
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
         self._down_since: float | None = None
 
     @property
@@ -67,6 +68,7 @@ class SupervisedSource:
             delay = self._backoff.next_delay()
             self.restarts += 1
             self.last_error = f"{type(error).__name__}: {error}"
+            self.last_error_at = time.time()
             log.error(
                 "upstream source %s failed (%s); restarting in %.1fs",
                 self.inner.label or type(self.inner).__name__,
@@ -83,17 +85,28 @@ class SupervisedSource:
         if self._on_state is not None:
             self._on_state()
 
+    def _newest_error(self, inner: dict[str, object]) -> dict[str, object]:
+        """The source's own last error or the failure of its last run, whichever is newer."""
+        at = inner.get("last_error_at")
+        if self.last_error_at is not None and not (
+            isinstance(at, float) and at > self.last_error_at
+        ):
+            return {"last_error": self.last_error, "last_error_at": self.last_error_at}
+        return {"last_error": inner.get("last_error"), "last_error_at": at}
+
     def brief(self) -> dict[str, object]:
-        brief = {**self.inner.brief(), "restarts": self.restarts}
+        inner = self.inner.brief()
+        brief = {**inner, "restarts": self.restarts, **self._newest_error(inner)}
         if self._down_since is not None:
             brief.update(state=UpstreamState.RECONNECTING.value, since=self._down_since)
         return brief
 
     def status(self) -> dict[str, object]:
+        inner = self.inner.status()
         status = {
-            **self.inner.status(),
+            **inner,
             "restarts": self.restarts,
-            "last_error": self.last_error,
+            **self._newest_error(inner),
             "parse_errors": self.parse_errors(),
         }
         if self._down_since is not None:
