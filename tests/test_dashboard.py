@@ -417,6 +417,60 @@ def test_narrow_and_wide_screens_fit_with_labelled_controls(
         assert unnamed == []
 
 
+def shown_columns(page: Page) -> list[str]:
+    """The droppable columns the header shows, by name (``high`` for ``col-high``)."""
+    result = page.evaluate(
+        """() => [...document.querySelectorAll('thead th[class*="col-"]')]
+             .filter(th => getComputedStyle(th).display !== 'none')
+             .map(th => [...th.classList].find(c => c.startsWith('col-')).slice(4))"""
+    )
+    assert isinstance(result, list)
+    return [str(name) for name in result]
+
+
+@pytest.mark.parametrize(("width", "height", "chart"), [(1280, 800, False), (1600, 900, True)])
+def test_high_and_low_are_shown_when_there_is_room(
+    browser: Browser, server: ServerProcess, width: int, height: int, chart: bool
+) -> None:
+    """At 1280 px, and at 1600 px with the chart beside the table, 24h high and low are
+    shown and the table fits its frame."""
+    with open_page(browser, width, height) as page:
+        load(page, server.base + "/")
+        if chart:
+            page.click('tr[data-symbol="BTCUSDT"] .symbol-btn')
+            page.wait_for_function("tickcast.chart.shown() > 0", timeout=10_000)
+        wait_for_more_ticks(page, tick_count(page) + 10)
+        page.wait_for_timeout(100)  # a fit runs at the next animation frame
+        expect(page.locator("thead th.col-high")).to_be_visible()
+        expect(page.locator('tr[data-symbol="BTCUSDT"] td.col-low')).to_be_visible()
+        wrap = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+        assert wrap[0] <= wrap[1], f"the table overflows its frame: {wrap}"
+
+
+def test_narrow_table_drops_less_important_columns_first(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """At 700 px the table drops columns least important first (trend, quote volume, ...),
+    keeps symbol, price, change and age, and fits its frame; widening the window brings
+    the dropped columns back."""
+    order = ["spark", "qvolume", "high", "low", "bid", "ask", "volume", "spread"]
+    with open_page(browser, 700, 800) as page:
+        load(page, server.base + "/")
+        wait_for_more_ticks(page, tick_count(page) + 10)
+        page.wait_for_timeout(100)
+        shown = shown_columns(page)
+        dropped = [name for name in order if name not in shown]
+        assert dropped, f"nothing dropped at 700 px: {shown}"
+        assert dropped == order[: len(dropped)], f"dropped out of order: {dropped}"
+        for cell in (".price", ".change", ".age"):
+            expect(page.locator(f'tr[data-symbol="BTCUSDT"] {cell}')).to_be_visible()
+        wrap = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+        assert wrap[0] <= wrap[1], f"the table overflows its frame: {wrap}"
+        page.set_viewport_size({"width": 1400, "height": 800})
+        expect(page.locator("thead th.col-spark")).to_be_visible()
+        expect(page.locator("thead th.col-high")).to_be_visible()
+
+
 def test_vendored_chart_library_is_served_and_matches_its_readme(server: ServerProcess) -> None:
     """The pinned uPlot files are served next to the page (no CDN) and their sha256 are
     the ones vendor/README.md records."""

@@ -51,6 +51,7 @@ STATIC_FILES = {
     "format.js": "text/javascript",
     "connection.js": "text/javascript",
     "table.js": "text/javascript",
+    "columns.js": "text/javascript",
     "chart.js": "text/javascript",
     "status.js": "text/javascript",
     "app.js": "text/javascript",

@@ -28,6 +28,7 @@
     }
     statusView.renderBanners();
     statusView.renderStats();
+    tc.columns.checkFit();
   }
 
   // ---------------------------------------------------------------- start-up
@@ -77,6 +78,8 @@
       addForm: byId("add-form"),
       addInput: byId("add-symbol"),
       error: byId("error"),
+      table: byId("prices"),
+      tableWrap: document.querySelector(".table-wrap"),
       rows: byId("rows"),
       rowTemplate: byId("row-template"),
       empty: byId("empty"),
@@ -236,6 +239,7 @@
     statusView.renderFooter();
     statusView.renderBanners();
     statusView.renderStats();
+    tc.columns.watch();
     setInterval(everySecond, 1000);
     connection.connect(false);
     if (state.chart.symbol) {

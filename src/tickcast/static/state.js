@@ -3,8 +3,8 @@
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
  * from file://), loaded in order by index.html: state.js, format.js, connection.js,
- * table.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part of the
- * `window.tickcast` namespace created here; a script reaches another's functions through
+ * table.js, columns.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part
+ * of the `window.tickcast` namespace created here; a script reaches another's functions through
  * that namespace at call time, so the order matters only for what runs on load. Everything
  * lives in one `state` object; the DOM is only written by the render helpers. Protocol:
  * SPEC §6 (WebSocket /ws, SSE /sse, REST /history, /symbols).
@@ -16,6 +16,7 @@ window.tickcast = {
   format: {},
   connection: {},
   table: {},
+  columns: {},
   priceChart: {},
   statusView: {},
 };

@@ -171,6 +171,7 @@
     }
     applyOrder();
     statusView.renderEmpty();
+    tc.columns.scheduleFit();
     return row;
   }
 
