@@ -417,6 +417,55 @@ def test_narrow_and_wide_screens_fit_with_labelled_controls(
         assert unnamed == []
 
 
+def test_a_missing_token_is_explained_and_the_token_parameter_connects(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With TICKCAST_TOKEN set, the page opened without ?token= says the server requires a
+    token and to open the page with ?token= (over WebSocket and SSE), a wrong one says it
+    was not accepted, and the page opened with the token connects."""
+    env = {**SIM, "TICKCAST_TOKEN": "s3cret"}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        for query, words in (
+            ("/", "requires a token"),
+            ("/?transport=sse", "requires a token"),
+            ("/?token=wrong", "did not accept the token"),
+        ):
+            with open_page(browser) as page:
+                page.goto(server.base + query)
+                banner = page.locator("#stale-banner")
+                expect(banner).to_contain_text(words, timeout=10_000)
+                expect(banner).to_contain_text("?token=")
+                expect(banner).not_to_contain_text("Cannot reach")
+                expect(page.locator("tr[data-symbol]")).to_have_count(0)
+        with open_page(browser) as page:
+            load(page, server.base + "/?token=s3cret")
+            expect(page.locator("#stale-banner")).to_be_hidden()
+
+
+def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With TICKCAST_ALLOWED_ORIGINS=http://example.com the dashboard at the server's own
+    address still connects (WebSocket and SSE); a page of another origin (a file opened
+    from disk) is told that the server refused its origin and which setting to change."""
+    env = {**SIM, "TICKCAST_ALLOWED_ORIGINS": "http://example.com"}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        with open_page(browser) as page:
+            load(page, server.base + "/")
+            page.select_option("#transport", "sse")
+            expect(page.locator("#stat-transport")).to_have_text("SSE")
+            wait_for_more_ticks(page, tick_count(page) + 10)
+            expect(page.locator("#conn-state")).to_have_text("connected")
+        with open_page(browser) as page:
+            page.goto((STATIC / "index.html").as_uri() + "?server=" + server.base)
+            banner = page.locator("#stale-banner")
+            expect(banner).to_contain_text("refused this page's origin", timeout=10_000)
+            expect(banner).to_contain_text("TICKCAST_ALLOWED_ORIGINS must list it")
+            expect(page.locator("tr[data-symbol]")).to_have_count(0)
+        refused = server.get("/sse", headers={"Origin": "http://elsewhere.example"})
+        assert refused.status_code == 403
+
+
 def shown_columns(page: Page) -> list[str]:
     """The droppable columns the header shows, by name (``high`` for ``col-high``)."""
     result = page.evaluate(

@@ -50,6 +50,7 @@ STATIC_FILES = {
     "state.js": "text/javascript",
     "format.js": "text/javascript",
     "connection.js": "text/javascript",
+    "probe.js": "text/javascript",
     "table.js": "text/javascript",
     "columns.js": "text/javascript",
     "chart.js": "text/javascript",

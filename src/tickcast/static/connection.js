@@ -95,6 +95,7 @@
       state.stats.resumes += 1;
     }
     state.lostAt = null;
+    tc.probe.forget();
     state.everConnected = true;
     statusView.setConn("connected");
     statusView.renderStats();
@@ -111,7 +112,9 @@
       return;
     }
     state.ws = ws;
+    let didOpen = false;
     ws.onopen = function () {
+      didOpen = true;
       opened();
       startPing();
       state.pending.forEach(sendSubscribe);
@@ -123,6 +126,9 @@
     ws.onclose = function () {
       if (state.ws === ws) {
         state.ws = null;
+        if (!didOpen) {
+          tc.probe.explainFailure(); // a refused upgrade does not say why: ask
+        }
         handleDrop();
       }
     };
@@ -131,7 +137,9 @@
   function openEventSource(token) {
     const es = new EventSource(sseUrl(token));
     state.es = es;
+    let didOpen = false;
     es.onopen = function () {
+      didOpen = true;
       opened();
     };
     // Ticks are unnamed events (SPEC §6): they arrive here, typed by their JSON.
@@ -154,6 +162,9 @@
       if (state.es === es) {
         es.close();
         state.es = null;
+        if (!didOpen) {
+          tc.probe.explainFailure();
+        }
         handleDrop();
       }
     };
@@ -252,6 +263,7 @@
     state.wanted = false;
     clearRetry();
     closeTransport();
+    tc.probe.forget();
     if (state.lostAt === null) {
       state.lostAt = Date.now();
     }

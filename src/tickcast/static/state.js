@@ -3,7 +3,7 @@
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
  * from file://), loaded in order by index.html: state.js, format.js, connection.js,
- * table.js, columns.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part
+ * probe.js, table.js, columns.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part
  * of the `window.tickcast` namespace created here; a script reaches another's functions through
  * that namespace at call time, so the order matters only for what runs on load. Everything
  * lives in one `state` object; the DOM is only written by the render helpers. Protocol:
@@ -15,6 +15,7 @@ window.tickcast = {
   core: {},
   format: {},
   connection: {},
+  probe: {},
   table: {},
   columns: {},
   priceChart: {},
@@ -39,6 +40,7 @@ window.tickcast = {
     conn: "disconnected",
     everConnected: false,
     lostAt: null, // when the connection dropped (or the user disconnected)
+    refusal: null, // why the server refused the last attempt, when it said (probe.js)
     ws: null,
     es: null,
     attempt: 0,
