@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+import orjson
 import pytest
 
 from .redis_support import LinkProxy
@@ -464,6 +465,62 @@ def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
             expect(page.locator("tr[data-symbol]")).to_have_count(0)
         refused = server.get("/sse", headers={"Origin": "http://elsewhere.example"})
         assert refused.status_code == 403
+
+
+# Every text the LINKUSDT row's price, bid and high cells show, from the first render on.
+RECORD_LINK_CELLS = """
+window.linkTexts = [];
+new MutationObserver(function () {
+  const row = document.querySelector('tr[data-symbol="LINKUSDT"]');
+  if (!row) {
+    return;
+  }
+  for (const cell of [".price-val", ".bid", ".high"]) {
+    const text = row.querySelector(cell).textContent;
+    if (text && window.linkTexts[window.linkTexts.length - 1] !== text) {
+      window.linkTexts.push(text);
+    }
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+def link_capture(path: Path) -> None:
+    """A capture of LINKUSDT (quoted to 0.001, sent with Binance's 8 decimals) whose price
+    goes 14.966, 14.960: the server trims the second to 14.96. Every other price of both
+    ticks has fewer decimals than the symbol's three."""
+    with path.open("wb") as out:
+        for i, price in enumerate(("14.96600000", "14.96000000")):
+            event = 1_700_000_000_000 + 300 * i
+            data = {"e": "24hrTicker", "E": event, "s": "LINKUSDT", "c": price, "o": "14.90000000",
+                    "h": "15.10000000", "l": "14.50000000", "b": "14.95000000", "a": "14.97000000",
+                    "p": "0.06000000", "P": "0.400", "v": "1000.00000000", "q": "14960.00000000"}  # fmt: skip
+            frame = orjson.dumps({"stream": "linkusdt@ticker", "data": data}).decode()
+            out.write(orjson.dumps({"t": event, "source": "binance", "frame": frame}) + b"\n")
+
+
+def test_a_symbols_prices_keep_its_decimals_from_the_first_render(
+    page: Page, tmp_path: Path
+) -> None:
+    """A symbol quoted to 0.001 whose price goes 14.966, 14.96 (a trailing zero trimmed)
+    shows 14.966 and 14.960: its price, bid and high keep three decimals from the first
+    render on, whichever tick the page sees first (the server's /symbols says three)."""
+    capture = tmp_path / "link.jsonl"
+    link_capture(capture)
+    env = {"TICKCAST_SYMBOLS": "LINKUSDT"}
+    with running_server(
+        tmp_path, ["--source", f"replay:{capture}"], env, "/prices/LINKUSDT"
+    ) as server:
+        body = server.get("/symbols").json()
+        assert body["price_decimals"] == {"LINKUSDT": 3}
+        page.add_init_script(RECORD_LINK_CELLS)
+        page.goto(server.base + "/")
+        page.wait_for_function(
+            "['14.966', '14.960'].every(p => window.linkTexts.includes(p))", timeout=15_000
+        )
+        shown = page.evaluate("window.linkTexts")
+        assert {"14.950", "15.100"} <= set(shown)
+        assert [t for t in shown if not re.fullmatch(r"1[45]\.\d{3}", t)] == [], shown
 
 
 def shown_columns(page: Page) -> list[str]:

@@ -8,6 +8,7 @@ clients as ``0.3``, never as ``0.30000000000000004``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -42,6 +43,9 @@ DECIMAL_FIELDS: Final = (
     "ask",
 )
 
+# The fields that are prices, quoted at the symbol's tick size (``change`` is a difference).
+PRICE_FIELDS: Final = ("last_price", "open", "high", "low", "bid", "ask")
+
 # ASCII digits only: ``\d`` also matches the digits of other scripts ("١٢"), which would be
 # written into the JSON verbatim and make every client's message invalid JSON.
 _DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -63,6 +67,24 @@ def canonical_decimal(text: str) -> str:
     if negative and out != "0":
         out = "-" + out
     return out
+
+
+def price_decimals(ticks: Iterable[Tick]) -> int | None:
+    """The most decimals any price of ``ticks`` has: the symbol's tick size, as far as they
+    show it; None when they hold no price.
+
+    Trailing zeros are trimmed (``14.960`` is held as ``14.96``), so one price may show
+    fewer decimals than its symbol uses; the six prices of each tick, over a few ticks,
+    show them all but surely.
+    """
+    most: int | None = None
+    for tick in ticks:
+        for name in PRICE_FIELDS:
+            value = getattr(tick, name)
+            if value is not None:
+                places = len(value.partition(".")[2])
+                most = places if most is None else max(most, places)
+    return most
 
 
 @dataclass(slots=True)

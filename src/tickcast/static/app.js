@@ -14,6 +14,8 @@
   const state = core.state;
 
   const RESORT_MS = 1000;
+  // How long the first connection waits for /symbols (see start).
+  const SERVED_WAIT_MS = 1500;
 
   function everySecond() {
     const now = Date.now();
@@ -241,7 +243,16 @@
     statusView.renderStats();
     tc.columns.watch();
     setInterval(everySecond, 1000);
-    connection.connect(false);
+    // /symbols first (briefly): with each symbol's price decimals known, the first prices
+    // drawn already have them, and the table's columns never change width.
+    const waited = new Promise(function (resolve) {
+      setTimeout(resolve, SERVED_WAIT_MS);
+    });
+    Promise.race([connection.fetchServed(), waited]).then(function () {
+      if (state.wanted && state.conn === "disconnected" && state.ws === null && state.es === null) {
+        connection.connect(false);
+      }
+    });
     if (state.chart.symbol) {
       priceChart.openChart(state.chart.symbol, false); // the chart that was open before a reload
     }

@@ -318,13 +318,14 @@
   }
 
   function fetchServed() {
-    fetch(core.serverBase().http + "/symbols")
+    return fetch(core.serverBase().http + "/symbols")
       .then(function (response) {
         return response.ok ? response.json() : null;
       })
       .then(function (body) {
         if (body && Array.isArray(body.symbols)) {
           state.served = body.symbols.map(String);
+          table.applyServedDecimals(body.price_decimals);
           table.applyOrder();
           statusView.renderStats();
         }
@@ -531,5 +532,6 @@
     switchTransport: switchTransport,
     sendOp: sendOp,
     sendSubscribe: sendSubscribe,
+    fetchServed: fetchServed,
   });
 })(window.tickcast);

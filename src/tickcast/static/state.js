@@ -65,6 +65,7 @@ window.tickcast = {
     nextOpId: 1,
     seen: new Set(), // symbols that got their snapshot tick on this connection
     rows: new Map(), // symbol -> row view, in arrival order
+    decimals: new Map(), // symbol -> decimals its prices are shown with (table.js)
     latencies: [],
     tickCount: 0,
     source: null,

@@ -9,8 +9,8 @@
   "use strict";
 
   const {
-    toNumber, fractionDigits, formatFixed, formatPrice, formatPercent, formatCompact,
-    formatClock, formatAgo, signClass, arrow, median, splitSymbol,
+    toNumber, fractionDigits, priceFloor, formatFixed, formatPrice, formatPercent,
+    formatCompact, formatClock, formatAgo, signClass, arrow, median, splitSymbol,
   } = tc.format;
   const core = tc.core;
   const connection = tc.connection;
@@ -26,6 +26,9 @@
   const STALE_MIN_MS = 3000;
   const DEFAULT_INTERVAL_MS = 1000;
   const INTERVAL_SAMPLES = 20;
+  // The fields of a tick that are prices, quoted at the symbol's tick size.
+  const PRICE_FIELDS = ["last_price", "open", "high", "low", "bid", "ask"];
+  const MAX_DECIMALS = 8;
 
   // ---------------------------------------------------------------- symbols
 
@@ -121,6 +124,52 @@
     }
   }
 
+  // ---------------------------------------------------------------- price decimals
+
+  // Every price of a symbol is shown with the same number of decimals, so its column keeps
+  // its width: the most any of its prices has had (the wire trims trailing zeros: 14.96
+  // is 14.960 of a symbol quoted to 0.001), at least 2 (4 while the last price is below 1),
+  // and at least what the server's /symbols says (learned from the prices it holds). It
+  // grows, never shrinks.
+
+  function decimalsOf(symbol) {
+    const digits = state.decimals.get(symbol);
+    return digits === undefined ? null : digits;
+  }
+
+  function raiseDecimals(symbol, digits) {
+    const before = decimalsOf(symbol);
+    if (before === null || digits > before) {
+      state.decimals.set(symbol, Math.min(MAX_DECIMALS, digits));
+      return true;
+    }
+    return false;
+  }
+
+  function learnDecimals(symbol, tick) {
+    PRICE_FIELDS.forEach(function (field) {
+      if (toNumber(tick[field]) !== null) {
+        const floor = field === "last_price" ? priceFloor(tick[field]) : 0;
+        raiseDecimals(symbol, Math.max(floor, fractionDigits(tick[field])));
+      }
+    });
+  }
+
+  function applyServedDecimals(decimals) {
+    if (!decimals || typeof decimals !== "object") {
+      return;
+    }
+    Object.keys(decimals).forEach(function (symbol) {
+      const digits = toNumber(decimals[symbol]);
+      if (digits !== null && digits >= 0 && raiseDecimals(symbol, Math.floor(digits))) {
+        const row = state.rows.get(symbol);
+        if (row && row.tick) {
+          renderPrices(row);
+        }
+      }
+    });
+  }
+
   // ---------------------------------------------------------------- rows
 
   function createRow(symbol) {
@@ -150,6 +199,7 @@
       ageText: q(".age-text"),
       staleTag: q(".stale-tag"),
       values: {},
+      tick: null, // the last tick: its prices are drawn again when the decimals grow
       lastPrice: null,
       history: [],
       intervals: [],
@@ -185,9 +235,11 @@
       }
       row.lastPrice = price;
       row.values.price = price;
-      row.priceVal.textContent = formatPrice(tick.last_price);
       pushHistory(row, price);
     }
+    learnDecimals(row.symbol, tick);
+    row.tick = tick;
+    renderPrices(row);
     if ("change_percent" in tick) {
       const cls = signClass(tick.change_percent);
       row.values.change = toNumber(tick.change_percent);
@@ -202,10 +254,6 @@
       row.change.appendChild(document.createTextNode(formatPercent(tick.change_percent)));
       row.change.className = "num change " + cls;
     }
-    setCell(row, "bid", tick, "bid", formatPrice);
-    setCell(row, "ask", tick, "ask", formatPrice);
-    setCell(row, "high", tick, "high", formatPrice);
-    setCell(row, "low", tick, "low", formatPrice);
     setCell(row, "volume", tick, "volume", function (v) {
       return formatCompact(v) + " " + row.units.base;
     });
@@ -213,8 +261,23 @@
       return formatCompact(v) + " " + row.units.quote;
     });
     row.values.quote_volume = toNumber(tick.quote_volume);
-    renderSpread(row, tick);
     noteUpdate(row, now, live, sent);
+  }
+
+  function renderPrices(row) {
+    const tick = row.tick;
+    const digits = decimalsOf(row.symbol);
+    const text = function (value) {
+      return formatPrice(value, digits);
+    };
+    if (toNumber(tick.last_price) !== null) {
+      row.priceVal.textContent = text(tick.last_price);
+    }
+    setCell(row, "bid", tick, "bid", text);
+    setCell(row, "ask", tick, "ask", text);
+    setCell(row, "high", tick, "high", text);
+    setCell(row, "low", tick, "low", text);
+    renderSpread(row, tick, digits);
   }
 
   function setCell(row, cellName, tick, field, format) {
@@ -227,7 +290,7 @@
     row.values[field] = toNumber(tick[field]);
   }
 
-  function renderSpread(row, tick) {
+  function renderSpread(row, tick, known) {
     const bid = toNumber(tick.bid);
     const ask = toNumber(tick.ask);
     if (bid === null || ask === null) {
@@ -238,7 +301,7 @@
       return;
     }
     // Rounded to the quotes' own precision: float subtraction leaves noise digits.
-    const digits = Math.max(fractionDigits(tick.bid), fractionDigits(tick.ask));
+    const digits = known !== null ? known : Math.max(fractionDigits(tick.bid), fractionDigits(tick.ask));
     const spread = Number((ask - bid).toFixed(digits));
     const mid = (ask + bid) / 2;
     const bps = mid > 0 ? (spread / mid) * 10000 : null;
@@ -463,6 +526,8 @@
     acceptsSymbol: acceptsSymbol,
     addSymbol: addSymbol,
     removeSymbol: removeSymbol,
+    decimalsOf: decimalsOf,
+    applyServedDecimals: applyServedDecimals,
     createRow: createRow,
     updateRow: updateRow,
     renderAge: renderAge,
