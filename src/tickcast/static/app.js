@@ -79,6 +79,7 @@
       transport: byId("transport"),
       addForm: byId("add-form"),
       addInput: byId("add-symbol"),
+      servedList: byId("served-symbols"),
       error: byId("error"),
       table: byId("prices"),
       tableWrap: document.querySelector(".table-wrap"),

@@ -326,6 +326,7 @@
         if (body && Array.isArray(body.symbols)) {
           state.served = body.symbols.map(String);
           table.applyServedDecimals(body.price_decimals);
+          table.renderSuggestions();
           table.applyOrder();
           statusView.renderStats();
         }

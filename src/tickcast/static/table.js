@@ -62,6 +62,12 @@
       statusView.showError(symbol + " is already in the table.");
       return false;
     }
+    if (state.served !== null && state.served.indexOf(symbol) < 0) {
+      // Asked before subscribing: the answer is known, and it names what can be added.
+      statusView.showError(symbol + " is not served by this server: pick one of the " +
+        state.served.length + " symbols it serves from the list.");
+      return false;
+    }
     adoptDefaults();
     if (state.symbols !== null) {
       state.symbols = state.symbols.filter(function (s) {
@@ -70,6 +76,7 @@
     }
     state.symbolsFromUser = true;
     state.pending.add(symbol);
+    renderSuggestions();
     if (state.transport === "ws") {
       connection.sendSubscribe(symbol); // when not open yet, onopen subscribes every pending symbol
     } else {
@@ -86,6 +93,7 @@
       }
       if (!served) {
         state.pending.delete(symbol);
+        renderSuggestions();
         statusView.showError("Cannot add " + symbol + ": the server does not serve this symbol.");
       } else if (state.wanted && state.transport === "sse") {
         connection.connect(false);
@@ -112,6 +120,7 @@
     state.symbolsFromUser = true;
     state.pending.delete(symbol);
     removeRow(symbol);
+    renderSuggestions();
     if (state.chart.symbol === symbol) {
       priceChart.closeChart(false);
     }
@@ -122,6 +131,26 @@
     } else if (state.wanted) {
       connection.connect(false);
     }
+  }
+
+  function renderSuggestions() {
+    // The add box offers what the server serves and the table does not show yet.
+    const addable = (state.served || []).filter(function (s) {
+      return !state.rows.has(s) && !state.pending.has(s);
+    });
+    const list = state.el.servedList;
+    const current = Array.prototype.map.call(list.options, function (option) {
+      return option.value;
+    });
+    if (current.join(",") !== addable.join(",")) {
+      list.replaceChildren.apply(list, addable.map(function (s) {
+        const option = document.createElement("option");
+        option.value = s;
+        return option;
+      }));
+    }
+    const example = addable[0] || (state.served && state.served[0]);
+    state.el.addInput.placeholder = example ? "e.g. " + example : "symbol";
   }
 
   // ---------------------------------------------------------------- price decimals
@@ -222,6 +251,7 @@
     applyOrder();
     statusView.renderEmpty();
     tc.columns.scheduleFit();
+    renderSuggestions();
     return row;
   }
 
@@ -525,6 +555,7 @@
     adoptDefaults: adoptDefaults,
     acceptsSymbol: acceptsSymbol,
     addSymbol: addSymbol,
+    renderSuggestions: renderSuggestions,
     removeSymbol: removeSymbol,
     decimalsOf: decimalsOf,
     applyServedDecimals: applyServedDecimals,
