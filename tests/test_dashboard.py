@@ -523,6 +523,29 @@ def test_a_symbols_prices_keep_its_decimals_from_the_first_render(
         assert [t for t in shown if not re.fullmatch(r"1[45]\.\d{3}", t)] == [], shown
 
 
+def test_link_parameters_name_the_server_symbols_transport_and_throttle(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """?server= is followed from a page of another origin too; ?symbols= naming a symbol
+    not served shows the served ones (over SSE too) and says which was left out; a
+    ?throttle_ms= the server would refuse is ignored with a message, not a dead page."""
+    with open_page(browser) as page:
+        page.goto(
+            f"http://localhost:{server.port}/?server={server.base}&transport=sse"
+            "&symbols=btcusdt,DOTUSDT,ETHUSDT"
+        )
+        expect(page.locator("#conn-state")).to_have_text("connected", timeout=15_000)
+        expect(page.locator("#stat-server")).to_have_text(f"127.0.0.1:{server.port}")
+        expect(page.locator("#stat-transport")).to_have_text("SSE")
+        wait_for_more_ticks(page, 10)
+        assert sorted(rows(page)) == ["BTCUSDT", "ETHUSDT"]
+        expect(page.locator("#error")).to_contain_text("left out: DOTUSDT")
+    with open_page(browser) as page:
+        load(page, server.base + "/?throttle_ms=99999")
+        expect(page.locator("#error")).to_contain_text("Ignoring ?throttle_ms=99999")
+        assert stats(page)["missed"] == 0
+
+
 def shown_columns(page: Page) -> list[str]:
     """The droppable columns the header shows, by name (``high`` for ``col-high``)."""
     result = page.evaluate(

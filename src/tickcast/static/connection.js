@@ -325,6 +325,7 @@
       .then(function (body) {
         if (body && Array.isArray(body.symbols)) {
           state.served = body.symbols.map(String);
+          table.dropUnserved();
           table.applyServedDecimals(body.price_decimals);
           table.renderSuggestions();
           table.applyOrder();

@@ -35,7 +35,7 @@ window.tickcast = {
     transport: "ws",
     token: null,
     throttleMs: null,
-    server: null, // { http, ws } when opened from disk
+    server: null, // { http, ws } named by ?server=
     wanted: true, // false once the user pressed Disconnect
     conn: "disconnected",
     everConnected: false,
@@ -150,8 +150,11 @@ window.tickcast = {
   // ---------------------------------------------------------------- endpoints
 
   function serverBase() {
+    if (state.server) {
+      return state.server;
+    }
     if (location.protocol === "file:") {
-      return state.server || toBase(DISK_SERVER);
+      return toBase(DISK_SERVER);
     }
     const wsScheme = location.protocol === "https:" ? "wss:" : "ws:";
     return { ws: wsScheme + "//" + location.host, http: location.origin };
@@ -159,6 +162,9 @@ window.tickcast = {
 
   function toBase(text) {
     const url = new URL(text);
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new TypeError("not an http(s) URL: " + text);
+    }
     const wsScheme = url.protocol === "https:" ? "wss:" : "ws:";
     return { ws: wsScheme + "//" + url.host, http: url.protocol + "//" + url.host };
   }

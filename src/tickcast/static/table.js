@@ -40,6 +40,24 @@
     }
   }
 
+  function dropUnserved() {
+    // A link's ?symbols= (or a list saved before the server changed) may name symbols this
+    // server does not serve: they are left out, and said so, rather than refused as a whole
+    // (/sse refuses a list with any unknown symbol).
+    if (state.served === null || state.symbols === null) {
+      return;
+    }
+    const unserved = state.symbols.filter(function (s) {
+      return state.served.indexOf(s) < 0;
+    });
+    if (unserved.length) {
+      state.symbols = state.symbols.filter(function (s) {
+        return state.served.indexOf(s) >= 0;
+      });
+      statusView.showError("Not served by this server, left out: " + unserved.join(", ") + ".");
+    }
+  }
+
   function acceptsSymbol(symbol) {
     if (state.pending.delete(symbol)) {
       if (state.symbols !== null) {
@@ -555,6 +573,7 @@
     adoptDefaults: adoptDefaults,
     acceptsSymbol: acceptsSymbol,
     addSymbol: addSymbol,
+    dropUnserved: dropUnserved,
     renderSuggestions: renderSuggestions,
     removeSymbol: removeSymbol,
     decimalsOf: decimalsOf,
