@@ -52,6 +52,7 @@ STATIC_FILES = {
     # The dashboard's scripts, in the order index.html loads them.
     "state.js": "text/javascript",
     "format.js": "text/javascript",
+    "decimals.js": "text/javascript",
     "connection.js": "text/javascript",
     "probe.js": "text/javascript",
     "table.js": "text/javascript",

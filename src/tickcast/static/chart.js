@@ -157,7 +157,7 @@
     if (appendPoint(chart.points, tick)) {
       // The heading's price moves with the row's, not with the throttled redraw.
       const row = state.rows.get(symbol);
-      const digits = tc.table.decimalsOf(symbol);
+      const digits = tc.decimals.of(symbol);
       setText(state.el.chartLast, row ? row.priceVal.textContent : formatPrice(tick.last_price, digits));
       scheduleChart();
     }
@@ -283,7 +283,7 @@
     state.el.chartNote.textContent = notes.join(" ");
     const last = points[points.length - 1];
     const row = state.rows.get(chart.symbol);
-    const digits = tc.table.decimalsOf(chart.symbol);
+    const digits = tc.decimals.of(chart.symbol);
     // The row's text keeps the exchange's own digits; the chart only has the number.
     state.el.chartLast.textContent = row && row.priceVal.textContent
       ? row.priceVal.textContent
@@ -368,7 +368,7 @@
   function makePlot(style, data) {
     const size = chartSize();
     const priceValue = function (_u, v) {
-      const digits = tc.table.decimalsOf(state.chart.symbol);
+      const digits = tc.decimals.of(state.chart.symbol);
       return v === null || v === undefined ? "–" : formatPrice(v, digits);
     };
     const hidden = function (label) {

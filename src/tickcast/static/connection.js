@@ -326,7 +326,7 @@
         if (body && Array.isArray(body.symbols)) {
           state.served = body.symbols.map(String);
           table.dropUnserved();
-          table.applyServedDecimals(body.price_decimals);
+          tc.decimals.applyServed(body.price_decimals);
           table.renderSuggestions();
           table.applyOrder();
           statusView.renderStats();

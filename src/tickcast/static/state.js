@@ -2,18 +2,20 @@
  * tickcast live dashboard: shared state, saved preferences and server endpoints.
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
- * from file://), loaded in order by index.html: state.js, format.js, connection.js,
- * probe.js, table.js, columns.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part
- * of the `window.tickcast` namespace created here; a script reaches another's functions through
- * that namespace at call time, so the order matters only for what runs on load. Everything
- * lives in one `state` object; the DOM is only written by the render helpers. Protocol:
- * SPEC §6 (WebSocket /ws, SSE /sse, REST /history, /symbols).
+ * from file://), loaded in order by index.html: state.js, format.js, decimals.js,
+ * connection.js, probe.js, table.js, columns.js, chart.js, status.js, app.js. Each is an
+ * IIFE that fills its own part of the `window.tickcast` namespace created here; a script
+ * reaches another's functions through that namespace at call time, so the order matters
+ * only for what runs on load. Everything lives in one `state` object; the DOM is only
+ * written by the render helpers. Protocol: SPEC §6 (WebSocket /ws, SSE /sse, REST
+ * /history, /symbols).
  */
 
 // The namespace every dashboard script fills in, in the order index.html loads them.
 window.tickcast = {
   core: {},
   format: {},
+  decimals: {},
   connection: {},
   probe: {},
   table: {},
@@ -65,7 +67,7 @@ window.tickcast = {
     nextOpId: 1,
     seen: new Set(), // symbols that got their snapshot tick on this connection
     rows: new Map(), // symbol -> row view, in arrival order
-    decimals: new Map(), // symbol -> decimals its prices are shown with (table.js)
+    decimals: new Map(), // symbol -> decimals its prices are shown with (decimals.js)
     latencies: [],
     tickCount: 0,
     source: null,

@@ -9,9 +9,10 @@
   "use strict";
 
   const {
-    toNumber, fractionDigits, priceFloor, formatFixed, formatPrice, formatPercent,
-    formatCompact, formatClock, formatAgo, signClass, arrow, median, splitSymbol,
+    toNumber, fractionDigits, formatFixed, formatPrice, formatPercent, formatCompact,
+    formatClock, formatAgo, signClass, arrow, median, splitSymbol,
   } = tc.format;
+  const decimals = tc.decimals;
   const core = tc.core;
   const connection = tc.connection;
   const priceChart = tc.priceChart;
@@ -26,9 +27,6 @@
   const STALE_MIN_MS = 3000;
   const DEFAULT_INTERVAL_MS = 1000;
   const INTERVAL_SAMPLES = 20;
-  // The fields of a tick that are prices, quoted at the symbol's tick size.
-  const PRICE_FIELDS = ["last_price", "open", "high", "low", "bid", "ask"];
-  const MAX_DECIMALS = 8;
 
   // ---------------------------------------------------------------- symbols
 
@@ -171,52 +169,6 @@
     state.el.addInput.placeholder = example ? "e.g. " + example : "symbol";
   }
 
-  // ---------------------------------------------------------------- price decimals
-
-  // Every price of a symbol is shown with the same number of decimals, so its column keeps
-  // its width: the most any of its prices has had (the wire trims trailing zeros: 14.96
-  // is 14.960 of a symbol quoted to 0.001), at least 2 (4 while the last price is below 1),
-  // and at least what the server's /symbols says (learned from the prices it holds). It
-  // grows, never shrinks.
-
-  function decimalsOf(symbol) {
-    const digits = state.decimals.get(symbol);
-    return digits === undefined ? null : digits;
-  }
-
-  function raiseDecimals(symbol, digits) {
-    const before = decimalsOf(symbol);
-    if (before === null || digits > before) {
-      state.decimals.set(symbol, Math.min(MAX_DECIMALS, digits));
-      return true;
-    }
-    return false;
-  }
-
-  function learnDecimals(symbol, tick) {
-    PRICE_FIELDS.forEach(function (field) {
-      if (toNumber(tick[field]) !== null) {
-        const floor = field === "last_price" ? priceFloor(tick[field]) : 0;
-        raiseDecimals(symbol, Math.max(floor, fractionDigits(tick[field])));
-      }
-    });
-  }
-
-  function applyServedDecimals(decimals) {
-    if (!decimals || typeof decimals !== "object") {
-      return;
-    }
-    Object.keys(decimals).forEach(function (symbol) {
-      const digits = toNumber(decimals[symbol]);
-      if (digits !== null && digits >= 0 && raiseDecimals(symbol, Math.floor(digits))) {
-        const row = state.rows.get(symbol);
-        if (row && row.tick) {
-          renderPrices(row);
-        }
-      }
-    });
-  }
-
   // ---------------------------------------------------------------- rows
 
   function createRow(symbol) {
@@ -285,7 +237,7 @@
       row.values.price = price;
       pushHistory(row, price);
     }
-    learnDecimals(row.symbol, tick);
+    decimals.learn(row.symbol, tick);
     row.tick = tick;
     renderPrices(row);
     if ("change_percent" in tick) {
@@ -314,7 +266,7 @@
 
   function renderPrices(row) {
     const tick = row.tick;
-    const digits = decimalsOf(row.symbol);
+    const digits = decimals.of(row.symbol);
     const text = function (value) {
       return formatPrice(value, digits);
     };
@@ -576,8 +528,7 @@
     dropUnserved: dropUnserved,
     renderSuggestions: renderSuggestions,
     removeSymbol: removeSymbol,
-    decimalsOf: decimalsOf,
-    applyServedDecimals: applyServedDecimals,
+    renderPrices: renderPrices,
     createRow: createRow,
     updateRow: updateRow,
     renderAge: renderAge,
