@@ -448,7 +448,8 @@ def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
 ) -> None:
     """With TICKCAST_ALLOWED_ORIGINS=http://example.com the dashboard at the server's own
     address still connects (WebSocket and SSE); a page of another origin (a file opened
-    from disk) is told that the server refused its origin and which setting to change."""
+    from disk, another host name) is told that the server refused its origin and which
+    setting to change."""
     env = {**SIM, "TICKCAST_ALLOWED_ORIGINS": "http://example.com"}
     with running_server(tmp_path, ["--source", "sim"], env) as server:
         with open_page(browser) as page:
@@ -457,12 +458,19 @@ def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
             expect(page.locator("#stat-transport")).to_have_text("SSE")
             wait_for_more_ticks(page, tick_count(page) + 10)
             expect(page.locator("#conn-state")).to_have_text("connected")
-        with open_page(browser) as page:
-            page.goto((STATIC / "index.html").as_uri() + "?server=" + server.base)
-            banner = page.locator("#stale-banner")
-            expect(banner).to_contain_text("refused this page's origin", timeout=10_000)
-            expect(banner).to_contain_text("TICKCAST_ALLOWED_ORIGINS must list it")
-            expect(page.locator("tr[data-symbol]")).to_have_count(0)
+        elsewhere = f"http://localhost:{server.port}"  # the same server, another origin
+        for url, origin in (
+            ((STATIC / "index.html").as_uri(), "null, a file opened from disk"),
+            (elsewhere + "/", elsewhere),
+        ):
+            with open_page(browser) as page:
+                page.goto(url + "?server=" + server.base)
+                banner = page.locator("#stale-banner")
+                expect(banner).to_contain_text(
+                    f"refused this page's origin ({origin})", timeout=10_000
+                )
+                expect(banner).to_contain_text("TICKCAST_ALLOWED_ORIGINS must list it")
+                expect(page.locator("tr[data-symbol]")).to_have_count(0)
         refused = server.get("/sse", headers={"Origin": "http://elsewhere.example"})
         assert refused.status_code == 403
 
