@@ -149,7 +149,17 @@
     }
   }
 
+  let suggestionsFrame = null;
+
   function renderSuggestions() {
+    // Once per frame at most: a table of every market creates thousands of rows at once.
+    if (suggestionsFrame === null) {
+      suggestionsFrame = requestAnimationFrame(drawSuggestions);
+    }
+  }
+
+  function drawSuggestions() {
+    suggestionsFrame = null;
     // The add box offers what the server serves and the table does not show yet.
     const addable = (state.served || []).filter(function (s) {
       return !state.rows.has(s) && !state.pending.has(s);
