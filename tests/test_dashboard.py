@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+import orjson
 import pytest
 
 from .redis_support import LinkProxy
@@ -421,6 +422,196 @@ def test_narrow_and_wide_screens_fit_with_labelled_controls(
                  .map(el => el.outerHTML.slice(0, 80))"""
         )
         assert unnamed == []
+
+
+def test_a_missing_token_is_explained_and_the_token_parameter_connects(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With TICKCAST_TOKEN set, the page opened without ?token= says the server requires a
+    token and to open the page with ?token= (over WebSocket and SSE), a wrong one says it
+    was not accepted, and the page opened with the token connects."""
+    env = {**SIM, "TICKCAST_TOKEN": "s3cret"}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        for query, words in (
+            ("/", "requires a token"),
+            ("/?transport=sse", "requires a token"),
+            ("/?token=wrong", "did not accept the token"),
+        ):
+            with open_page(browser) as page:
+                page.goto(server.base + query)
+                banner = page.locator("#stale-banner")
+                expect(banner).to_contain_text(words, timeout=10_000)
+                expect(banner).to_contain_text("?token=")
+                expect(banner).not_to_contain_text("Cannot reach")
+                expect(page.locator("tr[data-symbol]")).to_have_count(0)
+        with open_page(browser) as page:
+            load(page, server.base + "/?token=s3cret")
+            expect(page.locator("#stale-banner")).to_be_hidden()
+
+
+def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With TICKCAST_ALLOWED_ORIGINS=http://example.com the dashboard at the server's own
+    address still connects (WebSocket and SSE); a page of another origin (a file opened
+    from disk, another host name) is told that the server refused its origin and which
+    setting to change."""
+    env = {**SIM, "TICKCAST_ALLOWED_ORIGINS": "http://example.com"}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        with open_page(browser) as page:
+            load(page, server.base + "/")
+            page.select_option("#transport", "sse")
+            expect(page.locator("#stat-transport")).to_have_text("SSE")
+            wait_for_more_ticks(page, tick_count(page) + 10)
+            expect(page.locator("#conn-state")).to_have_text("connected")
+        elsewhere = f"http://localhost:{server.port}"  # the same server, another origin
+        for url, origin in (
+            ((STATIC / "index.html").as_uri(), "null, a file opened from disk"),
+            (elsewhere + "/", elsewhere),
+        ):
+            with open_page(browser) as page:
+                page.goto(url + "?server=" + server.base)
+                banner = page.locator("#stale-banner")
+                expect(banner).to_contain_text(
+                    f"refused this page's origin ({origin})", timeout=10_000
+                )
+                expect(banner).to_contain_text("TICKCAST_ALLOWED_ORIGINS must list it")
+                expect(page.locator("tr[data-symbol]")).to_have_count(0)
+        refused = server.get("/sse", headers={"Origin": "http://elsewhere.example"})
+        assert refused.status_code == 403
+
+
+# Every text the LINKUSDT row's price, bid and high cells show, from the first render on.
+RECORD_LINK_CELLS = """
+window.linkTexts = [];
+new MutationObserver(function () {
+  const row = document.querySelector('tr[data-symbol="LINKUSDT"]');
+  if (!row) {
+    return;
+  }
+  for (const cell of [".price-val", ".bid", ".high"]) {
+    const text = row.querySelector(cell).textContent;
+    if (text && window.linkTexts[window.linkTexts.length - 1] !== text) {
+      window.linkTexts.push(text);
+    }
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+def link_capture(path: Path) -> None:
+    """A capture of LINKUSDT (quoted to 0.001, sent with Binance's 8 decimals) whose price
+    goes 14.966, 14.960: the server trims the second to 14.96. Every other price of both
+    ticks has fewer decimals than the symbol's three."""
+    with path.open("wb") as out:
+        for i, price in enumerate(("14.96600000", "14.96000000")):
+            event = 1_700_000_000_000 + 300 * i
+            data = {"e": "24hrTicker", "E": event, "s": "LINKUSDT", "c": price, "o": "14.90000000",
+                    "h": "15.10000000", "l": "14.50000000", "b": "14.95000000", "a": "14.97000000",
+                    "p": "0.06000000", "P": "0.400", "v": "1000.00000000", "q": "14960.00000000"}  # fmt: skip
+            frame = orjson.dumps({"stream": "linkusdt@ticker", "data": data}).decode()
+            out.write(orjson.dumps({"t": event, "source": "binance", "frame": frame}) + b"\n")
+
+
+def test_a_symbols_prices_keep_its_decimals_from_the_first_render(
+    page: Page, tmp_path: Path
+) -> None:
+    """A symbol quoted to 0.001 whose price goes 14.966, 14.96 (a trailing zero trimmed)
+    shows 14.966 and 14.960: its price, bid and high keep three decimals from the first
+    render on, whichever tick the page sees first (the server's /symbols says three)."""
+    capture = tmp_path / "link.jsonl"
+    link_capture(capture)
+    env = {"TICKCAST_SYMBOLS": "LINKUSDT"}
+    with running_server(
+        tmp_path, ["--source", f"replay:{capture}"], env, "/prices/LINKUSDT"
+    ) as server:
+        body = server.get("/symbols").json()
+        assert body["price_decimals"] == {"LINKUSDT": 3}
+        page.add_init_script(RECORD_LINK_CELLS)
+        page.goto(server.base + "/")
+        page.wait_for_function(
+            "['14.966', '14.960'].every(p => window.linkTexts.includes(p))", timeout=15_000
+        )
+        shown = page.evaluate("window.linkTexts")
+        assert {"14.950", "15.100"} <= set(shown)
+        assert [t for t in shown if not re.fullmatch(r"1[45]\.\d{3}", t)] == [], shown
+
+
+def test_link_parameters_name_the_server_symbols_transport_and_throttle(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """?server= is followed from a page of another origin too; ?symbols= naming a symbol
+    not served shows the served ones (over SSE too) and says which was left out; a
+    ?throttle_ms= the server would refuse is ignored with a message, not a dead page."""
+    with open_page(browser) as page:
+        page.goto(
+            f"http://localhost:{server.port}/?server={server.base}&transport=sse"
+            "&symbols=btcusdt,DOTUSDT,ETHUSDT"
+        )
+        expect(page.locator("#conn-state")).to_have_text("connected", timeout=15_000)
+        expect(page.locator("#stat-server")).to_have_text(f"127.0.0.1:{server.port}")
+        expect(page.locator("#stat-transport")).to_have_text("SSE")
+        wait_for_more_ticks(page, 10)
+        assert sorted(rows(page)) == ["BTCUSDT", "ETHUSDT"]
+        expect(page.locator("#error")).to_contain_text("left out: DOTUSDT")
+    with open_page(browser) as page:
+        load(page, server.base + "/?throttle_ms=99999")
+        expect(page.locator("#error")).to_contain_text("Ignoring ?throttle_ms=99999")
+        assert stats(page)["missed"] == 0
+
+
+def shown_columns(page: Page) -> list[str]:
+    """The droppable columns the header shows, by name (``high`` for ``col-high``)."""
+    result = page.evaluate(
+        """() => [...document.querySelectorAll('thead th[class*="col-"]')]
+             .filter(th => getComputedStyle(th).display !== 'none')
+             .map(th => [...th.classList].find(c => c.startsWith('col-')).slice(4))"""
+    )
+    assert isinstance(result, list)
+    return [str(name) for name in result]
+
+
+@pytest.mark.parametrize(("width", "height", "chart"), [(1280, 800, False), (1600, 900, True)])
+def test_high_and_low_are_shown_when_there_is_room(
+    browser: Browser, server: ServerProcess, width: int, height: int, chart: bool
+) -> None:
+    """At 1280 px, and at 1600 px with the chart beside the table, 24h high and low are
+    shown and the table fits its frame."""
+    with open_page(browser, width, height) as page:
+        load(page, server.base + "/")
+        if chart:
+            page.click('tr[data-symbol="BTCUSDT"] .symbol-btn')
+            page.wait_for_function("tickcast.chart.shown() > 0", timeout=10_000)
+        wait_for_more_ticks(page, tick_count(page) + 10)
+        page.wait_for_timeout(100)  # a fit runs at the next animation frame
+        expect(page.locator("thead th.col-high")).to_be_visible()
+        expect(page.locator('tr[data-symbol="BTCUSDT"] td.col-low')).to_be_visible()
+        wrap = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+        assert wrap[0] <= wrap[1], f"the table overflows its frame: {wrap}"
+
+
+def test_narrow_table_drops_less_important_columns_first(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """At 700 px the table drops columns least important first (trend, quote volume, ...),
+    keeps symbol, price, change and age, and fits its frame; widening the window brings
+    the dropped columns back."""
+    order = ["spark", "qvolume", "high", "low", "bid", "ask", "volume", "spread"]
+    with open_page(browser, 700, 800) as page:
+        load(page, server.base + "/")
+        wait_for_more_ticks(page, tick_count(page) + 10)
+        page.wait_for_timeout(100)
+        shown = shown_columns(page)
+        dropped = [name for name in order if name not in shown]
+        assert dropped, f"nothing dropped at 700 px: {shown}"
+        assert dropped == order[: len(dropped)], f"dropped out of order: {dropped}"
+        for cell in (".price", ".change", ".age"):
+            expect(page.locator(f'tr[data-symbol="BTCUSDT"] {cell}')).to_be_visible()
+        wrap = page.eval_on_selector(".table-wrap", "w => [w.scrollWidth, w.clientWidth]")
+        assert wrap[0] <= wrap[1], f"the table overflows its frame: {wrap}"
+        page.set_viewport_size({"width": 1400, "height": 800})
+        expect(page.locator("thead th.col-spark")).to_be_visible()
+        expect(page.locator("thead th.col-high")).to_be_visible()
 
 
 def test_vendored_chart_library_is_served_and_matches_its_readme(server: ServerProcess) -> None:

@@ -173,6 +173,34 @@ def test_remove_and_add_a_symbol(page: Page, server: ServerProcess, tmp_path: Pa
     page.screenshot(path=str(tmp_path / "add-remove.png"))
 
 
+def test_add_box_offers_the_served_symbols_and_refuses_others(
+    page: Page, server: ServerProcess
+) -> None:
+    """The add box suggests only symbols the server serves and the table lacks (never one
+    it does not serve, such as DOTUSDT); a symbol not served gets a message saying so."""
+    page.goto(server.base + "/")
+    expect(page.locator("tr[data-symbol]")).to_have_count(DEFAULT_SYMBOLS, timeout=15_000)
+    served = server.get("/symbols").json()["symbols"]
+    page.click('button.remove[aria-label="Remove ADAUSDT"]')
+    page.click('button.remove[aria-label="Remove SOLUSDT"]')
+    options = page.locator("#served-symbols option")
+    expect(options).to_have_count(2)
+    assert sorted(options.evaluate_all("os => os.map(o => o.value)")) == ["ADAUSDT", "SOLUSDT"]
+    assert page.get_attribute("#add-symbol", "list") == "served-symbols"
+    placeholder = page.get_attribute("#add-symbol", "placeholder") or ""
+    assert placeholder.split()[-1] in served, placeholder
+
+    page.fill("#add-symbol", "dotusdt")
+    page.click("#add-btn")
+    expect(page.locator("#error")).to_contain_text("DOTUSDT is not served by this server")
+    expect(page.locator('tr[data-symbol="DOTUSDT"]')).to_have_count(0)
+    page.fill("#add-symbol", "SOLUSDT")
+    page.click("#add-btn")
+    expect(page.locator('tr[data-symbol="SOLUSDT"] .price')).not_to_be_empty(timeout=10_000)
+    expect(options).to_have_count(1)
+    expect(page.locator("#error")).to_be_empty()
+
+
 def test_simulated_data_banner(page: Page, server: ServerProcess) -> None:
     """With --source sim the page says plainly that the data is simulated."""
     page.goto(server.base + "/")

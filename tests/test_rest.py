@@ -62,9 +62,18 @@ def test_prices_lists_every_symbol_and_prices_symbol_one(server: ServerProcess) 
     assert one["seq"] >= next(t["seq"] for t in ticks if t["symbol"] == "SOLUSDT")
 
 
-def test_symbols_lists_what_is_served(server: ServerProcess) -> None:
-    """``/symbols`` names the symbols served, in configuration order."""
-    assert server.get("/symbols").json() == {"symbols": list(DEFAULT_SYMBOLS)}
+def test_symbols_lists_what_is_served_with_its_price_decimals(server: ServerProcess) -> None:
+    """``/symbols`` names the symbols served, in configuration order, and the decimals of
+    each one's prices: those of the simulated exchange's tick sizes."""
+    tick_sizes = {
+        "BTCUSDT": 2, "ETHUSDT": 2, "BNBUSDT": 2, "SOLUSDT": 2, "XRPUSDT": 4,
+        "ADAUSDT": 4, "DOGEUSDT": 5, "TRXUSDT": 5, "LTCUSDT": 2, "LINKUSDT": 3,
+    }  # fmt: skip
+    deadline = time.monotonic() + 10
+    while (body := server.get("/symbols").json())["price_decimals"] != tick_sizes:
+        assert time.monotonic() < deadline, f"price decimals never learned: {body}"
+        time.sleep(0.1)
+    assert body["symbols"] == list(DEFAULT_SYMBOLS)
 
 
 def test_history_returns_recent_ticks_oldest_first(server: ServerProcess) -> None:

@@ -105,13 +105,14 @@ def test_change_percent_is_coloured_by_sign() -> None:
 
 
 def test_row_shows_high_low_volume_and_trend() -> None:
-    """High and low are prices, volume is compact, trend is a sparkline of recent prices."""
+    """High and low are prices at the symbol's decimals, volume is compact, trend is a
+    sparkline of recent prices."""
     state = TailState()
     for n, price in enumerate([1, 2, 3, 2]):
         state.apply(tick("XUSDT", price, seq=n))
     table = state.render()
     assert cells(table, "High")[0].plain == "70,000.25"
-    assert cells(table, "Low")[0].plain == "0.5000"
+    assert cells(table, "Low")[0].plain == "0.50"
     assert cells(table, "Volume")[0].plain == "12.35K"
     assert cells(table, "Trend")[0].plain == "▁▅█▅"
 
@@ -239,18 +240,48 @@ def test_fit_columns_counts_borders_and_padding() -> None:
 
 
 def test_plain_line_has_fixed_fields_and_every_digit() -> None:
-    """time symbol price change bid ask: UTC milliseconds, prices unrounded and ungrouped,
-    - for what the server did not send."""
+    """time symbol price change bid ask: UTC milliseconds, prices unrounded and ungrouped at
+    the symbol's decimals (the most any of its prices has), - for what was not sent."""
     message = decode_message(
         b'{"type":"tick","symbol":"btcusdt","last_price":59945.123456789,"change_percent":0.8149,'
         b'"timestamp_ms":1700000000123,"bid":59945.1,"ask":0.00001234,"seq":1}'
     )
     assert message is not None
     assert TickLines(OutputFormat.PLAIN).lines(message) == [
-        "2023-11-14T22:13:20.123Z BTCUSDT 59945.123456789 +0.81% bid 59945.10 ask 0.00001234"
+        "2023-11-14T22:13:20.123Z BTCUSDT 59945.123456789 +0.81% bid 59945.100000000 "
+        "ask 0.000012340"
     ]
     bare = {"symbol": "X", "last_price": 1, "timestamp_ms": None}
     assert plain_line(bare) == "- X 1.00 - bid - ask -"
+
+
+def link_tick(price: str, seq: int) -> dict[str, object]:
+    """A LINKUSDT tick (quoted to 0.001) as decoded: the server trims trailing zeros."""
+    message = decode_message(
+        f'{{"type":"tick","symbol":"LINKUSDT","last_price":{price},"change_percent":1.2,'
+        f'"timestamp_ms":1700000000123,"open":14.9,"high":15.1,"low":14.5,'
+        f'"bid":{price},"ask":14.97,"seq":{seq}}}'
+    )
+    assert message is not None
+    return message
+
+
+def test_a_symbols_prices_keep_one_number_of_decimals() -> None:
+    """14.966 then 14.96 (14.960 with its trailing zero trimmed) print with three decimals
+    both, in plain lines and in the table; a symbol's decimals never shrink."""
+    lines = TickLines(OutputFormat.PLAIN)
+    first = lines.lines(link_tick("14.966", 1))[0].split()
+    second = lines.lines(link_tick("14.96", 2))[0].split()
+    assert (first[2], first[5], first[7]) == ("14.966", "14.966", "14.970")
+    assert (second[2], second[5], second[7]) == ("14.960", "14.960", "14.970")
+
+    state = TailState()
+    state.apply(link_tick("14.966", 1))
+    state.apply(link_tick("14.96", 2))
+    table = state.render(200)
+    row = {c.header: cells(table, str(c.header))[0].plain for c in table.columns}
+    assert (row["Price"], row["Bid"], row["Ask"]) == ("14.960", "14.960", "14.970")
+    assert (row["High"], row["Low"], row["Spread"]) == ("15.100", "14.500", "0.010")
 
 
 def test_json_lines_keep_the_servers_digits() -> None:

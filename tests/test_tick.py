@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from tickcast.messages.decimals import canonical_decimal
-from tickcast.messages.tick import Tick
+from tickcast.messages.tick import Tick, price_decimals
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,14 @@ def test_from_json_rejects_other_messages() -> None:
     """Only tick messages rebuild into ticks."""
     with pytest.raises(ValueError, match="not a tick"):
         Tick.from_json(b'{"type":"status"}')
+
+
+def test_price_decimals_are_the_most_any_price_shows() -> None:
+    """A symbol's price decimals are the most of any price held (a trimmed 14.96 beside a
+    14.966 bid: 3); volumes and changes do not count; no prices: None."""
+    first = Tick("LINKUSDT", 1, 1, "binance", last_price="14.96", bid="14.966", volume="1.23456")
+    second = Tick("LINKUSDT", 2, 2, "binance", last_price="15", change="0.12345")
+    assert price_decimals([first, second]) == 3
+    assert price_decimals([second]) == 0
+    assert price_decimals([Tick("X", 3, 3, "sim", volume="1.5")]) is None
+    assert price_decimals([]) is None

@@ -34,7 +34,9 @@ def settings(**overrides: object) -> Settings:
 
 
 def request(ip: str = "10.0.0.1", **fields: str | None) -> ClientRequest:
-    values: dict[str, str | None] = {"origin": None, "authorization": None, "token_param": None}
+    values: dict[str, str | None] = {
+        "origin": None, "authorization": None, "token_param": None, "host": None,
+    }  # fmt: skip
     values.update(fields)
     return ClientRequest(ip=ip, **values)
 
@@ -97,6 +99,30 @@ def test_only_allowed_origins_are_admitted() -> None:
         assert denial.status == 403
     denial = edge.admit(request(origin=None))
     assert denial is not None and denial.status == 401
+
+
+def test_the_servers_own_origin_is_admitted_beside_the_allowed_ones() -> None:
+    """With allowed origins set, an Origin naming the request's own Host (the dashboard the
+    server serves) is admitted, default ports implied; another host or port is not."""
+    edge = Edge(settings(allowed_origins="https://ok.example"), Node(settings()))
+    admitted = [
+        ("http://127.0.0.1:8123", "127.0.0.1:8123"),
+        ("http://Example.COM", "example.com:80"),
+        ("https://example.com:443", "example.com"),
+        ("http://[::1]:8000", "[::1]:8000"),
+    ]
+    for origin, host in admitted:
+        assert edge.admit(request(origin=origin, host=host)) is None, (origin, host)
+    refused = [
+        ("http://127.0.0.1:8123", "127.0.0.1:8124"),
+        ("http://localhost:8123", "127.0.0.1:8123"),
+        ("https://example.com", "example.com:80"),
+        ("null", "example.com"),
+        ("http://127.0.0.1:8123", None),
+    ]
+    for origin, host in refused:
+        denial = edge.admit(request(origin=origin, host=host))
+        assert denial is not None and denial.status == 403, (origin, host)
 
 
 async def test_connection_limits_refuse_with_503_and_429(edge: Edge) -> None:

@@ -68,6 +68,8 @@ class ClientRequest:
     origin: str | None
     authorization: str | None
     token_param: str | None
+    # The Host the request was sent to: an Origin naming it is the server's own page.
+    host: str | None = None
 
 
 class Edge:
@@ -152,10 +154,11 @@ class Edge:
     def admit(self, request: ClientRequest) -> Denial | None:
         """Check token, origin and connection limits (SPEC §10).
 
-        With allowed origins set, a present Origin must be one of them. An absent Origin
-        is allowed: browsers always send one, so a request without it comes from a
-        non-browser client, which an Origin check cannot protect against anyway (it
-        could send any Origin); the token is what guards those.
+        With allowed origins set, a present Origin must be one of them or the server's
+        own (the dashboard it serves: the Origin's host and port are the request's Host).
+        An absent Origin is allowed: browsers always send one, so a request without it
+        comes from a non-browser client, which an Origin check cannot protect against
+        anyway (it could send any Origin); the token is what guards those.
         """
         s = self.settings
         if s.role == "ingest":
@@ -170,6 +173,7 @@ class Edge:
             s.allowed_origins
             and request.origin is not None
             and request.origin not in s.allowed_origins
+            and not same_origin(request.origin, request.host)
         ):
             return Denial(403, "forbidden_origin", "origin not allowed", CloseReason.UNAUTHORIZED)
         if len(self.sessions) >= s.max_connections:
@@ -490,6 +494,30 @@ class WriteCoalescer:
 
 def _heartbeat_bytes(session: Session) -> bytes:
     return _HEARTBEAT_CHUNK if session.fmt == "sse_chunk" else _HEARTBEAT
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``origin`` (``http://h:p``) names ``host`` (``h:p``, the request's Host).
+
+    A browser sends the Host of the URL it opened, so a page served by this server at
+    its own address connects with an Origin naming that Host. A scheme's default port
+    may be left out of either (RFC 6454 §6.2 drops it from the Origin).
+    """
+    if not host:
+        return False
+    scheme, sep, rest = origin.partition("://")
+    default = {"http": "80", "https": "443"}.get(scheme.lower())
+    if not sep or default is None:
+        return False  # "null" (a file or a sandbox), or not a web origin at all
+    return _host_port(rest, default) == _host_port(host, default)
+
+
+def _host_port(authority: str, default_port: str) -> str:
+    authority = authority.lower()
+    # "[::1]" and "example.com" carry no port; "[::1]:80" and "example.com:80" do.
+    if authority.endswith("]") or ":" not in authority:
+        return f"{authority}:{default_port}"
+    return authority
 
 
 def _token_ok(token: str, request: ClientRequest) -> bool:

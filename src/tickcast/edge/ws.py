@@ -32,6 +32,7 @@ def client_request(connection: HTTPConnection) -> ClientRequest:
         origin=connection.headers.get("origin"),
         authorization=connection.headers.get("authorization"),
         token_param=connection.query_params.get("token"),
+        host=connection.headers.get("host"),
     )
 
 

@@ -7,6 +7,7 @@ Values are kept as canonical decimal strings exactly as the exchange sent them (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -42,6 +43,27 @@ DECIMAL_FIELDS: Final = (
     "bid",
     "ask",
 )
+
+# The fields that are prices, quoted at the symbol's tick size (``change`` is a difference).
+PRICE_FIELDS: Final = ("last_price", "open", "high", "low", "bid", "ask")
+
+
+def price_decimals(ticks: Iterable[Tick]) -> int | None:
+    """The most decimals any price of ``ticks`` has: the symbol's tick size, as far as they
+    show it; None when they hold no price.
+
+    Trailing zeros are trimmed (``14.960`` is held as ``14.96``), so one price may show
+    fewer decimals than its symbol uses; the six prices of each tick, over a few ticks,
+    almost surely show them all.
+    """
+    most: int | None = None
+    for tick in ticks:
+        for name in PRICE_FIELDS:
+            value = getattr(tick, name)
+            if value is not None:
+                places = len(value.partition(".")[2])
+                most = places if most is None else max(most, places)
+    return most
 
 
 @dataclass(slots=True)

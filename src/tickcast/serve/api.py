@@ -27,7 +27,7 @@ from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.errors import http_error_code
 from tickcast.logs import flush_rate_limits
-from tickcast.messages.tick import Tick
+from tickcast.messages.tick import Tick, price_decimals
 from tickcast.node import Node
 from tickcast.serve.gcpolicy import HEAP
 from tickcast.serve.metrics import Metrics
@@ -48,12 +48,18 @@ from tickcast.settings import Settings
 from tickcast.upstream.normalize import wall_ms
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
+# Recent ticks per symbol that /symbols reads to learn its price decimals.
+DECIMALS_SAMPLE = 50
+
 STATIC_FILES = {
     # The dashboard's scripts, in the order index.html loads them.
     "state.js": "text/javascript",
     "format.js": "text/javascript",
+    "decimals.js": "text/javascript",
     "connection.js": "text/javascript",
+    "probe.js": "text/javascript",
     "table.js": "text/javascript",
+    "columns.js": "text/javascript",
     "chart.js": "text/javascript",
     "status.js": "text/javascript",
     "app.js": "text/javascript",
@@ -228,9 +234,16 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def price_of(symbol: str) -> Response:
         return latest_response(symbol)
 
-    @app.get("/symbols", summary="Symbols served")
+    @app.get("/symbols", summary="Symbols served, and the decimals of each one's prices")
     async def symbols() -> dict[str, object]:
-        return {"symbols": list(settings.symbols)}
+        # Learned from the prices held (see price_decimals): clients show every price of
+        # a symbol with as many decimals from its first tick on.
+        decimals: dict[str, int] = {}
+        for symbol in settings.symbols:
+            places = price_decimals(node.hub.history(symbol, DECIMALS_SAMPLE))
+            if places is not None:
+                decimals[symbol] = places
+        return {"symbols": list(settings.symbols), "price_decimals": decimals}
 
     # The annotation names nothing local: with postponed annotations FastAPI resolves it
     # in the module's globals, where ``settings`` is not (a per-app bound is applied below).

@@ -14,6 +14,10 @@
   const state = core.state;
 
   const RESORT_MS = 1000;
+  // The server refuses a larger ?throttle_ms= (SPEC §6): better ignored than never connected.
+  const MAX_THROTTLE_MS = 60000;
+  // How long the first connection waits for /symbols (see start).
+  const SERVED_WAIT_MS = 1500;
 
   function everySecond() {
     const now = Date.now();
@@ -28,13 +32,15 @@
     }
     statusView.renderBanners();
     statusView.renderStats();
+    tc.columns.checkFit();
   }
 
   // ---------------------------------------------------------------- start-up
 
   function readOptions() {
     // ?transport=sse&symbols=BTCUSDT,ETHUSDT&token=...&throttle_ms=... preselect what the
-    // page starts with; opened from disk, ?server=http://host:port names the server.
+    // page starts with; ?server=http://host:port names the server (opened from disk, the
+    // page otherwise connects to localhost:8000; served, to the server that served it).
     const params = new URLSearchParams(location.search);
     if (params.get("transport") === "sse") {
       state.transport = "sse";
@@ -52,10 +58,16 @@
       state.symbolsFromUser = false; // the link's list, not the user's edits: not saved
     }
     state.token = params.get("token");
-    const throttle = toNumber(params.get("throttle_ms"));
-    state.throttleMs = throttle !== null && throttle > 0 ? throttle : null;
+    const throttleText = params.get("throttle_ms");
+    const throttle = toNumber(throttleText);
+    if (throttle !== null && throttle >= 0 && throttle <= MAX_THROTTLE_MS) {
+      state.throttleMs = throttle > 0 ? throttle : null;
+    } else if (throttleText) {
+      statusView.showError("Ignoring ?throttle_ms=" + throttleText + ": it must be a number " +
+        "of milliseconds from 0 to " + MAX_THROTTLE_MS + ".");
+    }
     const server = params.get("server");
-    if (server && location.protocol === "file:") {
+    if (server) {
       try {
         state.server = core.toBase(server);
       } catch (err) {
@@ -76,7 +88,10 @@
       transport: byId("transport"),
       addForm: byId("add-form"),
       addInput: byId("add-symbol"),
+      servedList: byId("served-symbols"),
       error: byId("error"),
+      table: byId("prices"),
+      tableWrap: document.querySelector(".table-wrap"),
       rows: byId("rows"),
       rowTemplate: byId("row-template"),
       empty: byId("empty"),
@@ -236,8 +251,18 @@
     statusView.renderFooter();
     statusView.renderBanners();
     statusView.renderStats();
+    tc.columns.watch();
     setInterval(everySecond, 1000);
-    connection.connect(false);
+    // /symbols first (briefly): with each symbol's price decimals known, the first prices
+    // drawn already have them, and the table's columns never change width.
+    const waited = new Promise(function (resolve) {
+      setTimeout(resolve, SERVED_WAIT_MS);
+    });
+    Promise.race([connection.fetchServed(), waited]).then(function () {
+      if (state.wanted && state.conn === "disconnected" && state.ws === null && state.es === null) {
+        connection.connect(false);
+      }
+    });
     if (state.chart.symbol) {
       priceChart.openChart(state.chart.symbol, false); // the chart that was open before a reload
     }

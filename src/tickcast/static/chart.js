@@ -157,7 +157,8 @@
     if (appendPoint(chart.points, tick)) {
       // The heading's price moves with the row's, not with the throttled redraw.
       const row = state.rows.get(symbol);
-      setText(state.el.chartLast, row ? row.priceVal.textContent : formatPrice(tick.last_price));
+      const digits = tc.decimals.of(symbol);
+      setText(state.el.chartLast, row ? row.priceVal.textContent : formatPrice(tick.last_price, digits));
       scheduleChart();
     }
   }
@@ -282,18 +283,19 @@
     state.el.chartNote.textContent = notes.join(" ");
     const last = points[points.length - 1];
     const row = state.rows.get(chart.symbol);
+    const digits = tc.decimals.of(chart.symbol);
     // The row's text keeps the exchange's own digits; the chart only has the number.
     state.el.chartLast.textContent = row && row.priceVal.textContent
       ? row.priceVal.textContent
-      : last ? formatPrice(last.p) : "";
+      : last ? formatPrice(last.p, digits) : "";
     let summary = chart.symbol + " price, " + rangeText + ": ";
     if (points.length) {
       const prices = points.map(function (pt) {
         return pt.p;
       });
-      summary += "low " + formatPrice(Math.min.apply(null, prices)) +
-        ", high " + formatPrice(Math.max.apply(null, prices)) +
-        ", last " + formatPrice(last.p) + " at " + formatClock(last.t);
+      summary += "low " + formatPrice(Math.min.apply(null, prices), digits) +
+        ", high " + formatPrice(Math.max.apply(null, prices), digits) +
+        ", last " + formatPrice(last.p, digits) + " at " + formatClock(last.t);
     } else {
       summary += "no ticks yet";
     }
@@ -366,7 +368,8 @@
   function makePlot(style, data) {
     const size = chartSize();
     const priceValue = function (_u, v) {
-      return v === null || v === undefined ? "–" : formatPrice(v);
+      const digits = tc.decimals.of(state.chart.symbol);
+      return v === null || v === undefined ? "–" : formatPrice(v, digits);
     };
     const hidden = function (label) {
       // Candles are drawn by the draw hook; these series only feed the y scale and legend.

@@ -95,6 +95,7 @@
       state.stats.resumes += 1;
     }
     state.lostAt = null;
+    tc.probe.forget();
     state.everConnected = true;
     statusView.setConn("connected");
     statusView.renderStats();
@@ -111,7 +112,9 @@
       return;
     }
     state.ws = ws;
+    let didOpen = false;
     ws.onopen = function () {
+      didOpen = true;
       opened();
       startPing();
       state.pending.forEach(sendSubscribe);
@@ -123,6 +126,9 @@
     ws.onclose = function () {
       if (state.ws === ws) {
         state.ws = null;
+        if (!didOpen) {
+          tc.probe.explainFailure(); // a refused upgrade does not say why: ask
+        }
         handleDrop();
       }
     };
@@ -131,7 +137,9 @@
   function openEventSource(token) {
     const es = new EventSource(sseUrl(token));
     state.es = es;
+    let didOpen = false;
     es.onopen = function () {
+      didOpen = true;
       opened();
     };
     // Ticks are unnamed events (SPEC §6): they arrive here, typed by their JSON.
@@ -160,6 +168,9 @@
       if (state.es === es) {
         es.close();
         state.es = null;
+        if (!didOpen) {
+          tc.probe.explainFailure();
+        }
         handleDrop();
       }
     };
@@ -258,6 +269,7 @@
     state.wanted = false;
     clearRetry();
     closeTransport();
+    tc.probe.forget();
     if (state.lostAt === null) {
       state.lostAt = Date.now();
     }
@@ -312,13 +324,16 @@
   }
 
   function fetchServed() {
-    fetch(core.serverBase().http + "/symbols")
+    return fetch(core.serverBase().http + "/symbols")
       .then(function (response) {
         return response.ok ? response.json() : null;
       })
       .then(function (body) {
         if (body && Array.isArray(body.symbols)) {
           state.served = body.symbols.map(String);
+          table.dropUnserved();
+          tc.decimals.applyServed(body.price_decimals);
+          table.renderSuggestions();
           table.applyOrder();
           statusView.renderStats();
         }
@@ -525,5 +540,6 @@
     switchTransport: switchTransport,
     sendOp: sendOp,
     sendSubscribe: sendSubscribe,
+    fetchServed: fetchServed,
   });
 })(window.tickcast);

@@ -31,20 +31,27 @@
     return dot < 0 ? 0 : text.length - dot - 1;
   }
 
-  function priceDigits(value) {
-    // At least 2 decimals (4 below 1) and every digit the exchange sent, up to 8.
-    const n = Math.abs(Number(value));
-    const minimum = n >= 1 ? 2 : 4;
-    return Math.min(8, Math.max(minimum, fractionDigits(value)));
+  function priceFloor(value) {
+    // Fewer decimals than this look wrong for a price: 2, or 4 below 1.
+    return Math.abs(Number(value)) >= 1 ? 2 : 4;
+  }
+
+  function priceDigits(value, known) {
+    // A symbol's own decimals when known (table.js learns them); else at least the floor
+    // and every digit the exchange sent, up to 8.
+    if (known !== null && known !== undefined) {
+      return known;
+    }
+    return Math.min(8, Math.max(priceFloor(value), fractionDigits(value)));
   }
 
   function formatFixed(n, digits) {
     return n.toLocaleString(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits });
   }
 
-  function formatPrice(value) {
+  function formatPrice(value, known) {
     const n = toNumber(value);
-    return n === null ? "–" : formatFixed(n, priceDigits(value));
+    return n === null ? "–" : formatFixed(n, priceDigits(value, known));
   }
 
   function formatPercent(value) {
@@ -122,6 +129,7 @@
     LOCALE: LOCALE,
     toNumber: toNumber,
     fractionDigits: fractionDigits,
+    priceFloor: priceFloor,
     formatFixed: formatFixed,
     formatPrice: formatPrice,
     formatPercent: formatPercent,

@@ -2,20 +2,24 @@
  * tickcast live dashboard: shared state, saved preferences and server endpoints.
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
- * from file://), loaded in order by index.html: state.js, format.js, connection.js,
- * table.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part of the
- * `window.tickcast` namespace created here; a script reaches another's functions through
- * that namespace at call time, so the order matters only for what runs on load. Everything
- * lives in one `state` object; the DOM is only written by the render helpers. Protocol:
- * SPEC §6 (WebSocket /ws, SSE /sse, REST /history, /symbols).
+ * from file://), loaded in order by index.html: state.js, format.js, decimals.js,
+ * connection.js, probe.js, table.js, columns.js, chart.js, status.js, app.js. Each is an
+ * IIFE that fills its own part of the `window.tickcast` namespace created here; a script
+ * reaches another's functions through that namespace at call time, so the order matters
+ * only for what runs on load. Everything lives in one `state` object; the DOM is only
+ * written by the render helpers. Protocol: SPEC §6 (WebSocket /ws, SSE /sse, REST
+ * /history, /symbols).
  */
 
 // The namespace every dashboard script fills in, in the order index.html loads them.
 window.tickcast = {
   core: {},
   format: {},
+  decimals: {},
   connection: {},
+  probe: {},
   table: {},
+  columns: {},
   priceChart: {},
   statusView: {},
 };
@@ -33,11 +37,12 @@ window.tickcast = {
     transport: "ws",
     token: null,
     throttleMs: null,
-    server: null, // { http, ws } when opened from disk
+    server: null, // { http, ws } named by ?server=
     wanted: true, // false once the user pressed Disconnect
     conn: "disconnected",
     everConnected: false,
     lostAt: null, // when the connection dropped (or the user disconnected)
+    refusal: null, // why the server refused the last attempt, when it said (probe.js)
     ws: null,
     es: null,
     attempt: 0,
@@ -62,6 +67,7 @@ window.tickcast = {
     nextOpId: 1,
     seen: new Set(), // symbols that got their snapshot tick on this connection
     rows: new Map(), // symbol -> row view, in arrival order
+    decimals: new Map(), // symbol -> decimals its prices are shown with (decimals.js)
     latencies: [],
     tickCount: 0,
     source: null,
@@ -146,8 +152,11 @@ window.tickcast = {
   // ---------------------------------------------------------------- endpoints
 
   function serverBase() {
+    if (state.server) {
+      return state.server;
+    }
     if (location.protocol === "file:") {
-      return state.server || toBase(DISK_SERVER);
+      return toBase(DISK_SERVER);
     }
     const wsScheme = location.protocol === "https:" ? "wss:" : "ws:";
     return { ws: wsScheme + "//" + location.host, http: location.origin };
@@ -155,6 +164,9 @@ window.tickcast = {
 
   function toBase(text) {
     const url = new URL(text);
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new TypeError("not an http(s) URL: " + text);
+    }
     const wsScheme = url.protocol === "https:" ? "wss:" : "ws:";
     return { ws: wsScheme + "//" + url.host, http: url.protocol + "//" + url.host };
   }

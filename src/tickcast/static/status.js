@@ -92,6 +92,8 @@
       let text;
       if (!state.wanted) {
         text = "Disconnected at " + formatClock(state.lostAt) + ": prices are not updating";
+      } else if (state.refusal) {
+        text = state.refusal + " Retrying since " + formatClock(state.lostAt);
       } else if (state.everConnected) {
         text = "Connection lost at " + formatClock(state.lostAt) + ": prices are stale, reconnecting";
       } else {

@@ -12,6 +12,7 @@
     toNumber, fractionDigits, formatFixed, formatPrice, formatPercent, formatCompact,
     formatClock, formatAgo, signClass, arrow, median, splitSymbol,
   } = tc.format;
+  const decimals = tc.decimals;
   const core = tc.core;
   const connection = tc.connection;
   const priceChart = tc.priceChart;
@@ -37,6 +38,24 @@
     }
   }
 
+  function dropUnserved() {
+    // A link's ?symbols= (or a list saved before the server changed) may name symbols this
+    // server does not serve: they are left out, and said so, rather than refused as a whole
+    // (/sse refuses a list with any unknown symbol).
+    if (state.served === null || state.symbols === null) {
+      return;
+    }
+    const unserved = state.symbols.filter(function (s) {
+      return state.served.indexOf(s) < 0;
+    });
+    if (unserved.length) {
+      state.symbols = state.symbols.filter(function (s) {
+        return state.served.indexOf(s) >= 0;
+      });
+      statusView.showError("Not served by this server, left out: " + unserved.join(", ") + ".");
+    }
+  }
+
   function acceptsSymbol(symbol) {
     if (state.pending.delete(symbol)) {
       if (state.symbols !== null) {
@@ -59,6 +78,12 @@
       statusView.showError(symbol + " is already in the table.");
       return false;
     }
+    if (state.served !== null && state.served.indexOf(symbol) < 0) {
+      // Asked before subscribing: the answer is known, and it names what can be added.
+      statusView.showError(symbol + " is not served by this server: pick one of the " +
+        state.served.length + " symbols it serves from the list.");
+      return false;
+    }
     adoptDefaults();
     if (state.symbols !== null) {
       state.symbols = state.symbols.filter(function (s) {
@@ -67,6 +92,7 @@
     }
     state.symbolsFromUser = true;
     state.pending.add(symbol);
+    renderSuggestions();
     if (state.transport === "ws") {
       connection.sendSubscribe(symbol); // when not open yet, onopen subscribes every pending symbol
     } else {
@@ -83,6 +109,7 @@
       }
       if (!served) {
         state.pending.delete(symbol);
+        renderSuggestions();
         statusView.showError("Cannot add " + symbol + ": the server does not serve this symbol.");
       } else if (state.wanted && state.transport === "sse") {
         connection.connect(false);
@@ -109,6 +136,7 @@
     state.symbolsFromUser = true;
     state.pending.delete(symbol);
     removeRow(symbol);
+    renderSuggestions();
     if (state.chart.symbol === symbol) {
       priceChart.closeChart(false);
     }
@@ -119,6 +147,36 @@
     } else if (state.wanted) {
       connection.connect(false);
     }
+  }
+
+  let suggestionsFrame = null;
+
+  function renderSuggestions() {
+    // Once per frame at most: a table of every market creates thousands of rows at once.
+    if (suggestionsFrame === null) {
+      suggestionsFrame = requestAnimationFrame(drawSuggestions);
+    }
+  }
+
+  function drawSuggestions() {
+    suggestionsFrame = null;
+    // The add box offers what the server serves and the table does not show yet.
+    const addable = (state.served || []).filter(function (s) {
+      return !state.rows.has(s) && !state.pending.has(s);
+    });
+    const list = state.el.servedList;
+    const current = Array.prototype.map.call(list.options, function (option) {
+      return option.value;
+    });
+    if (current.join(",") !== addable.join(",")) {
+      list.replaceChildren.apply(list, addable.map(function (s) {
+        const option = document.createElement("option");
+        option.value = s;
+        return option;
+      }));
+    }
+    const example = addable[0] || (state.served && state.served[0]);
+    state.el.addInput.placeholder = example ? "e.g. " + example : "symbol";
   }
 
   // ---------------------------------------------------------------- rows
@@ -150,6 +208,7 @@
       ageText: q(".age-text"),
       staleTag: q(".stale-tag"),
       values: {},
+      tick: null, // the last tick: its prices are drawn again when the decimals grow
       lastPrice: null,
       history: [],
       intervals: [],
@@ -171,6 +230,8 @@
     }
     applyOrder();
     statusView.renderEmpty();
+    tc.columns.scheduleFit();
+    renderSuggestions();
     return row;
   }
 
@@ -184,9 +245,11 @@
       }
       row.lastPrice = price;
       row.values.price = price;
-      row.priceVal.textContent = formatPrice(tick.last_price);
       pushHistory(row, price);
     }
+    decimals.learn(row.symbol, tick);
+    row.tick = tick;
+    renderPrices(row);
     if ("change_percent" in tick) {
       const cls = signClass(tick.change_percent);
       row.values.change = toNumber(tick.change_percent);
@@ -201,10 +264,6 @@
       row.change.appendChild(document.createTextNode(formatPercent(tick.change_percent)));
       row.change.className = "num change " + cls;
     }
-    setCell(row, "bid", tick, "bid", formatPrice);
-    setCell(row, "ask", tick, "ask", formatPrice);
-    setCell(row, "high", tick, "high", formatPrice);
-    setCell(row, "low", tick, "low", formatPrice);
     setCell(row, "volume", tick, "volume", function (v) {
       return formatCompact(v) + " " + row.units.base;
     });
@@ -212,8 +271,23 @@
       return formatCompact(v) + " " + row.units.quote;
     });
     row.values.quote_volume = toNumber(tick.quote_volume);
-    renderSpread(row, tick);
     noteUpdate(row, now, live, sent);
+  }
+
+  function renderPrices(row) {
+    const tick = row.tick;
+    const digits = decimals.of(row.symbol);
+    const text = function (value) {
+      return formatPrice(value, digits);
+    };
+    if (toNumber(tick.last_price) !== null) {
+      row.priceVal.textContent = text(tick.last_price);
+    }
+    setCell(row, "bid", tick, "bid", text);
+    setCell(row, "ask", tick, "ask", text);
+    setCell(row, "high", tick, "high", text);
+    setCell(row, "low", tick, "low", text);
+    renderSpread(row, tick, digits);
   }
 
   function setCell(row, cellName, tick, field, format) {
@@ -226,7 +300,7 @@
     row.values[field] = toNumber(tick[field]);
   }
 
-  function renderSpread(row, tick) {
+  function renderSpread(row, tick, known) {
     const bid = toNumber(tick.bid);
     const ask = toNumber(tick.ask);
     if (bid === null || ask === null) {
@@ -237,7 +311,7 @@
       return;
     }
     // Rounded to the quotes' own precision: float subtraction leaves noise digits.
-    const digits = Math.max(fractionDigits(tick.bid), fractionDigits(tick.ask));
+    const digits = known !== null ? known : Math.max(fractionDigits(tick.bid), fractionDigits(tick.ask));
     const spread = Number((ask - bid).toFixed(digits));
     const mid = (ask + bid) / 2;
     const bps = mid > 0 ? (spread / mid) * 10000 : null;
@@ -461,7 +535,10 @@
     adoptDefaults: adoptDefaults,
     acceptsSymbol: acceptsSymbol,
     addSymbol: addSymbol,
+    dropUnserved: dropUnserved,
+    renderSuggestions: renderSuggestions,
     removeSymbol: removeSymbol,
+    renderPrices: renderPrices,
     createRow: createRow,
     updateRow: updateRow,
     renderAge: renderAge,

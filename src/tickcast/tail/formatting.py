@@ -1,17 +1,19 @@
 """Values as ``tickcast tail`` shows them: exact decimals from JSON numbers, prices with
-every digit the server sent, signed percentages, compact volumes, timestamps, ages and
+their symbol's decimals, signed percentages, compact volumes, timestamps, ages and
 sparklines. Pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 SPARK_BARS: Final = "▁▂▃▄▅▆▇█"
 MISSING: Final = "\N{EN DASH}"  # a value the server has not sent yet
+# The fields of a tick that are prices, quoted at the symbol's tick size.
+PRICE_FIELDS: Final = ("last_price", "open", "high", "low", "bid", "ask")
 
 
 def to_decimal(value: object) -> Decimal | None:
@@ -31,26 +33,67 @@ def to_decimal(value: object) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def decimal_text(number: Decimal | None, *, grouping: bool, missing: str) -> str:
-    """``number`` with every digit given, at least 2 decimals (4 below 1); None: ``missing``."""
+def _given_places(number: Decimal) -> int:
+    exponent = number.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _price_floor(number: Decimal) -> int:
+    # Fewer decimals than this look wrong for a price: 2, or 4 below 1.
+    return 2 if abs(number) >= 1 else 4
+
+
+def decimal_text(
+    number: Decimal | None, *, grouping: bool, missing: str, places: int | None = None
+) -> str:
+    """``number`` with ``places`` decimals (a symbol's, see ``PriceDecimals``), or with
+    every digit given and at least 2 decimals (4 below 1); None: ``missing``."""
     if number is None:
         return missing
-    exponent = number.as_tuple().exponent
-    given = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-    digits = max(2 if abs(number) >= 1 else 4, given)
-    return f"{number:{',' if grouping else ''}.{digits}f}"
+    if places is None:
+        places = max(_price_floor(number), _given_places(number))
+    return f"{number:{',' if grouping else ''}.{places}f}"
 
 
-def format_price(value: object) -> str:
-    """A price with grouping, every digit given and at least 2 decimals (4 below 1)."""
-    return decimal_text(to_decimal(value), grouping=True, missing=MISSING)
+def format_price(value: object, places: int | None = None) -> str:
+    """A price with grouping, at ``places`` decimals when given (see ``decimal_text``)."""
+    return decimal_text(to_decimal(value), grouping=True, missing=MISSING, places=places)
 
 
-def format_spread(bid: Decimal | None, ask: Decimal | None) -> str:
-    """Ask minus bid with the digits of the prices themselves: ``0.01``, not ``0.0100``."""
+def format_spread(bid: Decimal | None, ask: Decimal | None, places: int | None = None) -> str:
+    """Ask minus bid at the prices' ``places``, else with the digits of the prices
+    themselves: ``0.01``, not ``0.0100``."""
     if bid is None or ask is None:
         return MISSING
-    return f"{ask - bid:,f}"
+    return f"{ask - bid:,f}" if places is None else f"{ask - bid:,.{places}f}"
+
+
+class PriceDecimals:
+    """How many decimals each symbol's prices are shown with, so a column keeps its width.
+
+    The most any price of the symbol has had: the server trims trailing zeros, so
+    ``14.96`` is ``14.960`` of a symbol quoted to 0.001, and the six prices of a tick
+    (last, open, high, low, bid, ask) show the symbol's decimals from its first tick all
+    but surely. At least 2 (4 while the last price is below 1). It grows, never shrinks.
+    """
+
+    def __init__(self) -> None:
+        self._places: dict[str, int] = {}
+
+    def learn(self, symbol: str, tick: Mapping[str, object]) -> int | None:
+        """Fold in the prices of one tick of ``symbol``; its decimals from now on."""
+        for name in PRICE_FIELDS:
+            number = to_decimal(tick.get(name))
+            if number is not None:
+                places = _given_places(number)
+                if name == "last_price":
+                    places = max(places, _price_floor(number))
+                self._places[symbol] = max(self._places.get(symbol, 0), places)
+        return self._places.get(symbol)
+
+    def of(self, symbol: str) -> int | None:
+        """The decimals of ``symbol``'s prices; None before any of them arrived."""
+        return self._places.get(symbol)
 
 
 def format_percent(value: object) -> str:

@@ -11,7 +11,7 @@ from typing import IO
 import orjson
 
 from tickcast.tail.failures import Problem
-from tickcast.tail.formatting import decimal_text, format_timestamp, to_decimal
+from tickcast.tail.formatting import PriceDecimals, decimal_text, format_timestamp, to_decimal
 from tickcast.tail.protocol import Message, error_detail, message_kind
 from tickcast.tail.view import ConnectionState, OutputFormat
 
@@ -21,11 +21,13 @@ class TickLines:
 
     Pure. A tick whose ``seq`` is the one last printed for its symbol is skipped: the
     snapshot a reconnect starts with repeats the last tick when nothing changed meanwhile.
+    Plain lines show each symbol's prices with the same decimals (``PriceDecimals``).
     """
 
     def __init__(self, output: OutputFormat) -> None:
         self.output = output
         self._last_seq: dict[str, object] = {}
+        self._decimals = PriceDecimals()
 
     def lines(self, message: Message) -> list[str]:
         """The lines for one server message: one per new tick it carries (a reset: several)."""
@@ -36,7 +38,11 @@ class TickLines:
         for tick in ticks:
             if not isinstance(tick, Mapping) or not self._is_new(tick):
                 continue
-            out.append(json_line(tick) if self.output is OutputFormat.JSON else plain_line(tick))
+            if self.output is OutputFormat.JSON:
+                out.append(json_line(tick))
+            else:
+                places = self._decimals.learn(str(tick.get("symbol")).upper(), tick)
+                out.append(plain_line(tick, places))
         return out
 
     def _is_new(self, tick: Message) -> bool:
@@ -50,22 +56,27 @@ class TickLines:
         return True
 
 
-def plain_line(tick: Message) -> str:
-    """``2026-11-28T12:00:00.123Z BTCUSDT 59945.22 +0.81% bid 59945.1 ask 59945.3``.
+def plain_line(tick: Message, places: int | None = None) -> str:
+    """``2026-11-28T12:00:00.123Z BTCUSDT 59945.22 +0.81% bid 59945.10 ask 59945.30``.
 
-    Fixed fields, space separated, ``-`` for a missing value; prices with every digit the
-    server sent and no grouping, so ``awk``, ``cut`` and ``grep`` read them as they are.
+    Fixed fields, space separated, ``-`` for a missing value; prices at ``places``
+    decimals (the symbol's; else every digit the server sent) and no grouping, so
+    ``awk``, ``cut`` and ``grep`` read them as they are.
     """
     change = to_decimal(tick.get("change_percent"))
+
+    def price(name: str) -> str:
+        return decimal_text(to_decimal(tick.get(name)), grouping=False, missing="-", places=places)
+
     fields = [
         format_timestamp(tick.get("timestamp_ms")),
         str(tick.get("symbol", "-")).upper(),
-        decimal_text(to_decimal(tick.get("last_price")), grouping=False, missing="-"),
+        price("last_price"),
         "-" if change is None else f"{change:+.2f}%",
         "bid",
-        decimal_text(to_decimal(tick.get("bid")), grouping=False, missing="-"),
+        price("bid"),
         "ask",
-        decimal_text(to_decimal(tick.get("ask")), grouping=False, missing="-"),
+        price("ask"),
     ]
     return " ".join(fields)
 

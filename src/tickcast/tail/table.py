@@ -18,6 +18,7 @@ from rich.text import Text
 
 from tickcast.tail.failures import Problem
 from tickcast.tail.formatting import (
+    PriceDecimals,
     format_age,
     format_percent,
     format_price,
@@ -85,6 +86,8 @@ class TailState:
 
     def __init__(self) -> None:
         self.rows: dict[str, SymbolRow] = {}
+        # Each symbol's prices keep one number of decimals, so its columns keep their width.
+        self.decimals = PriceDecimals()
         self.connection = ConnectionState.CONNECTING
         self.retry_in: float | None = None
         self.upstream: str | None = None
@@ -146,6 +149,7 @@ class TailState:
         row.price = price
         row.history.append(price)
         row.tick = dict(message)
+        self.decimals.learn(symbol, message)
         source = message.get("source")
         if isinstance(source, str):
             self.source = source
@@ -214,15 +218,16 @@ class TailState:
             "" if change is None or change == 0 else (UP_STYLE if change > 0 else DOWN_STYLE)
         )
         bid, ask = to_decimal(tick.get("bid")), to_decimal(tick.get("ask"))
+        places = self.decimals.of(row.symbol)
         cells = {
             "Symbol": Text(row.symbol),
-            "Price": Text(format_price(tick.get("last_price")), style=price_style),
+            "Price": Text(format_price(tick.get("last_price"), places), style=price_style),
             "Change": Text(format_percent(tick.get("change_percent")), style=change_style),
-            "Bid": Text(format_price(bid)),
-            "Ask": Text(format_price(ask)),
-            "Spread": Text(format_spread(bid, ask)),
-            "High": Text(format_price(tick.get("high"))),
-            "Low": Text(format_price(tick.get("low"))),
+            "Bid": Text(format_price(bid, places)),
+            "Ask": Text(format_price(ask, places)),
+            "Spread": Text(format_spread(bid, ask, places)),
+            "High": Text(format_price(tick.get("high"), places)),
+            "Low": Text(format_price(tick.get("low"), places)),
             "Volume": Text(format_volume(tick.get("volume"))),
             "Trend": Text(sparkline(row.history), style=price_style or "dim"),
         }
