@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .support import free_port
+from .support import ServerProcess, free_port
 
 
 def server_binary() -> str:
@@ -198,3 +198,18 @@ class LinkProxy:
                     continue
                 writer.write(data)
                 await writer.drain()
+
+
+def start_nodes(
+    tmp_path: Path, redis: RedisServer, count: int, env: dict[str, str] | None = None
+) -> list[ServerProcess]:
+    """``count`` tickcast nodes (``node0``...) on ``redis`` with the simulated source at 4
+    ticks/s, each ready; ``env`` adds settings."""
+    full_env = {"TICKCAST_SIM_RATE": "4", **(env or {})}
+    nodes = []
+    for i in range(count):
+        args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]
+        nodes.append(ServerProcess(args, full_env, tmp_path / f"node{i}.log"))
+    for node in nodes:
+        node.wait_ready("/price", timeout=30)
+    return nodes

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,9 @@ import orjson
 import pytest
 import websockets
 
+from . import redis_support
 from .redis_support import LinkProxy, RedisServer, running_redis
-from .support import ServerProcess, eventually, free_port
+from .support import ServerProcess, eventually, sim_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +35,8 @@ def start_nodes(
     tmp_path: Path, redis: RedisServer, count: int, lease_ttl: float | None = None
 ) -> list[ServerProcess]:
     """``count`` nodes; ``lease_ttl`` shortens the lease where no SPEC bound is timed."""
-    env = {"TICKCAST_SIM_RATE": "4"}
-    if lease_ttl is not None:
-        env["TICKCAST_LEASE_TTL"] = str(lease_ttl)
-    nodes = []
-    for i in range(count):
-        args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]
-        nodes.append(ServerProcess(args, env, tmp_path / f"node{i}.log"))
-    for node in nodes:
-        node.wait_ready("/price", timeout=30)
-    return nodes
+    env = {} if lease_ttl is None else {"TICKCAST_LEASE_TTL": str(lease_ttl)}
+    return redis_support.start_nodes(tmp_path, redis, count, env)
 
 
 def cluster(node: ServerProcess) -> dict[str, object]:
@@ -403,16 +394,8 @@ async def test_redis_restarts_under_running_nodes(tmp_path: Path) -> None:
 @pytest.fixture
 def sim_port() -> Iterator[int]:
     """An external simulated exchange, so a fault can be injected into the leader's link."""
-    port = free_port()
-    command = [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port)]
-    sim = subprocess.Popen(
-        [*command, "--rate", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    with sim_exchange("--rate", "4") as port:
         yield port
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(

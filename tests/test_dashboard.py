@@ -13,8 +13,6 @@ import hashlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +24,15 @@ import orjson
 import pytest
 
 from .redis_support import LinkProxy
-from .support import CHROMIUM, ServerProcess, chromium, free_port, require_program, running_server
+from .support import (
+    CHROMIUM,
+    ServerProcess,
+    chromium,
+    free_port,
+    require_program,
+    running_server,
+    sim_exchange,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -272,14 +278,8 @@ def test_chart_fills_from_history_then_live(
 def test_stalled_upstream_dims_prices_and_marks_rows(page: Page, tmp_path: Path) -> None:
     """While the upstream is stale the banner says since when, prices dim, latency reads
     "stale" and silent rows say "stale"; all of it clears when the feed returns."""
-    sim_port = free_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port),
-         "--rate", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}", "TICKCAST_STALE_AFTER": "1"}
-    try:
+    with sim_exchange("--rate", "4") as sim_port:
+        env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}", "TICKCAST_STALE_AFTER": "1"}
         with running_server(tmp_path, ["--source", "binance"], env) as server:
             load(page, server.base + "/")
             expect_fresh(page)
@@ -296,9 +296,6 @@ def test_stalled_upstream_dims_prices_and_marks_rows(page: Page, tmp_path: Path)
             expect(banner).to_be_hidden(timeout=20_000)
             expect(page.locator("tr.row-stale")).to_have_count(0, timeout=10_000)
             expect_fresh(page)
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 def test_server_restart_shows_stale_then_recovers_without_duplicates(

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,15 @@ import pytest
 from tickcast.messages.tick import DEFAULT_SYMBOLS as DEFAULT_SYMBOL_NAMES
 from tickcast.messages.tick import Tick
 
-from .support import CHROMIUM, ServerProcess, chromium, free_port, require_program, running_server
+from .support import (
+    CHROMIUM,
+    ServerProcess,
+    chromium,
+    free_port,
+    require_program,
+    running_server,
+    sim_exchange,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -225,14 +231,8 @@ def test_phone_width_has_no_horizontal_overflow(browser: Browser, server: Server
 def test_upstream_banner_while_the_feed_is_stalled(page: Page, tmp_path: Path) -> None:
     """A stalled upstream (status stale/reconnecting) raises the banner; it clears after.
     The simulated exchange at the Binance URL is announced by the simulated-data banner."""
-    sim_port = free_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port),
-         "--rate", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}", "TICKCAST_STALE_AFTER": "1"}
-    try:
+    with sim_exchange("--rate", "4") as sim_port:
+        env = {"TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}", "TICKCAST_STALE_AFTER": "1"}
         with running_server(tmp_path, ["--source", "binance"], env) as server:
             page.goto(server.base + "/")
             wait_for_more_ticks(page, 5)
@@ -243,9 +243,6 @@ def test_upstream_banner_while_the_feed_is_stalled(page: Page, tmp_path: Path) -
             page.screenshot(path=str(tmp_path / "upstream-banner.png"))
             httpx.delete(f"http://127.0.0.1:{sim_port}/_sim/fault")
             expect(page.locator("#upstream-banner")).to_be_hidden(timeout=20_000)
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 def test_page_recovers_when_the_server_restarts(page: Page, tmp_path: Path) -> None:

@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ import pytest
 import websockets
 
 from .rawclient import RawWebSocket, abort_socket, open_socket, raw_http_get
-from .support import ServerProcess, eventually, free_port
+from .support import ServerProcess, eventually, sim_exchange
 
 SOAK_SECONDS = float(os.environ.get("TICKCAST_SOAK_SECONDS", "25"))
 WARMUP_SECONDS = 5.0
@@ -67,30 +65,21 @@ def fault_schedule(seconds: float) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("soak")
-    sim_port = free_port()
-    sim_log = (tmp / "sim.log").open("wb")
-    command = [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port)]
-    sim = subprocess.Popen(
-        [*command, "--rate", "4", "--fault-schedule", fault_schedule(SOAK_SECONDS)],
-        stdout=sim_log,
-        stderr=subprocess.STDOUT,
-    )
+    schedule = fault_schedule(SOAK_SECONDS)
     env = {
         "TICKCAST_STALE_AFTER": "3",
         "TICKCAST_SLOW_CLIENT_TIMEOUT": "3",
         "TICKCAST_OPS_PER_SECOND": "20",
         "TICKCAST_HANDSHAKE_TIMEOUT": "3",
     }
-    args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{sim_port}"]
-    server = ServerProcess(args, env, tmp / "server.log")
-    try:
-        server.wait_ready("/price", timeout=30)
-        yield server
-    finally:
-        server.stop()
-        sim.terminate()
-        sim.wait(10)
-        sim_log.close()
+    with sim_exchange("--rate", "4", "--fault-schedule", schedule, log=tmp / "sim.log") as port:
+        args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{port}"]
+        server = ServerProcess(args, env, tmp / "server.log")
+        try:
+            server.wait_ready("/price", timeout=30)
+            yield server
+        finally:
+            server.stop()
 
 
 # -- healthy clients: every tick, in order, or told why not --------------------------------

@@ -15,6 +15,7 @@ import orjson
 import pytest
 import websockets
 
+from . import redis_support
 from .redis_support import RedisServer, running_redis
 from .support import ServerProcess, eventually, free_port, running_server
 from .test_cluster import cluster, leaders
@@ -28,14 +29,8 @@ def start_nodes(
     tmp_path: Path, redis: RedisServer, count: int, stale_after: float
 ) -> list[ServerProcess]:
     """``count`` nodes on ``redis`` with the simulated source."""
-    env = {"TICKCAST_SIM_RATE": "4", "TICKCAST_STALE_AFTER": str(stale_after)}
-    nodes = []
-    for i in range(count):
-        args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]
-        nodes.append(ServerProcess(args, env, tmp_path / f"node{i}.log"))
-    for node in nodes:
-        node.wait_ready("/price", timeout=30)
-    return nodes
+    env = {"TICKCAST_STALE_AFTER": str(stale_after)}
+    return redis_support.start_nodes(tmp_path, redis, count, env)
 
 
 def newest_tick_age(node: ServerProcess) -> float:

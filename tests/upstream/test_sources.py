@@ -22,7 +22,7 @@ from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.upstream.sources import AutoSource, ReplaySource
 
-from ..support import eventually, free_port, running_server
+from ..support import eventually, free_port, running_server, sim_exchange
 
 
 async def test_auto_falls_back_to_sim_and_back_to_live() -> None:
@@ -119,23 +119,17 @@ def test_serve_rejects_a_missing_replay_file(tmp_path: Path) -> None:
 def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     """serve --source binance against sim-exchange running every fault kind keeps /price
     fresh, and /status counts each reconnect."""
-    sim_port = free_port()
     schedule = (
         "drop@2,close1000@3.5,close1001@5,close1008@6.5,stall@13+2.5,shutdown@17+1,"
         "garbage@19+1,burst@20.5+1,latency@22+1"
     )
-    sim_log = (tmp_path / "sim.log").open("wb")
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(sim_port),
-         "--rate", "10", "--ping-interval", "1", "--fault-schedule", schedule],
-        stdout=sim_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    env = {
-        "TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}",
-        "TICKCAST_STALE_AFTER": "1",
-        "TICKCAST_BACKOFF_MAX": "1",
-    }
-    try:
+    args = ("--rate", "10", "--ping-interval", "1", "--fault-schedule", schedule)
+    with sim_exchange(*args, log=tmp_path / "sim.log") as sim_port:
+        env = {
+            "TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}",
+            "TICKCAST_STALE_AFTER": "1",
+            "TICKCAST_BACKOFF_MAX": "1",
+        }
         with running_server(tmp_path, ["--source", "binance"], env) as server:
             worst_age = 0.0
             deadline = time.monotonic() + 24.5
@@ -144,10 +138,6 @@ def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
                 worst_age = max(worst_age, time.time() - tick["timestamp_ms"] / 1000)
                 time.sleep(0.25)
             upstream = server.status()["upstream"]
-    finally:
-        sim.terminate()
-        sim.wait(10)
-        sim_log.close()
     assert isinstance(upstream, dict)
     # drop, close1000, close1001, close1008 and the stall each cost one reconnect.
     assert upstream["reconnects"] >= 5, upstream
@@ -263,17 +253,8 @@ def test_serve_replays_a_recorded_simulation_for_ever_marked_simulated(tmp_path:
 @pytest.fixture
 def sim_exchange_port() -> Iterator[int]:
     """``tickcast sim-exchange`` as its own process, the way the README runs it."""
-    port = free_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port),
-         "--rate", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    with sim_exchange("--rate", "4") as port:
         yield port
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 @pytest.mark.parametrize("source", ["binance", "auto"])
