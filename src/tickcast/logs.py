@@ -3,7 +3,7 @@
 Every record passes a ``RedactSecrets`` filter on the one handler before it is formatted,
 so no access token reaches the output: uvicorn prints the request target of every
 WebSocket handshake (``"WebSocket /ws?token=..." [accepted]``) on ``uvicorn.error``, its
-access log (when enabled) does the same for HTTP, and an exception's text may quote a URL.
+access log does the same for HTTP requests, and an exception's text may quote a URL.
 """
 
 from __future__ import annotations
