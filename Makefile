@@ -6,17 +6,20 @@ ARGS ?=
 
 .PHONY: run test lint format bench clean
 
+# Creating $(VENV) and installing into it happen under a lock (flock, from util-linux), and
+# each step checks again once it holds the lock: two `make run` started at once in a fresh
+# clone take turns, and the second finds the work done instead of breaking pip. Without
+# flock (macOS) the steps run unlocked.
+LOCKED := $(if $(shell command -v flock 2>/dev/null),flock $(VENV).lock,)
+
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(LOCKED) sh -c '[ -x $(PY) ] || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; }'
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
-	touch $@
+	$(LOCKED) sh -c '[ $@ -nt pyproject.toml ] || { $(PY) -m pip install --quiet -e . && touch $@; }'
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.installed
+	$(LOCKED) sh -c '[ $@ -nt pyproject.toml ] || { $(PY) -m pip install --quiet -e ".[dev]" && touch $@ $(VENV)/.installed; }'
 
 run: $(VENV)/.installed
 	$(VENV)/bin/tickcast serve $(ARGS)
@@ -38,8 +41,7 @@ format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format src tests
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[bench]'
-	touch $@ $(VENV)/.installed
+	$(LOCKED) sh -c '[ $@ -nt pyproject.toml ] || { $(PY) -m pip install --quiet -e ".[bench]" && touch $@ $(VENV)/.installed; }'
 
 # `make bench` runs the load benchmark against tickcast and both baselines and keeps the
 # JSON under bench-results/; BENCH_ARGS overrides the load.
@@ -50,4 +52,4 @@ bench: $(VENV)/.installed-bench
 	$(VENV)/bin/tickcast bench $(BENCH_ARGS) --json bench-results/bench-$$(date +%Y%m%d-%H%M%S).json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV).lock .mypy_cache .pytest_cache .ruff_cache

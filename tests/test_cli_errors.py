@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tickcast.edge.fastpath import fast_path_problem, write_path
+from tickcast.settings import TOOL_VARIABLES, unknown_variables
 
 from .support import free_port
 
@@ -162,3 +166,100 @@ def test_a_role_without_redis_is_one_clear_line(tmp_path: Path) -> None:
     result = tickcast("serve", "--role", "edge", cwd=tmp_path)
     text = assert_one_clear_line(result, 2)
     assert "TICKCAST_REDIS_URL / --redis-url" in text
+
+
+# ---------------------------------------------------------------------- flags and variables
+
+
+def test_a_misspelt_flag_is_refused_by_its_command_with_the_closest_flag(tmp_path: Path) -> None:
+    """`serve --prot 9000` is refused by serve (not the top level), in two lines: the error
+    with "did you mean --port?", then serve's usage in short."""
+    result = tickcast("serve", "--prot", "9000", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "tickcast serve: error: unrecognized arguments: --prot 9000: did you mean --port?",
+        "usage: tickcast serve [FLAG ...]; see tickcast serve --help",
+    ]
+
+
+def test_a_flag_value_of_the_wrong_type_is_two_lines(tmp_path: Path) -> None:
+    """`serve --port abc` is two lines naming the flag and the bad value, not serve's
+    40-flag usage."""
+    result = tickcast("serve", "--port", "abc", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert "--port" in lines[0] and "'abc'" in lines[0]
+
+
+def test_unknown_tickcast_variables_are_warned_with_the_closest_setting(tmp_path: Path) -> None:
+    """A TICKCAST_ name that no setting reads, from the environment or .env, gets one line
+    each with the closest setting's name; the test suite's own variables get none."""
+    (tmp_path / ".env").write_text("TICKCAST_SIMRATE=2\nTICKCAST_NOTHING_LIKE_IT=1\n")
+    env = {
+        "TICKCAST_PROT": "9000",
+        "TICKCAST_SOURCE": "nope",  # stops serve once the settings are read
+        "TICKCAST_E2E_REQUIRED": "1",
+        "TICKCAST_SOAK_SECONDS": "5",
+        "TICKCAST_FUZZ_CASES": "10",
+        "TICKCAST_FUZZ_SEED": "1",
+    }
+    result = tickcast("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[:3] == [
+        "tickcast: ignoring TICKCAST_PROT (from the environment): not a setting; "
+        "did you mean TICKCAST_PORT?",
+        "tickcast: ignoring TICKCAST_NOTHING_LIKE_IT (from .env): not a setting",
+        "tickcast: ignoring TICKCAST_SIMRATE (from .env): not a setting; "
+        "did you mean TICKCAST_SIM_RATE?",
+    ]
+    assert len(lines) == 4 and "TICKCAST_SOURCE" in lines[3]
+
+
+def test_every_tickcast_variable_the_project_reads_is_a_setting_or_a_tool_variable() -> None:
+    """Each TICKCAST_ variable read by the code, the tests and CI is a setting or one of the
+    listed tool variables (so it is never warned about), and each listed one is read."""
+    root = Path(__file__).resolve().parent.parent
+    reads = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|export )["']?(TICKCAST_\w+)""")
+    files = [*(root / "src").rglob("*.py"), *(root / "tests").rglob("*.py"), root / ".ci/run"]
+    read = {name for path in files for name in reads.findall(path.read_text())}
+    assert unknown_variables(read) == []
+    assert read >= TOOL_VARIABLES
+
+
+def test_a_bad_value_from_dotenv_says_it_came_from_dotenv(tmp_path: Path) -> None:
+    """An invalid value read from .env is reported as such; the same value in the
+    environment (which wins over .env) is not."""
+    (tmp_path / ".env").write_text("TICKCAST_SIM_RATE=abc\n")
+    from_file = tickcast("serve", cwd=tmp_path)
+    from_env = tickcast("serve", env={"TICKCAST_SIM_RATE": "xyz"}, cwd=tmp_path)
+    assert from_file.returncode == 2 and from_env.returncode == 2
+    assert "TICKCAST_SIM_RATE / --sim-rate" in from_file.stderr
+    assert "(got 'abc' from .env)" in from_file.stderr
+    assert "(got 'xyz')" in from_env.stderr and ".env" not in from_env.stderr
+
+
+def test_ctrl_c_while_the_command_loads_exits_quietly(tmp_path: Path) -> None:
+    """SIGINT while `tickcast serve` is still importing its libraries ends it with 130 and
+    no traceback, as Ctrl-C does once it runs."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "serve", "--source", "sim", "--port", "0"],
+        env=clean, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # pydantic's native core is loaded early in pydantic's import, which takes a good
+        # while longer: the signal lands in the middle of the command's imports.
+        maps = Path(f"/proc/{serve.pid}/maps")
+        deadline = time.monotonic() + 10
+        while "pydantic_core" not in maps.read_text() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        serve.send_signal(signal.SIGINT)
+        out, err = serve.communicate(timeout=10)
+    finally:
+        serve.kill()
+    assert "Traceback" not in err, err
+    assert serve.returncode == 130
+    assert out == ""

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
@@ -166,8 +167,8 @@ async def test_server_log_never_shows_the_token(tmp_path: Path, fmt: str) -> Non
     assert f'"WebSocket /ws?next=%2Fsse%3Ftoken%3D{REDACTED}" 401' in messages
 
 
-# tickcast serve turns uvicorn's access log off; an operator running the same app and
-# logging set-up with it on must not get the token in it either.
+# tickcast serve logs each request through uvicorn's access log; the same app run by an
+# operator with that log sent on must not get the token in it either.
 ACCESS_LOGGED_SERVER = """
 import logging, uvicorn
 from tickcast.logs import configure_logging
@@ -222,6 +223,42 @@ async def test_access_log_never_shows_the_token(tmp_path: Path) -> None:
     ]
     assert any(f"GET /sse?symbols=BTCUSDT&token={REDACTED} HTTP/1.1" in a for a in access), access
     assert any(f"GET /status?token={REDACTED} HTTP/1.1" in a for a in access), access
+
+
+async def test_ws_sse_and_rest_are_logged_alike(tmp_path: Path) -> None:
+    """A WebSocket and an SSE stream each log two lines, the request's and the stream's end
+    (after how long, and why when the server ended it); a REST request logs one access line; all at INFO, none
+    with the token, and nothing else about them."""
+    with running_server(tmp_path, ["--source", "sim"], {"TICKCAST_TOKEN": TOKEN}) as server:
+        start = len(server.log_path.read_text().splitlines())
+        ws = server.ws_base
+        async with ws_connect(f"{ws}/ws?symbols=BTCUSDT&token={TOKEN}") as client:
+            await asyncio.wait_for(client.recv(), 5)
+        async with httpx.AsyncClient(base_url=server.base, timeout=5) as http:
+            async with http.stream("GET", f"/sse?symbols=ETHUSDT&token={TOKEN}") as sse:
+                await anext(sse.aiter_lines())
+            assert (await http.get("/price?symbol=SOLUSDT")).status_code == 200
+
+        def lines() -> list[str]:
+            return server.log_path.read_text().splitlines()[start:]
+
+        await eventually(lambda: sum(") disconnected after " in x for x in lines()) == 2)
+        logged = lines()
+    assert_no_token("\n".join(logged))
+    expected = [
+        f'"WebSocket /ws?symbols=BTCUSDT&token={REDACTED}" [accepted]',
+        r"client \d+ \(ws, 127\.0\.0\.1\) disconnected after \d+\.\d s$",
+        f'"GET /sse?symbols=ETHUSDT&token={REDACTED} HTTP/1.1" 200',
+        r"client \d+ \(sse, 127\.0\.0\.1\) disconnected after \d+\.\d s$",
+        '"GET /price?symbol=SOLUSDT HTTP/1.1" 200',
+    ]
+    # The lines of the server's side of clients: uvicorn's and the edge's.
+    requests = [line for line in logged if " uvicorn." in line or " tickcast.edge." in line]
+    assert len(requests) == len(expected), logged
+    for line, wanted in zip(requests, expected, strict=True):
+        assert " INFO " in line, line
+        assert wanted in line or re.search(wanted, line), (wanted, logged)
+    assert not [line for line in requests if "connection open" in line or "closed" in line[-9:]]
 
 
 class FakeClock:

@@ -25,7 +25,7 @@ from tickcast.tail.formatting import (
     format_volume,
     sparkline,
 )
-from tickcast.tail.lines import LineView, TickLines, plain_line
+from tickcast.tail.lines import LineView, TickLines, plain_line, simulated_data
 from tickcast.tail.protocol import (
     SseEvent,
     SseParser,
@@ -35,6 +35,7 @@ from tickcast.tail.protocol import (
     sse_url,
     websocket_url,
 )
+from tickcast.tail.subscription import Subscription, named_symbols, refusal_code
 from tickcast.tail.table import COLUMNS, DOWN_STYLE, UP_STYLE, TailState, fit_columns
 from tickcast.tail.view import ConnectionState
 
@@ -339,6 +340,59 @@ def test_line_view_reports_problems_and_recovery_on_stderr() -> None:
     ]
 
 
+def test_line_view_says_once_that_prices_are_simulated() -> None:
+    """Simulated data is said on stderr once, before its first tick line (not for a status
+    alone), and again only when the server switches between live and simulated."""
+    out, err = io.StringIO(), io.StringIO()
+    view = LineView(OutputFormat.PLAIN, "http://h:1", out, err)
+    view.apply({"type": "status", "upstream": "connected", "source": "sim", "simulated": True})
+    assert err.getvalue() == ""
+    for seq in (1, 2):
+        view.apply({**tick("BTCUSDT", 1, seq=seq), "source": "sim"})
+    view.apply(tick("BTCUSDT", 2, seq=3))
+    assert err.getvalue().splitlines() == [
+        "tickcast tail: the server is serving simulated prices, not live data",
+        "tickcast tail: the server is serving live prices again",
+    ]
+    assert len(out.getvalue().splitlines()) == 3
+    assert simulated_data({"type": "status", "simulated": False, "source": "sim"}) is False
+    assert simulated_data({"type": "reset", "ticks": [{**tick("X", 1), "source": "sim"}]})
+    assert simulated_data({"type": "ack"}) is None
+
+
+# ---------------------------------------------------------------------- subscription
+
+
+def test_subscription_drops_symbols_not_served_and_ends_when_none_is_left() -> None:
+    """Each refused symbol is dropped from what the next connection asks for and said once;
+    when none is left the line is fatal; a refusal of nothing asked for says nothing."""
+    asked = Subscription(["FOOUSDT", "BTCUSDT", "BARUSDT"], "http://h:1")
+    first = asked.drop(["FOOUSDT"])
+    assert first == Problem("FOOUSDT is not served by http://h:1; showing BTCUSDT, BARUSDT")
+    assert asked.drop(["FOOUSDT", "ETHUSDT"]) is None
+    assert asked.symbols == ["BTCUSDT", "BARUSDT"]
+    assert asked.unserved_among(["btcusdt", "ETHUSDT"]) == ["BARUSDT"]
+    assert asked.drop(["BARUSDT"]) == Problem(
+        "BARUSDT is not served by http://h:1; showing BTCUSDT"
+    )
+    last = asked.drop(["BTCUSDT"])
+    assert last is not None and last.fatal
+    assert last.text == "BTCUSDT is not served by http://h:1 (its list: http://h:1/symbols)"
+    assert asked.too_many("at most 2 symbols per client").fatal
+
+
+def test_refusals_of_symbols_are_told_from_other_errors() -> None:
+    """Only unknown_symbol and too_many_subscriptions errors are the subscription's; the
+    names come from ``symbols`` (on /ws), or are unknown (on /sse's event: error)."""
+    ws = {"type": "error", "code": "unknown_symbol", "message": "x", "symbols": ["fooUSDT"]}
+    sse = {"type": "error", "code": "unknown_symbol", "message": "not served here: FOOUSDT"}
+    assert refusal_code(ws) == "unknown_symbol" and named_symbols(ws) == ["FOOUSDT"]
+    assert refusal_code(sse) == "unknown_symbol" and named_symbols(sse) is None
+    assert refusal_code({"type": "error", "code": "too_many_subscriptions"}) is not None
+    assert refusal_code({"type": "error", "code": "rate_limited"}) is None
+    assert refusal_code(tick("BTCUSDT", 1)) is None
+
+
 # ---------------------------------------------------------------------- formatting
 
 
@@ -629,6 +683,96 @@ async def test_sse_resumes_after_the_last_complete_tick() -> None:
     assert len(requests) >= 2
     assert "last-event-id: t-41\r\n" in requests[1]
     assert "60,600.25" in out.getvalue()
+
+
+class RefusingServer:
+    """A server speaking /sse and /symbols: a stream asking for a symbol in ``refused``
+    gets a 404 JSON error, or (``partial_stream``, when some symbol asked for is served)
+    a 200 stream with an ``event: error`` and ticks of the others. Records request lines."""
+
+    def __init__(self, refused: set[str], served: list[str], *, partial_stream: bool) -> None:
+        self.refused, self.served, self.partial_stream = refused, served, partial_stream
+        self.requests: list[str] = []
+        self.handlers: list[asyncio.Task[object]] = []
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self.server.close()
+        # Each connection is closed by its handler once the client has left.
+        await asyncio.wait_for(asyncio.gather(*self.handlers), 5)
+        await self.server.wait_closed()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        requests, refused, served = self.requests, self.refused, self.served
+        partial_stream = self.partial_stream
+        line = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")[0]
+        requests.append(line)
+        target = line.split(" ")[1]
+        asked = target.partition("symbols=")[2].replace("%2C", ",").split(",")
+        unknown = [s for s in asked if s in refused]
+        if target.startswith("/symbols"):
+            body = json.dumps({"symbols": served}).encode()
+            head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            writer.write(f"{head}{len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        elif unknown and not (partial_stream and len(unknown) < len(asked)):
+            body = b'{"error":"unknown_symbol","message":"not served here: FOOUSDT"}'
+            head = "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+            writer.write(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+            if unknown:
+                error = {"type": "error", "code": "unknown_symbol", "message": "not served"}
+                writer.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            for seq in range(1, 4):
+                data = json.dumps(tick("BTCUSDT", 60000 + seq, seq=seq))
+                writer.write(f"id: {seq}\ndata: {data}\n\n".encode())
+            await writer.drain()
+            await reader.read()  # open until tail leaves
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("partial_stream", [False, True], ids=["404", "event-error"])
+async def test_sse_tail_drops_a_symbol_not_served_and_shows_the_rest(
+    partial_stream: bool,
+) -> None:
+    """Over SSE, a symbol not served (a 404 for the whole request, or an ``event: error`` in
+    a stream of the others) is said once, and the served symbol's ticks are shown."""
+    server = RefusingServer({"FOOUSDT"}, ["BTCUSDT"], partial_stream=partial_stream)
+    out, err = io.StringIO(), io.StringIO()
+    async with server as base:
+        code = await run_tail(
+            base, ["FOOUSDT", "BTCUSDT"], True, output=OutputFormat.PLAIN, out=out, err=err,
+            max_seconds=1.5,
+        )  # fmt: skip
+    assert code == 0
+    assert err.getvalue() == f"tickcast tail: FOOUSDT is not served by {base}; showing BTCUSDT\n"
+    assert [line.split()[1] for line in out.getvalue().splitlines()] == ["BTCUSDT"] * 3
+    streams = [r for r in server.requests if r.startswith("GET /sse")]
+    assert len(streams) == (1 if partial_stream else 2)
+
+
+@pytest.mark.parametrize("partial_stream", [False, True], ids=["404", "event-error"])
+async def test_sse_tail_of_no_served_symbol_ends_with_status_1(partial_stream: bool) -> None:
+    """Over SSE, a tail whose every symbol is refused (404 with the JSON error) exits 1 at
+    once with one line, whichever way the server reports symbols among served ones."""
+    out, err = io.StringIO(), io.StringIO()
+    async with RefusingServer({"FOOUSDT"}, ["BTCUSDT"], partial_stream=partial_stream) as base:
+        code = await asyncio.wait_for(
+            run_tail(base, ["FOOUSDT"], True, output=OutputFormat.PLAIN, out=out, err=err), 5
+        )
+    assert code == 1
+    assert out.getvalue() == ""
+    assert err.getvalue() == (
+        f"tickcast tail: FOOUSDT is not served by {base} (its list: {base}/symbols)\n"
+    )
 
 
 @pytest.mark.slow

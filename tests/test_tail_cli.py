@@ -31,12 +31,13 @@ PLAIN = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Z]+) (\d+\.\d+) ([+-]\d+\.\d\d%) "
     r"bid (\d+\.\d+) ask (\d+\.\d+)$"
 )
+SIMULATED = "tickcast tail: the server is serving simulated prices, not live data\n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"TICKCAST_SIM_RATE": "5", "TICKCAST_TOKEN": TOKEN}
+    env = {"TICKCAST_SIM_RATE": "5", "TICKCAST_TOKEN": TOKEN, "TICKCAST_MAX_SUBSCRIPTIONS": "2"}
     with running_server(tmp_path_factory.mktemp("tail"), ["--source", "sim"], env) as running:
         yield running
 
@@ -51,6 +52,12 @@ def tail_env(**extra: str) -> dict[str, str]:
 def run_tail(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*TAIL, *args], capture_output=True, text=True, env=tail_env(), timeout=timeout
+    )
+
+
+def start_tail(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*TAIL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tail_env(), text=True
     )
 
 
@@ -130,7 +137,23 @@ def test_a_reader_that_leaves_early_ends_tail_quietly(server: ServerProcess) -> 
     assert len(shown.splitlines()) == 3
     assert all(PLAIN.match(line) for line in shown.splitlines())
     assert code == 0
-    assert stderr == ""
+    assert stderr == SIMULATED
+
+
+def test_simulated_prices_are_said_once_on_stderr_in_a_pipe(server: ServerProcess) -> None:
+    """Against a --source sim server, piped tail says once on stderr that the prices are
+    simulated, on both transports, while stdout keeps one plain line per tick."""
+    runs = [
+        start_tail("--url", server.base, "--token", TOKEN, "--seconds", "2", *sse, "BTCUSDT")
+        for sse in ([], ["--sse"])
+    ]
+    for tail in runs:
+        out, err = finish(tail, 20)
+        assert tail.returncode == 0, err
+        assert err == SIMULATED
+        lines = out.splitlines()
+        assert len(lines) >= 3
+        assert all(PLAIN.match(line) for line in lines), lines
 
 
 # ---------------------------------------------------------------------- on a terminal
@@ -261,3 +284,60 @@ def test_help_shows_the_default_url_and_the_formats(capsys: pytest.CaptureFixtur
     assert "(default http://localhost:8000)" in text
     assert "{plain,json,table}" in text
     assert "--token" in text and "TICKCAST_TOKEN" in text
+
+
+def finish(tail: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``tail``'s stdout and stderr once it exits; killed (and the test failed) if it has
+    not exited within ``timeout`` seconds."""
+    try:
+        return tail.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tail.kill()
+        tail.communicate()
+        raise
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse"]], ids=["ws", "sse"])
+def test_a_tail_of_symbols_not_served_ends_with_one_line(
+    server: ServerProcess, transport: list[str]
+) -> None:
+    """Asked only for symbols the server does not serve, or for more than its per-client
+    limit, tail exits 1 at once with one line on stderr saying why, on both transports."""
+    base = ["--url", server.base, "--token", TOKEN, *transport]
+    unknown = start_tail(*base, "FOOUSDT")
+    too_many = start_tail(*base, "BTCUSDT", "ETHUSDT", "SOLUSDT")
+    (out, err), (many_out, many_err) = finish(unknown, 15), finish(too_many, 15)
+    assert unknown.returncode == 1
+    assert out == ""
+    assert err == (
+        f"tickcast tail: FOOUSDT is not served by {server.base} (its list: {server.base}/symbols)\n"
+    )
+    assert too_many.returncode == 1
+    assert many_out == ""
+    assert many_err == (
+        f"tickcast tail: {server.base} refused the subscription (too_many_subscriptions: "
+        "at most 2 symbols per client): ask for fewer symbols\n"
+    )
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse"]], ids=["ws", "sse"])
+def test_a_symbol_not_served_is_said_once_and_the_others_shown(
+    server: ServerProcess, transport: list[str]
+) -> None:
+    """Asked for FOOUSDT and BTCUSDT, tail says once that FOOUSDT is not served and keeps
+    printing BTCUSDT ticks until told to stop, on both transports."""
+    tail = start_tail(
+        "--url", server.base, "--token", TOKEN, *transport, "--seconds", "3", "FOOUSDT", "BTCUSDT"
+    )
+    out, err = finish(tail, 20)
+    assert tail.returncode == 0, err
+    assert (
+        err.splitlines().count(
+            f"tickcast tail: FOOUSDT is not served by {server.base}; showing BTCUSDT"
+        )
+        == 1
+    ), err
+    assert len(err.splitlines()) == 2, err  # that, and the simulated-data notice
+    parsed = [PLAIN.match(line) for line in out.splitlines()]
+    assert len(parsed) >= 5 and all(parsed), out
+    assert {m[2] for m in parsed if m} == {"BTCUSDT"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -188,3 +189,33 @@ def test_a_port_in_use_is_one_line_before_any_worker_starts(
     assert f"port {port} is already in use" in done.stderr
     assert "started" not in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_each_workers_log_lines_name_it_and_a_clean_release_is_info(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With --workers, every line a worker writes names its node (`[box-w1]`); at SIGTERM
+    the leader's release of its lease is logged at INFO, not as a warning."""
+    args = ["--source", "sim", "--workers", "2", "--redis-url", redis_server.url]
+    server = ServerProcess([*args, "--node-id", "box"], {}, tmp_path / "serve.log")
+    try:
+        server.wait_ready("/price", timeout=30)
+        deadline = time.monotonic() + 20
+        while server.log().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    lines = server.log_path.read_text().splitlines()
+    workers = [line for line in lines if "tickcast.workers:" not in line]
+    assert workers
+    unnamed = [line for line in workers if not re.search(r" \[box-w[12]\] ", line)]
+    assert unnamed == []
+    assert {m[1] for line in workers if (m := re.search(r"\[(box-w\d)\]", line))} == {
+        "box-w1",
+        "box-w2",
+    }
+    released = [line for line in lines if "stepped down (released)" in line]
+    assert len(released) == 1, lines
+    assert " INFO " in released[0]
+    assert not [line for line in lines if "released" in line and " WARNING " in line]

@@ -2,35 +2,55 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import logging
-import os
-import sys
-import time
-import types
-import typing
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
+try:
+    import argparse
+    import asyncio
+    import contextlib
+    import difflib
+    import logging
+    import os
+    import sys
+    import time
+    import types
+    import typing
+    from collections.abc import Iterable, Sequence
+    from dataclasses import dataclass
+    from pathlib import Path
+    from typing import IO, NoReturn
 
-import orjson
-from dotenv import dotenv_values
-from pydantic import ValidationError
-from pydantic.fields import FieldInfo
+    import orjson
+    from dotenv import dotenv_values
+    from pydantic import ValidationError
+    from pydantic.fields import FieldInfo
 
-from tickcast import __version__
-from tickcast.messages.tick import SourceLabel
-from tickcast.settings import DEFAULT_SYMBOLS, Settings, setting_errors
+    from tickcast import __version__
+    from tickcast.messages.tick import SourceLabel
+    from tickcast.settings import (
+        DEFAULT_SYMBOLS,
+        Settings,
+        dotenv_origins,
+        setting_errors,
+        unknown_variables,
+    )
+except KeyboardInterrupt:
+    # Ctrl-C while the command is still loading (a second on a cold start) ends it as
+    # quietly as Ctrl-C later on: status 130, no traceback of the import under way. At
+    # once, without the interpreter's clean-up: a native extension cut off in the middle
+    # of its initialisation can crash it, and nothing has been started or written yet.
+    import os as _os
+
+    _os._exit(130)
 
 log = logging.getLogger("tickcast")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the command they were given to, with its usage, not the top level's.
+        owner: CommandParser = getattr(args, "command_parser", parser)
+        owner.unrecognized(extra)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -41,10 +61,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tickcast", description="Real-time market-data fan-out server."
-    )
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are two lines: the error, then the usage in short
+    with where the full list is, instead of a usage that lists every flag (serve has 40)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join(self.format_usage().split())
+        if len(usage) > 100:
+            usage = f"usage: {self.prog} [FLAG ...]"
+        self.exit(2, f"{self.prog}: error: {message}\n{usage}; see {self.prog} --help\n")
+
+    def unrecognized(self, extra: Sequence[str]) -> NoReturn:
+        """Refuse arguments this command does not take, with the closest flag for one that
+        looks misspelt (``--prot``: did you mean ``--port``?)."""
+        flags = [o for action in self._actions for o in action.option_strings]
+        first = extra[0]
+        word = first.partition("=")[0]
+        close = difflib.get_close_matches(word, flags, n=1) if word.startswith("--") else []
+        hint = f": did you mean {close[0]}?" if close else ""
+        noun = "argument" if len(extra) == 1 else "arguments"
+        self.error(f"unrecognized {noun}: {' '.join(extra)}{hint}")
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="tickcast", description="Real-time market-data fan-out server.")
     parser.add_argument("--version", action="version", version=f"tickcast {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -56,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=SettingsHelpFormatter,
     )
     add_settings_flags(serve)
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(command_parser=serve, handler=cmd_serve)
 
     sim = commands.add_parser("sim-exchange", help="run the simulated Binance exchange")
     sim.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -71,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of KIND@SECONDS[+DURATION]; kinds: drop, close1000, close1001, "
         "close1008, stall, shutdown, garbage, burst, latency",
     )
-    sim.set_defaults(handler=cmd_sim_exchange)
+    sim.set_defaults(command_parser=sim, handler=cmd_sim_exchange)
 
     record = commands.add_parser(
         "record",
@@ -87,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--out", required=True, type=Path, help="JSONL file to write")
     record.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     add_settings_flags(record, only=("source", "symbols", "book", "binance_url", "sim_rate"))
-    record.set_defaults(handler=cmd_record)
+    record.set_defaults(command_parser=record, handler=cmd_record)
 
     tail = commands.add_parser(
         "tail",
@@ -120,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--seconds", type=float, default=None, help="stop after N seconds (default: Ctrl-C)"
     )
-    tail.set_defaults(handler=cmd_tail)
+    tail.set_defaults(command_parser=tail, handler=cmd_tail)
 
     bench = commands.add_parser(
         "bench",
@@ -175,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=float, default=10.0, help="seconds per connection attempt (10)"
     )
     bench.add_argument("--logs", type=Path, default=None, help="keep process logs here")
-    bench.set_defaults(handler=cmd_bench)
+    bench.set_defaults(command_parser=bench, handler=cmd_bench)
     return parser
 
 
@@ -354,24 +394,36 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _load_settings(args: argparse.Namespace) -> Settings | None:
+    dotenv = dotenv_values(".env")
+    json_lines = _wants_json_logs(args)
+    # A misspelt variable would otherwise be ignored without a word (pydantic ignores
+    # names it does not know): one line each, before the settings are read.
+    for unknown in unknown_variables(os.environ, dotenv):
+        _report(str(unknown), "warning", json_lines, variable=unknown.name)
     try:
         return settings_from_args(args)
     except ValidationError as exc:
-        json_lines = _wants_json_logs(args)
-        for error in setting_errors(exc):
-            if json_lines:
-                line = {
-                    "ts": round(time.time(), 3),
-                    "level": "error",
-                    "logger": "tickcast",
-                    "message": str(error),
-                    "setting": error.env,
-                    "flag": error.flag,
-                }
-                print(orjson.dumps(line).decode(), file=sys.stderr)
-            else:
-                print(f"tickcast: {error}", file=sys.stderr)
+        flags = [name for name in Settings.model_fields if getattr(args, name, None) is not None]
+        from_dotenv = dotenv_origins(dotenv, os.environ, flags)
+        for error in setting_errors(exc, from_dotenv):
+            _report(str(error), "error", json_lines, setting=error.env, flag=error.flag)
         return None
+
+
+def _report(message: str, level: str, json_line: bool, **fields: str) -> None:
+    """One line on stderr, before logging is set up: ``tickcast: ...``, or a JSON line in
+    the log's shape when JSON logs are asked for."""
+    if json_line:
+        line = {
+            "ts": round(time.time(), 3),
+            "level": level,
+            "logger": "tickcast",
+            "message": message,
+            **fields,
+        }
+        print(orjson.dumps(line).decode(), file=sys.stderr)
+    else:
+        print(f"tickcast: {message}", file=sys.stderr)
 
 
 def _wants_json_logs(args: argparse.Namespace) -> bool:

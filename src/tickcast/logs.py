@@ -3,7 +3,7 @@
 Every record passes a ``RedactSecrets`` filter on the one handler before it is formatted,
 so no access token reaches the output: uvicorn prints the request target of every
 WebSocket handshake (``"WebSocket /ws?token=..." [accepted]``) on ``uvicorn.error``, its
-access log (when enabled) does the same for HTTP, and an exception's text may quote a URL.
+access log does the same for HTTP requests, and an exception's text may quote a URL.
 """
 
 from __future__ import annotations
@@ -179,7 +179,12 @@ class RateLimit(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, message (exc and stack when present)."""
+    """One JSON object per record: ts, level, logger, message (exc and stack when present),
+    and ``node`` when the process is one of several writing to the same output."""
+
+    def __init__(self, node: str | None = None) -> None:
+        super().__init__()
+        self.node = node
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -188,6 +193,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.node is not None:
+            entry["node"] = self.node
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -198,15 +205,21 @@ class JsonFormatter(logging.Formatter):
 
 
 def build_handler(
-    fmt: Literal["text", "json"], secrets: Iterable[str] = (), stream: TextIO | None = None
+    fmt: Literal["text", "json"],
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    *,
+    node: str | None = None,
 ) -> logging.Handler:
     """The handler every log line goes through: ``fmt`` lines on ``stream`` (stderr),
-    with access tokens (``secrets``, and any ``token=`` or bearer value) redacted."""
+    with access tokens (``secrets``, and any ``token=`` or bearer value) redacted; each
+    line names ``node`` when given (a worker of ``--workers``, sharing the output)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(node))
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        named = "" if node is None else "[" + node.replace("%", "%%") + "] "
+        formatter = logging.Formatter(f"%(asctime)s %(levelname)-7s {named}%(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     # Rate limiting reads the message template, which redaction replaces: it goes first.
@@ -215,17 +228,37 @@ def build_handler(
     return handler
 
 
+class StreamNoise(logging.Filter):
+    """Drops the WebSocket library's "connection open" and "connection closed" lines: they
+    name no client, and each stream, on /ws and /sse alike, already has two lines of its
+    own, the request's (``"WebSocket /ws?..." [accepted]``, ``"GET /sse?..." 200``) and
+    tickcast's when it ends (with the client, how long and why)."""
+
+    noise: frozenset[str] = frozenset({"connection open", "connection closed"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return str(record.msg) not in self.noise
+
+
 def configure_logging(
-    fmt: Literal["text", "json"], level: str, *, secrets: Iterable[str] = ()
+    fmt: Literal["text", "json"],
+    level: str,
+    *,
+    secrets: Iterable[str] = (),
+    node: str | None = None,
 ) -> None:
-    """Route tickcast's and uvicorn's loggers to stderr in ``fmt``, ``secrets`` redacted."""
+    """Route tickcast's and uvicorn's loggers to stderr in ``fmt``, ``secrets`` redacted,
+    each line naming ``node`` when given."""
     root = logging.getLogger()
-    root.handlers[:] = [build_handler(fmt, secrets)]
+    root.handlers[:] = [build_handler(fmt, secrets, node=node)]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # Their own handlers would bypass the root handler and its redaction.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, StreamNoise) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(StreamNoise())
 
 
 def flush_rate_limits() -> None:

@@ -138,7 +138,11 @@ class Node:
 
     def _deposed(self, reason: object) -> None:
         assert self.redis is not None
-        log.warning("node %s no longer leads (%s): upstream stopped", self.settings.node_id, reason)
+        # Released at shutdown: routine, INFO; lost (Redis gone, renewals late): WARNING.
+        level = logging.INFO if getattr(reason, "value", None) == "released" else logging.WARNING
+        log.log(
+            level, "node %s no longer leads (%s): upstream stopped", self.settings.node_id, reason
+        )
         # Refuse to publish first: nothing the source still hands over may be sent.
         self.redis.set_leadership(self.settings.node_id, None)
         self.lease_changes["deposed"] += 1

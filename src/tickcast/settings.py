@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import socket
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 
-__all__ = ["DEFAULT_SYMBOLS", "SettingError", "Settings", "setting_errors"]
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "TOOL_VARIABLES",
+    "SettingError",
+    "Settings",
+    "UnknownVariable",
+    "dotenv_origins",
+    "setting_errors",
+    "unknown_variables",
+]
 
 
 def _split_csv(value: object) -> object:
@@ -243,8 +254,10 @@ class SettingError:
         return f"invalid setting {self.env} / {self.flag}: {self.problem}{got}"
 
 
-def setting_errors(exc: ValidationError) -> list[SettingError]:
-    """pydantic's errors in the user's terms: the variable, the flag, what is wrong."""
+def setting_errors(exc: ValidationError, from_dotenv: Collection[str] = ()) -> list[SettingError]:
+    """pydantic's errors in the user's terms: the variable, the flag, what is wrong; a value
+    read from ``.env`` (its variable in ``from_dotenv``) says so, since the environment
+    does not show it."""
     out = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
@@ -254,5 +267,68 @@ def setting_errors(exc: ValidationError) -> list[SettingError]:
         value = None if raw is None or isinstance(raw, dict) else repr(raw)[:80]
         env = f"TICKCAST_{name.upper()}" if name else ""
         flag = "--" + name.replace("_", "-") if name else ""
+        if value is not None and env in from_dotenv:
+            value += " from .env"
         out.append(SettingError(env, flag, problem, value))
     return out
+
+
+# ``TICKCAST_*`` variables that are not settings of the server: the test suite's own
+# (browser tests required, soak and fuzz sizes, the README screenshot). Any other
+# ``TICKCAST_`` name that is not a setting is a typo, and is warned about.
+TOOL_VARIABLES: Final = frozenset(
+    {
+        "TICKCAST_E2E_REQUIRED",
+        "TICKCAST_SOAK_SECONDS",
+        "TICKCAST_FUZZ_CASES",
+        "TICKCAST_FUZZ_SEED",
+        "TICKCAST_UPDATE_SCREENSHOT",
+    }
+)
+_PREFIX: Final = "TICKCAST_"
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """A ``TICKCAST_*`` variable that no setting reads: most likely a misspelt one."""
+
+    name: str
+    origin: str  # "the environment" or ".env"
+    suggestion: str | None
+
+    def __str__(self) -> str:
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"ignoring {self.name} (from {self.origin}): not a setting{hint}"
+
+
+def unknown_variables(environ: Iterable[str], dotenv: Iterable[str] = ()) -> list[UnknownVariable]:
+    """The ``TICKCAST_*`` names among ``environ`` and ``dotenv`` (the names of ``.env``)
+    that are neither a setting nor in ``TOOL_VARIABLES``, each with the closest setting's
+    variable when one is close. Names are matched without regard to case, as settings are."""
+    known = [_PREFIX + name.upper() for name in Settings.model_fields]
+    out: list[UnknownVariable] = []
+    for origin, names in (("the environment", environ), (".env", dotenv)):
+        for name in sorted(names):
+            upper = name.upper()
+            if not upper.startswith(_PREFIX) or upper in known or upper in TOOL_VARIABLES:
+                continue
+            # Compared without the shared prefix, which would make any two names look alike.
+            suffixes = [k.removeprefix(_PREFIX) for k in known]
+            close = difflib.get_close_matches(upper.removeprefix(_PREFIX), suffixes, 1, 0.7)
+            out.append(UnknownVariable(name, origin, _PREFIX + close[0] if close else None))
+    return out
+
+
+def dotenv_origins(
+    dotenv: Mapping[str, object], environ: Mapping[str, str], flags: Collection[str]
+) -> set[str]:
+    """The settings' variables whose value comes from ``.env``: set there, and neither in
+    the environment nor given as a flag (both win over ``.env``). ``flags``: the setting
+    names given on the command line."""
+    in_environ = {name.upper() for name in environ}
+    given = {_PREFIX + name.upper() for name in flags}
+    return {
+        name.upper()
+        for name in dotenv
+        if name.upper() not in in_environ and name.upper() not in given
+    }

@@ -112,6 +112,7 @@ class Edge:
         self._direct_delivered = 0
         self._per_ip: Counter[str] = Counter()
         self._session_ip: dict[int, str] = {}
+        self._opened_at: dict[int, float] = {}  # monotonic time each session opened
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -221,6 +222,7 @@ class Edge:
         self.sessions[session.id] = session
         self._per_ip[ip] += 1
         self._session_ip[session.id] = ip
+        self._opened_at[session.id] = time.monotonic()
         transport.on_pause = session.paused
         transport.on_resume = session.flush
         session.on_close = self._closed
@@ -287,8 +289,6 @@ class Edge:
         # Every server-side close is counted here, including the ones a session decides
         # by itself mid-write (its output passing the buffer limit).
         self.closes[reason.name.lower()] += 1
-        if reason is not CloseReason.SHUTDOWN:  # not one line per client at shutdown
-            log.info("closing client %d: %s", session.id, reason.reason)
 
     def detach(self, session: Session) -> None:
         """Forget a client whose connection has ended, however it ended."""
@@ -296,6 +296,18 @@ class Edge:
             return
         self.unsubscribe(session, list(session.symbols))
         ip = self._session_ip.pop(session.id, "")
+        seconds = time.monotonic() - self._opened_at.pop(session.id, time.monotonic())
+        if session.closed is not CloseReason.SHUTDOWN:  # not one line per client at shutdown
+            # A stream's second line, for /ws and /sse alike; its first is the request's.
+            # Who ended it is known only when the server did; the client, a lost network
+            # or a protocol error below the session all look alike from here.
+            closed = session.closed
+            how = "disconnected"
+            if closed is not None and closed is not CloseReason.GONE:
+                how = f"closed by the server ({closed.code} {closed.reason})"
+            log.info(
+                "client %d (%s, %s) %s after %.1f s", session.id, session.kind, ip, how, seconds
+            )
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]

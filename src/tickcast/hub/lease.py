@@ -381,7 +381,9 @@ class Lease:
             core.released(now)
 
     def _deposed(self, reason: StepDown) -> None:
-        log.warning("lease: %s stepped down (%s)", self._core.node_id, reason.value)
+        # A release (shutdown) is routine; losing the lease is what an operator must see.
+        level = logging.INFO if reason is StepDown.RELEASED else logging.WARNING
+        log.log(level, "lease: %s stepped down (%s)", self._core.node_id, reason.value)
         self._on_deposed(reason)
 
     def _ttl_ms(self) -> int:

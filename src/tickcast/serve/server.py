@@ -47,7 +47,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         forwarded_allow_ips=",".join(settings.trusted_proxies),
         lifespan="on",
         log_config=None,
-        access_log=False,
+        # One line per request at INFO: REST, the /sse request and the /ws handshake alike
+        # (a stream's end is tickcast's own line). Tokens in them are redacted (logs.py).
+        access_log=True,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
@@ -55,8 +57,10 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def run_server(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status. ``reuse_port``: a worker of
     ``--workers``, sharing the port with its siblings (``SO_REUSEPORT``)."""
-    # The token arrives in request targets (?token=) that uvicorn logs: keep it out.
-    configure_logging(settings.log_format, settings.log_level, secrets=[settings.token])
+    # The token arrives in request targets (?token=) that uvicorn logs: keep it out. The
+    # workers of --workers share one stderr: each of their lines names its node.
+    node = settings.node_id if reuse_port else None
+    configure_logging(settings.log_format, settings.log_level, secrets=[settings.token], node=node)
     try:
         listener = bind_listener(settings.host, settings.port, reuse_port=reuse_port)
     except BindError as exc:

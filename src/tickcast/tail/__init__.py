@@ -3,7 +3,8 @@
 On a terminal it draws a live table; in a pipe or a file it prints one line per tick,
 plain or JSON. The pieces without I/O are plain objects tested with plain calls:
 ``protocol`` (the ``/ws`` and ``/sse`` URLs, message decoding, the SSE parser), ``failures``
-(one line saying why a connection failed), ``formatting`` (prices, volumes, ages),
+(one line saying why a connection failed), ``subscription`` (the symbols asked for, less
+those the server refused), ``formatting`` (prices, volumes, ages),
 ``table`` (``TailState``, the live table) and ``lines`` (``TickLines``, plain and JSON
 lines); ``view`` is what the driver reports to. ``driver`` holds ``run_tail``, the thin
 asyncio driver around them: it reads WebSocket messages or SSE events and hands them to a

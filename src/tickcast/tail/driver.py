@@ -28,7 +28,15 @@ from tickcast.tail.protocol import (
     server_label,
     sse_message,
     sse_url,
+    symbols_url,
     websocket_url,
+)
+from tickcast.tail.subscription import (
+    TOO_MANY_SUBSCRIPTIONS,
+    UNKNOWN_SYMBOL,
+    Subscription,
+    named_symbols,
+    refusal_code,
 )
 from tickcast.tail.table import TailState
 from tickcast.tail.view import ConnectionState, OutputFormat, TailView
@@ -63,7 +71,7 @@ async def run_tail(
     """
     wanted = [s.strip().upper() for s in symbols if s.strip()]
     if output is OutputFormat.TABLE:
-        return await _run_table(url, wanted, use_sse, token, console, max_seconds)
+        return await _run_table(url, wanted, use_sse, token, console, err, max_seconds)
     view = LineView(output, server_label(url), out or sys.stdout, err or sys.stderr)
     driver = _Driver(url, wanted, use_sse, token, view)
     try:
@@ -79,6 +87,7 @@ async def _run_table(
     use_sse: bool,
     token: str | None,
     console: rich.console.Console | None,
+    err: IO[str] | None,
     max_seconds: float | None,
 ) -> int:
     state = TailState()
@@ -102,6 +111,10 @@ async def _run_table(
                 raise
         finally:
             paint()
+    if driver.ended is not None:
+        # The table stays on screen with the reason in its caption; the same line goes to
+        # stderr, where a script or the user's scrollback finds it after the table is gone.
+        print(f"tickcast tail: {driver.ended.text}", file=err or sys.stderr, flush=True)
     return code
 
 
@@ -118,8 +131,9 @@ class _Driver:
     def __init__(
         self, url: str, symbols: list[str], use_sse: bool, token: str | None, view: TailView
     ) -> None:
-        self.url = sse_url(url, symbols) if use_sse else websocket_url(url, symbols)
+        self.base = url
         self.where = server_label(url)
+        self.subscription = Subscription(symbols, self.where)
         self.use_sse = use_sse
         self.view = view
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -127,6 +141,13 @@ class _Driver:
         self.backoff = Backoff(initial=1.0, maximum=30.0)
         self.sse = SseParser()
         self._connected = False
+        self.ended: Problem | None = None  # why the tail gave up, when it did
+
+    @property
+    def url(self) -> str:
+        """Where the next connection goes: the symbols still asked for, none refused."""
+        symbols = self.subscription.symbols
+        return sse_url(self.base, symbols) if self.use_sse else websocket_url(self.base, symbols)
 
     async def run(self) -> int:
         """Follow the stream, reconnecting, until cancelled; 1 on a refusal a retry cannot fix."""
@@ -142,7 +163,10 @@ class _Driver:
                 problem = describe_failure(
                     exc, self.where, was_connected=self._connected, has_token=bool(self.headers)
                 )
+            if problem is None:
+                continue  # the server refused some symbols: ask again, at once, without them
             if problem.fatal:
+                self.ended = problem
                 self.view.note_problem(problem, None)
                 return 1
             # Whole seconds, at least one: what the message says is what happens.
@@ -161,26 +185,64 @@ class _Driver:
         self._connected = True
         self.view.set_connection(ConnectionState.CONNECTED)
 
-    def _deliver(self, message: dict[str, object] | None) -> None:
+    async def _deliver(self, message: dict[str, object] | None) -> Problem | None:
+        """Hand ``message`` to the view; a fatal Problem when it leaves nothing to show."""
+        code = None if message is None else refusal_code(message)
+        if message is not None and code is not None:
+            if code == TOO_MANY_SUBSCRIPTIONS:
+                return self.subscription.too_many(str(message.get("message") or ""))
+            problem = await self._refused_symbols(named_symbols(message))
+            if problem is None:
+                self.view.apply(message)  # which symbols could not be learnt: say what it said
+            elif problem.fatal:
+                return problem
+            else:
+                self.view.note(problem.text)
+            return None
         # A connection that delivers data is healthy: the next drop starts from 1 s again.
         self.backoff.reset()
         self.view.apply(message)
+        return None
 
-    async def _follow_ws(self) -> Problem:
+    async def _refused_symbols(self, named: list[str] | None) -> Problem | None:
+        """Drop the symbols an ``unknown_symbol`` refusal is about: those it names, else
+        those not in the server's ``/symbols``. None when it is about none still asked for."""
+        if named is None:
+            named = await self._unserved()
+        return self.subscription.drop(named)
+
+    async def _unserved(self) -> list[str]:
+        """The symbols still asked for that the server's ``/symbols`` does not list; [] when
+        that list cannot be had (the refusal is then shown as the server worded it)."""
+        timeout = httpx.Timeout(CONNECT_TIMEOUT)
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                response = await client.get(symbols_url(self.base), headers=self.headers)
+        except httpx.HTTPError:
+            return []
+        body = decode_message(response.content) if response.status_code == 200 else None
+        served = None if body is None else body.get("symbols")
+        if not isinstance(served, list):
+            return []
+        return self.subscription.unserved_among(served)
+
+    async def _follow_ws(self) -> Problem | None:
         try:
             async with ws_connect(
                 self.url, open_timeout=CONNECT_TIMEOUT, additional_headers=self.headers
             ) as ws:
                 self._connect()
                 async for raw in ws:
-                    self._deliver(decode_message(raw))
+                    ended = await self._deliver(decode_message(raw))
+                    if ended is not None:
+                        return ended
         except InvalidStatus as exc:
             response = exc.response
             raise ServerRefused(response.status_code, bytes(response.body or b"")) from exc
         detail = close_detail(ws.close_code, ws.close_reason or "")
         return Problem(f"{self.where} closed the connection{detail}")
 
-    async def _follow_sse(self) -> Problem:
+    async def _follow_sse(self) -> Problem | None:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
         if self.sse.last_event_id is not None:
             headers["Last-Event-ID"] = self.sse.last_event_id
@@ -190,11 +252,31 @@ class _Driver:
             client.stream("GET", self.url, headers=headers) as response,
         ):
             if response.status_code != 200:
-                raise ServerRefused(response.status_code, await response.aread())
+                return await self._sse_refused(
+                    ServerRefused(response.status_code, await response.aread())
+                )
             self.sse.restart()
             self._connect()
             async for line in response.aiter_lines():
                 event = self.sse.feed_line(line)
                 if event is not None:
-                    self._deliver(sse_message(event))
+                    ended = await self._deliver(sse_message(event))
+                    if ended is not None:
+                        return ended
         return Problem(f"{self.where} ended the stream")
+
+    async def _sse_refused(self, refused: ServerRefused) -> Problem | None:
+        """An HTTP refusal of ``/sse``: one of symbols is the subscription's to judge (None:
+        ask again without the symbols it dropped); any other is raised for the retry loop."""
+        if refused.code == TOO_MANY_SUBSCRIPTIONS:
+            return self.subscription.too_many(refused.message)
+        if refused.code == UNKNOWN_SYMBOL and refused.status == 404:
+            # The whole stream is refused when any symbol is unknown (or, on a server that
+            # streams the others, when none is served); the body does not list them.
+            problem = await self._refused_symbols(None)
+            if problem is not None and not problem.fatal:
+                self.view.note(problem.text)
+                return None
+            if problem is not None:
+                return problem
+        raise refused

@@ -92,6 +92,26 @@ def _json_number(value: object) -> orjson.Fragment:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def simulated_data(message: Message) -> bool | None:
+    """Whether ``message`` says the served data is simulated: a tick's (or a reset's first
+    tick's) ``source``, a status's ``simulated`` flag or ``source``; None when it does not say."""
+    kind = message_kind(message)
+    if kind == "status" and isinstance(message.get("simulated"), bool):
+        return bool(message["simulated"])
+    if kind == "reset":
+        ticks = message.get("ticks")
+        first = ticks[0] if isinstance(ticks, list) and ticks else None
+        return simulated_data(first) if isinstance(first, Mapping) else None
+    if kind not in ("tick", "status"):
+        return None
+    source = message.get("source")
+    return source == "sim" if isinstance(source, str) else None
+
+
+SIMULATED_NOTICE = "the server is serving simulated prices, not live data"
+LIVE_AGAIN_NOTICE = "the server is serving live prices again"
+
+
 class OutputClosed(Exception):
     """Whoever read the tick lines has gone (``tickcast tail | head -3``)."""
 
@@ -105,16 +125,27 @@ class LineView:
         self.out = out
         self.err = err
         self._in_trouble = False
+        self._simulated = False  # what the server last said of its data
+        self._said_simulated = False  # what this view last told the user
 
     def apply(self, message: Message | None) -> None:
         if message is None:
             return
+        simulated = simulated_data(message)
+        if simulated is not None:
+            self._simulated = simulated
         if message_kind(message) == "error":
             # Such as unknown_symbol: the connection stays open for the symbols that exist.
             detail = error_detail(message)
             self._say(f"{self.where} says: {detail}")
+        lines = self.lines.lines(message)
+        if lines and self._simulated != self._said_simulated:
+            # Said on stderr, once per switch and before the first tick it is true of: the
+            # lines on stdout stay one per tick, and are never taken for live prices.
+            self._said_simulated = self._simulated
+            self._say(SIMULATED_NOTICE if self._simulated else LIVE_AGAIN_NOTICE)
         try:
-            for line in self.lines.lines(message):
+            for line in lines:
                 self.out.write(line + "\n")
                 # Flushed per line: `| grep --line-buffered` sees each tick as it arrives.
                 self.out.flush()
@@ -129,6 +160,9 @@ class LineView:
     def note_problem(self, problem: Problem, retry_in: float | None) -> None:
         self._in_trouble = True
         self._say(problem.line(retry_in))
+
+    def note(self, text: str) -> None:
+        self._say(text)
 
     def _say(self, text: str) -> None:
         self.err.write(f"tickcast tail: {text}\n")

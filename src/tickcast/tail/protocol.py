@@ -44,6 +44,11 @@ def sse_url(base: str, symbols: Sequence[str]) -> str:
     return _endpoint(base, "/sse", {"ws": "http", "wss": "https"}, [], symbols)
 
 
+def symbols_url(base: str) -> str:
+    """The REST ``/symbols`` URL (the symbols served) for a base such as ``http://host:8000``."""
+    return _endpoint(base, "/symbols", {"ws": "http", "wss": "https"}, [], [])
+
+
 def server_label(base: str) -> str:
     """The base URL as messages name it: ``http://host:8000``, without its query (a token)."""
     parts = _split_base(base)

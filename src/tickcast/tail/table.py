@@ -96,6 +96,7 @@ class TailState:
         self.ignored_count = 0
         self.reconnects = 0
         self.last_error: str | None = None
+        self.notice: str | None = None  # stays shown across reconnects, unlike last_error
 
     # ------------------------------------------------------------------ input
 
@@ -132,6 +133,10 @@ class TailState:
         self.last_error = problem.text
         if retry_in is not None:
             self.reconnects += 1
+
+    def note(self, text: str) -> None:
+        """Show ``text`` (such as a symbol not served) under the table from now on."""
+        self.notice = text
 
     def _apply_tick(self, message: Message) -> None:
         symbol = message.get("symbol")
@@ -266,6 +271,8 @@ class TailState:
             caption.append(f" · {self.reconnects} reconnects", style="dim")
         if not self.rows:
             caption.append(" · waiting for ticks…", style="dim")
+        if self.notice:
+            caption.append(f" · {self.notice}", style="yellow")
         if self.last_error:
             caption.append(f" · {self.last_error}", style="yellow")
         return caption

@@ -38,3 +38,6 @@ class TailView(Protocol):
 
     def note_problem(self, problem: Problem, retry_in: float | None) -> None:
         """A connection failed or ended; a retry follows in ``retry_in`` s unless fatal."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know once, such as a symbol the server does not serve."""
