@@ -1,4 +1,4 @@
-"""The leader lease: which node holds the upstream connection (SPEC §7, issue 11 item 6).
+"""The leader lease: which node holds the upstream connection (SPEC §7).
 
 ``LeaseCore`` is the state machine (standby / leader / deposed) with every deadline computed
 from times the driver passes in; ``Lease`` drives it against Redis with three Lua scripts.
