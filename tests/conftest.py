@@ -6,6 +6,10 @@ tour of ``serve``, the workers, the wire fuzz) or time what they check against t
 machine's clock; they share one xdist group, so no two of them ever run beside each other,
 and they are collected first, so the group starts at once instead of being the tail of the
 run. Run alone (no ``-n``), the markers change nothing.
+
+The tests marked ``solo`` need the machine to themselves (a client that must keep up with
+a feed of thousands of ticks a second): ``make test`` leaves them out of the parallel run
+(``-m "not solo"``) and runs them after it, one at a time.
 """
 
 from __future__ import annotations
