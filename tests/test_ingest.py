@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tickcast.hub.memory import MemoryHub
-from tickcast.ingest import Ingest
+from tickcast.ingest import Ingest, StreamOrder
 from tickcast.messages.tick import Tick
-from tickcast.upstream.normalize import Update
+from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
 
 
 def ticker(symbol: str, order: int, price: str) -> Update:
@@ -143,3 +143,51 @@ def test_a_new_history_restarts_dedupe_but_a_rotation_overlap_does_not() -> None
     assert seen[-1].bid == "8"
     assert ingest.counts["dedupe_resets"] == 1
     assert ingest.counts["duplicates"] == 2
+
+
+# -- the order of trades and candles ----------------------------------------------------
+
+
+def trade_event(trade_id: int, history: int = 1, symbol: str = "BTCUSDT") -> TradeEvent:
+    return TradeEvent(symbol, trade_id, "60000.5", "0.01", "buy", 1_000, 1_000, history)
+
+
+def candle_event(
+    open_time: int, event_time: int, closed: bool = False, interval: str = "1m"
+) -> KlineEvent:
+    return KlineEvent(
+        "BTCUSDT", interval, open_time, open_time + 59_999, "1", "2", "1", "2", "3", "6", 4,
+        closed, event_time,
+    )  # fmt: skip
+
+
+def test_trade_ids_only_go_up_within_a_history() -> None:
+    """A trade seen again (a rotation's overlap) or an id going back is refused and
+    counted; another symbol, another source or a fresh history is its own order."""
+    order = StreamOrder()
+    assert order.trade(trade_event(10), "binance")
+    assert order.trade(trade_event(11), "binance")
+    assert not order.trade(trade_event(11), "binance")
+    assert not order.trade(trade_event(5), "binance")
+    assert order.counts["stale_trade"] == 2
+    assert order.trade(trade_event(3, symbol="ETHUSDT"), "binance")
+    assert order.trade(trade_event(10), "sim")
+    assert order.trade(trade_event(1, history=2), "binance")  # a restarted exchange
+    assert order.trade(trade_event(2, history=2), "binance")
+
+
+def test_a_candle_takes_updates_until_it_closes_and_never_after() -> None:
+    """Updates of the open candle pass in time order; its close passes once; a late
+    update of a closed or older candle is refused, even on a new connection."""
+    order = StreamOrder()
+    minute = 60_000
+    assert order.candle(candle_event(0, 2_000), "binance")
+    assert order.candle(candle_event(0, 4_000), "binance")
+    assert not order.candle(candle_event(0, 3_000), "binance")  # older than the last
+    assert order.candle(candle_event(0, 60_000, closed=True), "binance")
+    assert not order.candle(candle_event(0, 60_001, closed=True), "binance")  # closed twice
+    assert not order.candle(candle_event(0, 60_002), "binance")
+    assert order.candle(candle_event(minute, 62_000), "binance")
+    assert not order.candle(candle_event(0, 62_500, closed=True), "binance")  # an old candle
+    assert order.counts == {"stale_candle": 1, "late_candle": 3}
+    assert order.candle(candle_event(0, 1_000, interval="5m"), "binance")  # its own series

@@ -12,7 +12,7 @@ from typing import Final
 
 from tickcast.hub.base import Hub, Origin
 from tickcast.messages.tick import SourceLabel, Tick
-from tickcast.upstream.normalize import Update
+from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
 
 _QUOTE: Final = ("bid", "ask")
 
@@ -146,3 +146,55 @@ class Ingest:
             source=source,
             **values,  # type: ignore[arg-type]
         )
+
+
+@dataclass(slots=True)
+class _CandleSeen:
+    open_time: int
+    closed: bool
+    event_time_ms: int
+
+
+class StreamOrder:
+    """Which trades and candle updates may be published (SPEC §12): the tape's aggregate
+    ids only go up, and a candle is updated only until it closes.
+
+    Trades are ordered per source and symbol within one connection history, as ticker
+    updates are (a rotation's overlap delivers the same trades twice; a fresh connection,
+    maybe to a restarted exchange, starts over). Candles are named by their open time, a
+    wall-clock time that no restart reuses, so a candle that closed is never updated
+    again, whichever connection the late update comes on. Each refusal is counted by
+    kind in ``counts``.
+    """
+
+    def __init__(self) -> None:
+        self._trades: dict[tuple[str, str], tuple[int, int]] = {}
+        self._candles: dict[tuple[str, str, str], _CandleSeen] = {}
+        self.counts: Counter[str] = Counter()
+
+    def trade(self, event: TradeEvent, source: SourceLabel) -> bool:
+        """Whether ``event`` is new: its id above the last one seen in its history."""
+        key = (source, event.symbol)
+        seen = self._trades.get(key)
+        if seen is not None and seen[0] == event.history and event.trade_id <= seen[1]:
+            self.counts["stale_trade"] += 1
+            return False
+        self._trades[key] = (event.history, event.trade_id)
+        return True
+
+    def candle(self, event: KlineEvent, source: SourceLabel) -> bool:
+        """Whether ``event`` may update its candle: a newer candle, or the current one,
+        not yet closed, with an update no older than the last."""
+        key = (source, event.symbol, event.interval)
+        seen = self._candles.get(key)
+        if seen is not None:
+            if event.open_time < seen.open_time or (
+                event.open_time == seen.open_time and seen.closed
+            ):
+                self.counts["late_candle"] += 1
+                return False
+            if event.open_time == seen.open_time and event.event_time_ms < seen.event_time_ms:
+                self.counts["stale_candle"] += 1
+                return False
+        self._candles[key] = _CandleSeen(event.open_time, event.closed, event.event_time_ms)
+        return True

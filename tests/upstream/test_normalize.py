@@ -9,9 +9,11 @@ import pytest
 
 from tickcast.upstream.normalize import (
     ControlReply,
+    KlineEvent,
     Normalizer,
     ParseError,
     ServerShutdown,
+    TradeEvent,
     Update,
     parse_frame,
 )
@@ -95,13 +97,76 @@ def test_book_ticker_has_no_event_time() -> None:
     )
 
 
-def test_trades_set_last_price() -> None:
-    """trade and aggTrade update the last price, ordered by their ids."""
-    trade, agg = one(TRADE), one(AGG)
+def test_a_trade_sets_the_last_price() -> None:
+    """``trade`` updates the last price, ordered by its id."""
+    trade = one(TRADE)
     assert isinstance(trade, Update)
-    assert isinstance(agg, Update)
     assert (trade.kind, trade.order, trade.values) == ("trade", 12345, {"last_price": "0.001"})
-    assert (agg.kind, agg.order, agg.values) == ("aggTrade", 777, {"last_price": "0.002"})
+
+
+def test_an_agg_trade_is_a_trade_of_the_tape() -> None:
+    """``aggTrade`` is a trade event: its id, exact price and size, the taker's side (the
+    buyer made the bid: a sell), the trade time."""
+    agg = one(AGG)
+    assert agg == TradeEvent("BNBBTC", 777, "0.002", "100", "sell", 1672515782136, 1672515782136)
+    assert one({**AGG, "m": False}).side == "buy"  # type: ignore[union-attr]
+
+
+KLINE = {
+    "e": "kline", "E": 1672515782136, "s": "BNBBTC",
+    "k": {"t": 1672515780000, "T": 1672515839999, "s": "BNBBTC", "i": "1m", "f": 100,
+          "L": 200, "o": "0.0010", "c": "0.0020", "h": "0.0025", "l": "0.0015", "v": "1000",
+          "n": 100, "x": False, "q": "1.0000", "V": "500", "Q": "0.500", "B": "123456"},
+}  # fmt: skip
+
+
+def test_a_kline_is_a_candle_with_exact_values() -> None:
+    """Binance's kline payload parses to its candle, decimals canonical."""
+    kline = one({**KLINE, "k": {**KLINE["k"], "o": "0.0016"}})  # type: ignore[dict-item]
+    assert kline == KlineEvent(
+        "BNBBTC", "1m", 1672515780000, 1672515839999, "0.0016", "0.0025", "0.0015", "0.002",
+        "1000", "1", 100, False, 1672515782136,
+    )  # fmt: skip
+
+
+def test_the_documented_kline_has_its_low_above_its_open() -> None:
+    """Binance's own sample (open 0.0010, low 0.0015) is no candle: refused by name."""
+    with pytest.raises(ParseError) as refused:
+        parse_frame(orjson.dumps(KLINE), now)
+    assert refused.value.kind == "invalid_candle"
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"h": "0.0001"}, "invalid_candle"),
+        ({"T": 1672515840000}, "invalid_candle"),
+        ({"i": "2m"}, "invalid_candle"),
+        ({"x": "false"}, "bad_value"),
+        ({"n": -1}, "invalid_candle"),
+        ({"o": "1e-3"}, "bad_value"),
+    ],
+)
+def test_a_kline_that_is_no_candle_is_refused_by_kind(change: dict[str, object], kind: str) -> None:
+    """High below low, times not spanning the interval, an unknown interval, a closed flag
+    that is not a boolean, a negative count: each a named parse error."""
+    good = {**KLINE["k"], "o": "0.0016", "l": "0.0015"}  # type: ignore[dict-item]
+    with pytest.raises(ParseError) as refused:
+        parse_frame(orjson.dumps({**KLINE, "k": {**good, **change}}), now)
+    assert refused.value.kind == kind
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [({"p": "0"}, "invalid_trade"), ({"q": "-1"}, "invalid_trade"), ({"m": 1}, "bad_value")],
+)
+def test_an_agg_trade_that_is_no_trade_is_refused_by_kind(
+    change: dict[str, object], kind: str
+) -> None:
+    """A zero price, a negative size or a maker flag that is not a boolean: refused."""
+    with pytest.raises(ParseError) as refused:
+        parse_frame(orjson.dumps({**AGG, **change}), now)
+    assert refused.value.kind == kind
 
 
 def test_server_shutdown_both_forms() -> None:

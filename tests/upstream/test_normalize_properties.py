@@ -18,16 +18,21 @@ from hypothesis import strategies as st
 from tickcast.upstream.normalize import (
     ControlReply,
     Event,
+    KlineEvent,
     Normalizer,
     ParseError,
     ServerShutdown,
+    TradeEvent,
     Update,
     parse_frame,
 )
 
 NOW = 1_700_000_000_000
 DAY_MS = 86_400_000
-KINDS = {"invalid_json", "not_object", "unknown_event", "missing_field", "bad_value"}
+KINDS = {
+    "invalid_json", "not_object", "unknown_event", "missing_field", "bad_value",
+    "invalid_trade", "invalid_candle",
+}  # fmt: skip
 CANONICAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?")
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -42,11 +47,12 @@ FIELDS = {
     "miniTicker": MINI,
     "bookTicker": {"b": "bid", "a": "ask"},
     "trade": {"p": "last_price"},
-    "aggTrade": {"p": "last_price"},
 }
-ORDER_KEY = {"ticker": "E", "miniTicker": "E", "bookTicker": "u", "trade": "t", "aggTrade": "a"}
-EVENT_KIND = {"24hrTicker": "ticker", "24hrMiniTicker": "miniTicker", "trade": "trade",
-              "aggTrade": "aggTrade"}  # fmt: skip
+ORDER_KEY = {"ticker": "E", "miniTicker": "E", "bookTicker": "u", "trade": "t"}
+EVENT_KIND = {"24hrTicker": "ticker", "24hrMiniTicker": "miniTicker", "trade": "trade"}
+# Events that are not ticker updates: the trade tape and candles.
+OTHER_EVENTS = ["aggTrade", "kline"]
+KLINE = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "q": "quote_volume"}
 
 
 def now() -> int:
@@ -91,7 +97,32 @@ ticker_payloads = _payload("24hrTicker", "E", [*TICKER, "w", "x", "Q", "B", "A"]
 mini_payloads = _payload("24hrMiniTicker", "E", list(MINI))
 book_payloads = _payload(None, "u", ["b", "B", "a", "A"])
 trade_payloads = _payload("trade", "t", ["p", "q"])
-agg_payloads = _payload("aggTrade", "a", ["p", "q"])
+positive = st.decimals(min_value="0.00000001", max_value=10**9, places=8).map(
+    lambda d: format(d, "f")
+)
+agg_payloads = _payload("aggTrade", "a", []).flatmap(
+    lambda p: st.fixed_dictionaries(
+        {"p": positive, "q": positive, "f": ids, "l": ids, "T": event_times, "m": st.booleans()}
+    ).map(lambda extra: {**p, **extra})
+)
+
+
+@st.composite
+def kline_payloads(draw: st.DrawFn) -> Any:
+    """A 1m candle whose prices agree (low <= open, close <= high), as Binance sends."""
+    base = draw(_payload("kline", "E", []))
+    prices = sorted(draw(st.lists(positive, min_size=4, max_size=4)), key=Decimal)
+    open_, close = draw(st.permutations(prices[1:3]))
+    open_time = draw(st.integers(0, 2**40)) * 60_000
+    candle = {
+        "t": open_time, "T": open_time + 59_999, "s": base["s"], "i": "1m",
+        "f": draw(ids), "L": draw(ids), "o": open_, "c": close, "h": prices[3],
+        "l": prices[0], "v": draw(positive), "n": draw(st.integers(0, 10**6)),
+        "x": draw(st.booleans()), "q": draw(positive), "V": "0", "Q": "0", "B": "0",
+    }  # fmt: skip
+    return {**base, "k": candle}
+
+
 shutdowns = st.builds(lambda e: {"e": "serverShutdown", "E": e}, event_times)
 json_ids = st.one_of(st.none(), st.integers(0, 2**31), st.text(max_size=36))
 controls = st.one_of(
@@ -107,7 +138,13 @@ controls = st.one_of(
     ),
 )
 events = st.one_of(
-    ticker_payloads, mini_payloads, book_payloads, trade_payloads, agg_payloads, shutdowns
+    ticker_payloads,
+    mini_payloads,
+    book_payloads,
+    trade_payloads,
+    agg_payloads,
+    kline_payloads(),
+    shutdowns,
 )
 
 
@@ -182,7 +219,9 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Any]) -> Any:
             target[draw(st.text(max_size=3))] = draw(replacements)
         elif action == "event":
             target["e"] = draw(
-                st.one_of(st.sampled_from([*EVENT_KIND, "serverShutdown"]), json_values)
+                st.one_of(
+                    st.sampled_from([*EVENT_KIND, *OTHER_EVENTS, "serverShutdown"]), json_values
+                )
             )
     return frame
 
@@ -261,6 +300,32 @@ def check_update(update: Update, item: dict[str, Any]) -> None:
         check_mini_change(update.values, Decimal(item["c"]), Decimal(item["o"]))
 
 
+def check_trade_event(event: TradeEvent, item: dict[str, Any]) -> None:
+    """An aggTrade: its id, exact positive price and size, the taker's side, both times."""
+    assert item["e"] == "aggTrade" and item["s"].upper() == event.symbol
+    assert_int(event.trade_id, item["a"])
+    assert_exact(event.price, item["p"])
+    assert_exact(event.qty, item["q"])
+    assert Decimal(event.price) > 0 and Decimal(event.qty) > 0
+    assert event.side == ("sell" if item["m"] else "buy")
+    assert_int(event.trade_time_ms, item["T"])
+    assert_int(event.event_time_ms, item["E"])
+
+
+def check_kline_event(event: KlineEvent, item: dict[str, Any]) -> None:
+    """A kline: its times, exact prices and volumes in agreement, trades and closed."""
+    k = item["k"]
+    assert item["e"] == "kline" and item["s"].upper() == event.symbol
+    assert (event.interval, event.closed) == (k["i"], k["x"])
+    assert_int(event.open_time, k["t"])
+    assert_int(event.close_time, k["T"])
+    assert_int(event.trades, k["n"])
+    for key, name in KLINE.items():
+        assert_exact(getattr(event, name), k[key])
+    low, high = Decimal(event.low), Decimal(event.high)
+    assert low <= Decimal(event.open) <= high and low <= Decimal(event.close) <= high
+
+
 def check_mini_change(values: dict[str, str], close: Decimal, open_: Decimal) -> None:
     """change = close - open exactly; percent = change / open * 100 to 0.001, half-even."""
     with localcontext() as ctx:
@@ -278,6 +343,10 @@ def check_event(event: Event, item: Any) -> None:
     assert isinstance(item, dict)
     if isinstance(event, Update):
         check_update(event, item)
+    elif isinstance(event, TradeEvent):
+        check_trade_event(event, item)
+    elif isinstance(event, KlineEvent):
+        check_kline_event(event, item)
     elif isinstance(event, ServerShutdown):
         assert item.get("e") == "serverShutdown"
         assert_int(event.event_time_ms, item["E"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final
+from typing import Final, Protocol
 
 import orjson
 
@@ -98,7 +98,32 @@ class Kline:
         )
 
 
-def check_kline(kline: Kline) -> None:
+class Candle(Protocol):
+    """What makes a candle, as a ``Kline`` message and an upstream kline event both hold it."""
+
+    @property
+    def interval(self) -> str: ...
+    @property
+    def open_time(self) -> int: ...
+    @property
+    def close_time(self) -> int: ...
+    @property
+    def open(self) -> str: ...
+    @property
+    def high(self) -> str: ...
+    @property
+    def low(self) -> str: ...
+    @property
+    def close(self) -> str: ...
+    @property
+    def volume(self) -> str: ...
+    @property
+    def quote_volume(self) -> str: ...
+    @property
+    def trades(self) -> int: ...
+
+
+def check_kline(kline: Candle) -> None:
     """Raise ``ValueError`` naming what makes ``kline`` no candle: an unknown interval,
     times that do not span one interval, decimals that are not canonical, a negative
     volume or trade count, or prices outside ``low <= open, close <= high``."""

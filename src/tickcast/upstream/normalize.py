@@ -20,6 +20,8 @@ from typing import Final
 import orjson
 
 from tickcast.messages.decimals import canonical_decimal
+from tickcast.messages.kline import check_kline
+from tickcast.messages.trade import Side, check_trade, taker_side
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,43 @@ class ControlReply:
     error_msg: str | None = None
 
 
-Event = Update | ServerShutdown | ControlReply
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    """One aggregate trade (``@aggTrade``): ``side`` is the taker's; ``price`` and ``qty``
+    are canonical positive decimals. ``history`` as in ``Update``."""
+
+    symbol: str
+    trade_id: int
+    price: str
+    qty: str
+    side: Side
+    trade_time_ms: int
+    event_time_ms: int
+    history: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KlineEvent:
+    """One update of a candle (``@kline_<interval>``), checked to be a candle (see
+    ``check_kline``); ``closed`` is Binance's ``x``. ``history`` as in ``Update``."""
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    closed: bool
+    event_time_ms: int
+    history: int = 0
+
+
+Event = Update | TradeEvent | KlineEvent | ServerShutdown | ControlReply
 
 
 class ParseError(ValueError):
@@ -102,8 +140,18 @@ _MINI: Final = {
 #   "a":"25.3652","A":"40.66"}
 _BOOK: Final = {"b": "bid", "a": "ask"}
 # trade: {"e":"trade","E":..,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":..,"m":true}
-# aggTrade: {"e":"aggTrade","E":..,"s":"BNBBTC","a":12345,"p":"0.001","q":"100",...}
 _TRADE: Final = {"p": "last_price"}
+# kline: {"e":"kline","E":..,"s":"BNBBTC","k":{"t":1672515780000,"T":1672515839999,
+#   "s":"BNBBTC","i":"1m","f":100,"L":200,"o":"0.0010","c":"0.0020","h":"0.0025",
+#   "l":"0.0015","v":"1000","n":100,"x":false,"q":"1.0000","V":"500","Q":"0.500","B":"0"}}
+_KLINE: Final = {
+    "o": "open",
+    "h": "high",
+    "l": "low",
+    "c": "close",
+    "v": "volume",
+    "q": "quote_volume",
+}
 
 _PERCENT_QUANTUM: Final = Decimal("0.001")
 # Binance's decimals are at most ~25 characters; anything much longer is garbage, and an
@@ -144,9 +192,9 @@ def _parse_event(obj: object, now_ms: Callable[[], int]) -> Event:
     if event == "trade":
         return _update(obj, "trade", _TRADE, order_key="t", event_time_ms=_event_time(obj, now_ms))
     if event == "aggTrade":
-        return _update(
-            obj, "aggTrade", _TRADE, order_key="a", event_time_ms=_event_time(obj, now_ms)
-        )
+        return _trade_event(obj, _event_time(obj, now_ms))
+    if event == "kline":
+        return _kline_event(obj, _event_time(obj, now_ms))
     if event == "serverShutdown":
         return ServerShutdown(event_time_ms=_int(obj, "E"))
     if event is None:
@@ -172,6 +220,54 @@ def _update(
     symbol = _symbol(obj)
     values = {name: _decimal(obj, key) for key, name in fields.items()}
     return Update(symbol, kind, _int(obj, order_key), event_time_ms, values)
+
+
+def _trade_event(obj: dict[str, object], event_time_ms: int) -> TradeEvent:
+    """``@aggTrade``: {"e":"aggTrade","E":..,"s":"BNBBTC","a":12345,"p":"0.001","q":"100",
+    "f":100,"l":105,"T":..,"m":true,"M":true}; ``m`` (the buyer made the bid) is a sell."""
+    maker = obj.get("m")
+    if not isinstance(maker, bool):
+        raise ParseError("bad_value", f"field 'm' is not a boolean: {maker!r}")
+    price, qty = _decimal(obj, "p"), _decimal(obj, "q")
+    side = taker_side(maker)
+    try:
+        check_trade(price, qty, side)
+    except ValueError as exc:
+        raise ParseError("invalid_trade", str(exc)) from exc
+    return TradeEvent(_symbol(obj), _int(obj, "a"), price, qty, side, _int(obj, "T"), event_time_ms)
+
+
+def _kline_event(obj: dict[str, object], event_time_ms: int) -> KlineEvent:
+    k = obj.get("k")
+    if not isinstance(k, dict):
+        raise ParseError("missing_field", "field 'k' (the candle)")
+    interval = k.get("i")
+    if not isinstance(interval, str):
+        raise ParseError("bad_value", f"interval {interval!r}")
+    closed = k.get("x")
+    if not isinstance(closed, bool):
+        raise ParseError("bad_value", f"field 'x' is not a boolean: {closed!r}")
+    values = {name: _decimal(k, key) for key, name in _KLINE.items()}
+    event = KlineEvent(
+        symbol=_symbol(obj),
+        interval=interval,
+        open_time=_int(k, "t"),
+        close_time=_int(k, "T"),
+        open=values["open"],
+        high=values["high"],
+        low=values["low"],
+        close=values["close"],
+        volume=values["volume"],
+        quote_volume=values["quote_volume"],
+        trades=_int(k, "n"),
+        closed=closed,
+        event_time_ms=event_time_ms,
+    )
+    try:
+        check_kline(event)
+    except ValueError as exc:
+        raise ParseError("invalid_candle", str(exc)) from exc
+    return event
 
 
 def _event_time(obj: dict[str, object], now_ms: Callable[[], int]) -> int:
