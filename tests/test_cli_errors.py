@@ -248,6 +248,9 @@ def test_ctrl_c_while_the_command_loads_exits_quietly(tmp_path: Path) -> None:
     serve = subprocess.Popen(
         [sys.executable, "-m", "tickcast.cli", "serve", "--source", "sim", "--port", "0"],
         env=clean, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a suite started in the background (a shell's `&`) passes
+        # SIGINT on ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         # pydantic's native core is loaded early in pydantic's import, which takes a good
@@ -260,6 +263,7 @@ def test_ctrl_c_while_the_command_loads_exits_quietly(tmp_path: Path) -> None:
         out, err = serve.communicate(timeout=10)
     finally:
         serve.kill()
+        serve.communicate()  # reaps it and closes its pipes, whatever happened above
     assert "Traceback" not in err, err
     assert serve.returncode == 130
     assert out == ""

@@ -215,7 +215,9 @@ def test_each_workers_log_lines_name_it_and_a_clean_release_is_info(
         "box-w1",
         "box-w2",
     }
+    # The leader releases its lease; the other worker, stopping too, may take it for a
+    # moment and release it in turn.
     released = [line for line in lines if "stepped down (released)" in line]
-    assert len(released) == 1, lines
-    assert " INFO " in released[0]
+    assert released, lines
+    assert all(" INFO " in line for line in released), released
     assert not [line for line in lines if "released" in line and " WARNING " in line]
