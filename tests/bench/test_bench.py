@@ -512,19 +512,28 @@ async def test_timeouts_say_what_did_not_happen() -> None:
     assert error_text(EOFError()) == "a load generator's pipe closed"
 
 
-async def upgrade_everything(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
-    await reader.read()  # until the client goes
-    writer.close()
-
-
 @pytest.fixture
 async def accepting_port() -> AsyncIterator[int]:
-    """A loopback server that accepts every WebSocket upgrade and then stays silent."""
+    """A loopback server that accepts every WebSocket upgrade and then stays silent. Its
+    connections are closed at the end, whether or not their clients have gone yet (a
+    server's close leaves open connections open, to be found unclosed by the GC)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def upgrade_everything(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        await reader.read()  # until the client goes
+        writer.close()
+
     server = await asyncio.start_server(upgrade_everything, "127.0.0.1", 0)
     async with server:
         yield server.sockets[0].getsockname()[1]
+        for writer in writers:
+            writer.transport.abort()
+        await asyncio.sleep(0)  # one loop turn: the aborts close their sockets
 
 
 def spec(port: int, connections: int, batch: int) -> LoadSpec:
