@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tickcast.hub.lease import (
     Lease,
@@ -323,3 +324,36 @@ async def test_run_survives_an_unreachable_redis(tmp_path: Path) -> None:
     async with candidate(server.url, "a") as (a, task):
         await asyncio.sleep(TTL)
         assert not task.done() and not a.is_leader and a.leader_id is None
+
+
+@pytest.mark.parametrize("where", ["in a call", "asleep"])
+async def test_a_cancelled_lease_task_ends_even_when_the_client_turns_it_into_an_error(
+    where: str,
+) -> None:
+    """A cancel that reaches the lease while a Redis call is under way comes out of the
+    client as a connection error (it drops the connection it was reading from); the lease
+    must still stop, not count a failed call and carry on. Asleep, it stops as well."""
+    lease = Lease("redis://127.0.0.1:1", "n0", prefix="t", timing=TIMING)
+    in_call = asyncio.Event()
+
+    async def call_cut_by_cancel(**_: object) -> object:
+        in_call.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+        raise AssertionError("unreachable")
+
+    async def answer_held(**_: object) -> object:
+        in_call.set()
+        return [0, "other:7"]  # someone else holds the lease: poll again later
+
+    call = call_cut_by_cancel if where == "in a call" else answer_held
+    lease._scripts = dict.fromkeys(lease._scripts, call)  # type: ignore[arg-type]
+    async with lease:
+        task = asyncio.create_task(lease.run())
+        await asyncio.wait_for(in_call.wait(), 2)
+        await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+    assert done == {task} and task.cancelled()

@@ -345,9 +345,11 @@ class Lease:
 
     async def _sleep_until(self, when: float) -> None:
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(when - time.monotonic()):
                 await self._wake.wait()
+        except TimeoutError:
+            _raise_if_cancelling()  # a cancel that met the deadline must not be lost
 
     async def _step(self) -> None:
         """One Redis call for the current role, bounded, its outcome fed to the core."""
@@ -362,6 +364,9 @@ class Lease:
             async with asyncio.timeout(max(core.op_deadline(sent_at) - sent_at, 0.0)):
                 reply = await self._scripts[op](keys=self._keys, args=args)
         except (RedisError, OSError) as exc:  # builtin TimeoutError is an OSError
+            # A call cut short by our own cancellation can surface as a connection error
+            # (the client drops the connection it was reading from): a stop, not a failure.
+            _raise_if_cancelling()
             log.log(logging.WARNING if op is Op.RENEW else logging.DEBUG, "lease %s: %r", op, exc)
             core.failed(op, time.monotonic())
             return
@@ -388,3 +393,11 @@ class Lease:
 
     def _ttl_ms(self) -> int:
         return round(self._timing.ttl * 1000)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation of the current task that an error in its place would hide:
+    the task would otherwise go on running after its owner asked it to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
