@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tickcast.sim.candles import INTERVALS_MS, CandleBook, CandleSeries, open_time_of
-from tickcast.sim.market import UNIT, Market
+from tickcast.sim.candles import CandleBook, CandleSeries, open_time_of
+from tickcast.sim.market import KLINE_INTERVALS_MS, UNIT, Market
 from tickcast.sim.rest import RestApi
 
 MINUTE = 60_000
@@ -114,7 +114,7 @@ def test_the_selection_follows_binance() -> None:
 def test_weeks_start_on_monday() -> None:
     """A 1w candle opens on Monday 00:00 UTC (2023-11-13 was a Monday)."""
     monday = 1_699_833_600_000
-    assert open_time_of(monday + 3 * 86_400_000, INTERVALS_MS["1w"]) == monday
+    assert open_time_of(monday + 3 * 86_400_000, KLINE_INTERVALS_MS["1w"]) == monday
 
 
 class Clock:

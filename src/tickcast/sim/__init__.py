@@ -1,6 +1,7 @@
 """The simulated Binance exchange (``tickcast sim-exchange``): the server, one client
-connection's sans-I/O protocol, control messages, fault injection and the random-walk market.
+connection's sans-I/O protocol, control messages, fault injection, the random-walk market,
+its candles and its REST market data.
 
-A standalone peer of the server side: it imports ``tickcast.messages.tick`` and itself,
-nothing else.
+A standalone peer of the server side: it imports ``tickcast.messages`` and itself, nothing
+else.
 """

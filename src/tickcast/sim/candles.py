@@ -26,8 +26,6 @@ from typing import Final
 
 from tickcast.sim.market import KLINE_INTERVALS_MS, UNIT, SymbolState, format_units
 
-INTERVALS_MS: Final = KLINE_INTERVALS_MS
-
 # Binance's weeks start on Monday; the epoch was a Thursday.
 _WEEK_OFFSET_MS: Final = 4 * 86_400_000
 # Per-candle volatility of the generated history, per square root of a minute.
@@ -115,7 +113,7 @@ class Candle:
 def open_time_of(time_ms: int, length_ms: int) -> int:
     """The open time of the candle of ``length_ms`` holding ``time_ms`` (UTC-aligned;
     weeks from Monday)."""
-    offset = _WEEK_OFFSET_MS if length_ms == INTERVALS_MS["1w"] else 0
+    offset = _WEEK_OFFSET_MS if length_ms == KLINE_INTERVALS_MS["1w"] else 0
     return (time_ms - offset) // length_ms * length_ms + offset
 
 
@@ -261,7 +259,7 @@ class CandleBook:
     def record(self, stepped: Iterable[SymbolState], time_ms: int) -> None:
         """Each stepped symbol's trade (its ``last``, ``last_qty``, ``buyer_maker``)."""
         for state in stepped:
-            for interval in INTERVALS_MS:
+            for interval in KLINE_INTERVALS_MS:
                 series = self.series(state.symbol, interval, state.tick, state.lot)
                 series.add_trade(time_ms, state.last, state.last_qty, state.buyer_maker)
 
@@ -271,7 +269,7 @@ class CandleBook:
         series = self._series.get(key)
         if series is None:
             rng = random.Random(f"tickcast-sim-klines:{self._seed}:{symbol}:{interval}")
-            length = INTERVALS_MS[interval]
+            length = KLINE_INTERVALS_MS[interval]
             series = self._series[key] = CandleSeries(length, self._held, self._backfill, rng)
             series.set_steps(tick, lot)
         return series

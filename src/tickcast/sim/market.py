@@ -19,6 +19,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
+from tickcast.messages.stream import KLINE_INTERVALS, interval_ms
+
 UNIT: Final = 10**8
 DAY_MS: Final = 86_400_000
 
@@ -63,13 +65,8 @@ class StreamKind(enum.Enum):
 
 # Binance's kline intervals but the month (it has no fixed length), with their lengths.
 KLINE_INTERVALS_MS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
-        "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
-        "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
-        "3d": 259_200_000, "1w": 604_800_000,
-    }
-)  # fmt: skip
+    {i: length for i in KLINE_INTERVALS if (length := interval_ms(i)) is not None}
+)
 
 
 _SYMBOL_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(

@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from tickcast.sim.candles import INTERVALS_MS, CandleBook
-from tickcast.sim.market import Market, format_units
+from tickcast.sim.candles import CandleBook
+from tickcast.sim.market import KLINE_INTERVALS_MS, Market, format_units
 
 WEIGHT_LIMIT_1M: Final = 6000
 _WEIGHTS: Final = {
@@ -190,7 +190,7 @@ class RestApi:
             raise _Refused(400, -1102, _mandatory("symbol"))
         if not interval:
             raise _Refused(400, -1102, _mandatory("interval"))
-        if interval not in INTERVALS_MS:
+        if interval not in KLINE_INTERVALS_MS:
             raise _Refused(400, -1120, "Invalid interval.")
         symbol = symbol.upper()
         if symbol.lower() not in self._market.known_symbols:
