@@ -112,7 +112,6 @@ class Edge:
         self._direct_delivered = 0
         self._per_ip: Counter[str] = Counter()
         self._session_ip: dict[int, str] = {}
-        self._opened_at: dict[int, float] = {}  # monotonic time each session opened
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -222,7 +221,6 @@ class Edge:
         self.sessions[session.id] = session
         self._per_ip[ip] += 1
         self._session_ip[session.id] = ip
-        self._opened_at[session.id] = time.monotonic()
         transport.on_pause = session.paused
         transport.on_resume = session.flush
         session.on_close = self._closed
@@ -296,7 +294,7 @@ class Edge:
             return
         self.unsubscribe(session, list(session.symbols))
         ip = self._session_ip.pop(session.id, "")
-        seconds = time.monotonic() - self._opened_at.pop(session.id, time.monotonic())
+        seconds = time.monotonic() - session.opened_at  # the clock the edge gave it
         if session.closed is not CloseReason.SHUTDOWN:  # not one line per client at shutdown
             # A stream's second line, for /ws and /sse alike; its first is the request's.
             # Who ended it is known only when the server did; the client, a lost network

@@ -129,6 +129,7 @@ class Session:
         "kind",
         "limits",
         "on_close",
+        "opened_at",
         "outbuf",
         "ready",
         "served",
@@ -164,6 +165,7 @@ class Session:
         self.delivered = 0
         self.conflated = 0
         self._clock = clock
+        self.opened_at = clock()  # on the session's clock: how long it lasted, at its end
         self._schedule = schedule
         self._throttle = throttle_ms / 1000.0
         self._last_sent: dict[str, float] = {}
