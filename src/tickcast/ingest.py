@@ -6,15 +6,31 @@ Pure logic with no I/O: the sources call ``apply`` for every parsed update.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal, TypeVar
 
 from tickcast.hub.base import Hub, Origin
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
 
 _QUOTE: Final = ("bid", "ask")
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def advance(
+    last: dict[_Key, tuple[int, int]], key: _Key, history: int, order: int
+) -> Literal["new", "stale", "restart"]:
+    """Record ``order`` as ``key``'s newest within ``history``: ``stale`` (and nothing
+    recorded) when it is not above the newest already seen in that history, ``restart``
+    when it starts another history (a fresh connection, which may number from the start
+    again), ``new`` otherwise."""
+    seen = last.get(key)
+    if seen is not None and seen[0] == history and order <= seen[1]:
+        return "stale"
+    last[key] = (history, order)
+    return "restart" if seen is not None and seen[0] != history else "new"
 
 
 @dataclass(slots=True)
@@ -95,15 +111,10 @@ class Ingest:
 
     def _is_duplicate(self, update: Update, source: SourceLabel) -> bool:
         key = (source, update.symbol, update.kind)
-        seen = self._last_order.get(key)
-        if seen is not None:
-            history, order = seen
-            if history == update.history and update.order <= order:
-                return True
-            if history != update.history:
-                self.counts["dedupe_resets"] += 1
-        self._last_order[key] = (update.history, update.order)
-        return False
+        seen = advance(self._last_order, key, update.history, update.order)
+        if seen == "restart":
+            self.counts["dedupe_resets"] += 1
+        return seen == "stale"
 
     def _fresh_values(self, update: Update, source: SourceLabel) -> dict[str, str]:
         """The update's values that are newer than what the symbol holds."""
@@ -175,11 +186,9 @@ class StreamOrder:
     def trade(self, event: TradeEvent, source: SourceLabel) -> bool:
         """Whether ``event`` is new: its id above the last one seen in its history."""
         key = (source, event.symbol)
-        seen = self._trades.get(key)
-        if seen is not None and seen[0] == event.history and event.trade_id <= seen[1]:
+        if advance(self._trades, key, event.history, event.trade_id) == "stale":
             self.counts["stale_trade"] += 1
             return False
-        self._trades[key] = (event.history, event.trade_id)
         return True
 
     def candle(self, event: KlineEvent, source: SourceLabel) -> bool:
