@@ -54,16 +54,15 @@ def sim_exchange(*args: str, log: Path | None = None) -> Iterator[int]:
     """``tickcast sim-exchange ARGS`` as its own process on a free port, the way the README
     runs it; yields the port and stops the process after."""
     port = free_port()
-    out = subprocess.DEVNULL if log is None else log.open("wb")
     command = [sys.executable, "-m", "tickcast.cli", "sim-exchange", "--port", str(port)]
-    process = subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
+    with contextlib.ExitStack() as stack:
+        out = subprocess.DEVNULL if log is None else stack.enter_context(log.open("wb"))
+        process = subprocess.Popen([*command, *args], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield port
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def free_port() -> int:
