@@ -189,7 +189,8 @@ class Node:
 
     def upstream_status(self) -> dict[str, object]:
         """The short form sent to clients in ``status`` messages."""
-        report = self.upstream_report()
+        # Once a second and for every status client that connects: not the source's report.
+        report = self.upstream_report(detailed=False)
         return {
             "type": "status",
             "upstream": report["state"],
@@ -197,10 +198,12 @@ class Node:
             **self._hub_state(),
         }
 
-    def upstream_report(self) -> dict[str, object]:
+    def upstream_report(self, *, detailed: bool = True) -> dict[str, object]:
         """``/status``'s ``upstream``: the same keys on every node, leader or follower,
         with either hub (README, "What /status says"). ``detail`` is the source's own
-        report on the node that holds the upstream connection, None on the others."""
+        report on the node that holds the upstream connection, None on the others;
+        ``detailed=False`` leaves it and ``parse_errors`` empty (a ``status`` message
+        carries neither)."""
         if not self.leading:
             return self._follower_report()
         brief, label = self.source.brief(), self.source.label
@@ -214,9 +217,9 @@ class Node:
             "last_message_age": brief.get("last_message_age"),
             "last_error": brief.get("last_error"),
             "last_error_at": brief.get("last_error_at"),
-            "parse_errors": self.source.parse_errors(),
+            "parse_errors": self.source.parse_errors() if detailed else {},
             "via": "upstream",
-            "detail": self.source.status(),
+            "detail": self.source.status() if detailed else None,
         }
 
     def _follower_report(self) -> dict[str, object]:
