@@ -306,14 +306,14 @@ def unknown_variables(environ: Iterable[str], dotenv: Iterable[str] = ()) -> lis
     that are neither a setting nor in ``TOOL_VARIABLES``, each with the closest setting's
     variable when one is close. Names are matched without regard to case, as settings are."""
     known = [_PREFIX + name.upper() for name in Settings.model_fields]
+    # Compared without the shared prefix, which would make any two names look alike.
+    suffixes = [name.upper() for name in Settings.model_fields]
     out: list[UnknownVariable] = []
     for origin, names in (("the environment", environ), (".env", dotenv)):
         for name in sorted(names):
             upper = name.upper()
             if not upper.startswith(_PREFIX) or upper in known or upper in TOOL_VARIABLES:
                 continue
-            # Compared without the shared prefix, which would make any two names look alike.
-            suffixes = [k.removeprefix(_PREFIX) for k in known]
             close = difflib.get_close_matches(upper.removeprefix(_PREFIX), suffixes, 1, 0.7)
             out.append(UnknownVariable(name, origin, _PREFIX + close[0] if close else None))
     return out
