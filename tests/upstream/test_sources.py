@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import websockets
@@ -119,25 +120,33 @@ def test_serve_rejects_a_missing_replay_file(tmp_path: Path) -> None:
 def test_serve_stays_fresh_through_every_fault_kind(tmp_path: Path) -> None:
     """serve --source binance against sim-exchange running every fault kind keeps /price
     fresh, and /status counts each reconnect."""
-    schedule = (
-        "drop@2,close1000@3.5,close1001@5,close1008@6.5,stall@13+2.5,shutdown@17+1,"
-        "garbage@19+1,burst@20.5+1,latency@22+1"
-    )
-    args = ("--rate", "10", "--ping-interval", "1", "--fault-schedule", schedule)
+    # (seconds after the server serves, kind, duration): timed from the server's start, not
+    # the simulator's, so a slow start-up cannot let a fault pass before anyone connects.
+    faults = [
+        (0.5, "drop", 0), (2, "close1000", 0), (3.5, "close1001", 0), (5, "close1008", 0),
+        (11.5, "stall", 2.5), (15.5, "shutdown", 1), (17.5, "garbage", 1), (19, "burst", 1),
+        (20.5, "latency", 1),
+    ]  # fmt: skip
+    args = ("--rate", "10", "--ping-interval", "1")
     with sim_exchange(*args, log=tmp_path / "sim.log") as sim_port:
         env = {
             "TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}",
             "TICKCAST_STALE_AFTER": "1",
             "TICKCAST_BACKOFF_MAX": "1",
         }
+        admin = f"http://127.0.0.1:{sim_port}/_sim/fault"
         with running_server(tmp_path, ["--source", "binance"], env) as server:
             worst_age = 0.0
-            deadline = time.monotonic() + 24.5
-            while time.monotonic() < deadline:
+            started = time.monotonic()
+            while time.monotonic() < started + 24:
+                while faults and time.monotonic() >= started + faults[0][0]:
+                    _, kind, duration = faults.pop(0)
+                    httpx.post(f"{admin}?kind={kind}&duration={duration}", timeout=5)
                 tick = server.get("/price").json()
                 worst_age = max(worst_age, time.time() - tick["timestamp_ms"] / 1000)
                 time.sleep(0.25)
             upstream = server.status()["upstream"]
+    assert faults == []
     assert isinstance(upstream, dict)
     # drop, close1000, close1001, close1008 and the stall each cost one reconnect.
     assert upstream["reconnects"] >= 5, upstream
