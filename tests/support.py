@@ -74,28 +74,47 @@ def free_port() -> int:
 class ServerProcess:
     """``tickcast serve`` as its own process, the way users run it."""
 
+    # A port chosen by ``free_port`` is free when chosen, not surely when the server binds
+    # it: another process of a parallel run may take it in between. The server then says
+    # so and exits, and is started again on another port, this many times at most.
+    PORT_RETRIES = 3
+
     def __init__(
         self, args: list[str], env: Mapping[str, str], log_path: Path, port: int | None = None
     ) -> None:
-        self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws_base = f"ws://127.0.0.1:{self.port}"
+        self._chosen_port = port is None
         self.log_path = log_path
-        full_env = {**os.environ, "TICKCAST_LOG_LEVEL": "info", **env}
-        command = [sys.executable, "-m", "tickcast.cli", "serve", "--host", "127.0.0.1"]
+        self._args = args
+        self._env = {**os.environ, "TICKCAST_LOG_LEVEL": "info", **env}
         self._log = log_path.open("wb")
+        self._start(port or free_port())
+
+    def _start(self, port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.ws_base = f"ws://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "tickcast.cli", "serve", "--host", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            [*command, "--port", str(self.port), *args],
-            env=full_env,
+            [*command, "--port", str(port), *self._args],
+            env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
+    def _lost_its_port(self) -> bool:
+        """The server exited because the port chosen for it was taken meanwhile."""
+        return self._chosen_port and f"port {self.port} is already in use" in self.log()
+
     def wait_ready(self, path: str = "/price", timeout: float = 20.0) -> None:
         """Wait until ``path`` answers 200 (for /price: data has arrived)."""
         deadline = time.monotonic() + timeout
+        retries = self.PORT_RETRIES
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if retries and self._lost_its_port():
+                    retries -= 1
+                    self._start(free_port())
+                    continue
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.base + path, timeout=1).status_code == 200:
