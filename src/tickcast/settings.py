@@ -13,6 +13,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tickcast.messages.stream import KLINE_INTERVALS
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 
 __all__ = [
@@ -50,6 +51,11 @@ def _proxy_network(entry: str) -> str:
     return str(network)
 
 
+# The kinds ``TICKCAST_STREAM_KINDS`` may name, all carried by default. Order books
+# (``book``) are not served yet.
+STREAM_KINDS: Final = ("trades", "klines")
+
+
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -79,6 +85,21 @@ class Settings(BaseSettings):
     binance_url: str = Field(
         "wss://data-stream.binance.vision", description="Binance market-data WebSocket base URL."
     )
+    binance_rest_url: str = Field(
+        "https://data-api.binance.vision",
+        description="Binance market-data REST base URL (candle history at start).",
+    )
+    stream_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(STREAM_KINDS),
+        description="Streams carried beside the ticker, comma separated: trades, klines.",
+    )
+    stream_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Symbols whose trades and candles are carried; empty = every served one.",
+    )
+    kline_intervals: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["1m"], description="Candle intervals carried, comma separated."
+    )
     auto_grace: float = Field(
         8.0, gt=0, description="auto: seconds without live data before serving simulated data."
     )
@@ -105,7 +126,12 @@ class Settings(BaseSettings):
     replay_speed: float = Field(1.0, gt=0, description="replay: playback speed factor.")
 
     # State
-    history_size: int = Field(1000, ge=1, description="Ticks of history held per symbol.")
+    history_size: int = Field(
+        1000, ge=1, description="Messages of history held per stream (ticks, trades, candles)."
+    )
+    kline_history: int = Field(
+        1000, ge=1, le=100_000, description="Candles held per symbol and interval for /klines."
+    )
     node_id: str = Field(default_factory=default_node_id, description="This node's name.")
 
     # Scale-out (SPEC §7)
@@ -151,7 +177,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4096, ge=64, description="Largest inbound WS message.")
     ops_per_second: float = Field(20.0, gt=0, description="Client ops per second.")
     ops_burst: int = Field(40, ge=1, description="Client ops burst.")
-    max_subscriptions: int = Field(200, ge=1, description="Symbols one client may subscribe.")
+    max_subscriptions: int = Field(200, ge=1, description="Streams one client may subscribe.")
+    client_trade_queue: int = Field(
+        1000,
+        ge=1,
+        description="Trades held for a client that cannot take them; past it the oldest "
+        "are dropped and the client gets a gap message.",
+    )
     max_connections: int = Field(50000, ge=1, description="Client connections per node.")
     max_connections_per_ip: int = Field(0, ge=0, description="Per client IP; 0 = no limit.")
     handshake_timeout: float = Field(
@@ -190,6 +222,68 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [str(v).strip().upper() for v in value]
         return value
+
+    @field_validator("stream_symbols", mode="before")
+    @classmethod
+    def _parse_stream_symbols(cls, value: object) -> object:
+        return cls._parse_symbols(value)
+
+    @field_validator("stream_symbols")
+    @classmethod
+    def _check_stream_symbols(cls, value: list[str]) -> list[str]:
+        return cls._check_symbols(value) if value else value
+
+    @field_validator("stream_kinds", "kline_intervals", mode="before")
+    @classmethod
+    def _parse_names(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("stream_kinds")
+    @classmethod
+    def _check_stream_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in STREAM_KINDS:
+                raise ValueError(
+                    f"unknown stream kind {kind!r}: expected {', '.join(STREAM_KINDS)}"
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("kline_intervals")
+    @classmethod
+    def _check_kline_intervals(cls, value: list[str]) -> list[str]:
+        for interval in value:
+            if interval not in KLINE_INTERVALS:
+                raise ValueError(
+                    f"unknown kline interval {interval!r}: expected one of "
+                    + ", ".join(KLINE_INTERVALS)
+                )
+        return list(dict.fromkeys(value))
+
+    @field_validator("binance_rest_url")
+    @classmethod
+    def _check_rest_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @property
+    def carried_symbols(self) -> tuple[str, ...]:
+        """The symbols whose trades and candles are carried: ``stream_symbols`` that are
+        served, or every served symbol when none are named."""
+        if not self.stream_symbols:
+            return tuple(self.symbols)
+        served = set(self.symbols)
+        return tuple(s for s in self.stream_symbols if s in served)
+
+    @property
+    def carried_intervals(self) -> tuple[str, ...]:
+        """The candle intervals carried (none when ``klines`` is not a stream kind)."""
+        return tuple(self.kline_intervals) if "klines" in self.stream_kinds else ()
+
+    @property
+    def carries_trades(self) -> bool:
+        return "trades" in self.stream_kinds
 
     @field_validator("symbols")
     @classmethod
