@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     INVALID_OP = "invalid_op"
     UNKNOWN_OP = "unknown_op"
     UNKNOWN_SYMBOL = "unknown_symbol"
+    UNKNOWN_STREAM = "unknown_stream"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     RATE_LIMITED = "rate_limited"
     BINARY_NOT_SUPPORTED = "binary_not_supported"

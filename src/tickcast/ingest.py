@@ -1,6 +1,8 @@
-"""Ingest: upstream updates -> deduplicated, sequenced ticks published to the hub.
+"""Ingest: upstream events -> deduplicated, sequenced messages published to the hub.
 
-Pure logic with no I/O: the sources call ``apply`` for every parsed update.
+Ticker updates merge into ticks; aggregate trades become trades and kline events candles
+(SPEC §12), each checked for order (``StreamOrder``). Every kind is stamped from the one
+``seq`` count. Pure logic with no I/O: the sources call ``apply`` for every parsed event.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 from tickcast.hub.base import Hub, Origin
+from tickcast.messages.kline import Kline
+from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
+from tickcast.messages.trade import Trade
 from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
+
+IngestEvent = Update | TradeEvent | KlineEvent
 
 _QUOTE: Final = ("bid", "ask")
 
@@ -60,9 +67,14 @@ class Ingest:
     up to a second old) no longer does, and ``timestamp_ms`` never goes backwards.
     """
 
-    def __init__(self, hub: Hub, symbols: Iterable[str]) -> None:
+    def __init__(
+        self, hub: Hub, symbols: Iterable[str], carried: Iterable[str] | None = None
+    ) -> None:
+        """``carried``: the symbols whose trades and candles are served (default: all)."""
         self._hub = hub
         self._symbols = frozenset(symbols)
+        self._carried = self._symbols if carried is None else frozenset(carried)
+        self.order = StreamOrder()
         # (source, symbol, kind) -> (history, order) of the newest update applied.
         self._last_order: dict[tuple[str, str, str], tuple[int, int]] = {}
         self._partial: dict[str, _Partial] = {}
@@ -79,8 +91,66 @@ class Ingest:
     def symbols(self) -> frozenset[str]:
         return self._symbols
 
-    def apply(self, update: Update, source: SourceLabel) -> Tick | None:
-        """Apply one update; returns the published tick, or None when it was dropped."""
+    def apply(self, event: IngestEvent, source: SourceLabel) -> Message | None:
+        """Apply one event; returns the published message, or None when it was dropped."""
+        if type(event) is Update:
+            return self._apply_update(event, source)
+        if event.symbol not in self._carried:
+            self.counts["ignored_symbol"] += 1
+            return None
+        message: Message
+        if isinstance(event, TradeEvent):
+            if not self.order.trade(event, source):
+                return None
+            message = self._trade(event, source)
+            origin = Origin("aggTrade", event.history, event.trade_id)
+        elif isinstance(event, KlineEvent):
+            if not self.order.candle(event, source):
+                return None
+            message = self._candle(event, source)
+            origin = Origin(f"kline_{event.interval}", event.history, kline_order(event))
+        else:
+            return None
+        self._hub.publish(message, origin)
+        self.counts["published"] += 1
+        return message
+
+    def _next_seq(self) -> int:
+        # The hub may also be fed by another node (Redis): never go backwards in seq.
+        self._seq = max(self._seq, self._hub.last_seq()) + 1
+        return self._seq
+
+    def _trade(self, event: TradeEvent, source: SourceLabel) -> Trade:
+        return Trade(
+            symbol=event.symbol,
+            trade_id=event.trade_id,
+            price=event.price,
+            qty=event.qty,
+            side=event.side,
+            timestamp_ms=event.trade_time_ms,
+            seq=self._next_seq(),
+            source=source,
+        )
+
+    def _candle(self, event: KlineEvent, source: SourceLabel) -> Kline:
+        return Kline(
+            symbol=event.symbol,
+            interval=event.interval,
+            open_time=event.open_time,
+            close_time=event.close_time,
+            open=event.open,
+            high=event.high,
+            low=event.low,
+            close=event.close,
+            volume=event.volume,
+            quote_volume=event.quote_volume,
+            trades=event.trades,
+            closed=event.closed,
+            seq=self._next_seq(),
+            source=source,
+        )
+
+    def _apply_update(self, update: Update, source: SourceLabel) -> Tick | None:
         if update.symbol not in self._symbols:
             self.counts["ignored_symbol"] += 1
             return None
@@ -104,7 +174,8 @@ class Ingest:
     def _latest(self, symbol: str) -> Tick | None:
         """The newest state of ``symbol``: this ingest's own last tick, or the hub's when
         another node published after it (this node led before, and leads again)."""
-        own, shared = self._published.get(symbol), self._hub.latest(symbol)
+        own, held = self._published.get(symbol), self._hub.latest(symbol)
+        shared = held if isinstance(held, Tick) else None
         if own is None or (shared is not None and shared.seq > own.seq):
             return shared
         return own
@@ -141,8 +212,7 @@ class Ingest:
                 return None
             del self._partial[update.symbol]
             values, timestamp_ms = partial.values, partial.timestamp_ms
-        # The hub may also be fed by another node (Redis): never go backwards in seq.
-        self._seq = max(self._seq, self._hub.last_seq()) + 1
+        self._next_seq()
         if previous is not None:
             # A bookTicker is stamped on arrival, a 24h ticker with the exchange's event
             # time: keep the newest so the tick's time never jumps back between the two.
@@ -157,6 +227,13 @@ class Ingest:
             source=source,
             **values,  # type: ignore[arg-type]
         )
+
+
+def kline_order(event: KlineEvent) -> int:
+    """A candle update's order within its stream and history, for the Redis hub's dedupe:
+    twice its event time, plus one when it closes the candle, so that a closing update
+    sent in the same millisecond as the last open one still counts as newer."""
+    return event.event_time_ms * 2 + (1 if event.closed else 0)
 
 
 @dataclass(slots=True)

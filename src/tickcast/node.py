@@ -15,6 +15,9 @@ from tickcast.hub.lease import Lease, LeaseTiming
 from tickcast.hub.memory import MemoryHub
 from tickcast.hub.redis import RedisHub
 from tickcast.ingest import Ingest
+from tickcast.messages.message import ticks_of
+from tickcast.messages.stream import served_keys
+from tickcast.messages.tick import Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
@@ -52,14 +55,21 @@ class Node:
                 settings.redis_url,
                 history_size=settings.history_size,
                 prefix=settings.redis_prefix,
-                symbols=len(settings.symbols),
+                streams=len(
+                    served_keys(
+                        settings.symbols,
+                        settings.carried_symbols,
+                        settings.carries_trades,
+                        settings.carried_intervals,
+                    )
+                ),
             )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
-        self.ingest = Ingest(self.hub, settings.symbols)
+        self.ingest = Ingest(self.hub, settings.symbols, settings.carried_symbols)
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
-            settings, self.ingest.apply, self._upstream_changed, latest=self.hub.snapshot
+            settings, self.ingest.apply, self._upstream_changed, latest=self.latest_ticks
         )
         self.lease: Lease | None = None
         if self.redis is not None and settings.role != "edge":
@@ -260,11 +270,15 @@ class Node:
             "hub": "connected" if self.hub.connected else "disconnected",
         }
 
+    def latest_ticks(self) -> dict[str, Tick]:
+        """The latest tick of every symbol the hub holds."""
+        return {t.symbol: t for t in ticks_of(self.hub.snapshot().values())}
+
     def newest_tick_age(self) -> float | None:
-        snapshot = self.hub.snapshot()
-        if not snapshot:
+        ticks = ticks_of(self.hub.snapshot().values())
+        if not ticks:
             return None
-        newest = max(t.timestamp_ms for t in snapshot.values())
+        newest = max(t.timestamp_ms for t in ticks)
         return max(0.0, time.time() - newest / 1000)
 
     def ready(self) -> tuple[bool, str]:

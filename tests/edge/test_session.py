@@ -341,7 +341,7 @@ def backlogged(
 ) -> tuple[Session, PacedTransport]:
     transport = PacedTransport(high)
     clock = FakeTime()
-    ticks = [tick(("BTCUSDT", "ETHUSDT")[seq % 2], seq).tick for seq in missed]
+    ticks = [tick(("BTCUSDT", "ETHUSDT")[seq % 2], seq).message for seq in missed]
     session = Session(
         1, transport, SERVED, limits=limits or Limits(), clock=clock, schedule=clock.schedule
     )
@@ -623,13 +623,20 @@ def test_unsubscribe_naming_unknown_symbols_removes_the_known_ones() -> None:
 
 
 def test_list_and_ping_reply_with_their_ids() -> None:
-    """list acks the current symbols, sorted; ping gets pong; both echo the id."""
+    """list acks the current symbols and their streams, sorted; ping gets pong; both echo
+    the id."""
     session, transport, _ = make(symbols=("SOLUSDT", "BTCUSDT"))
     op(session, {"op": "list", "id": 2})
     op(session, {"op": "ping", "id": "p"})
     op(session, {"op": "ping"})
     assert transport.messages() == [
-        {"type": "ack", "id": 2, "op": "list", "symbols": ["BTCUSDT", "SOLUSDT"]},
+        {
+            "type": "ack",
+            "id": 2,
+            "op": "list",
+            "symbols": ["BTCUSDT", "SOLUSDT"],
+            "streams": ["BTCUSDT@ticker", "SOLUSDT@ticker"],
+        },
         {"type": "pong", "id": "p"},
         {"type": "pong"},
     ]

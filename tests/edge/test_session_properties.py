@@ -116,7 +116,7 @@ def test_any_sequence_keeps_the_session_consistent(
     transport.on_pause = session.paused
     transport.on_resume = session.flush
     # A resume, as the edge does it: the missed ticks first, then the subscription.
-    session.replay(Backlog([tick("BTCUSDT", n).tick for n in range(1, missed + 1)], missed + 40))
+    session.replay(Backlog([tick("BTCUSDT", n).message for n in range(1, missed + 1)], missed + 40))
     session.symbols.add("BTCUSDT")
     client.allowed.add("BTCUSDT")
     seq = missed

@@ -266,6 +266,7 @@ async def test_subscribe_and_unsubscribe_change_what_the_client_gets(
             "id": "l",
             "op": "list",
             "symbols": ["SOLUSDT"],
+            "streams": ["SOLUSDT@ticker"],
         }
     assert_seq_increasing(seen + after)
 

@@ -299,10 +299,10 @@ async def test_a_reader_trimmed_past_resynchronizes(server: RedisServer) -> None
     """A node cut off while the stream is trimmed past its position rebuilds its state from
     Redis and fires the reset hook instead of skipping silently."""
     server.command("CONFIG", "SET", "stream-node-max-entries", "2")
-    a = await leader(server, history_size=2, symbols=1)
+    a = await leader(server, history_size=2, streams=1)
     proxy = LinkProxy(server.port)
     await proxy.start()
-    b = make_hub(proxy.url, history_size=2, symbols=1, socket_timeout=0.4, block_ms=100)
+    b = make_hub(proxy.url, history_size=2, streams=1, socket_timeout=0.4, block_ms=100)
     await b.start()
     got: list[int] = []
     resets: list[str] = []
@@ -504,7 +504,7 @@ async def test_a_reader_that_hits_a_command_error_retries_and_recovers(
 
 
 def entry(seq: int, prev: int, incarnation: str = "i1") -> Entry:
-    return Entry(seq=seq, prev=prev, incarnation=incarnation, written_ms=0, tick=tick("A", seq))
+    return Entry(seq=seq, prev=prev, incarnation=incarnation, written_ms=0, message=tick("A", seq))
 
 
 def test_the_follower_delivers_only_the_entry_that_follows_its_position() -> None:

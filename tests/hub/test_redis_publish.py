@@ -85,7 +85,7 @@ def test_the_answer_names_exactly_the_entries_written_each_after_the_previous() 
         (11, 10, "i1", 123),
         (14, 11, "i1", 123),
     ]
-    assert entries[0].tick is batch.ticks[0][0]  # the same object: encoded once
+    assert entries[0].message is batch.ticks[0][0]  # the same object: encoded once
     assert confirmed_entries(batch, result("", 0, fenced=True)) == []
     with pytest.raises(ValueError, match="fates"):
         confirmed_entries(batch, result("aa", 10))

@@ -1,8 +1,8 @@
-"""TickStore: latest, bounded history and exact resume."""
+"""MessageStore: latest, bounded history and exact resume."""
 
 from __future__ import annotations
 
-from tickcast.hub.store import TickStore
+from tickcast.hub.store import MessageStore
 from tickcast.messages.tick import Tick
 
 
@@ -12,7 +12,7 @@ def tick(symbol: str, seq: int) -> Tick:
 
 def test_history_is_bounded_and_ordered() -> None:
     """History keeps the newest N ticks per symbol, oldest first."""
-    store = TickStore(history_size=3)
+    store = MessageStore(history_size=3)
     for seq in range(1, 6):
         store.add(tick("A", seq))
     assert [t.seq for t in store.history("A", 10)] == [3, 4, 5]
@@ -24,7 +24,7 @@ def test_history_is_bounded_and_ordered() -> None:
 
 def test_since_returns_missed_ticks_in_seq_order() -> None:
     """Resume gives every held tick after the id, across symbols, in seq order."""
-    store = TickStore(history_size=10)
+    store = MessageStore(history_size=10)
     for seq, symbol in enumerate("ABABA", 1):
         store.add(tick(symbol, seq))
     missed = store.since(["A", "B"], 2)
@@ -37,7 +37,7 @@ def test_since_returns_missed_ticks_in_seq_order() -> None:
 
 def test_since_reports_a_gap_once_ticks_were_evicted() -> None:
     """A resume from before the oldest held tick of a symbol is refused (None)."""
-    store = TickStore(history_size=2)
+    store = MessageStore(history_size=2)
     for seq in range(1, 5):
         store.add(tick("A", seq))
     assert store.since(["A"], 1) is None
@@ -46,7 +46,7 @@ def test_since_reports_a_gap_once_ticks_were_evicted() -> None:
 
 def test_stale_or_repeated_seq_is_not_recorded() -> None:
     """A seq at or below the last one is refused."""
-    store = TickStore(history_size=5)
+    store = MessageStore(history_size=5)
     assert store.add(tick("A", 2))
     assert not store.add(tick("A", 2))
     assert not store.add(tick("A", 1))

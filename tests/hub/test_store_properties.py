@@ -1,4 +1,4 @@
-"""TickStore against a reference model that keeps everything (hypothesis)."""
+"""MessageStore against a reference model that keeps everything (hypothesis)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickcast.hub.store import TickStore
+from tickcast.hub.store import MessageStore
 from tickcast.messages.tick import Tick
 
 SYMBOLS = ["A", "B", "C"]
@@ -69,7 +69,7 @@ def test_store_answers_as_the_reference_model(
 ) -> None:
     """Adds (seqs advancing, repeating or going back), latest, history and since agree
     with a model that keeps every tick."""
-    store, model = TickStore(size), Model(size)
+    store, model = MessageStore(size), Model(size)
     seq = 0
     for symbol, step in steps:
         seq = max(0, seq + step)

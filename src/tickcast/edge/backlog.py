@@ -1,4 +1,4 @@
-"""A resuming client's backlog: every tick it missed, then every live one, never conflated.
+"""A resuming client's backlog: every message it missed, then every live one, never conflated.
 
 Pure data with no I/O: the session drains it as the transport's flow control allows.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from tickcast.edge.wire import Wire, WireFormat, encode_tick
-from tickcast.messages.tick import Tick
+from tickcast.edge.wire import Wire, WireFormat, encode_market
+from tickcast.messages.message import Message
 
 
 class Backlog:
@@ -22,8 +22,8 @@ class Backlog:
 
     __slots__ = ("_items", "limit")
 
-    def __init__(self, ticks: Iterable[Tick], limit: int) -> None:
-        self._items: deque[Tick | Wire] = deque(ticks)
+    def __init__(self, messages: Iterable[Message], limit: int) -> None:
+        self._items: deque[Message | Wire] = deque(messages)
         self.limit = max(limit, len(self._items))
 
     def __len__(self) -> int:
@@ -43,17 +43,17 @@ class Backlog:
         size = 0
         while items and (not out or size < max_bytes):
             item = items.popleft()
-            data = item.get(fmt) if isinstance(item, Wire) else encode_tick(fmt, item)
+            data = item.get(fmt) if isinstance(item, Wire) else encode_market(fmt, item)
             out.append(data)
             size += len(data)
         return b"".join(out), len(out)
 
-    def discard(self, symbols: Iterable[str]) -> None:
-        """Forget the ticks of ``symbols`` (the client unsubscribed them)."""
-        gone = set(symbols)
-        kept = [i for i in self._items if _symbol_of(i) not in gone]
+    def discard(self, keys: Iterable[str]) -> None:
+        """Forget the messages of the streams ``keys`` (the client unsubscribed them)."""
+        gone = set(keys)
+        kept = [i for i in self._items if _key_of(i) not in gone]
         self._items = deque(kept)
 
 
-def _symbol_of(item: Tick | Wire) -> str:
-    return item.tick.symbol if isinstance(item, Wire) else item.symbol
+def _key_of(item: Message | Wire) -> str:
+    return item.message.key if isinstance(item, Wire) else item.key

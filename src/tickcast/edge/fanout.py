@@ -1,7 +1,8 @@
 """The edge: every connected client's session, and the fan-out from the hub to them.
 
-The hot path is ``publish``: for each tick it builds the wire bytes once and hands them to
-each subscribed session, which writes them at once or keeps them as that symbol's latest.
+The hot path is ``publish``: for each message (a tick, a trade, a candle) it builds the wire
+bytes once and hands them to each session subscribed to its stream, which writes them at
+once or keeps them by the rule of the stream's kind (see ``tickcast.edge.session``).
 No task and no ``await`` per client, so one slow client can delay nobody.
 """
 
@@ -24,7 +25,8 @@ from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
 from tickcast.hub.base import Hub
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message, is_event
+from tickcast.messages.stream import served_keys
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 
@@ -78,13 +80,20 @@ class Edge:
     def __init__(self, settings: Settings, node: Feed) -> None:
         self.settings = settings
         self.node = node
-        self.served = frozenset(settings.symbols)
+        # Every stream served, by key (SPEC §12): a symbol's ticker is its bare name.
+        self.served = served_keys(
+            settings.symbols,
+            settings.carried_symbols,
+            settings.carries_trades,
+            settings.carried_intervals,
+        )
         self.limits = Limits(
             max_subscriptions=settings.max_subscriptions,
             ops_per_second=settings.ops_per_second,
             ops_burst=settings.ops_burst,
             client_buffer_bytes=settings.client_buffer_bytes,
             slow_client_timeout=settings.slow_client_timeout,
+            trade_queue=settings.client_trade_queue,
         )
         self.sessions: dict[int, Session] = {}
         # The request-head limits the server's HTTP protocol applies (see fastpath).
@@ -97,10 +106,8 @@ class Edge:
             max_per_ip=settings.max_connections_per_ip,
             trusted=trusted_networks(settings.trusted_proxies),
         )
-        # symbol -> wire format -> sessions: each format is encoded once per tick.
-        self._by_symbol: dict[str, dict[WireFormat, dict[int, Session]]] = {
-            s: {} for s in self.served
-        }
+        # stream key -> wire format -> sessions: each format is encoded once per message.
+        self._by_key: dict[str, dict[WireFormat, dict[int, Session]]] = {s: {} for s in self.served}
         self.coalescer = (
             WriteCoalescer(settings.flush_ms / 1000, self._schedule) if settings.flush_ms else None
         )
@@ -108,7 +115,7 @@ class Edge:
         # ``_end_pass`` (see publish).
         self._in_pass = False
         self._pass_sessions: list[Session] = []
-        self._pass_ticks: list[tuple[Tick, float]] = []
+        self._pass_ticks: list[tuple[Message, float]] = []
         self._direct_delivered = 0
         self._per_ip: Counter[str] = Counter()
         self._session_ip: dict[int, str] = {}
@@ -119,7 +126,7 @@ class Edge:
         self.closes: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.fanout_seconds: list[float] = []
-        self.on_fanout: Callable[[Tick, float], None] | None = None
+        self.on_fanout: Callable[[Message, float], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -199,7 +206,7 @@ class Edge:
         throttle_ms: float = 0.0,
         wants_status: bool = False,
         snapshot: bool = True,
-        replay: list[Tick] | None = None,
+        replay: list[Message] | None = None,
     ) -> Session:
         """Register a client; subscribe it to ``symbols`` and send their snapshot.
 
@@ -242,15 +249,18 @@ class Edge:
         if outcome.subscribe:
             self.subscribe(session, outcome.subscribe)
 
-    def subscribe(self, session: Session, symbols: Iterable[str], snapshot: bool = True) -> None:
-        latest: list[Tick] = []
-        for symbol in symbols:
-            if symbol in session.symbols or symbol not in self.served:
+    def subscribe(self, session: Session, keys: Iterable[str], snapshot: bool = True) -> None:
+        """Subscribe ``session`` to the streams ``keys``, each with its snapshot: the
+        latest tick, the current candle (a trade stream has none: SPEC §12)."""
+        latest: list[Message] = []
+        for key in keys:
+            if key in session.symbols or key not in self.served:
                 continue
-            session.symbols.add(symbol)
-            self._by_symbol[symbol].setdefault(session.fmt, {})[session.id] = session
-            if snapshot and (tick := self.node.hub.latest(symbol)) is not None:
-                latest.append(tick)
+            session.symbols.add(key)
+            self._by_key[key].setdefault(session.fmt, {})[session.id] = session
+            message = self.node.hub.latest(key) if snapshot else None
+            if message is not None and not is_event(message):
+                latest.append(message)
         # In seq order, like everything else a client receives: a client that tracks seq
         # can then tell a gap from the snapshot's order.
         for tick in sorted(latest, key=lambda t: t.seq):
@@ -268,7 +278,7 @@ class Edge:
             session.replay(self._backlog(missed, symbols))
         self.subscribe(session, symbols, snapshot=False)
 
-    def _backlog(self, replay: list[Tick], symbols: list[str]) -> Backlog:
+    def _backlog(self, replay: list[Message], symbols: list[str]) -> Backlog:
         # Room for what a resume can carry, again, of live ticks while it drains.
         limit = len(replay) + self.settings.history_size * max(1, len(symbols))
         return Backlog(replay, limit)
@@ -277,7 +287,7 @@ class Edge:
         symbols = list(symbols)
         session.unsubscribed(symbols)
         for symbol in symbols:
-            self._by_symbol.get(symbol, {}).get(session.fmt, {}).pop(session.id, None)
+            self._by_key.get(symbol, {}).get(session.fmt, {}).pop(session.id, None)
 
     def drop(self, session: Session, reason: CloseReason) -> None:
         """Close a client for ``reason`` (slow, rate limited, shutdown)."""
@@ -311,6 +321,7 @@ class Edge:
             del self._per_ip[ip]
         self.counters["delivered"] += session.delivered
         self.counters["conflated"] += session.conflated
+        self.counters["trades_dropped"] += session.dropped
         # Stop writing to it, cancel its timers and drop what it holds: a timer left armed
         # would keep the session, its transport and its protocol alive until it fired.
         session.lost()
@@ -318,8 +329,8 @@ class Edge:
 
     # -- fan-out ------------------------------------------------------------------
 
-    def publish(self, tick: Tick) -> None:
-        """The hub listener: one tick to every session subscribed to its symbol.
+    def publish(self, tick: Message) -> None:
+        """The hub listener: one message to every session subscribed to its stream.
 
         This loop is the server's hot path, so ``Session.offer`` is inlined for the common
         case: a ``ready`` session (writable, nothing held, no throttle) gets the shared
@@ -329,7 +340,7 @@ class Edge:
         client one system call, not one per tick, and a lone tick waits only for the rest
         of the step. With a coalescing window set, they wait for the window's end instead.
         """
-        groups = self._by_symbol.get(tick.symbol)
+        groups = self._by_key.get(tick.key)
         if not groups:
             return
         started = time.perf_counter()
@@ -402,7 +413,7 @@ class Edge:
         last_seq = hub.last_seq()
         ticks = snapshot(hub, symbols)
         session.reset(reset_message(ticks, last_seq), last_seq)
-        session.sent_now(t.symbol for t in ticks)
+        session.sent_now(t.key for t in ticks)
 
     def broadcast_status(self, status: dict[str, object]) -> None:
         for session in tuple(self.sessions.values()):
@@ -450,6 +461,10 @@ class Edge:
     def conflated_total(self) -> int:
         return self.counters["conflated"] + sum(s.conflated for s in self.sessions.values())
 
+    def dropped_total(self) -> int:
+        """Trades dropped for clients that could not take them (each told by a ``gap``)."""
+        return self.counters["trades_dropped"] + sum(s.dropped for s in self.sessions.values())
+
     def clients_by_transport(self) -> dict[str, int]:
         counts = Counter(s.kind for s in self.sessions.values())
         return {"ws": counts["ws"], "sse": counts["sse"]}
@@ -468,6 +483,7 @@ class Edge:
             "pending_conflated": sum(s.pending_count for s in self.sessions.values()),
             "delivered": self.delivered_total(),
             "conflated": self.conflated_total(),
+            "trades_dropped": self.dropped_total(),
             "closes": dict(self.closes),
         }
 

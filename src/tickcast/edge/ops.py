@@ -9,6 +9,7 @@ from typing import Literal
 import orjson
 
 from tickcast.errors import CloseReason, ErrorCode
+from tickcast.messages.stream import StreamKind, StreamNameError, parse_stream
 
 
 class TokenBucket:
@@ -107,27 +108,65 @@ def op_id_of(text: str) -> object:
         return exc.op_id
 
 
+def stream_key(name: str) -> str:
+    """The key of the stream ``name`` asks for: a symbol uppercased (``btcusdt`` and
+    ``BTCUSDT@ticker`` are both ``BTCUSDT``), a stream by its canonical name. A name that is
+    no stream at all is returned as given (stripped), to be reported unknown."""
+    name = name.strip()
+    if "@" not in name and not name.startswith("!"):
+        return name.upper()
+    try:
+        stream = parse_stream(name)
+    except StreamNameError:
+        return name
+    if stream.kind is StreamKind.TICKER and stream.symbol is not None:
+        return stream.symbol
+    return stream.name
+
+
 def resolve(names: Iterable[str], served: frozenset[str]) -> tuple[list[str], list[str]]:
-    """The served symbols ``names`` ask for (``*`` = all of them, sorted) and the names
-    not served here, each once, in the order given (SPEC §6: a request naming both
-    subscribes the first and reports the second)."""
-    wanted = list(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
+    """The served streams ``names`` ask for, as keys (``*`` = every served symbol's
+    ticker, sorted), and the names not served here, each once, in the order given (SPEC
+    §6: a request naming both subscribes the first and reports the second)."""
+    wanted = list(dict.fromkeys(stream_key(n) for n in names if n.strip()))
     unknown = [s for s in wanted if s != "*" and s not in served]
     if "*" in wanted:
-        return sorted(served), unknown
+        tickers = sorted(k for k in served if "@" not in k)
+        return list(dict.fromkeys([*tickers, *(s for s in wanted if s in served)])), unknown
     return [s for s in wanted if s in served], unknown
 
 
-def unknown_symbols_error(unknown: list[str], op_id: object = None) -> dict[str, object]:
-    """The ``unknown_symbol`` error naming ``unknown``: the same message on ``/ws`` (a
-    reply) and ``/sse`` (an ``event: error``)."""
-    message = f"not served here: {', '.join(unknown)}"
-    error = {"type": "error", "code": ErrorCode.UNKNOWN_SYMBOL.value, "message": message}
-    return with_id({**error, "symbols": unknown}, op_id)
+def unknown_errors(unknown: list[str], op_id: object = None) -> list[dict[str, object]]:
+    """The errors naming ``unknown``: bare names in one ``unknown_symbol`` error (its
+    ``symbols``), stream names in one ``unknown_stream`` error (its ``streams``); the same
+    messages on ``/ws`` (replies) and ``/sse`` (``event: error``)."""
+    symbols = [n for n in unknown if "@" not in n and not n.startswith("!")]
+    streams = [n for n in unknown if n not in symbols]
+    out = []
+    for code, field_name, names in (
+        (ErrorCode.UNKNOWN_SYMBOL, "symbols", symbols),
+        (ErrorCode.UNKNOWN_STREAM, "streams", streams),
+    ):
+        if names:
+            message = f"not served here: {', '.join(names)}"
+            error = {"type": "error", "code": code.value, "message": message}
+            out.append(with_id({**error, field_name: names}, op_id))
+    return out
 
 
 def symbols_field(request: dict[str, object]) -> list[str]:
-    symbols = request.get("symbols")
-    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
-        raise OpError(ErrorCode.INVALID_OP, '"symbols" must be a non-empty list of strings')
-    return symbols
+    """The names an op asks for: its ``symbols`` and its ``streams`` (SPEC §12), at least
+    one of them a non-empty list of strings."""
+    names: list[str] = []
+    for field_name in ("symbols", "streams"):
+        if field_name not in request:
+            continue
+        value = request[field_name]
+        if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+            raise OpError(
+                ErrorCode.INVALID_OP, f'"{field_name}" must be a non-empty list of strings'
+            )
+        names.extend(value)
+    if not names:
+        raise OpError(ErrorCode.INVALID_OP, '"symbols" or "streams" must be a non-empty list')
+    return names

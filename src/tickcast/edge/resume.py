@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tickcast.hub.base import Hub
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message, is_event
 
 # A seq is a 64-bit count in practice; a longer "number" is no token of ours (and parsing
 # thousands of digits is work for the server that the client chose).
@@ -52,20 +52,25 @@ def parse_event_id(value: str | None) -> ResumePoint | None:
     return ResumePoint(None)
 
 
-def missed_ticks(hub: Hub, symbols: Iterable[str], point: ResumePoint) -> list[Tick] | None:
-    """Every tick of ``symbols`` after ``point``, in seq order, or None when the client
-    must reset instead (unknown token, a seq from the future, ticks no longer held)."""
+def missed_ticks(hub: Hub, keys: Iterable[str], point: ResumePoint) -> list[Message] | None:
+    """Every message of the streams ``keys`` after ``point``, in seq order, or None when
+    the client must reset instead (unknown token, a seq from the future, messages no longer
+    held)."""
     if point.seq is None or point.seq > hub.last_seq():
         return None
-    return hub.since(symbols, point.seq)
+    return hub.since(keys, point.seq)
 
 
-def snapshot(hub: Hub, symbols: Iterable[str]) -> list[Tick]:
-    """The latest tick of each of ``symbols`` that has one, in seq order."""
-    return sorted((t for s in symbols if (t := hub.latest(s)) is not None), key=lambda t: t.seq)
+def snapshot(hub: Hub, keys: Iterable[str]) -> list[Message]:
+    """The latest message of each of the streams ``keys`` that has a state (a tick, the
+    current candle; a trade is an event, with no latest to show), in seq order."""
+    held = (m for k in keys if (m := hub.latest(k)) is not None and not is_event(m))
+    return sorted(held, key=lambda m: m.seq)
 
 
-def reset_message(ticks: list[Tick], last_seq: int) -> bytes:
-    """``{"type":"reset","last_seq":N,"ticks":[...]}``: drop what you hold, here is now."""
+def reset_message(ticks: list[Message], last_seq: int) -> bytes:
+    """``{"type":"reset","last_seq":N,"ticks":[...]}``: drop what you hold, here is now.
+    ``ticks`` holds the snapshot of every stream the client follows, each message naming
+    its own ``type`` (a tick, the current candle)."""
     body = b",".join(t.encode() for t in ticks)
     return b'{"type":"reset","last_seq":%d,"ticks":[%b]}' % (last_seq, body)

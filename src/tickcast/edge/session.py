@@ -1,8 +1,11 @@
 """One client's session: subscriptions, ops, conflation, throttling and limits.
 
 No I/O and no ``await``: the session writes pre-encoded bytes to a ``Transport`` when it
-can take them and otherwise keeps the latest tick per symbol (conflation), so a slow
-client costs a bounded dict and never a queue. Timers come from an injected scheduler.
+can take them and otherwise keeps what it must deliver by the rule of each stream's kind
+(SPEC §12): the latest tick per symbol (conflation), the latest update of each candle
+(every closed candle kept), and trades in a bounded queue whose oldest are dropped with a
+``gap`` message saying how many. A slow client thus costs bounded memory and never an
+unbounded queue. Timers come from an injected scheduler.
 
 The one exception to conflation is a resume: the ticks a reconnecting client missed must
 all arrive, in order, and then live ones with no gap. They wait in a ``Backlog`` that the
@@ -12,7 +15,8 @@ transport's flow control drains like any other output, bounded in length.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -27,11 +31,13 @@ from tickcast.edge.ops import (
     parse_op,
     resolve,
     symbols_field,
-    unknown_symbols_error,
+    unknown_errors,
     with_id,
 )
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason, ErrorCode
+from tickcast.messages.kline import Kline
+from tickcast.messages.trade import Trade
 
 __all__ = ["Backlog", "Limits", "OpOutcome", "Session", "Transport"]
 
@@ -98,6 +104,17 @@ class Limits:
     ops_burst: int = 40
     client_buffer_bytes: int = 1 << 20
     slow_client_timeout: float = 10.0
+    trade_queue: int = 1000
+
+
+def slot_of(wire: Wire) -> Hashable:
+    """What a held message replaces when a newer one comes (SPEC §12): a tick, the last
+    tick of its symbol; a candle update, the last update of the same candle, so that a
+    closed candle is never replaced by the next candle's first update."""
+    message = wire.message
+    if type(message) is Kline:
+        return (message.key, message.open_time)
+    return message.key
 
 
 class Session:
@@ -115,15 +132,18 @@ class Session:
         "_flush_due",
         "_flush_timer",
         "_last_sent",
+        "_missed",
         "_op_rate",
         "_pending",
         "_schedule",
         "_stuck_since",
         "_throttle",
+        "_trades",
         "closed",
         "conflated",
         "delivered",
         "direct",
+        "dropped",
         "fmt",
         "id",
         "kind",
@@ -164,12 +184,19 @@ class Session:
         self.on_close: Callable[[Session, CloseReason], None] | None = None
         self.delivered = 0
         self.conflated = 0
+        # Trades dropped from the queue of a client that could not take them.
+        self.dropped = 0
         self._clock = clock
         self.opened_at = clock()  # on the session's clock: how long it lasted, at its end
         self._schedule = schedule
         self._throttle = throttle_ms / 1000.0
         self._last_sent: dict[str, float] = {}
-        self._pending: dict[str, Wire] = {}
+        self._pending: dict[Hashable, Wire] = {}
+        # Trades waiting for the client (never conflated; bounded by ``trade_queue``) and
+        # how many of each stream were dropped since its last ``gap`` message. Made on
+        # first use: most clients never wait.
+        self._trades: deque[Wire] | None = None
+        self._missed: dict[str, int] | None = None
         self._control: list[bytes] = []
         self._flush_timer: Cancellable | None = None
         self._flush_due = math.inf
@@ -196,6 +223,7 @@ class Session:
             self.closed is None
             and not self._throttle
             and not self._pending
+            and not self._trades
             and not self._control
             and self._backlog is None
             and self.transport.writable
@@ -233,6 +261,7 @@ class Session:
 
     def _drop_held(self) -> None:
         self._pending.clear()
+        self._trades = self._missed = None
         self._control.clear()
         self.outbuf.clear()
         self._backlog = None
@@ -245,8 +274,8 @@ class Session:
             self._flush_due = math.inf
 
     def offer(self, wire: Wire) -> None:
-        """A new tick for one of this session's symbols: write it, or keep it as the
-        symbol's latest until the client can take it."""
+        """A new message for one of this session's streams: write it, or keep it by its
+        kind's rule (see the module docstring) until the client can take it."""
         if self.ready:
             self._emit(wire.get(self.fmt))
             self.delivered += 1
@@ -256,25 +285,58 @@ class Session:
         if self._backlog is not None:
             self._queue_behind_backlog(wire)
             return
-        symbol = wire.tick.symbol
+        if type(wire.message) is Trade:
+            self._offer_trade(wire)
+            return
+        key = wire.message.key
         now = self._clock()
-        if self._throttle and (due := self._due(symbol)) > now:
-            self._hold(symbol, wire)
+        if self._throttle and (due := self._due(key)) > now:
+            self._hold(wire)
             self._arm_flush(due)
             return
-        if self._pending and self._throttle and not self._control and self.transport.writable:
+        if (
+            (self._pending or self._trades)
+            and self._throttle
+            and not self._control
+            and self.transport.writable
+        ):
             # Under a throttle, held ticks may only be waiting for their own window, which
             # must not hold this symbol back: whatever is due goes now, in seq order.
-            self._hold(symbol, wire)
+            self._hold(wire)
             self._flush_pending()
             return
-        if self._pending or self._control or not self.transport.writable:
-            self._hold(symbol, wire)
+        if self._pending or self._trades or self._control or not self.transport.writable:
+            self._hold(wire)
             if not self.transport.writable:
                 self._mark_blocked(now)
             self.ready = False
             return
         self._send_tick(wire, now)
+
+    def _offer_trade(self, wire: Wire) -> None:
+        """A trade is never throttled nor conflated: written now when nothing is held
+        before it, else queued behind what is, up to ``trade_queue`` trades; past that the
+        oldest is dropped and counted for the ``gap`` message its stream gets next."""
+        blocked = not self.transport.writable
+        if not (self._trades or self._control or blocked or (self._pending and not self._throttle)):
+            self._send_tick(wire, self._clock())
+            return
+        trades = self._trades
+        if trades is None:
+            trades = self._trades = deque()
+        trades.append(wire)
+        if len(trades) > self.limits.trade_queue:
+            lost = trades.popleft().message.key
+            missed = self._missed
+            if missed is None:
+                missed = self._missed = {}
+            missed[lost] = missed.get(lost, 0) + 1
+            self.dropped += 1
+        if blocked:
+            self._mark_blocked(self._clock())
+        self.ready = False
+        if not blocked and not self._control and not self._pending:
+            self._flush_pending()
 
     def _due(self, symbol: str) -> float:
         """When ``symbol`` may next be sent under the throttle; its first tick at once,
@@ -291,16 +353,17 @@ class Session:
             for symbol in symbols:
                 self._last_sent[symbol] = now
 
-    def _hold(self, symbol: str, wire: Wire) -> None:
-        if symbol in self._pending:
+    def _hold(self, wire: Wire) -> None:
+        slot = slot_of(wire)
+        if slot in self._pending:
             self.conflated += 1
-        self._pending[symbol] = wire
+        self._pending[slot] = wire
 
     def _send_tick(self, wire: Wire, now: float) -> None:
         self._emit(wire.get(self.fmt))
         self.delivered += 1
         if self._throttle:
-            self._last_sent[wire.tick.symbol] = now
+            self._last_sent[wire.message.key] = now
         if self.transport.buffered() > self.limits.client_buffer_bytes:
             self.close(CloseReason.BUFFER_FULL)
 
@@ -317,7 +380,7 @@ class Session:
             self._emit(self._control.pop(0))
         if self._backlog is not None:
             self._drain_backlog()
-        if self._pending and self._backlog is None:
+        if (self._pending or self._trades) and self._backlog is None:
             self._flush_pending()
         if self.closed is None:
             self._refresh_ready()
@@ -371,19 +434,40 @@ class Session:
             self._backlog = None
 
     def _flush_pending(self) -> None:
+        """Write what is held and due, in seq order: the ``gap`` messages of trades that
+        were dropped (older than any trade still queued), then held ticks and candles
+        merged with queued trades."""
         now = self._clock()
+        if self._missed:
+            missed, self._missed = self._missed, None
+            for stream, count in missed.items():
+                self._emit_gap(stream, count)
         later: float | None = None
-        for wire in sorted(self._pending.values(), key=lambda w: w.tick.seq):
-            symbol = wire.tick.symbol
-            if self._throttle and (due := self._due(symbol)) > now:
-                later = due if later is None else min(later, due)
+        due: list[tuple[int, Hashable, Wire]] = []
+        for slot, wire in self._pending.items():
+            if self._throttle and (at := self._due(wire.message.key)) > now:
+                later = at if later is None else min(later, at)
                 continue
-            if not self.transport.writable or self.closed is not None:
-                break
-            del self._pending[symbol]
+            due.append((wire.message.seq, slot, wire))
+        due.sort(key=lambda item: item[0])
+        trades = self._trades or deque()
+        index = 0
+        while (index < len(due) or trades) and self.transport.writable and self.closed is None:
+            if trades and (index == len(due) or trades[0].message.seq < due[index][0]):
+                self._send_tick(trades.popleft(), now)
+                continue
+            _, slot, wire = due[index]
+            index += 1
+            del self._pending[slot]
             self._send_tick(wire, now)
+        if not trades:
+            self._trades = None
         if later is not None:
             self._arm_flush(later)
+
+    def _emit_gap(self, stream: str, missed: int) -> None:
+        message = orjson.dumps({"type": "gap", "stream": stream, "missed": missed})
+        self._emit(encode_message(self.fmt, message, "gap", None))
 
     def _arm_flush(self, due: float) -> None:
         """Make sure a flush runs at ``due``: a timer armed for later is moved earlier, so
@@ -460,11 +544,13 @@ class Session:
 
     def pending_bytes(self) -> int:
         held = sum(len(w.get(self.fmt)) for w in self._pending.values())
+        if self._trades:
+            held += sum(len(w.get(self.fmt)) for w in self._trades)
         return self.transport.buffered() + held + sum(map(len, self._control))
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._trades or ())
 
     def close(self, reason: CloseReason) -> None:
         if self.closed is not None:
@@ -476,19 +562,24 @@ class Session:
         if self.on_close is not None:
             self.on_close(self, reason)
 
-    def unsubscribed(self, symbols: Iterable[str]) -> None:
-        """Forget ``symbols``, with any tick still held for them: once the client has its
-        unsubscribe ack it must not get another tick of those symbols."""
-        symbols = list(symbols)
-        for symbol in symbols:
-            self.symbols.discard(symbol)
-            self._pending.pop(symbol, None)
-            self._last_sent.pop(symbol, None)
+    def unsubscribed(self, keys: Iterable[str]) -> None:
+        """Forget the streams ``keys``, with anything still held for them: once the client
+        has its unsubscribe ack it must not get another message of those streams."""
+        gone = set(keys)
+        for key in gone:
+            self.symbols.discard(key)
+            self._last_sent.pop(key, None)
+        for slot in [s for s, w in self._pending.items() if w.message.key in gone]:
+            del self._pending[slot]
+        if self._trades:
+            self._trades = deque(w for w in self._trades if w.message.key not in gone) or None
+        if self._missed:
+            self._missed = {k: n for k, n in self._missed.items() if k not in gone} or None
         if self._backlog is not None:
-            self._backlog.discard(symbols)
+            self._backlog.discard(gone)
             if not self._backlog:
                 self._backlog = None
-        if not self._pending and not self._control and self.closed is None:
+        if not self._pending and not self._trades and not self._control and self.closed is None:
             self._refresh_ready()
 
     # -- control messages ---------------------------------------------------------
@@ -523,6 +614,7 @@ class Session:
         if self.closed is not None:
             return
         self._pending.clear()
+        self._trades = self._missed = None
         self._backlog = None
         self.send_json(message, "reset", last_seq)
         self._refresh_ready()
@@ -559,14 +651,23 @@ class Session:
         if op == "ping":
             self.send_message(with_id({"type": "pong"}, op_id))
             return OpOutcome()
+        # Replies list what an op named in the field it named it in: a client of
+        # ``symbols`` (SPEC §6) sees the ack it always did.
+        listed = "streams" if "streams" in request else "symbols"
         if op == "list":
-            self.ack(op_id, "list", sorted(self.symbols))
+            tickers = sorted(k for k in self.symbols if "@" not in k)
+            streams = sorted(k if "@" in k else f"{k}@ticker" for k in self.symbols)
+            self.send_message(
+                with_id(
+                    {"type": "ack", "op": "list", "symbols": tickers, "streams": streams}, op_id
+                )
+            )
             return OpOutcome()
         if op == "subscribe":
             wanted = self.choose(symbols_field(request), op_id)
             if not wanted:
                 return OpOutcome()
-            self.ack(op_id, "subscribe", wanted)
+            self.ack(op_id, "subscribe", wanted, listed)
             return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
         if op == "unsubscribe":
             served, unknown = self.resolve(symbols_field(request))
@@ -574,7 +675,7 @@ class Session:
             if not served:
                 return OpOutcome()
             gone = [s for s in served if s in self.symbols]
-            self.ack(op_id, "unsubscribe", gone)
+            self.ack(op_id, "unsubscribe", gone, listed)
             return OpOutcome(unsubscribe=gone)
         raise OpError(
             ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
@@ -599,18 +700,19 @@ class Session:
             self._error(
                 op_id,
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self.limits.max_subscriptions} symbols per client",
+                f"at most {self.limits.max_subscriptions} streams per client",
             )
             return []
         return served
 
     def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
-        if unknown:
-            self.send_message(unknown_symbols_error(unknown, op_id))
+        for error in unknown_errors(unknown, op_id):
+            self.send_message(error)
 
-    def ack(self, op_id: object, op: str, symbols: list[str]) -> None:
-        """``{"type":"ack","op":...,"symbols":[...]}``, with the op's id when it had one."""
-        self.send_message(with_id({"type": "ack", "op": op, "symbols": symbols}, op_id))
+    def ack(self, op_id: object, op: str, keys: list[str], listed: str = "symbols") -> None:
+        """``{"type":"ack","op":...,"symbols":[...]}`` (or ``"streams"``, as the op named
+        them), with the op's id when it had one."""
+        self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
         error = {"type": "error", "code": code.value, "message": message, **extra}

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION
-from tickcast.edge.ops import unknown_symbols_error
+from tickcast.edge.ops import unknown_errors
 from tickcast.edge.resume import (
     ResumePoint,
     missed_ticks,
@@ -33,9 +33,9 @@ from tickcast.edge.resume import (
 )
 from tickcast.edge.session import Session, Transport
 from tickcast.edge.transport import QueuedTransport
-from tickcast.edge.wire import WireFormat, encode_tick, http_chunk, sse_event
+from tickcast.edge.wire import WireFormat, encode_market, http_chunk, sse_event
 from tickcast.errors import CloseReason
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -62,7 +62,7 @@ class Opening:
 
     head: bytes
     sent: list[str]
-    replay: list[Tick]
+    replay: list[Message]
 
 
 def opening(
@@ -76,20 +76,20 @@ def opening(
         return Opening(head, [], missed)
     ticks = snapshot(hub, symbols)
     if resume is None:
-        head += b"".join(encode_tick("sse_event", t) for t in ticks)
+        head += b"".join(encode_market("sse_event", t) for t in ticks)
     else:
         head += reset_event(ticks, hub.last_seq())
-    return Opening(head, [t.symbol for t in ticks], [])
+    return Opening(head, [t.key for t in ticks], [])
 
 
-def reset_event(ticks: list[Tick], last_seq: int) -> bytes:
+def reset_event(ticks: list[Message], last_seq: int) -> bytes:
     return sse_event("reset", reset_message(ticks, last_seq), last_seq)
 
 
 def unknown_event(unknown: list[str]) -> bytes:
     """The ``event: error`` of a stream that names symbols not served here: the body of
     the ``/ws`` error reply to the same request (SPEC §6's partial subscribe)."""
-    return sse_event("error", orjson.dumps(unknown_symbols_error(unknown))) if unknown else b""
+    return b"".join(sse_event("error", orjson.dumps(e)) for e in unknown_errors(unknown))
 
 
 class EventStream(Response):

@@ -1,14 +1,15 @@
-"""Wire encodings of a tick, built once per tick and shared by every client.
+"""Wire encodings of a message, built once per message and shared by every client.
 
 Server-to-client WebSocket frames are never masked (RFC 6455 §5.1: "A server MUST NOT
 mask any frames that it sends to the client"), so a text frame is the same bytes for every
 client and can be written to each socket as is. Likewise an SSE event, and its HTTP/1.1
 chunk, are the same bytes for every SSE client.
 
-SSE (SPEC §6): a tick is an unnamed event, so it arrives as the default ``message`` type
-(``new EventSource(url).onmessage``; its JSON says ``"type":"tick"``), with an ``id:``
-that is the client's resume token (its format: ``tickcast.edge.resume``). Control events
-(``status``, ``reset``, replies) are named by their type.
+SSE (SPEC §6): a market-data message (a tick, a trade, a candle) is an unnamed event, so
+it arrives as the default ``message`` type (``new EventSource(url).onmessage``; its JSON
+says ``"type":"tick"``, ``"trade"``...), with an ``id:`` that is the client's resume token
+(its format: ``tickcast.edge.resume``). Control events (``status``, ``reset``, ``gap``,
+replies) are named by their type.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message
 
 # ws_frame: a complete WebSocket text frame, written straight to the socket.
 # json: the bare message, for a server that frames it itself (generic ASGI).
@@ -62,21 +63,21 @@ def encode_message(fmt: WireFormat, data: bytes, event: str | None, event_id: in
 
 
 class Wire:
-    """A tick and its encodings, each built on first use."""
+    """A message and its encodings, each built on first use."""
 
-    __slots__ = ("_cache", "tick")
+    __slots__ = ("_cache", "message")
 
-    def __init__(self, tick: Tick) -> None:
-        self.tick = tick
+    def __init__(self, message: Message) -> None:
+        self.message = message
         self._cache: dict[WireFormat, bytes] = {}
 
     def get(self, fmt: WireFormat) -> bytes:
         data = self._cache.get(fmt)
         if data is None:
-            data = self._cache[fmt] = encode_tick(fmt, self.tick)
+            data = self._cache[fmt] = encode_market(fmt, self.message)
         return data
 
 
-def encode_tick(fmt: WireFormat, tick: Tick) -> bytes:
-    """``tick`` in the wire format ``fmt``: in SSE an unnamed event whose id is its seq."""
-    return encode_message(fmt, tick.encode(), None, tick.seq)
+def encode_market(fmt: WireFormat, message: Message) -> bytes:
+    """``message`` in the wire format ``fmt``: in SSE an unnamed event whose id is its seq."""
+    return encode_message(fmt, message.encode(), None, message.seq)

@@ -8,6 +8,6 @@ May import ``tickcast.messages.tick``, ``tickcast.tasks``, ``tickcast.hooks`` an
 
 from tickcast.hub.base import Hub, Listener
 from tickcast.hub.memory import MemoryHub
-from tickcast.hub.store import TickStore
+from tickcast.hub.store import MessageStore
 
-__all__ = ["Hub", "Listener", "MemoryHub", "TickStore"]
+__all__ = ["Hub", "Listener", "MemoryHub", "MessageStore"]

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener, Origin
-from tickcast.hub.store import TickStore
-from tickcast.messages.tick import Tick
+from tickcast.hub.store import MessageStore
+from tickcast.messages.message import Message
 
 
 def clock_seq() -> int:
@@ -20,12 +20,12 @@ def clock_seq() -> int:
 
 
 class MemoryHub:
-    """Keeps the latest state and history in a ``TickStore`` and fans out in-process."""
+    """Keeps the latest state and history in a ``MessageStore`` and fans out in-process."""
 
     def __init__(self, history_size: int, first_seq: int = 0) -> None:
         # Seqs start above ``first_seq`` (a server passes ``clock_seq()``).
-        self._store = TickStore(history_size, first_seq=first_seq)
-        self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
+        self._store = MessageStore(history_size, first_seq=first_seq)
+        self._listeners: Hooks[Message] = Hooks("hub listener", message_name)
         self.published = 0
 
     async def start(self) -> None:
@@ -38,11 +38,11 @@ class MemoryHub:
     def connected(self) -> bool:
         return True
 
-    def publish(self, tick: Tick, origin: Origin | None = None) -> None:
-        if not self._store.add(tick):
+    def publish(self, message: Message, origin: Origin | None = None) -> None:
+        if not self._store.add(message):
             return
         self.published += 1
-        self._listeners(tick)  # one listener's bug must not starve the others or the ingest
+        self._listeners(message)  # one listener's bug must not starve the others or the ingest
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._listeners.add(listener)
@@ -51,17 +51,17 @@ class MemoryHub:
         # History held in this process is never lost while it runs: no reset to tell.
         return _nothing
 
-    def latest(self, symbol: str) -> Tick | None:
-        return self._store.latest(symbol)
+    def latest(self, key: str) -> Message | None:
+        return self._store.latest(key)
 
-    def snapshot(self) -> dict[str, Tick]:
+    def snapshot(self) -> dict[str, Message]:
         return self._store.snapshot()
 
-    def history(self, symbol: str, limit: int) -> list[Tick]:
-        return self._store.history(symbol, limit)
+    def history(self, key: str, limit: int) -> list[Message]:
+        return self._store.history(key, limit)
 
-    def since(self, symbols: Iterable[str], after_seq: int) -> list[Tick] | None:
-        return self._store.since(symbols, after_seq)
+    def since(self, keys: Iterable[str], after_seq: int) -> list[Message] | None:
+        return self._store.since(keys, after_seq)
 
     def last_seq(self) -> int:
         return self._store.last_seq()
@@ -70,7 +70,8 @@ class MemoryHub:
         return {
             "kind": "memory",
             "connected": True,
-            "symbols": len(self._store),
+            "symbols": self._store.symbols(),
+            "streams": len(self._store),
             "last_seq": self._store.last_seq(),
             "published": self.published,
         }
@@ -80,6 +81,6 @@ def _nothing() -> None:
     return None
 
 
-def tick_name(tick: Tick) -> str:
-    """How a tick is named in a log line."""
-    return f"{tick.symbol} seq {tick.seq}"
+def message_name(message: Message) -> str:
+    """How a message is named in a log line."""
+    return f"{message.key} seq {message.seq}"

@@ -10,7 +10,7 @@ by every node from the stream, on one dedicated connection, in seq order.
   makes the publisher reconnect (loading the script again) and send again, in order, what
   was left unanswered.
 - Reads (``latest``, ``snapshot``, ``history``, ``since``, ``last_seq``) come from a local
-  ``TickStore`` fed in stream order only, so a tick reaches the store, the listeners and
+  ``MessageStore`` fed in stream order only, so a tick reaches the store, the listeners and
   every node in the same order: the stream's.
 - The leader delivers its own ticks when the script's answer proves which stream entries it
   wrote, under the same rule as the reader (each entry must follow this node's position):
@@ -44,7 +44,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener
-from tickcast.hub.memory import tick_name
+from tickcast.hub.memory import message_name
 from tickcast.hub.redis_follow import (
     Entry,
     Follower,
@@ -66,8 +66,9 @@ from tickcast.hub.redis_script import (
     parse_result,
     script_args,
 )
-from tickcast.hub.store import TickStore
-from tickcast.messages.tick import DEFAULT_SYMBOLS, Tick
+from tickcast.hub.store import MessageStore
+from tickcast.messages.message import Message
+from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class RedisHub:
         *,
         history_size: int,
         prefix: str = "tickcast",
-        symbols: int = len(DEFAULT_SYMBOLS),
+        streams: int = len(DEFAULT_SYMBOLS),
         block_ms: int = 1000,
         socket_timeout: float = 5.0,
         queue_size: int = 10_000,
@@ -124,21 +125,22 @@ class RedisHub:
             raise ValueError(f"invalid option in the Redis URL: {exc}") from None
         self._keys = RedisKeys(prefix)
         self._history_size = history_size
-        # SPEC §7: the stream holds history_size per symbol on average.
-        self._maxlen = history_size * max(1, symbols)
+        # SPEC §7: the stream holds history_size per stream (each symbol's ticker, trades
+        # and candles) on average.
+        self._maxlen = history_size * max(1, streams)
         self._block_ms = block_ms
         self._socket_timeout = socket_timeout
         self._read_count = read_count
         self._start_timeout = start_timeout
         self._rng = random.Random(seed)
 
-        self._store = TickStore(history_size)
+        self._store = MessageStore(history_size)
         self._floor = 0
         self._follower: Follower | None = None
         # True while the reader rebuilds the state from Redis: answers wait for the reader.
         self._loading = False
         self._high_seq = 0
-        self._listeners: Hooks[Tick] = Hooks("hub listener", tick_name)
+        self._listeners: Hooks[Message] = Hooks("hub listener", message_name)
         self._reset_hooks: Hooks[str] = Hooks("hub reset hook")
         self._connection_hooks: Hooks[bool] = Hooks("redis connection hook")
         self._outbox = Outbox(queue_size, batch_size, max_in_flight)
@@ -204,8 +206,8 @@ class RedisHub:
     def leading(self) -> bool:
         return self._fence is not None
 
-    def publish(self, tick: Tick, origin: Origin | None = None) -> None:
-        """Queue ``tick`` for the publish script. ``origin`` (upstream kind, history, order)
+    def publish(self, message: Message, origin: Origin | None = None) -> None:
+        """Queue ``message`` for the publish script. ``origin`` (upstream kind, history, order)
         lets Redis drop an update already applied; without it only the seq check guards.
 
         Sent by the publisher task with whatever else is published in this turn of the
@@ -213,7 +215,7 @@ class RedisHub:
         if self._fence is None:
             self.counts["not_leader"] += 1
             return
-        if not self._outbox.add(tick, origin):
+        if not self._outbox.add(message, origin):
             self.counts["dropped_full"] += 1
         self._wake.set()
 
@@ -450,12 +452,12 @@ class RedisHub:
             self._lag_ms = 0
 
     def _deliver(self, entry: Entry) -> None:
-        tick = entry.tick
-        if not self._store.add(tick):
+        message = entry.message
+        if not self._store.add(message):
             return
-        self._high_seq = max(self._high_seq, tick.seq)
+        self._high_seq = max(self._high_seq, message.seq)
         self._lag_ms = max(0, int(time.time() * 1000) - entry.written_ms)
-        self._listeners(tick)  # one listener's bug must not starve the others or the reader
+        self._listeners(message)  # one listener's bug must not starve the others or the reader
 
     async def _resync(self, client: aioredis.Redis, reason: Verdict) -> None:
         """History this node relied on is gone: rebuild from Redis and tell the edge."""
@@ -519,21 +521,21 @@ class RedisHub:
         stream's end): live clients need a ``reset`` and a snapshot."""
         return self._reset_hooks.add(hook)
 
-    def latest(self, symbol: str) -> Tick | None:
-        return self._store.latest(symbol)
+    def latest(self, key: str) -> Message | None:
+        return self._store.latest(key)
 
-    def snapshot(self) -> dict[str, Tick]:
+    def snapshot(self) -> dict[str, Message]:
         return self._store.snapshot()
 
-    def history(self, symbol: str, limit: int) -> list[Tick]:
-        return self._store.history(symbol, limit)
+    def history(self, key: str, limit: int) -> list[Message]:
+        return self._store.history(key, limit)
 
-    def since(self, symbols: Iterable[str], after_seq: int) -> list[Tick] | None:
+    def since(self, keys: Iterable[str], after_seq: int) -> list[Message] | None:
         if self._follower is None or after_seq < self._floor:
             # Not loaded yet, or before what this node holds completely (a resync, or
             # the stream's start when it loaded): the caller must reset, not assume.
             return None
-        return self._store.since(symbols, after_seq)
+        return self._store.since(keys, after_seq)
 
     def last_seq(self) -> int:
         """The highest seq seen here, from the stream or the publish script; it survives a
@@ -547,7 +549,8 @@ class RedisHub:
             "connected": self._connected,
             "incarnation": self.incarnation,
             "leading": self.leading,
-            "symbols": len(self._store),
+            "symbols": self._store.symbols(),
+            "streams": len(self._store),
             "last_seq": self._high_seq,
             "position": follower.position if follower else None,
             "lag_seq": self._lag_seq,

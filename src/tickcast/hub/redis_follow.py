@@ -12,19 +12,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tickcast.hub.redis_script import F_INCARNATION, F_PREV, F_TICK, F_TIME
-from tickcast.hub.store import TickStore
-from tickcast.messages.tick import Tick
+from tickcast.hub.store import MessageStore
+from tickcast.messages.message import Message, decode_message
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: a tick plus what proves the stream's continuity."""
+    """One stream entry: a message plus what proves the stream's continuity."""
 
     seq: int
     prev: int
     incarnation: str
     written_ms: int
-    tick: Tick
+    message: Message
 
 
 def entry_seq(entry_id: bytes | str) -> int:
@@ -40,7 +40,7 @@ def parse_entry(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Entry:
         prev=int(fields[F_PREV]),
         incarnation=fields[F_INCARNATION].decode(),
         written_ms=int(fields.get(F_TIME, b"0")),
-        tick=Tick.from_json(fields[F_TICK]),
+        message=decode_message(fields[F_TICK]),
     )
 
 
@@ -97,7 +97,7 @@ class Loaded:
     """Local state rebuilt from Redis: the store, where the reader continues, and the
     ``floor``: ``since(after)`` is complete only for ``after >= floor``."""
 
-    store: TickStore
+    store: MessageStore
     incarnation: str
     position: int
     floor: int
@@ -116,17 +116,17 @@ def load_state(
     ``lost_after``: the highest seq this node had seen of a history that is now gone (a new
     incarnation); a resume from at or below it cannot be complete whatever Redis holds now.
     """
-    ticks: dict[int, Tick] = {}
+    messages: dict[int, Message] = {}
     for payload in latest:
-        tick = Tick.from_json(payload)
-        ticks[tick.seq] = tick
+        message = decode_message(payload)
+        messages[message.seq] = message
     for entry in entries:
-        ticks[entry.seq] = entry.tick
-    store = TickStore(history_size)
+        messages[entry.seq] = entry.message
+    store = MessageStore(history_size)
     # Latest-hash ticks whose entries were trimmed come first (lower seqs): the store only
     # accepts increasing seqs.
-    for seq in sorted(ticks):
-        store.add(ticks[seq])
+    for seq in sorted(messages):
+        store.add(messages[seq])
     position = max(meta_seq, entries[-1].seq if entries else 0)
     floor = entries[0].seq - 1 if entries else position
     return Loaded(store, incarnation, position, max(floor, lost_after))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tickcast.hub.base import Origin
 from tickcast.hub.redis_follow import Entry
 from tickcast.hub.redis_script import APPLIED, PublishResult
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Batch:
     batch re-sent after a lost link is still refused if that term is over."""
 
     fence: str
-    ticks: tuple[tuple[Tick, Origin | None], ...]
+    ticks: tuple[tuple[Message, Origin | None], ...]
 
 
 class Outbox:
@@ -42,7 +42,7 @@ class Outbox:
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._max_in_flight = max_in_flight
-        self._queued: deque[tuple[Tick, Origin | None]] = deque()
+        self._queued: deque[tuple[Message, Origin | None]] = deque()
         # Unanswered batches; the first ``_sent`` of them are on the current connection,
         # sent at the times in ``_sent_at``.
         self._batches: deque[Batch] = deque()
@@ -68,7 +68,7 @@ class Outbox:
         """Whether something waits to be sent: queued ticks or batches to send again."""
         return bool(self._queued) or self._sent < len(self._batches)
 
-    def add(self, tick: Tick, origin: Origin | None) -> bool:
+    def add(self, tick: Message, origin: Origin | None) -> bool:
         """Queue a tick; false when the queue was full and its oldest tick was dropped."""
         full = len(self._queued) >= self._queue_size
         if full:
@@ -124,7 +124,7 @@ def confirmed_entries(batch: Batch, result: PublishResult) -> list[Entry]:
     order, each naming its predecessor like the entry the reader would read back."""
     if result.fenced:
         return []
-    ticks: Sequence[tuple[Tick, Origin | None]] = batch.ticks
+    ticks: Sequence[tuple[Message, Origin | None]] = batch.ticks
     if len(result.fates) != len(ticks):
         raise ValueError(f"{len(result.fates)} fates for a batch of {len(ticks)} ticks")
     entries: list[Entry] = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tickcast.hub.base import Origin
-from tickcast.messages.tick import Tick
+from tickcast.messages.message import Message
 
 __all__ = ["Origin", "RedisKeys"]
 
@@ -149,15 +149,17 @@ class PublishResult:
 
 
 def script_args(
-    fence: str, maxlen: int, candidate: str, batch: Sequence[tuple[Tick, Origin | None]]
+    fence: str, maxlen: int, candidate: str, batch: Sequence[tuple[Message, Origin | None]]
 ) -> list[bytes | str | int]:
-    """ARGV for one batch: each tick is encoded once, here, and the same bytes are stored."""
+    """ARGV for one batch: each message is encoded once, here, and the same bytes are
+    stored. The latest hash and the dedupe fields are keyed by the message's stream."""
     args: list[bytes | str | int] = [fence, maxlen, candidate]
-    for tick, origin in batch:
+    for message, origin in batch:
+        key = message.key
         if origin is None:
-            args += [tick.seq, tick.symbol, "", 0, tick.encode()]
+            args += [message.seq, key, "", 0, message.encode()]
         else:
-            args += [tick.seq, tick.symbol, origin.field(tick.symbol), origin.order, tick.encode()]
+            args += [message.seq, key, origin.field(key), origin.order, message.encode()]
     return args
 
 

@@ -48,6 +48,11 @@ class Kline:
         check_kline(self)
 
     @property
+    def key(self) -> str:
+        """The stream the hub and the edge key it by: its name."""
+        return self.stream
+
+    @property
     def stream(self) -> str:
         return f"{self.symbol}@kline_{self.interval}"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -99,6 +100,20 @@ def parse_stream(text: str) -> Stream:
     if kind is None or kind in (StreamKind.KLINE, StreamKind.TICKERS):
         raise StreamNameError(f"{_shown(kind_text)} is not a stream kind ({_kinds_text()})")
     return Stream(kind, symbol)
+
+
+def served_keys(
+    symbols: Iterable[str], carried: Iterable[str], trades: bool, intervals: Iterable[str]
+) -> frozenset[str]:
+    """The keys of every stream served (SPEC §12): each symbol's ticker (its bare name),
+    and for each ``carried`` symbol its trades and a candle stream per interval."""
+    keys = set(symbols)
+    intervals = tuple(intervals)
+    for symbol in carried:
+        if trades:
+            keys.add(f"{symbol}@trades")
+        keys.update(f"{symbol}@kline_{interval}" for interval in intervals)
+    return frozenset(keys)
 
 
 def interval_ms(interval: str) -> int | None:

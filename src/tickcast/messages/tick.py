@@ -90,6 +90,12 @@ class Tick:
     ask: str | None = None
     _encoded: bytes | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def key(self) -> str:
+        """The stream a tick belongs to, as the hub and the edge key it: the bare symbol
+        (``BTCUSDT`` is ``BTCUSDT@ticker``; SPEC §12)."""
+        return self.symbol
+
     def encode(self) -> bytes:
         """The tick's JSON message, built once and shared by every subscriber."""
         if self._encoded is None:

@@ -39,6 +39,11 @@ class Trade:
         check_trade(self.price, self.qty, self.side)
 
     @property
+    def key(self) -> str:
+        """The stream the hub and the edge key it by: its name."""
+        return self.stream
+
+    @property
     def stream(self) -> str:
         return f"{self.symbol}@trades"
 

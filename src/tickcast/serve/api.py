@@ -27,6 +27,7 @@ from tickcast.edge.sse import EventStream, parse_last_event_id
 from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.errors import http_error_code
 from tickcast.logs import flush_rate_limits
+from tickcast.messages.message import ticks_of
 from tickcast.messages.tick import Tick, price_decimals
 from tickcast.node import Node
 from tickcast.serve.gcpolicy import HEAP
@@ -206,7 +207,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
                 404, "unknown_symbol", f"symbol {symbol!r} is not served here; see /symbols"
             )
         tick = node.hub.latest(symbol)
-        if tick is None:
+        if not isinstance(tick, Tick):
             return error_response(503, "no_data", f"no data for {symbol} yet; retry shortly")
         return tick_response(tick)
 
@@ -220,7 +221,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
 
     @app.get("/prices", summary="Latest tick of every symbol", responses={**TICKS, **NO_DATA})
     async def prices() -> Response:
-        snapshot = node.hub.snapshot()
+        snapshot = node.latest_ticks()
         ticks = [snapshot[s] for s in settings.symbols if s in snapshot]
         if not ticks:
             return error_response(503, "no_data", "no data yet; retry shortly")
@@ -240,7 +241,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         # a symbol with as many decimals from its first tick on.
         decimals: dict[str, int] = {}
         for symbol in settings.symbols:
-            places = price_decimals(node.hub.history(symbol, DECIMALS_SAMPLE))
+            places = price_decimals(ticks_of(node.hub.history(symbol, DECIMALS_SAMPLE)))
             if places is not None:
                 decimals[symbol] = places
         return {"symbols": list(settings.symbols), "price_decimals": decimals}
@@ -256,7 +257,8 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         symbol = symbol.upper()
         if symbol not in served:
             return error_response(404, "unknown_symbol", f"{symbol} is not served here")
-        return ticks_response(node.hub.history(symbol, min(limit, settings.history_size)))
+        held = node.hub.history(symbol, min(limit, settings.history_size))
+        return ticks_response(ticks_of(held))
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, object]:

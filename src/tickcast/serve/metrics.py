@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
+from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.node import Node
 from tickcast.upstream.binance import UpstreamState
@@ -40,9 +41,10 @@ class Metrics:
         )
         self.registry.register(_StateCollector(node, edge))
 
-    def observe_fanout(self, tick: Tick, seconds: float, now_ms: int) -> None:
+    def observe_fanout(self, message: Message, seconds: float, now_ms: int) -> None:
         self.fanout.observe(seconds)
-        self.tick_age.observe(max(0.0, (now_ms - tick.timestamp_ms) / 1000))
+        if type(message) is Tick:
+            self.tick_age.observe(max(0.0, (now_ms - message.timestamp_ms) / 1000))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

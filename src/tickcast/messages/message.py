@@ -1,0 +1,58 @@
+"""Every market-data message, as one type: what the hub stores and the edge fans out.
+
+Each kind keeps its own module (see the package's docstring); what they share is small:
+a ``key`` (the stream it belongs to), a ``seq`` (one count over every kind, so one resume
+token covers them all), a ``symbol`` and ``encode()``, built once and shared by every
+subscriber.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import orjson
+
+from tickcast.messages.kline import Kline
+from tickcast.messages.tick import Tick
+from tickcast.messages.trade import Trade
+
+Message = Tick | Trade | Kline
+
+_DECODERS: Final[dict[str, Callable[[bytes], Message]]] = {
+    "tick": Tick.from_json,
+    "trade": Trade.from_json,
+    "kline": Kline.from_json,
+}
+
+_PREFIXES: Final = tuple((b'{"type":"%s"' % k.encode(), d) for k, d in _DECODERS.items())
+
+
+def decode_message(data: bytes) -> Message:
+    """A message rebuilt from its own encoding (the Redis hub's entries); ``ValueError``
+    for anything that is not one of them."""
+    # Every encoding starts with its type (``encode`` writes it first): no second parse
+    # of each entry a follower reads.
+    for prefix, decoder in _PREFIXES:
+        if data.startswith(prefix):
+            return decoder(data)
+    try:
+        head = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    kind = head.get("type") if isinstance(head, dict) else None
+    named = _DECODERS.get(kind) if isinstance(kind, str) else None
+    if named is None:
+        raise ValueError(f"not a market-data message (type {kind!r})")
+    return named(data)
+
+
+def is_event(message: Message) -> bool:
+    """Whether ``message`` is an event that has no latest value to snapshot (a trade),
+    rather than a state (a tick, a candle)."""
+    return type(message) is Trade
+
+
+def ticks_of(messages: Iterable[Message]) -> list[Tick]:
+    """The ticks among ``messages``, in their order."""
+    return [m for m in messages if type(m) is Tick]
