@@ -36,11 +36,13 @@ def client_request(connection: HTTPConnection) -> ClientRequest:
     )
 
 
-def parse_symbols(value: str | None) -> list[str] | None:
-    """``?symbols=A,B`` or ``*``; None when absent."""
-    if value is None:
+def parse_symbols(value: str | None, streams: str | None = None) -> list[str] | None:
+    """The names of ``?symbols=A,B`` (or ``*``) and ``?streams=A@trades,B@kline_1m`` (SPEC
+    §12), as given (``ops.stream_key`` reads their case); None when both are absent."""
+    if value is None and streams is None:
         return None
-    return [part.strip().upper() for part in value.split(",") if part.strip()]
+    names = f"{value or ''},{streams or ''}"
+    return [part.strip() for part in names.split(",") if part.strip()]
 
 
 def parse_throttle(value: str | None) -> float:
@@ -108,7 +110,7 @@ def _open(
     throttle_ms: float,
 ) -> Session:
     params = websocket.query_params
-    requested = parse_symbols(params.get("symbols"))
+    requested = parse_symbols(params.get("symbols"), params.get("streams"))
     wants_status = params.get("status") in ("1", "true", "yes")
     session = edge.open(
         transport,

@@ -302,6 +302,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def sse(
         request: Request,
         symbols: str | None = None,
+        streams: str | None = None,
         throttle_ms: Annotated[float, Query(ge=0, le=MAX_THROTTLE_MS)] = 0.0,
         last_event_id: str | None = None,
     ) -> Response:
@@ -309,18 +310,22 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         denial = edge.admit(client)
         if denial is not None:
             return error_response(denial.status, denial.code, denial.message)
-        names = settings.symbols if symbols is None else parse_symbols(symbols) or []
+        asked = parse_symbols(symbols, streams)
+        names = settings.symbols if asked is None else asked
         # SPEC §6's partial subscribe, as on /ws: the served symbols stream and the others
         # are reported in an ``event: error``; only a request serving nothing is refused.
         wanted, unknown = resolve(names, edge.served)
         if unknown and not wanted:
             listed = ", ".join(unknown)
+            if all("@" in n or n.startswith("!") for n in unknown):
+                message = f"none of these streams is served here: {listed}; see /streams"
+                return error_response(404, "unknown_stream", message)
             message = f"none of these symbols is served here: {listed}; see /symbols"
             return error_response(404, "unknown_symbol", message)
-        if symbols is not None and len(wanted) > settings.max_subscriptions:
+        if asked is not None and len(wanted) > settings.max_subscriptions:
             limit = settings.max_subscriptions
             return error_response(
-                400, "too_many_subscriptions", f"at most {limit} symbols per client"
+                400, "too_many_subscriptions", f"at most {limit} streams per client"
             )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
         return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms), unknown)
