@@ -111,6 +111,18 @@ def build_parser() -> CommandParser:
         help="comma list of KIND@SECONDS[+DURATION]; kinds: drop, close1000, close1001, "
         "close1008, stall, shutdown, garbage, burst, latency",
     )
+    sim.add_argument(
+        "--rest-weight-limit",
+        type=int,
+        default=6000,
+        help="REST weight an address may use per window before a 429 (default 6000)",
+    )
+    sim.add_argument(
+        "--rest-weight-window",
+        type=float,
+        default=60.0,
+        help="seconds of that window; Retry-After points to its end (default 60)",
+    )
     sim.set_defaults(command_parser=sim, handler=cmd_sim_exchange)
 
     record = commands.add_parser(
@@ -517,6 +529,8 @@ def cmd_sim_exchange(args: argparse.Namespace) -> int:
         symbols=symbols,
         ping_interval=args.ping_interval,
         fault_schedule=schedule,
+        rest_weight_limit=args.rest_weight_limit,
+        rest_weight_window=args.rest_weight_window,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(config))

@@ -16,14 +16,9 @@ from tickcast.ingest import Ingest
 from tickcast.messages.tick import Tick
 from tickcast.sim.exchange import FaultKind, SimConfig, SimExchange
 from tickcast.tasks import cancel_and_wait
-from tickcast.upstream.binance import (
-    BinanceClient,
-    ClientOptions,
-    UpstreamState,
-    shard,
-    stream_names,
-)
+from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState
 from tickcast.upstream.normalize import Update
+from tickcast.upstream.streams import shard, stream_names
 
 from ..support import eventually, free_port
 from .scripted import ScriptedExchange

@@ -85,7 +85,8 @@ class SimConfig:
     ``SIMULATED_HEADER`` in every handshake, so that tickcast labels what it serves
     ``sim``; off only where a test needs a stand-in for live Binance.
     ``rest_weight_limit`` is the REST weight an address may use per minute (Binance's
-    6,000).
+    6,000); ``rest_weight_window`` is that minute in seconds (shorter in tests, so that a
+    429's ``Retry-After`` is not a minute long).
     """
 
     host: str = "127.0.0.1"
@@ -101,9 +102,10 @@ class SimConfig:
     fault_schedule: tuple[Fault, ...] = ()
     identify: bool = True
     rest_weight_limit: int = WEIGHT_LIMIT_1M
+    rest_weight_window: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("rate", "ping_interval", "pong_timeout"):
+        for name in ("rate", "ping_interval", "pong_timeout", "rest_weight_window"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"SimConfig.{name} must be a positive number, got {value!r}")
@@ -170,7 +172,13 @@ class SimExchange:
         self._candles = CandleBook(config.seed)
         # Kline stream -> open time just before the next closed candle to push.
         self._kline_pushed: dict[str, int] = {}
-        self._rest = RestApi(self._market, self._candles, _now_ms, config.rest_weight_limit)
+        self._rest = RestApi(
+            self._market,
+            self._candles,
+            _now_ms,
+            config.rest_weight_limit,
+            max(1, round(config.rest_weight_window * 1000)),
+        )
         self._stats = SimStats()
         self._attempts = AttemptLimiter(config.max_connection_attempts)
         self._loop: asyncio.AbstractEventLoop | None = None

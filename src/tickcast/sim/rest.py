@@ -4,8 +4,9 @@
 returns the status, headers and JSON body of Binance's answer: ``/api/v3/ping``,
 ``/api/v3/time``, ``/api/v3/exchangeInfo`` and ``/api/v3/klines``, with Binance's request
 weights, the ``X-MBX-USED-WEIGHT-1m`` header on every answer, and over the budget a 429
-with ``Retry-After`` (seconds to the next minute). A client that keeps asking while told
-to wait is answered 418, as Binance bans an address that ignores its 429s.
+with ``Retry-After`` (seconds to the next minute; a test may shorten that window). A client
+that keeps asking while told to wait is answered 418, as Binance bans an address that
+ignores its 429s.
 
 Errors use Binance's body, ``{"code": -1121, "msg": "Invalid symbol."}``.
 """
@@ -72,11 +73,13 @@ class RestApi:
         candles: CandleBook,
         now_ms: Callable[[], int],
         weight_limit: int = WEIGHT_LIMIT_1M,
+        window_ms: int = 60_000,
     ) -> None:
         self._market = market
         self._candles = candles
         self._now_ms = now_ms
         self._limit = weight_limit
+        self._window = window_ms
         self._budgets: dict[str, _Budget] = {}
         self.requests: dict[str, int] = {}
 
@@ -90,7 +93,7 @@ class RestApi:
         if method not in ("GET", "HEAD"):
             return _error(405, -1000, f"Use GET for {parts.path}.", ())
         budget = self._budget(client, now)
-        retry_after = math.ceil((60_000 - now % 60_000) / 1000)
+        retry_after = math.ceil((self._window - now % self._window) / 1000)
         if budget.banned_until_ms > now:
             wait = math.ceil((budget.banned_until_ms - now) / 1000)
             return _error(418, -1003, f"Way too many requests; IP banned for {wait} s.", (
@@ -120,7 +123,7 @@ class RestApi:
 
     def _budget(self, client: str, now: int) -> _Budget:
         budget = self._budgets.setdefault(client, _Budget())
-        minute = now // 60_000
+        minute = now // self._window
         if budget.minute != minute:
             budget.minute, budget.used = minute, 0
             if budget.banned_until_ms <= now:

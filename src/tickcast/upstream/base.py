@@ -7,9 +7,9 @@ from typing import Protocol
 
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.upstream.binance import UpstreamState
-from tickcast.upstream.normalize import Update
+from tickcast.upstream.normalize import MarketEvent
 
-Sink = Callable[[Update, SourceLabel], object]
+Sink = Callable[[MarketEvent, SourceLabel], object]
 StateListener = Callable[[], None]
 FrameHook = Callable[[SourceLabel, str], None]
 # The latest tick of each symbol served so far (the hub's): where simulated data continues.
@@ -26,6 +26,12 @@ class Source(Protocol):
 
     @property
     def state(self) -> UpstreamState: ...
+
+    @property
+    def rest_url(self) -> str | None:
+        """The REST base (``http://host:port``, no trailing slash) of the exchange whose
+        data is served now, for candle history; None while there is none (nothing served
+        yet, or a replay)."""
 
     async def run(self) -> None: ...
 

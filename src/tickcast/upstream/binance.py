@@ -34,13 +34,21 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tickcast.sim.control import SIMULATED_HEADER
 from tickcast.tasks import cancel_and_wait
-from tickcast.upstream.normalize import ControlReply, Normalizer, ServerShutdown, Update
+from tickcast.upstream.normalize import (
+    ControlReply,
+    KlineEvent,
+    MarketEvent,
+    Normalizer,
+    ServerShutdown,
+    TradeEvent,
+    Update,
+)
 from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog, SendPacer
+from tickcast.upstream.streams import MAX_STREAMS_PER_CONNECTION, combined_url, shard
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-MAX_STREAMS_PER_CONNECTION = 1024
 # Streams per SUBSCRIBE message: one message carries many streams, so a full shard of
 # 1024 streams needs 4 messages, sent within Binance's 5 messages per second.
 SUBSCRIBE_BATCH = 256
@@ -58,28 +66,6 @@ class UpstreamState(StrEnum):
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
     STALE = "stale"
-
-
-def stream_names(symbols: Sequence[str], book: bool) -> list[str]:
-    """Binance stream names (lowercase) for ``symbols``: ``@ticker``, plus ``@bookTicker``."""
-    kinds = ("ticker", "bookTicker") if book else ("ticker",)
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-
-
-def shard(streams: Sequence[str], size: int = MAX_STREAMS_PER_CONNECTION) -> list[list[str]]:
-    """Split ``streams`` into connections of at most ``size`` streams each."""
-    size = min(size, MAX_STREAMS_PER_CONNECTION)
-    return [list(streams[i : i + size]) for i in range(0, len(streams), size)]
-
-
-def combined_url(base: str) -> str:
-    """The bare combined-stream endpoint (``/stream``) under ``base``; streams are added by
-    SUBSCRIBE, which keeps the URL short for 1024 streams."""
-    base = base.rstrip("/")
-    for suffix in ("/stream", "/ws"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    return base + "/stream"
 
 
 @dataclass
@@ -166,13 +152,14 @@ class _Conn:
 
 
 class BinanceClient:
-    """Holds the upstream connections for ``streams`` and feeds updates to ``on_update``."""
+    """Holds the upstream connections for ``streams`` and feeds every market-data event
+    (ticker and book updates, trades, candles) to ``on_update``."""
 
     def __init__(
         self,
         base_url: str,
         streams: Sequence[str],
-        on_update: Callable[[Update], None],
+        on_update: Callable[[MarketEvent], None],
         *,
         options: ClientOptions | None = None,
         on_frame: Callable[[str], None] | None = None,
@@ -188,7 +175,7 @@ class BinanceClient:
         self._on_state = on_state
         # Frames skipped, by kind: the parser's kinds, plus ``frame_hook_error`` (the frame
         # hook raised; the frame is still parsed) and ``sink_error`` (the sink raised on an
-        # update). A counter given by the owner outlives this client (restarts add up).
+        # event). A counter given by the owner outlives this client (restarts add up).
         self.errors: Counter[str] = Counter() if errors is None else errors
         self.normalizer = Normalizer(errors=self.errors)
         self.budget = AttemptBudget()
@@ -295,12 +282,14 @@ class BinanceClient:
             text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
             self._guarded("frame_hook_error", self._on_frame, text)
         for event in self.normalizer.parse(frame):
-            if isinstance(event, Update):
+            if isinstance(event, Update | TradeEvent | KlineEvent):
+                # Any market data shows the connection alive, not only tickers: a shard
+                # may carry nothing but trades and candles.
                 conn.last_data = time.monotonic()
                 if not conn.first_data.is_set():
                     conn.first_data.set()
-                update = replace(event, history=conn.history)
-                self._guarded("sink_error", self._on_update, update)
+                market: MarketEvent = replace(event, history=conn.history)
+                self._guarded("sink_error", self._on_update, market)
             elif isinstance(event, ServerShutdown):
                 self.counters["server_shutdowns"] += 1
                 log.info("upstream connection %d: serverShutdown notice", conn.number)

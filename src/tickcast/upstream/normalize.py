@@ -98,7 +98,9 @@ class KlineEvent:
     history: int = 0
 
 
-Event = Update | TradeEvent | KlineEvent | ServerShutdown | ControlReply
+# What a source hands on to its sink: market data, as opposed to the connection's own talk.
+MarketEvent = Update | TradeEvent | KlineEvent
+Event = MarketEvent | ServerShutdown | ControlReply
 
 
 class ParseError(ValueError):

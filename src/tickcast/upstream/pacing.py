@@ -1,5 +1,5 @@
 """Timing policies for the upstream client: backoff, connection-attempt budget, send pacing,
-and how often to log connect failures.
+how often to log connect failures, and the retries of REST requests.
 
 Pure objects: they are given the time and return how long to wait, so tests drive them
 with plain calls and a fake clock.
@@ -8,7 +8,7 @@ with plain calls and a fake clock.
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 
@@ -125,4 +125,65 @@ class FailureLog:
     def succeeded(self) -> int:
         """The run of failures is over; returns how long it was."""
         streak, self.streak, self._unlogged = self.streak, 0, 0
+        return streak
+
+
+@dataclass
+class RetryPacer:
+    """How long to wait before retrying a failed REST request.
+
+    The server's ``Retry-After`` wins when it gave one (Binance bans an address that asks
+    again sooner). Otherwise exponential backoff with equal jitter: the delay is drawn from
+    the upper half of ``min(maximum, initial * 2**n)``, so it still grows with each
+    failure (full jitter could retry at once many times in a row against a server that is
+    down) while clients that failed together do not retry together. A success starts over.
+    """
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def failed(self, retry_after: float | None = None) -> float:
+        """Count one failure; returns the seconds to wait before the next request."""
+        ceiling = min(self.maximum, self.initial * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def succeeded(self) -> None:
+        self.attempt = 0
+
+
+class ErrorTally:
+    """Which failures of a run to log: the first of each kind, with what came back; later
+    ones of a kind already logged are only counted. A success ends the run: it is worth
+    one line (``succeeded`` returns how many failures it ended), and the next failure of
+    any kind is logged again.
+
+    A request retried for ever against a server that is down fails every minute; each
+    failure after the first of its kind tells nobody anything new.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._logged: set[str] = set()
+        self._streak = 0
+
+    def failed(self, kind: str, text: str) -> bool:
+        """Count a failure of ``kind``; returns whether to log it."""
+        self.counts[kind] += 1
+        self.last_error = text
+        self._streak += 1
+        if kind in self._logged:
+            return False
+        self._logged.add(kind)
+        return True
+
+    def succeeded(self) -> int:
+        """The run of failures is over; returns how long it was (0: there was none)."""
+        streak, self._streak = self._streak, 0
+        self._logged.clear()
         return streak

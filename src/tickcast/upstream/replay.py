@@ -19,10 +19,18 @@ from typing import Final
 
 import orjson
 
+from tickcast.messages.stream import interval_ms
 from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.base import Sink, StateListener
 from tickcast.upstream.binance import UpstreamState
-from tickcast.upstream.normalize import Normalizer, Update, wall_ms
+from tickcast.upstream.normalize import (
+    KlineEvent,
+    MarketEvent,
+    Normalizer,
+    TradeEvent,
+    Update,
+    wall_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,9 @@ class _Timeline:
       order of a pass is above every order of the passes before it.
 
     A bookTicker carries no event time; its frame is stamped with its receive time ``t``.
+    A trade moves like an update (its order is its trade id, its trade time moves with its
+    event time). A candle moves by whole intervals, so that it still starts on its
+    interval's boundary; its order is its open time, which that keeps increasing.
     """
 
     def __init__(self, t0: int, speed: float) -> None:
@@ -95,16 +106,42 @@ class _Timeline:
     def start_pass(self, index: int, began_ms: int) -> None:
         self.index, self.began_ms = index, began_ms
 
-    def shift(self, update: Update) -> Update:
-        kind, order = update.kind, update.order
+    def shift(self, event: MarketEvent) -> MarketEvent:
+        if isinstance(event, Update):
+            order = self._order(event.kind, event.order)
+            return replace(event, order=order, event_time_ms=self._time(event.event_time_ms))
+        if isinstance(event, TradeEvent):
+            moved = self._time(event.event_time_ms)
+            return replace(
+                event,
+                trade_id=self._order("aggTrade", event.trade_id),
+                event_time_ms=moved,
+                trade_time_ms=event.trade_time_ms + moved - event.event_time_ms,
+            )
+        return self._shift_candle(event)
+
+    def _shift_candle(self, event: KlineEvent) -> KlineEvent:
+        length = interval_ms(event.interval)
+        moved = self._time(event.event_time_ms)
+        if length is None:  # a month has no fixed length: the candle stays where it was
+            return replace(event, event_time_ms=moved)
+        step = (moved - event.event_time_ms) // length * length
+        return replace(
+            event,
+            open_time=event.open_time + step,
+            close_time=event.close_time + step,
+            event_time_ms=moved,
+        )
+
+    def _order(self, kind: str, order: int) -> int:
         if self.index == 0:  # the spans are learnt during the first pass
             self._low[kind] = min(self._low.get(kind, order), order)
             self._high[kind] = max(self._high.get(kind, order), order)
         span = self._high.get(kind, order) - self._low.get(kind, order) + 1
-        offset = math.floor((update.event_time_ms - self._t0) / self._speed)
-        return replace(
-            update, order=order + self.index * span, event_time_ms=self.began_ms + offset
-        )
+        return order + self.index * span
+
+    def _time(self, event_time_ms: int) -> int:
+        return self.began_ms + math.floor((event_time_ms - self._t0) / self._speed)
 
 
 class ReplaySource:
@@ -135,6 +172,11 @@ class ReplaySource:
     def state(self) -> UpstreamState:
         return self._state
 
+    @property
+    def rest_url(self) -> str | None:
+        """None: a capture has no exchange to ask for candle history."""
+        return None
+
     def load(self) -> list[Record]:
         """The capture's records (read once); raises ValueError naming a bad line."""
         if self._records is None:
@@ -164,7 +206,7 @@ class ReplaySource:
         self._last_frame = time.monotonic()
         recorded_at = functools.partial(int, record.t)
         for event in self.normalizer.parse(record.frame, now_ms=recorded_at):
-            if not isinstance(event, Update):
+            if not isinstance(event, Update | TradeEvent | KlineEvent):
                 continue
             if record.label != self._label:
                 self._label = record.label
@@ -174,7 +216,7 @@ class ReplaySource:
             except Exception:
                 self.errors["sink_error"] += 1
                 if self.errors["sink_error"] == 1:
-                    log.exception("replayed update skipped (sink_error)")
+                    log.exception("replayed event skipped (sink_error)")
 
     def _set_state(self, state: UpstreamState) -> None:
         self._state = state

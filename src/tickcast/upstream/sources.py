@@ -1,6 +1,7 @@
 """Sources of upstream data: live Binance, the simulated exchange, auto fallback, replay.
 
-A source runs until cancelled and hands every parsed update to its sink with the label
+A source runs until cancelled and hands every parsed market-data event (ticker and book
+updates, trades, candles) to its sink with the label
 of where it came from, so simulated data is never presented as live. Every source runs
 under a supervisor (``build_source``), and so do the live and simulated halves of ``auto``:
 a failure restarts the part that failed, with backoff, and is logged with its reason.
@@ -22,10 +23,11 @@ from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.sim.market import Carry
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.base import FrameHook, LatestTicks, Sink, Source, StateListener
-from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState, stream_names
-from tickcast.upstream.normalize import Update
+from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState
+from tickcast.upstream.normalize import MarketEvent
 from tickcast.upstream.pacing import Backoff
 from tickcast.upstream.replay import ReplaySource
+from tickcast.upstream.streams import settings_streams
 from tickcast.upstream.supervisor import SupervisedSource
 
 __all__ = [
@@ -72,7 +74,8 @@ class ExchangeSource:
     """A Binance-protocol source: live Binance, or the simulator under the ``sim`` label.
 
     A server that says in its handshake that it is a simulator (``tickcast sim-exchange``
-    at ``TICKCAST_BINANCE_URL``) is labelled ``sim`` whatever ``label`` says.
+    at ``TICKCAST_BINANCE_URL``) is labelled ``sim`` whatever ``label`` says. ``rest_url``
+    is the same exchange's REST base (see ``Source.rest_url``).
     """
 
     def __init__(
@@ -85,8 +88,11 @@ class ExchangeSource:
         on_state: StateListener | None = None,
         on_frame: FrameHook | None = None,
         errors: Counter[str] | None = None,
+        *,
+        rest_url: str | None,
     ) -> None:
         self._label = label
+        self._rest_url = rest_url
         self._sink = sink
         self._on_state = on_state
         hook = None if on_frame is None else (lambda frame: on_frame(self.label, frame))
@@ -109,9 +115,13 @@ class ExchangeSource:
     def state(self) -> UpstreamState:
         return self.client.state
 
-    def _deliver(self, update: Update) -> None:
+    @property
+    def rest_url(self) -> str | None:
+        return self._rest_url
+
+    def _deliver(self, event: MarketEvent) -> None:
         self.last_update = time.monotonic()
-        self._sink(update, self.label)
+        self._sink(event, self.label)
 
     def _state_changed(self, _state: UpstreamState) -> None:
         if self._on_state is not None:
@@ -183,6 +193,7 @@ class SimSource:
             )
         )
         self.inner: ExchangeSource | None = None
+        self._rest_url: str | None = None
 
     @property
     def label(self) -> SourceLabel:
@@ -196,24 +207,34 @@ class SimSource:
     def last_update(self) -> float:
         return 0.0 if self.inner is None else self.inner.last_update
 
+    @property
+    def rest_url(self) -> str | None:
+        """The in-process exchange's HTTP base while it runs (it serves REST on the port of
+        its WebSocket paths)."""
+        return self._rest_url
+
     async def run(self) -> None:
         if self._latest is not None:
             self.exchange.continue_from(carried(self._latest()))
         await self.exchange.start()
+        rest_url = f"http://127.0.0.1:{self.exchange.port}"
         try:
             self.inner = ExchangeSource(
                 self.exchange.url,
-                stream_names(self._settings.symbols, self._settings.book),
+                settings_streams(self._settings),
                 "sim",
                 self._sink,
                 client_options(self._settings),
                 self._on_state,
                 self._on_frame,
                 self.errors,
+                rest_url=rest_url,
             )
             log.info("serving simulated data from %s", self.exchange.url)
+            self._rest_url = rest_url
             await self.inner.run()
         finally:
+            self._rest_url = None
             await self.exchange.stop()
 
     def brief(self) -> dict[str, object]:
@@ -253,12 +274,13 @@ class AutoSource:
         self._latest = latest
         self.live = ExchangeSource(
             settings.binance_url,
-            stream_names(settings.symbols, settings.book),
+            settings_streams(settings),
             "binance",
             self._from_live,
             client_options(settings),
             on_state,
             on_frame,
+            rest_url=settings.binance_rest_url,
         )
         self._live = supervised(self.live, settings, on_state)
         self.sim: SupervisedSource | None = None
@@ -284,18 +306,27 @@ class AutoSource:
             return self.sim.state
         return self._live.state
 
+    @property
+    def rest_url(self) -> str | None:
+        """Live's REST while live data is served, the simulator's while its data is."""
+        if self._serving == "live":
+            return self.live.rest_url
+        if self._serving == "fallback" and self.sim is not None:
+            return self.sim.rest_url
+        return None
+
     def _live_fresh(self, now: float) -> bool:
         last = self.live.last_update
         return last > 0 and now - last < self._settings.auto_grace
 
-    def _from_live(self, update: Update, label: SourceLabel) -> None:
+    def _from_live(self, event: MarketEvent, label: SourceLabel) -> None:
         self._serve("live")
-        self._sink(update, label)
+        self._sink(event, label)
 
-    def _from_sim(self, update: Update, label: SourceLabel) -> None:
-        # Live may have come back a moment ago: never mix sim ticks into live ones.
+    def _from_sim(self, event: MarketEvent, label: SourceLabel) -> None:
+        # Live may have come back a moment ago: never mix sim data into live data.
         if self._serving == "fallback":
-            self._sink(update, label)
+            self._sink(event, label)
 
     def _serve(self, serving: Literal["live", "fallback"]) -> None:
         label, previous = self.label, self._serving
@@ -410,9 +441,14 @@ def _unsupervised(
     if name == "sim":
         return SimSource(settings, sink, on_state, on_frame, latest=latest)
     if name == "binance":
-        streams = stream_names(settings.symbols, settings.book)
-        options = client_options(settings)
         return ExchangeSource(
-            settings.binance_url, streams, "binance", sink, options, on_state, on_frame
+            settings.binance_url,
+            settings_streams(settings),
+            "binance",
+            sink,
+            client_options(settings),
+            on_state,
+            on_frame,
+            rest_url=settings.binance_rest_url,
         )
     return AutoSource(settings, sink, on_state, on_frame, latest)

@@ -48,6 +48,10 @@ class SupervisedSource:
         return self.inner.label
 
     @property
+    def rest_url(self) -> str | None:
+        return self.inner.rest_url
+
+    @property
     def down(self) -> bool:
         return self._down_since is not None
 

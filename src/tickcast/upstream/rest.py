@@ -1,0 +1,254 @@
+"""The upstream's REST market data: Binance's ``GET /api/v3/klines``, for candle history.
+
+``parse_kline_row`` and ``parse_klines`` are pure and strict: a row that is not a candle
+makes the whole answer a ``bad_answer``, never a candle with a made-up value. ``RestClient``
+is the thin driver over one reused ``httpx.AsyncClient``; every way a request can fail
+comes back as a ``RestError`` whose ``kind`` names it, with the server's ``Retry-After``
+when it gave one. Whether and when to try again is the caller's (see ``RetryPacer``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Final
+
+import httpx
+import orjson
+
+from tickcast.messages.decimals import canonical_decimal
+from tickcast.messages.kline import check_kline
+from tickcast.upstream.normalize import MAX_DECIMAL_LENGTH
+
+# Binance answers at most 1000 candles per request.
+MAX_KLINES_PER_REQUEST: Final = 1000
+DEFAULT_TIMEOUT: Final = 10.0
+WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1m"
+# How much of an answer that was no candle list goes into the error (and the log).
+_SAMPLE: Final = 200
+
+
+class RestErrorKind(StrEnum):
+    """Why a REST request failed."""
+
+    TIMEOUT = "timeout"  # no answer (or no connection) within the timeout
+    CONNECT = "connect"  # refused, no route, the name did not resolve
+    NETWORK = "network"  # the connection broke before a whole answer came
+    HTTP_429 = "http_429"  # over the weight budget: wait Retry-After
+    HTTP_418 = "http_418"  # banned for ignoring 429s: wait Retry-After
+    HTTP_5XX = "http_5xx"
+    HTTP_4XX = "http_4xx"
+    HTTP_OTHER = "http_other"  # a redirect or anything else but 200
+    NOT_JSON = "not_json"
+    BAD_ANSWER = "bad_answer"  # JSON, but not the candles asked for
+
+
+class RestError(Exception):
+    """A failed REST request: ``kind`` names why, ``message`` says what came back, and
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it gave one."""
+
+    def __init__(self, kind: RestErrorKind, message: str, retry_after: float | None = None):
+        super().__init__(f"{kind.value}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RestKline:
+    """One candle of ``GET /api/v3/klines``; decimals are canonical strings."""
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    taker_buy_volume: str
+    taker_buy_quote: str
+
+
+def parse_kline_row(symbol: str, interval: str, row: object) -> RestKline:
+    """One row of Binance's klines answer. Raises ``ValueError`` naming what makes it no
+    candle. The row (Binance's docs)::
+
+        [1499040000000,      // Kline open time
+         "0.01634790",       // Open price
+         "0.80000000",       // High price
+         "0.01575800",       // Low price
+         "0.01577100",       // Close price
+         "148976.11427815",  // Volume
+         1499644799999,      // Kline close time
+         "2434.19055334",    // Quote asset volume
+         308,                // Number of trades
+         "1756.87402397",    // Taker buy base asset volume
+         "28.46694368",      // Taker buy quote asset volume
+         "0"]                // Unused field, ignore.
+    """
+    if not isinstance(row, list) or len(row) != 12:
+        raise ValueError(f"a kline row is a list of 12 values, got {_sample(row)}")
+    kline = RestKline(
+        symbol=symbol,
+        interval=interval,
+        open_time=_int(row, 0, "open time"),
+        close_time=_int(row, 6, "close time"),
+        open=_decimal(row, 1, "open"),
+        high=_decimal(row, 2, "high"),
+        low=_decimal(row, 3, "low"),
+        close=_decimal(row, 4, "close"),
+        volume=_decimal(row, 5, "volume"),
+        quote_volume=_decimal(row, 7, "quote volume"),
+        trades=_int(row, 8, "trades"),
+        taker_buy_volume=_decimal(row, 9, "taker buy volume"),
+        taker_buy_quote=_decimal(row, 10, "taker buy quote volume"),
+    )
+    check_kline(kline)
+    for name in ("taker_buy_volume", "taker_buy_quote"):
+        if getattr(kline, name).startswith("-"):
+            raise ValueError(f"{name} {getattr(kline, name)} is negative")
+    return kline
+
+
+def parse_klines(
+    symbol: str, interval: str, body: object, *, limit: int, end_ms: int | None = None
+) -> list[RestKline]:
+    """Every row of a klines answer, oldest first. Raises ``ValueError`` when the answer
+    is not at most ``limit`` candles in increasing open time, none opened after ``end_ms``."""
+    if not isinstance(body, list):
+        raise ValueError(f"a klines answer is a list, got {_sample(body)}")
+    if len(body) > limit:
+        raise ValueError(f"{len(body)} candles answered, {limit} asked for")
+    klines = [parse_kline_row(symbol, interval, row) for row in body]
+    for before, after in itertools.pairwise(klines):
+        if after.open_time <= before.open_time:
+            raise ValueError(f"open time {after.open_time} follows {before.open_time}")
+    if end_ms is not None and klines and klines[-1].open_time > end_ms:
+        raise ValueError(f"open time {klines[-1].open_time} is after endTime {end_ms}")
+    return klines
+
+
+def retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; None when absent or not a number of seconds (the
+    HTTP-date form, which Binance does not send)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def error_of_status(status: int, body: bytes, wait: float | None) -> RestError:
+    """The error of an answer with ``status`` other than 200."""
+    if status == 429:
+        kind = RestErrorKind.HTTP_429
+    elif status == 418:
+        kind = RestErrorKind.HTTP_418
+    elif 500 <= status <= 599:
+        kind = RestErrorKind.HTTP_5XX
+    elif 400 <= status <= 499:
+        kind = RestErrorKind.HTTP_4XX
+    else:
+        kind = RestErrorKind.HTTP_OTHER
+    return RestError(kind, f"HTTP {status}: {_sample(body)}", wait)
+
+
+class RestClient:
+    """Binance's market-data REST, over one HTTP client reused for every request.
+
+    ``used_weight`` is the last ``X-MBX-USED-WEIGHT-1m`` the server reported: how much of
+    its per-minute budget this address has spent.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        # One timeout for connecting, each read and the pool: a server that accepts and
+        # never answers costs ``timeout``, not for ever.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False
+        )
+        self.used_weight: int | None = None
+
+    async def klines(
+        self, base_url: str, symbol: str, interval: str, *, limit: int, end_ms: int | None = None
+    ) -> list[RestKline]:
+        """At most ``limit`` candles of ``symbol`` at ``interval`` (the newest, or the newest
+        opened at or before ``end_ms``), oldest first. Raises ``RestError``."""
+        if not 1 <= limit <= MAX_KLINES_PER_REQUEST:
+            raise ValueError(f"limit {limit} is not 1..{MAX_KLINES_PER_REQUEST}")
+        params: dict[str, str | int] = {"symbol": symbol, "interval": interval, "limit": limit}
+        if end_ms is not None:
+            params["endTime"] = end_ms
+        body = await self._get(f"{base_url}/api/v3/klines", params)
+        try:
+            return parse_klines(symbol, interval, body, limit=limit, end_ms=end_ms)
+        except ValueError as exc:
+            raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
+
+    async def _get(self, url: str, params: dict[str, str | int]) -> object:
+        try:
+            answer = await self._http.get(url, params=params)
+        except httpx.TimeoutException as exc:
+            raise RestError(RestErrorKind.TIMEOUT, _describe(exc)) from exc
+        except httpx.ConnectError as exc:
+            raise RestError(RestErrorKind.CONNECT, _describe(exc)) from exc
+        except httpx.TransportError as exc:
+            raise RestError(RestErrorKind.NETWORK, _describe(exc)) from exc
+        self._note_weight(answer.headers.get(WEIGHT_HEADER))
+        if answer.status_code != 200:
+            wait = retry_after(answer.headers.get("Retry-After"))
+            raise error_of_status(answer.status_code, answer.content, wait)
+        try:
+            return orjson.loads(answer.content)
+        except orjson.JSONDecodeError as exc:
+            raise RestError(RestErrorKind.NOT_JSON, _sample(answer.content)) from exc
+
+    def _note_weight(self, value: str | None) -> None:
+        if value is not None and value.isascii() and value.isdigit():
+            self.used_weight = int(value)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _int(row: list[object], index: int, name: str) -> int:
+    value = row[index]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} is not an integer: {_sample(value)}")
+    return value
+
+
+def _decimal(row: list[object], index: int, name: str) -> str:
+    value = row[index]
+    if not isinstance(value, str) or len(value) > MAX_DECIMAL_LENGTH:
+        raise ValueError(f"{name} is not a decimal string: {_sample(value)}")
+    return canonical_decimal(value)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _sample(value: object) -> str:
+    if isinstance(value, bytes):
+        return repr(value[:_SAMPLE].decode("utf-8", "replace"))
+    return repr(value)[:_SAMPLE]

@@ -1,0 +1,62 @@
+"""Which Binance streams tickcast subscribes, and how they are spread over connections.
+
+Pure functions, no I/O. Binance names streams in lowercase (an uppercase symbol opens a
+connection that stays silent) but keeps the interval's case: ``kline_1m`` is a minute,
+``kline_1M`` a month.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from tickcast.settings import Settings
+
+# Binance's limit of streams on one connection.
+MAX_STREAMS_PER_CONNECTION: Final = 1024
+
+
+def stream_names(
+    symbols: Sequence[str],
+    book: bool,
+    *,
+    carried: Sequence[str] = (),
+    trades: bool = False,
+    intervals: Sequence[str] = (),
+) -> list[str]:
+    """Binance stream names for ``symbols``: ``@ticker`` (plus ``@bookTicker`` with
+    ``book``) for each, then for each of ``carried``: ``@aggTrade`` with ``trades`` and
+    ``@kline_<interval>`` for each of ``intervals``."""
+    kinds = ("ticker", "bookTicker") if book else ("ticker",)
+    names = [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
+    extra = (["aggTrade"] if trades else []) + [f"kline_{i}" for i in intervals]
+    names += [f"{symbol.lower()}@{kind}" for symbol in carried for kind in extra]
+    return names
+
+
+def settings_streams(settings: Settings) -> list[str]:
+    """The streams ``settings`` ask for: every served symbol's ticker, and the trades and
+    candles of the carried symbols."""
+    return stream_names(
+        settings.symbols,
+        settings.book,
+        carried=settings.carried_symbols,
+        trades=settings.carries_trades,
+        intervals=settings.carried_intervals,
+    )
+
+
+def shard(streams: Sequence[str], size: int = MAX_STREAMS_PER_CONNECTION) -> list[list[str]]:
+    """Split ``streams`` into connections of at most ``size`` streams each."""
+    size = min(size, MAX_STREAMS_PER_CONNECTION)
+    return [list(streams[i : i + size]) for i in range(0, len(streams), size)]
+
+
+def combined_url(base: str) -> str:
+    """The bare combined-stream endpoint (``/stream``) under ``base``; streams are added by
+    SUBSCRIBE, which keeps the URL short for 1024 streams."""
+    base = base.rstrip("/")
+    for suffix in ("/stream", "/ws"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base + "/stream"
