@@ -11,15 +11,19 @@ from collections.abc import Callable
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Hub
+from tickcast.hub.candles import CandleHistory
 from tickcast.hub.lease import Lease, LeaseTiming
 from tickcast.hub.memory import MemoryHub
 from tickcast.hub.redis import RedisHub
 from tickcast.ingest import Ingest
-from tickcast.messages.message import ticks_of
+from tickcast.messages.kline import Kline
+from tickcast.messages.message import Message, ticks_of
 from tickcast.messages.stream import served_keys
 from tickcast.messages.tick import Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
+from tickcast.upstream.backfill import KlineBackfill
+from tickcast.upstream.rest import RestClient
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,12 @@ class Node:
             )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
         self.ingest = Ingest(self.hub, settings.symbols, settings.carried_symbols)
+        # Candles for /klines: the stream's, as the hub delivers them (on every node), and
+        # before the first of them the upstream REST's, fetched once it came (SPEC §12).
+        self.candles = CandleHistory(settings.kline_history)
+        self.rest = RestClient()
+        self.backfill = KlineBackfill(self.rest, settings.kline_history, self.candles.fill)
+        self._backfill_task: asyncio.Task[None] | None = None
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
@@ -82,6 +92,7 @@ class Node:
                 on_deposed=self._deposed,
             )
         self.started_at = time.time()
+        self._unhook: Callable[[], None] = _nothing
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
@@ -106,6 +117,8 @@ class Node:
         if isinstance(self.source.inner, ReplaySource):
             # Fail at start-up, with the file's name, rather than serve nothing.
             await asyncio.to_thread(self.source.inner.load)
+        self._unhook = self.hub.subscribe(self._keep_candle)
+        self._backfill_task = asyncio.create_task(self.backfill.run(), name="kline-backfill")
         await self.hub.start()
         if self.redis is not None:
             # Clients that asked for status hear when the hub's link drops and returns.
@@ -133,6 +146,11 @@ class Node:
         with contextlib.suppress(Exception):  # already logged by _run_source
             await cancel_and_wait(*tasks)
         await self.hub.stop()
+        self._unhook()
+        if self._backfill_task is not None:
+            await cancel_and_wait(self._backfill_task)
+            self._backfill_task = None
+        await self.rest.aclose()
 
     def _start_source(self) -> None:
         self._retired = [t for t in self._retired if not t.done()]
@@ -270,6 +288,33 @@ class Node:
             "hub": "connected" if self.hub.connected else "disconnected",
         }
 
+    def _keep_candle(self, message: Message) -> None:
+        if type(message) is not Kline or self.candles.add(message) != "first":
+            return
+        # The first candle of its series, or the first of another source (a fallback to
+        # simulated data, or back to live): its history ends just before it.
+        self.backfill.cancel(message.symbol, message.interval)
+        self.backfill.request(
+            message.symbol,
+            message.interval,
+            message.source,
+            self._rest_base(message.source),
+            message.open_time,
+        )
+
+    def _rest_base(self, source: str) -> str:
+        """The REST of the exchange whose candles these are: the leader's own source's
+        (the simulator it runs, say), else the configured Binance REST."""
+        own = self.source.rest_url
+        if self.leading and own is not None and self.source.label == source:
+            return own
+        return self.settings.binance_rest_url
+
+    def backfill_status(self) -> dict[str, object]:
+        """Where the candle history stands: series still pending (their REST history not
+        fetched yet: the REST failed, or is being paced), filled, errors by kind."""
+        return self.backfill.status()
+
     def latest_ticks(self) -> dict[str, Tick]:
         """The latest tick of every symbol the hub holds."""
         return {t.symbol: t for t in ticks_of(self.hub.snapshot().values())}
@@ -316,4 +361,9 @@ class Node:
             "ingest": dict(self.ingest.counts),
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),
+            "klines": {"held": len(self.candles), "backfill": self.backfill_status()},
         }
+
+
+def _nothing() -> None:
+    return None

@@ -125,7 +125,8 @@ def _open(
     if requested is not None and symbols and wants_status:
         # Answered like a subscribe op with no id, to a client that asked for control
         # messages: one that did not (a page written for the seed server) gets ticks only.
-        session.ack(None, "subscribe", symbols)
+        listed = "streams" if params.get("streams") is not None else "symbols"
+        session.ack(None, "subscribe", symbols, listed)
     resume = parse_event_id(params.get("last_event_id"))
     if resume is None:
         edge.subscribe(session, symbols)

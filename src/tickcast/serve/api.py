@@ -31,6 +31,7 @@ from tickcast.messages.message import ticks_of
 from tickcast.messages.tick import Tick, price_decimals
 from tickcast.node import Node
 from tickcast.serve.gcpolicy import HEAP
+from tickcast.serve.markets import market_routes
 from tickcast.serve.metrics import Metrics
 from tickcast.serve.openapi import (
     DOCS_ASSETS,
@@ -199,6 +200,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         allow_headers=["*"],
     )
     served = set(settings.symbols)
+    app.include_router(market_routes(settings, node, edge.served))
 
     def latest_response(symbol: str) -> Response:
         symbol = symbol.upper()

@@ -1,0 +1,92 @@
+"""REST of the streams beside the ticker (SPEC §12): ``/streams``, ``/trades``, ``/klines``.
+
+Each answer is built from the messages' own encodings, the same bytes the streams send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from tickcast.messages.kline import Kline
+from tickcast.messages.stream import KLINE_INTERVALS
+from tickcast.messages.trade import Trade
+from tickcast.node import Node
+from tickcast.serve.openapi import UNKNOWN_SYMBOL
+from tickcast.settings import Settings
+
+# Binance's own cap on one klines request; the history held may be longer.
+MAX_KLINES = 1000
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def _listing(messages: Iterable[Trade | Kline]) -> Response:
+    body = b"[" + b",".join(m.encode() for m in messages) + b"]"
+    return Response(body, media_type="application/json")
+
+
+def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> APIRouter:
+    """The routes of ``/streams``, ``/trades/{symbol}`` and ``/klines/{symbol}``."""
+    router = APIRouter()
+
+    def not_carried(symbol: str, stream: str) -> JSONResponse:
+        if symbol not in settings.symbols:
+            return _error(404, "unknown_symbol", f"{symbol} is not served here; see /symbols")
+        return _error(404, "unknown_stream", f"{stream} is not served here; see /streams")
+
+    @router.get("/streams", summary="Every stream served, by kind")
+    async def streams() -> dict[str, object]:
+        names = sorted(k if "@" in k else f"{k}@ticker" for k in served)
+        return {
+            "streams": names,
+            "kinds": ["ticker", *settings.stream_kinds],
+            "kline_intervals": list(settings.carried_intervals),
+            "stream_symbols": list(settings.carried_symbols),
+            "backfill": node.backfill_status(),
+        }
+
+    @router.get(
+        "/trades/{symbol}",
+        summary="Recent trades of one symbol, oldest first",
+        responses=UNKNOWN_SYMBOL,
+    )
+    async def trades(symbol: str, limit: Annotated[int, Query(ge=1)] = 100) -> Response:
+        symbol = symbol.upper()
+        stream = f"{symbol}@trades"
+        if stream not in served:
+            return not_carried(symbol, stream)
+        held = node.hub.history(stream, min(limit, settings.history_size))
+        return _listing(m for m in held if isinstance(m, Trade))
+
+    @router.get(
+        "/klines/{symbol}",
+        summary="Candles of one symbol, oldest first (Binance's klines, then the stream's)",
+        responses=UNKNOWN_SYMBOL,
+    )
+    async def klines(
+        symbol: str,
+        interval: str = "1m",
+        limit: Annotated[int, Query(ge=1, le=MAX_KLINES)] = 500,
+        start_ms: Annotated[int | None, Query(ge=0)] = None,
+        end_ms: Annotated[int | None, Query(ge=0)] = None,
+    ) -> Response:
+        symbol = symbol.upper()
+        if interval not in KLINE_INTERVALS:
+            intervals = ", ".join(KLINE_INTERVALS)
+            return _error(
+                422, "invalid_request", f"interval {interval[:16]!r} is not one of {intervals}"
+            )
+        stream = f"{symbol}@kline_{interval}"
+        if stream not in served:
+            return not_carried(symbol, stream)
+        if start_ms is not None and end_ms is not None and end_ms < start_ms:
+            return _error(422, "invalid_request", "end_ms is before start_ms")
+        return _listing(node.candles.candles(symbol, interval, limit, start_ms, end_ms))
+
+    return router
