@@ -251,6 +251,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "symbols",
             "book",
             "binance_url",
+            "binance_rest_url",
             "auto_grace",
             "stale_after",
             "rotate_after",
@@ -262,6 +263,11 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "sim_seed",
             "replay_speed",
         ),
+    ),
+    FlagGroup(
+        "streams",
+        "The trades and candles carried beside the ticker, and their candle history.",
+        ("stream_kinds", "stream_symbols", "kline_intervals", "kline_history"),
     ),
     FlagGroup(
         "serving",
@@ -280,6 +286,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "flush_ms",
             "sse_heartbeat",
             "sse_retry_ms",
+            "client_trade_queue",
         ),
     ),
     FlagGroup(
