@@ -444,3 +444,68 @@ async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
     finally:
         for node in nodes:
             node.stop()
+
+
+async def collect_trades(url: str, until: asyncio.Event, into: list[dict[str, object]]) -> None:
+    """Every trade message ``url`` delivers until ``until`` is set, kept in ``into``."""
+    async with websockets.connect(url) as ws:
+        while not until.is_set():
+            with contextlib.suppress(TimeoutError):
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                if message.get("type") == "trade":
+                    into.append(message)
+
+
+async def test_trades_reach_every_node_alike_and_a_leader_kill_repeats_none(
+    tmp_path: Path, redis_server: RedisServer, sim_port: int
+) -> None:
+    """Trades go through Redis: clients on two nodes get the same trades with the same
+    seqs; when the leader is killed, the survivor takes over and its client's trade ids
+    only go up, with every trade the hub held before the kill delivered once."""
+    args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{sim_port}"]
+    env = {
+        "TICKCAST_STREAM_SYMBOLS": "BTCUSDT",
+        "TICKCAST_BINANCE_REST_URL": f"http://127.0.0.1:{sim_port}",
+        "TICKCAST_LEASE_TTL": str(SHORT_TTL),
+    }
+    nodes = []
+    try:
+        for i in range(2):
+            more = ["--redis-url", redis_server.url, "--node-id", f"node{i}"]
+            nodes.append(ServerProcess([*args, *more], env, tmp_path / f"node{i}.log"))
+        for node in nodes:
+            node.wait_ready("/price", timeout=30)
+        (leader,) = leaders(nodes)
+        (survivor,) = [n for n in nodes if n is not leader]
+        stop, gone = asyncio.Event(), asyncio.Event()
+        on_leader: list[dict[str, object]] = []
+        on_survivor: list[dict[str, object]] = []
+        url = "/ws?streams=BTCUSDT@trades"
+        watchers = [
+            asyncio.create_task(collect_trades(leader.ws_base + url, gone, on_leader)),
+            asyncio.create_task(collect_trades(survivor.ws_base + url, stop, on_survivor)),
+        ]
+        await eventually(lambda: len(on_leader) > 10 and len(on_survivor) > 10)
+        gone.set()
+        await watchers[0]
+        leader.proc.send_signal(signal.SIGKILL)
+        before = {int(str(t["trade_id"])) for t in on_survivor}
+        await eventually(lambda: len(leaders([survivor])) == 1, timeout=TAKEOVER_BOUND + 2)
+        await eventually(lambda: int(str(on_survivor[-1]["trade_id"])) > max(before) + 5, 8)
+        stop.set()
+        await watchers[1]
+        # The same trades, with the same seqs, on both nodes while both ran.
+        both = {int(str(t["trade_id"])) for t in on_leader} & before
+        assert len(both) > 5
+        seen_on_leader = {t["trade_id"]: t["seq"] for t in on_leader}
+        for trade in on_survivor:
+            if trade["trade_id"] in seen_on_leader:
+                assert seen_on_leader[trade["trade_id"]] == trade["seq"]
+        ids = [int(str(t["trade_id"])) for t in on_survivor]
+        assert ids == sorted(set(ids)), "a trade repeated or reordered across the takeover"
+        held = {int(str(t["trade_id"])) for t in survivor.get("/trades/BTCUSDT?limit=1000").json()}
+        # Every trade the hub holds from the client's first on reached the client.
+        assert {i for i in held if ids[0] <= i <= ids[-1]} <= set(ids)
+    finally:
+        for node in nodes:
+            node.stop()
