@@ -247,6 +247,36 @@ def test_unsubscribing_drops_held_trades_and_the_pending_gap_of_that_stream() ->
     assert session.pending_count == 0
 
 
+def test_a_gap_survives_unsubscribing_the_stream_whose_trades_were_left() -> None:
+    """Dropped trades of one stream are reported even when every trade still queued
+    belonged to another stream that the client then unsubscribed: the gap comes on
+    resume, before the stream's next trade."""
+    session, transport, _ = make(limits=Limits(trade_queue=2))
+    transport.writable = False
+    session.offer(trade("BTCUSDT", 1))
+    session.offer(trade("BTCUSDT", 2))
+    session.offer(trade("ETHUSDT", 3))
+    session.offer(trade("ETHUSDT", 4))  # BTCUSDT's two were dropped
+    session.unsubscribed(["ETHUSDT@trades"])
+    transport.writable = True
+    session.offer(trade("BTCUSDT", 5))
+    assert delivered(transport) == [("gap", "BTCUSDT@trades", 2), ("BTCUSDT@trades", 5)]
+
+
+def test_an_owed_gap_goes_before_a_trade_offered_just_as_the_client_resumes() -> None:
+    """With only a gap owed (the trades left were unsubscribed), a trade offered once the
+    transport takes writes again, before its resume callback, still follows its gap."""
+    session, transport, _ = make(limits=Limits(trade_queue=2))
+    transport.writable = False
+    for seq, symbol in enumerate(["BTCUSDT", "BTCUSDT", "ETHUSDT", "ETHUSDT"], 1):
+        session.offer(trade(symbol, seq))
+    session.unsubscribed(["ETHUSDT@trades"])
+    transport.writable_before_resume()
+    session.offer(trade("BTCUSDT", 5))
+    session.flush()
+    assert delivered(transport) == [("gap", "BTCUSDT@trades", 2), ("BTCUSDT@trades", 5)]
+
+
 def test_a_reset_drops_queued_trades_and_their_gap_counts() -> None:
     """A reset replaces everything held: no queued trade and no gap follows it."""
     session, transport, _ = make(limits=Limits(trade_queue=2))
