@@ -107,6 +107,16 @@ def test_a_change_of_source_restarts_the_series() -> None:
     assert history.add(kline(2, source="binance", seq=3)) == "first"  # and back again
 
 
+def test_a_late_fill_of_the_old_source_leaves_the_new_series_unfilled() -> None:
+    """REST history fetched for a series that a change of source has since restarted is
+    not the new series' history: the new series still waits for its own."""
+    history = CandleHistory(limit=100)
+    history.add(kline(0, source="binance", seq=1))
+    history.add(kline(1, source="sim", seq=2))
+    history.fill("BTCUSDT", "1m", [kline(-1, source="binance")])
+    assert not history.filled("BTCUSDT", "1m")
+
+
 def test_the_limit_evicts_the_oldest_candles() -> None:
     """At most ``limit`` candles per series, the newest kept, live or from REST."""
     history = CandleHistory(limit=3)
