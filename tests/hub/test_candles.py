@@ -130,6 +130,19 @@ def test_the_limit_evicts_the_oldest_candles() -> None:
     assert minutes(other.candles("BTCUSDT", "1m", 100)) == [-2, -1, 0]
 
 
+def test_a_fill_counts_only_the_candles_it_kept() -> None:
+    """A fill returns how many of its candles the series holds: none into a series at its
+    limit, only the newest that fit into one with room."""
+    history = CandleHistory(limit=2)
+    history.add(kline(0, seq=1))
+    history.add(kline(1, seq=2))
+    assert history.fill("BTCUSDT", "1m", [kline(-2), kline(-1)]) == 0
+    assert minutes(history.candles("BTCUSDT", "1m", 100)) == [0, 1]
+    roomy = CandleHistory(limit=3)
+    roomy.add(kline(0, seq=1))
+    assert roomy.fill("BTCUSDT", "1m", [kline(m) for m in range(-5, 0)]) == 2
+
+
 def filled_history() -> CandleHistory:
     """Candles at minutes 0 .. 9."""
     history = CandleHistory(limit=100)
