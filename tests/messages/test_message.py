@@ -61,6 +61,27 @@ def test_what_is_no_market_data_message_is_a_value_error(data: bytes) -> None:
         decode_message(data)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"type":"tick"}',
+        b'{"type":"tick","seq":1}',
+        b'{"type":"tick","symbol":"BTCUSDT","seq":1,"timestamp_ms":1}',
+        b'{"type":"tick","symbol":"BTCUSDT","timestamp_ms":1,"source":"sim"}',
+        b'{"type":"tick","symbol":"BTCUSDT","seq":"one","timestamp_ms":1,"source":"sim"}',
+        b'{"type":"tick","symbol":"BTCUSDT","seq":1,"timestamp_ms":1,"source":"nasdaq"}',
+        b'{"type":"tick","symbol":"BTCUSDT","seq":null,"timestamp_ms":1,"source":"sim"}',
+        b'{"type":"trade","source":"sim","side":"buy"}',
+        b'{"type":"kline","source":"sim","closed":true}',
+    ],
+)
+def test_a_message_missing_or_mistyping_fields_is_a_value_error(data: bytes) -> None:
+    """A market-data message without the fields its kind needs is refused with
+    ValueError, the one error its readers (the Redis hub) expect, never a KeyError."""
+    with pytest.raises(ValueError):
+        decode_message(data)
+
+
 def test_only_a_trade_is_an_event() -> None:
     """A trade is an event (no latest value to snapshot); a tick and a candle are states."""
     assert is_event(TRADE)
