@@ -9,6 +9,7 @@ import pytest
 
 from tickcast.edge.session import Limits, OpOutcome, Session
 from tickcast.edge.wire import Wire
+from tickcast.errors import CloseReason
 from tickcast.messages.kline import Kline
 from tickcast.messages.trade import Trade
 
@@ -226,6 +227,20 @@ def test_a_throttled_client_gets_its_queued_trades_on_resume_without_waiting() -
     assert delivered(transport) == [("BTCUSDT@trades", 3)]
     clock.advance(1.0)
     assert delivered(transport) == [("BTCUSDT", 2)]
+
+
+def test_a_client_closed_by_a_queued_trade_keeps_no_timer() -> None:
+    """A trade sent on resume that puts the client past its buffer limit closes it; the
+    tick still waiting out its throttle window does not leave a timer armed behind."""
+    session, transport, clock = make(throttle_ms=1000, limits=Limits(client_buffer_bytes=100))
+    session.offer(tick("BTCUSDT", 1))
+    session.offer(tick("BTCUSDT", 2))  # held: its window is not over
+    transport.writable = False
+    session.offer(trade("BTCUSDT", 3))
+    transport.buffered_bytes = 1000
+    transport.writable = True
+    assert transport.closed_with is CloseReason.BUFFER_FULL
+    assert clock.armed == 0
 
 
 def test_unsubscribing_drops_held_trades_and_the_pending_gap_of_that_stream() -> None:

@@ -471,7 +471,7 @@ class Session:
             self._send_tick(wire, now)
         if not trades:
             self._trades = None
-        if later is not None:
+        if later is not None and self.closed is None:  # a close cancelled the timer
             self._arm_flush(later)
 
     def _emit_gap(self, stream: str, missed: int) -> None:
