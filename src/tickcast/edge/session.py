@@ -224,6 +224,7 @@ class Session:
             and not self._throttle
             and not self._pending
             and not self._trades
+            and not self._missed
             and not self._control
             and self._backlog is None
             and self.transport.writable
@@ -318,7 +319,13 @@ class Session:
         before it, else queued behind what is, up to ``trade_queue`` trades; past that the
         oldest is dropped and counted for the ``gap`` message its stream gets next."""
         blocked = not self.transport.writable
-        if not (self._trades or self._control or blocked or (self._pending and not self._throttle)):
+        if not (
+            self._trades
+            or self._missed
+            or self._control
+            or blocked
+            or (self._pending and not self._throttle)
+        ):
             self._send_tick(wire, self._clock())
             return
         trades = self._trades
@@ -380,7 +387,9 @@ class Session:
             self._emit(self._control.pop(0))
         if self._backlog is not None:
             self._drain_backlog()
-        if (self._pending or self._trades) and self._backlog is None:
+        # A gap still owed counts too: the trades it accounts for may all be gone (their
+        # stream unsubscribed) while the dropped ones' stream goes on.
+        if (self._pending or self._trades or self._missed) and self._backlog is None:
             self._flush_pending()
         if self.closed is None:
             self._refresh_ready()
@@ -462,7 +471,7 @@ class Session:
             self._send_tick(wire, now)
         if not trades:
             self._trades = None
-        if later is not None:
+        if later is not None and self.closed is None:  # a close cancelled the timer
             self._arm_flush(later)
 
     def _emit_gap(self, stream: str, missed: int) -> None:

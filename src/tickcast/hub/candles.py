@@ -60,15 +60,24 @@ class CandleHistory:
         series = self._series.get((symbol, interval))
         if series is None:
             return 0
-        added = 0
+        held = set(series.candles)
+        ours = empty = True
         for kline in candles:
-            if kline.open_time >= series.first_live or kline.source != series.source:
+            empty = False
+            if kline.source != series.source:
+                ours = False
+                continue
+            if kline.open_time >= series.first_live:
                 continue
             if kline.open_time not in series.candles:
                 self._put(series, kline)
-                added += 1
-        series.filled = True
-        return added
+        # The history of another source was fetched for a series that has since restarted
+        # (the source changed while the fetch was in flight): the restarted series still
+        # waits for its own.
+        if ours or empty:
+            series.filled = True
+        # Counted at the end: a candle older than the limit allows is evicted as it comes.
+        return len(series.candles.keys() - held)
 
     def _put(self, series: _Series, kline: Kline) -> None:
         times = series.times

@@ -31,11 +31,21 @@ _PREFIXES: Final = tuple((b'{"type":"%s"' % k.encode(), d) for k, d in _DECODERS
 def decode_message(data: bytes) -> Message:
     """A message rebuilt from its own encoding (the Redis hub's entries); ``ValueError``
     for anything that is not one of them."""
+    decoder = _decoder_of(data)
+    try:
+        return decoder(data)
+    except (KeyError, TypeError) as exc:
+        # A field missing (KeyError) or of the wrong JSON type (``int(None)``): still
+        # no message, and its readers expect ValueError alone.
+        raise ValueError(f"not a whole market-data message: {exc!r}") from exc
+
+
+def _decoder_of(data: bytes) -> Callable[[bytes], Message]:
     # Every encoding starts with its type (``encode`` writes it first): no second parse
     # of each entry a follower reads.
     for prefix, decoder in _PREFIXES:
         if data.startswith(prefix):
-            return decoder(data)
+            return decoder
     try:
         head = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -44,7 +54,7 @@ def decode_message(data: bytes) -> Message:
     named = _DECODERS.get(kind) if isinstance(kind, str) else None
     if named is None:
         raise ValueError(f"not a market-data message (type {kind!r})")
-    return named(data)
+    return named
 
 
 def is_event(message: Message) -> bool:
