@@ -720,7 +720,9 @@ class Session:
 
     def ack(self, op_id: object, op: str, keys: list[str], listed: str = "symbols") -> None:
         """``{"type":"ack","op":...,"symbols":[...]}`` (or ``"streams"``, as the op named
-        them), with the op's id when it had one."""
+        them, by their full names: ``BTCUSDT@ticker``), with the op's id when it had one."""
+        if listed == "streams":
+            keys = [k if "@" in k else f"{k}@ticker" for k in keys]
         self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
