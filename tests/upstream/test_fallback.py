@@ -66,7 +66,13 @@ async def test_websocket_works_without_the_extension(stock_server: str) -> None:
                 seqs.append(message["seq"])
             else:
                 reply = message
-        assert reply == {"type": "ack", "id": 1, "op": "list", "symbols": ["BTCUSDT"]}
+        assert reply == {
+            "type": "ack",
+            "id": 1,
+            "op": "list",
+            "symbols": ["BTCUSDT"],
+            "streams": ["BTCUSDT@ticker"],
+        }
         assert seqs == sorted(set(seqs))
 
 

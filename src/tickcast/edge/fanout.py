@@ -386,7 +386,14 @@ class Edge:
             outbuf = session.outbuf
             if not outbuf:
                 continue  # closed or lost since: nothing to write
-            data = outbuf[0] if len(outbuf) == 1 else b"".join(outbuf)
+            if len(outbuf) == 1:
+                data = outbuf[0]
+            elif session.fmt == "json":
+                # One write is one WebSocket message there: never two messages in one.
+                session.flush_out()
+                continue
+            else:
+                data = b"".join(outbuf)
             outbuf.clear()
             try:
                 session.direct(data)

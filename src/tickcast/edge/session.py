@@ -245,11 +245,21 @@ class Session:
         """Write the bytes waiting in ``outbuf`` in one write (at the end of the fan-out's
         step, or of the coalescing window)."""
         outbuf = self.outbuf
-        if outbuf:
-            data = outbuf[0] if len(outbuf) == 1 else b"".join(outbuf)
+        if not outbuf:
+            return
+        if self.fmt == "json":
+            # A server that frames each write as one WebSocket message (generic ASGI):
+            # one message per write, never two JSON documents in one message.
+            pieces = list(outbuf)
             outbuf.clear()
-            if self.closed is None:
-                self.transport.write(data)
+            for data in pieces:
+                if self.closed is None:
+                    self.transport.write(data)
+            return
+        data = outbuf[0] if len(outbuf) == 1 else b"".join(outbuf)
+        outbuf.clear()
+        if self.closed is None:
+            self.transport.write(data)
 
     def lost(self) -> None:
         """The connection is gone (the endpoint will detach us): stop writing to it, drop

@@ -18,11 +18,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-# Binance's kline intervals, in its own spelling, shortest first.
-KLINE_INTERVALS: Final = (
-    "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
-    "1d", "3d", "1w", "1M",
-)  # fmt: skip
+
+class KlineInterval(enum.StrEnum):
+    """Binance's kline intervals, in its own spelling, shortest first."""
+
+    S1 = "1s"
+    M1 = "1m"
+    M3 = "3m"
+    M5 = "5m"
+    M15 = "15m"
+    M30 = "30m"
+    H1 = "1h"
+    H2 = "2h"
+    H4 = "4h"
+    H6 = "6h"
+    H8 = "8h"
+    H12 = "12h"
+    D1 = "1d"
+    D3 = "3d"
+    W1 = "1w"
+    MONTH = "1M"
+
+
+KLINE_INTERVALS: Final = tuple(i.value for i in KlineInterval)
 
 _UNIT_MS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from tickcast.messages.kline import Kline
-from tickcast.messages.stream import KLINE_INTERVALS
+from tickcast.messages.stream import KlineInterval
 from tickcast.messages.trade import Trade
 from tickcast.node import Node
 from tickcast.serve.openapi import UNKNOWN_SYMBOL
@@ -71,22 +71,17 @@ def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> API
     )
     async def klines(
         symbol: str,
-        interval: str = "1m",
+        interval: KlineInterval = KlineInterval.M1,
         limit: Annotated[int, Query(ge=1, le=MAX_KLINES)] = 500,
         start_ms: Annotated[int | None, Query(ge=0)] = None,
         end_ms: Annotated[int | None, Query(ge=0)] = None,
     ) -> Response:
         symbol = symbol.upper()
-        if interval not in KLINE_INTERVALS:
-            intervals = ", ".join(KLINE_INTERVALS)
-            return _error(
-                422, "invalid_request", f"interval {interval[:16]!r} is not one of {intervals}"
-            )
-        stream = f"{symbol}@kline_{interval}"
+        stream = f"{symbol}@kline_{interval.value}"
         if stream not in served:
             return not_carried(symbol, stream)
         if start_ms is not None and end_ms is not None and end_ms < start_ms:
             return _error(422, "invalid_request", "end_ms is before start_ms")
-        return _listing(node.candles.candles(symbol, interval, limit, start_ms, end_ms))
+        return _listing(node.candles.candles(symbol, interval.value, limit, start_ms, end_ms))
 
     return router
