@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .support import ServerProcess, free_port
+from .support import TICKERS_ONLY, ServerProcess, free_port
 
 
 def server_binary() -> str:
@@ -205,7 +205,7 @@ def start_nodes(
 ) -> list[ServerProcess]:
     """``count`` tickcast nodes (``node0``...) on ``redis`` with the simulated source at 4
     ticks/s, each ready; ``env`` adds settings."""
-    full_env = {"TICKCAST_SIM_RATE": "4", **(env or {})}
+    full_env = {"TICKCAST_SIM_RATE": "4", **TICKERS_ONLY, **(env or {})}
     nodes = []
     for i in range(count):
         args = ["--source", "sim", "--redis-url", redis.url, "--node-id", f"node{i}"]

@@ -17,7 +17,7 @@ import websockets
 
 from . import redis_support
 from .redis_support import LinkProxy, RedisServer, running_redis
-from .support import ServerProcess, eventually, sim_exchange
+from .support import TICKERS_ONLY, ServerProcess, eventually, sim_exchange
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +218,7 @@ async def test_a_node_that_loses_redis_keeps_its_clients_and_resumes_without_a_g
     /readyz says 503 meanwhile, and the ticks resume with no gap and no duplicate."""
     leader = ServerProcess(
         ["--source", "sim", "--redis-url", redis_server.url, "--node-id", "leader"],
-        {"TICKCAST_SIM_RATE": "4"},
+        {"TICKCAST_SIM_RATE": "4", **TICKERS_ONLY},
         tmp_path / "leader.log",
     )
     proxy = LinkProxy(redis_server.port)
@@ -408,7 +408,7 @@ async def test_the_upstream_dropped_on_the_leader_brings_no_duplicate(
         for i in range(2):
             args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{sim_port}"]
             args += ["--redis-url", redis_server.url, "--node-id", f"node{i}"]
-            nodes.append(ServerProcess(args, {}, tmp_path / f"node{i}.log"))
+            nodes.append(ServerProcess(args, TICKERS_ONLY, tmp_path / f"node{i}.log"))
         for node in nodes:
             node.wait_ready("/price", timeout=30)
         (leader,) = leaders(nodes)

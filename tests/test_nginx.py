@@ -20,7 +20,7 @@ import websockets
 
 from .edge.rawsse import RawSse
 from .redis_support import RedisServer, running_redis
-from .support import ServerProcess, eventually, free_port, require_program
+from .support import TICKERS_ONLY, ServerProcess, eventually, free_port, require_program
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def running_nodes(tmp_path: Path, count: int, *extra: str) -> Iterator[list[Serv
         for i in range(count):
             node = ServerProcess(
                 [*args, "--node-id", f"node{i}"],
-                {"TICKCAST_SIM_RATE": "4"},
+                {"TICKCAST_SIM_RATE": "4", **TICKERS_ONLY},
                 tmp_path / f"node{i}.log",
             )
             stack.callback(node.stop)

@@ -30,7 +30,7 @@ import pytest
 import websockets
 
 from .rawclient import RawWebSocket, abort_socket, open_socket, raw_http_get
-from .support import ServerProcess, eventually, sim_exchange
+from .support import TICKERS_ONLY, ServerProcess, eventually, sim_exchange
 
 SOAK_SECONDS = float(os.environ.get("TICKCAST_SOAK_SECONDS", "25"))
 WARMUP_SECONDS = 5.0
@@ -71,6 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "TICKCAST_SLOW_CLIENT_TIMEOUT": "3",
         "TICKCAST_OPS_PER_SECOND": "20",
         "TICKCAST_HANDSHAKE_TIMEOUT": "3",
+        **TICKERS_ONLY,
     }
     with sim_exchange("--rate", "4", "--fault-schedule", schedule, log=tmp / "sim.log") as port:
         args = ["--source", "binance", "--binance-url", f"ws://127.0.0.1:{port}"]
