@@ -468,9 +468,12 @@
   }
 
   function applyAck(ack) {
-    if (state.pendingOps.has(ack.id)) {
+    const name = state.pendingOps.get(ack.id);
+    if (name !== undefined) {
       state.pendingOps.delete(ack.id);
-      statusView.clearError();
+      if (name.indexOf("@") < 0) {
+        statusView.clearError(); // a symbol added: its error, if any, is over
+      }
     }
   }
 
