@@ -7,7 +7,9 @@
  * with `closed: true` when it ends. Candles are keyed by open time, so a candle that comes
  * both from /klines and from the stream (the open one, or those a refetch after a
  * reconnect repeats) is held once: a closed candle is final, and of two open ones the
- * later seq wins, whichever arrived first.
+ * later seq wins, whichever arrived first. A server that has just started fetches each
+ * series' history from the exchange only once the series' first candle arrives: until
+ * /streams no longer lists it as pending, the page asks again every few seconds.
  */
 (function (tc) {
   "use strict";
@@ -20,6 +22,8 @@
   const INTERVAL_MS = 60000;
   const KLINE_LIMIT = 1000; // the most /klines answers at once
   const MAX_CANDLES = 2000;
+  const HISTORY_POLL_MS = 2000;
+  const HISTORY_POLLS = 30;
   const UP = "#56d364";
   const DOWN = "#ff7b72";
 
@@ -33,6 +37,9 @@
     c.error = null;
     c.loading = Boolean(symbol);
     c.loadId += 1;
+    c.polls = 0;
+    c.waiting = false;
+    clearTimeout(c.pollTimer);
     if (symbol) {
       load(symbol, null);
     }
@@ -62,12 +69,11 @@
         if (id !== c.loadId) {
           return;
         }
-        let merged = 0;
-        (Array.isArray(klines) ? klines : []).forEach(function (kline) {
-          merged += merge(kline) ? 1 : 0;
-        });
+        const rows = Array.isArray(klines) ? klines : [];
+        rows.forEach(merge);
         if (since === null) {
-          c.fromHistory = merged;
+          c.fromHistory = rows.length;
+          checkHistory(symbol);
         }
         c.loading = false;
         c.error = null;
@@ -80,6 +86,45 @@
         c.loading = false;
         c.error = err.message || "unreachable";
         changed();
+      });
+  }
+
+  function checkHistory(symbol) {
+    // Called after a full load, then every HISTORY_POLL_MS while the history is filling.
+    const c = state.candles;
+    clearTimeout(c.pollTimer);
+    if (c.polls >= HISTORY_POLLS) {
+      return;
+    }
+    const series = symbol + "@kline_" + INTERVAL;
+    fetchJson(core.serverBase().http + "/streams")
+      .then(function (body) {
+        const backfill = body && body.backfill;
+        const pending = backfill && Array.isArray(backfill.pending) &&
+          backfill.pending.indexOf(series) >= 0;
+        if (c.symbol !== symbol) {
+          return;
+        }
+        // Fetched, unless none was pending and /klines had a candle or none (the fetch
+        // starts with the series' first candle): then asked again too.
+        if (!pending && !c.waiting && c.fromHistory > 1) {
+          return;
+        }
+        c.waiting = pending;
+        c.polls += 1;
+        c.pollTimer = setTimeout(function () {
+          if (c.symbol !== symbol) {
+            return;
+          }
+          if (pending) {
+            checkHistory(symbol);
+          } else {
+            load(symbol, null);
+          }
+        }, HISTORY_POLL_MS);
+      })
+      .catch(function () {
+        // An older server without /streams' backfill: what /klines gave is all there is.
       });
   }
 

@@ -36,7 +36,14 @@
       }
     }
     const every = tc.follow.followsEveryStream();
-    return every === null ? "unknown" : every ? null : "other streams";
+    if (every === false) {
+      return "other streams";
+    }
+    // Streams asked for but not yet acknowledged may still be missing messages.
+    const asking = Array.from(state.pendingOps.values()).some(function (name) {
+      return name.indexOf("@") >= 0;
+    });
+    return every === null || asking ? "unknown" : null;
   }
 
   function track(value, snapshot) {

@@ -111,6 +111,9 @@ window.tickcast = {
       loadId: 0,
       fromHistory: 0,
       error: null,
+      polls: 0, // asked again while the server was still fetching the history
+      waiting: false, // /streams said it was pending: /klines is loaded again once it is not
+      pollTimer: null,
     },
     // The selected symbol's trade tape (tape.js), newest first.
     tape: {
