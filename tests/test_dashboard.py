@@ -1,6 +1,7 @@
 """The dashboard's trading features in headless Chromium against real server processes:
-staleness, bid/ask/spread and volume units, sorting, the chart, the connection panel,
-keyboard use and narrow screens (Playwright, system Chromium).
+staleness, bid/ask/spread and volume units, sorting, the chart (real candles and the tick
+line), the trade tape, the connection panel, keyboard use and narrow screens (Playwright,
+system Chromium).
 
 With TICKCAST_UPDATE_SCREENSHOT=1 the chart test also writes docs/dashboard.png, the
 README's picture (1280x800, chart open); otherwise screenshots stay in the temp dir.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +41,7 @@ pytestmark = pytest.mark.e2e
 
 require_program(CHROMIUM, "chromium", "browser")
 
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect  # noqa: E402
 
 from .test_e2e import (  # noqa: E402
     DEFAULT_SYMBOLS,
@@ -61,6 +64,15 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("dash"), ["--source", "sim"], SIM) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def ticker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of tickers only: every message it publishes is a tick, so a page following
+    every symbol receives every seq and can count gaps."""
+    env = {**SIM, "TICKCAST_STREAM_KINDS": ""}
+    with running_server(tmp_path_factory.mktemp("ticker"), ["--source", "sim"], env) as process:
         yield process
 
 
@@ -169,7 +181,9 @@ def test_table_shows_quotes_spread_units_and_direction(page: Page, server: Serve
     node = server.status()["node_id"]
     expect(page.locator("#stat-node")).to_have_text(str(node))
     expect(page.locator("#stat-transport")).to_have_text("WebSocket")
-    expect(page.locator("#stat-gaps")).to_have_text("0")
+    # Trades and candles share the seq with the ticks: with them not followed, the page
+    # cannot tell a missed tick from another stream's message (ticker_server's tests can).
+    expect(page.locator("#stat-gaps")).to_have_text("not checked (other streams)")
     page.wait_for_function("window.tickcast.stats().messagesPerSecond > 10", timeout=10_000)
     assert int(page.inner_text("#stat-seq")) > 0
     expect_fresh(page)
@@ -234,14 +248,21 @@ def test_sort_by_keyboard_is_announced_and_kept_across_reloads(
 def test_chart_fills_from_history_then_live(
     page: Page, server: ServerProcess, tmp_path: Path
 ) -> None:
-    """Enter on a symbol opens its chart with axes, filled from /history and then growing
-    with live ticks; ranges and candles redraw it; Escape closes it and returns focus."""
+    """Enter on a symbol opens its chart with axes, in candles; the line style is filled
+    from /history and then grows with live ticks, and its ranges redraw it; Escape closes
+    the chart and returns focus."""
     load(page, server.base + "/")
     page.focus('tr[data-symbol="BTCUSDT"] .symbol-btn')
     page.keyboard.press("Enter")
     expect(page.locator("#chart-panel")).to_be_visible()
     expect(page.locator("#chart-title")).to_have_text("BTCUSDT")
     expect(page.locator("#chart-title")).to_be_focused()
+    expect(page.locator('input[name="chart-style"][value="candles"]')).to_be_checked()
+    page.wait_for_function("tickcast.chart.candles() > 0", timeout=10_000)
+    expect(page.locator("#chart .u-legend")).to_contain_text("Close")
+    expect(page.locator('input[name="chart-range"][value="all"]')).to_be_hidden()
+    page.check('input[name="chart-style"][value="line"]')
+    expect(page.locator('input[name="chart-span"][value="all"]')).to_be_hidden()
     page.wait_for_function(
         "!tickcast.chart.loading() && tickcast.chart.fromHistory() > 0", timeout=10_000
     )
@@ -255,9 +276,7 @@ def test_chart_fills_from_history_then_live(
     page.check('input[name="chart-range"][value="all"]')
     page.wait_for_function("tickcast.chart.shown() === tickcast.chart.points()")
     page.check('input[name="chart-style"][value="candles"]')
-    page.wait_for_function("tickcast.chart.shown() < tickcast.chart.points()")
-    expect(page.locator("#chart .u-legend")).to_contain_text("Close")
-    page.check('input[name="chart-style"][value="line"]')
+    page.wait_for_function("tickcast.chart.shown() === tickcast.chart.candles()")
 
     update_docs = os.environ.get("TICKCAST_UPDATE_SCREENSHOT") == "1"
     if update_docs:  # the README's picture: a chart with some history to it
@@ -345,10 +364,12 @@ def test_server_restart_shows_stale_then_recovers_without_duplicates(
         second.stop()
 
 
-def test_dropped_link_resumes_without_gaps_on_ws_and_sse(page: Page, server: ServerProcess) -> None:
+def test_dropped_link_resumes_without_gaps_on_ws_and_sse(
+    page: Page, ticker_server: ServerProcess
+) -> None:
     """A cut connection (the server keeps running) is resumed with the last event id on
     both transports: the missed ticks arrive, the seq check finds no gap, no reset."""
-    with link_proxy(server.port) as (proxy, _thread, loop):
+    with link_proxy(ticker_server.port) as (proxy, _thread, loop):
         load(page, f"http://127.0.0.1:{proxy.port}/")
         wait_for_more_ticks(page, 40)
         expect(page.locator("#stat-gaps")).to_have_text("0")
@@ -373,11 +394,11 @@ def test_dropped_link_resumes_without_gaps_on_ws_and_sse(page: Page, server: Ser
 
 
 def test_gaps_are_counted_when_ticks_are_skipped_and_not_for_a_subset(
-    page: Page, server: ServerProcess
+    page: Page, ticker_server: ServerProcess
 ) -> None:
     """A throttled stream skips seqs on purpose: the panel counts those gaps. With a
     subset of the symbols seq is not contiguous, and the panel says it does not check."""
-    load(page, server.base + "/?throttle_ms=500")
+    load(page, ticker_server.base + "/?throttle_ms=500")
     page.wait_for_function("window.tickcast.stats().missed > 5", timeout=10_000)
     expect(page.locator("#stat-gaps")).to_contain_text("ticks missed")
     page.click('button.remove[aria-label="Remove ADAUSDT"]')
@@ -629,3 +650,295 @@ def test_vendored_chart_library_is_served_and_matches_its_readme(server: ServerP
     refs = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert "vendor/uPlot.iife.min.js" in refs
     assert [r for r in refs if re.match(r"(https?:)?//", r)] == []
+
+
+# ---------------------------------------------------------------- candles and trade tape
+
+BTC_STREAMS = ["BTCUSDT@trades", "BTCUSDT@kline_1m"]
+ETH_STREAMS = ["ETHUSDT@trades", "ETHUSDT@kline_1m"]
+
+
+def open_symbol(page: Page, symbol: str) -> None:
+    """Select ``symbol`` and wait until its candles and trades are loaded and its streams
+    followed."""
+    page.click(f'tr[data-symbol="{symbol}"] .symbol-btn')
+    expect(page.locator("#chart-title")).to_have_text(symbol)
+    page.wait_for_function(
+        """s => tickcast.chart.candles() > 0 && !tickcast.chart.candlesLoading()
+             && !tickcast.trades.loading()
+             && tickcast.following().join() === [s + "@trades", s + "@kline_1m"].join()""",
+        arg=symbol,
+        timeout=15_000,
+    )
+
+
+def plotted_candles(page: Page) -> dict[int, tuple[float, float, float, float]]:
+    """What the chart was last given to draw: open time (ms) -> open, high, low, close."""
+    data = page.evaluate("tickcast.chart.plotData()")
+    assert isinstance(data, list) and len(data) == 5
+    times, opens, highs, lows, closes = data
+    return {
+        round(t * 1000): (o, h, lo, c)
+        for t, o, h, lo, c in zip(times, opens, highs, lows, closes, strict=True)
+    }
+
+
+def rest_candles(server: ServerProcess, symbol: str) -> list[dict[str, object]]:
+    response = server.get(f"/klines/{symbol}?interval=1m&limit=1000")
+    assert response.status_code == 200
+    klines = response.json()
+    assert isinstance(klines, list)
+    return klines
+
+
+def ohlc(kline: dict[str, object]) -> tuple[float, float, float, float]:
+    return cast(
+        tuple[float, float, float, float],
+        tuple(float(cast(float, kline[k])) for k in ("open", "high", "low", "close")),
+    )
+
+
+def tape_ids(page: Page) -> list[int]:
+    ids = page.evaluate("tickcast.trades.ids()")
+    assert isinstance(ids, list)
+    return [int(i) for i in ids]
+
+
+def rest_trade_ids(server: ServerProcess, symbol: str, limit: int = 200) -> list[int]:
+    response = server.get(f"/trades/{symbol}?limit={limit}")
+    assert response.status_code == 200
+    return [int(t["trade_id"]) for t in response.json()]
+
+
+def subscriptions(server: ServerProcess) -> int:
+    edge = server.status()["edge"]
+    assert isinstance(edge, dict)
+    return int(edge["subscriptions"])
+
+
+def wait_for_subscriptions(server: ServerProcess, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (now := subscriptions(server)) != count:
+        assert time.monotonic() < deadline, f"{now} subscriptions on the server, not {count}"
+        time.sleep(0.1)
+
+
+def expect_tape_consistent(page: Page, server: ServerProcess) -> list[int]:
+    """The tape's trade ids: newest first, no duplicate, and exactly the server's trades
+    between its oldest and newest row (none missed, none invented)."""
+    ids = tape_ids(page)
+    assert ids == sorted(set(ids), reverse=True), f"not unique and newest first: {ids}"
+    served = rest_trade_ids(server, "BTCUSDT")
+    between = [i for i in served if ids[-1] <= i <= ids[0]]
+    assert sorted(between, reverse=True) == ids
+    return ids
+
+
+def test_candles_are_the_servers_klines_and_follow_live_updates(
+    page: Page, server: ServerProcess
+) -> None:
+    """Clicking BTCUSDT draws its one-minute candles from /klines, hundreds of them (on a
+    server just started, once it has fetched their history), with the OHLC /klines gives
+    for the same open times; a live kline changes the last candle, and it ends equal to
+    the server's candle for that minute."""
+    load(page, server.base + "/")
+    open_symbol(page, "BTCUSDT")
+    page.wait_for_function("tickcast.chart.shown() >= 500", timeout=40_000)
+    klines = rest_candles(server, "BTCUSDT")
+    assert len(klines) >= 500  # the simulated exchange's history reaches back 1,000 minutes
+    plotted = plotted_candles(page)
+    assert len(plotted) >= 500
+    assert page.evaluate("tickcast.chart.shown()") == len(plotted)
+    closed = {int(cast(int, k["open_time"])): ohlc(k) for k in klines if k["closed"]}
+    # Not the newest two: one may have closed while the page's redraw was pending.
+    common = sorted(t for t in closed.keys() & plotted.keys() if t < max(plotted) - 60_000)
+    assert len(common) >= 500
+    assert [plotted[t] for t in common] == [closed[t] for t in common]
+    times = sorted(plotted)
+    assert all(b - a == 60_000 for a, b in zip(times, times[1:], strict=False))
+    expect(page.locator("#chart-note")).to_contain_text("one-minute candles")
+    expect(page.locator("#chart")).to_have_attribute(
+        "aria-label", re.compile(r"BTCUSDT price, one-minute candles, last 4 hours: open ")
+    )
+
+    last = max(plotted)
+    page.wait_for_function(
+        """([t, before]) => {
+             const d = tickcast.chart.plotData(), n = d[0].length - 1;
+             return d[0][n] * 1000 !== t || JSON.stringify(d.slice(1).map(c => c[n])) !== before;
+           }""",
+        arg=[last, json.dumps(list(plotted[last]))],
+        timeout=15_000,
+    )
+    deadline = time.monotonic() + 10
+    while True:  # the page and /klines move together: equal once both show one update
+        newest = rest_candles(server, "BTCUSDT")[-1]
+        shown = plotted_candles(page)
+        t = int(cast(int, newest["open_time"]))
+        if max(shown) == t and shown[t] == ohlc(newest):
+            break
+        assert time.monotonic() < deadline, f"last candle {shown.get(t)} is not {newest}"
+        time.sleep(0.2)
+    assert len(shown) >= len(plotted)
+
+
+def test_trade_tape_fills_from_rest_then_live_without_duplicates(
+    page: Page, server: ServerProcess
+) -> None:
+    """The tape shows /trades and then live trades, newest first, one row per trade id
+    and no hole against the server's /trades; each row shows ▲ Buy / ▼ Sell with its side
+    class, the price with the symbol's decimals, the size and the time."""
+    load(page, server.base + "/")
+    open_symbol(page, "BTCUSDT")
+    page.wait_for_function("tickcast.trades.ids().length >= 3", timeout=15_000)
+    first = expect_tape_consistent(page, server)
+    page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=first[0], timeout=15_000)
+    ids = expect_tape_consistent(page, server)
+    assert len(ids) <= 50
+
+    trade_id = ids[0]
+    row = page.locator(f'#tape-rows tr[data-trade-id="{trade_id}"]')
+    trade = next(
+        t for t in server.get("/trades/BTCUSDT?limit=200").json() if t["trade_id"] == trade_id
+    )
+    side = trade["side"]
+    expect(row).to_have_class(re.compile(rf"\btrade {side}\b"))
+    expect(row.locator(".side")).to_have_text("▲ Buy" if side == "buy" else "▼ Sell")
+    price = row.locator(".price").inner_text()
+    assert re.fullmatch(r"[0-9,]+\.\d\d", price), price  # BTCUSDT is quoted to 0.01
+    assert number(price) == trade["price"]
+    assert number(row.locator(".qty").inner_text()) == trade["qty"]
+    expect(row.locator(".time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    color = row.locator(".side").evaluate("td => getComputedStyle(td).color")
+    assert color == ("rgb(86, 211, 100)" if side == "buy" else "rgb(255, 123, 114)")  # --up/--down
+    expect(page.locator(".tape")).to_have_attribute("aria-labelledby", "tape-title")
+
+
+def test_switching_symbol_unsubscribes_the_old_streams(page: Page, server: ServerProcess) -> None:
+    """Selecting ETHUSDT after BTCUSDT unsubscribes BTCUSDT's trades and candles (the
+    server's count of subscriptions stays at the tickers plus two, and no BTCUSDT trade
+    or candle reaches the page afterwards); closing the chart unsubscribes ETHUSDT's."""
+    frames: list[str] = []  # in arrival order (Playwright delivers them in its own calls)
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f))))
+    load(page, server.base + "/")
+    wait_for_subscriptions(server, DEFAULT_SYMBOLS)
+    open_symbol(page, "BTCUSDT")
+    wait_for_subscriptions(server, DEFAULT_SYMBOLS + 2)
+    open_symbol(page, "ETHUSDT")
+    page.wait_for_timeout(1000)  # frames already on their way when it switched
+    switched = len(frames)
+    page.wait_for_function(
+        "n => tickcast.trades.ids()[0] >= n + 2", arg=tape_ids(page)[0], timeout=15_000
+    )
+    page.wait_for_timeout(500)
+    assert subscriptions(server) == DEFAULT_SYMBOLS + 2
+    after = frames[switched:]
+    late = [f for f in after if re.search(r'"BTCUSDT@(trades|kline_1m)"', f)]
+    assert late == [], f"BTCUSDT streams still arrive: {late[:3]}"
+    assert sum('"ETHUSDT@trades"' in f for f in after) >= 2
+    page.click("#chart-close")
+    wait_for_subscriptions(server, DEFAULT_SYMBOLS)
+    assert page.evaluate("tickcast.following()") == []
+
+
+def test_a_gap_message_is_shown_in_the_tape(page: Page, server: ServerProcess) -> None:
+    """A `gap` message for the selected symbol's trades (the server dropped trades this
+    page did not take in time) shows a "42 trades missed" line in the tape, above the
+    trades before it and below the ones after it."""
+    routes: list[WebSocketRoute] = []
+
+    def through(route: WebSocketRoute) -> None:
+        route.connect_to_server()  # the real server, frames passed both ways
+        routes.append(route)
+
+    page.route_web_socket(re.compile(rf"^ws://127\.0\.0\.1:{server.port}/ws(\?.*)?$"), through)
+    load(page, server.base + "/")
+    open_symbol(page, "BTCUSDT")
+    page.wait_for_function("tickcast.trades.ids().length > 0", timeout=15_000)
+    gap = {"type": "gap", "stream": "BTCUSDT@trades", "missed": 42}
+    routes[-1].send(json.dumps(gap))
+    line = page.locator("#tape-rows tr.tape-gap")
+    expect(line).to_have_text("⚠ 42 trades missed")
+    expect(line).to_be_visible()
+    routes[-1].send(json.dumps({**gap, "stream": "ETHUSDT@trades"}))  # not this symbol's
+    # The newest trade when the gap came, then one after it.
+    before = int(page.get_attribute("#tape-rows tr.tape-gap + tr", "data-trade-id") or 0)
+    page.wait_for_function("n => tickcast.trades.ids()[0] > n", arg=before, timeout=15_000)
+    expect(line).to_have_count(1)
+    order = page.eval_on_selector_all(
+        "#tape-rows tr",
+        "rs => rs.map(r => r.classList.contains('tape-gap') ? 'gap' : Number(r.dataset.tradeId))",
+    )
+    at = order.index("gap")
+    assert at > 0 and all(i > before for i in order[:at]) and order[at + 1] == before, order
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_candles_and_tape_catch_up_after_a_dropped_link(
+    page: Page, server: ServerProcess, transport: str
+) -> None:
+    """A cut connection (the server keeps running), on WebSocket and SSE: once the page is
+    back, the selected symbol's streams are followed again, and the trades and candles
+    missed meanwhile are filled in with no duplicate and no hole; the tape dims while the
+    page is not connected, as the table's prices do."""
+    with link_proxy(server.port) as (proxy, _thread, loop):
+        base = f"http://127.0.0.1:{proxy.port}"
+        load(page, base + f"/?transport={transport}")
+        open_symbol(page, "BTCUSDT")
+        page.wait_for_function("tickcast.trades.ids().length >= 2", timeout=15_000)
+        loop.call_soon_threadsafe(proxy.reset_all)
+        expect(page.locator("body")).to_have_attribute("data-fresh", "no", timeout=5_000)
+        dimmed = page.eval_on_selector(
+            "#tape-rows tr.trade td.price", "td => Number(getComputedStyle(td).opacity)"
+        )
+        assert dimmed < 1
+        newest = tape_ids(page)[0]
+        page.wait_for_function(
+            "window.tickcast.stats().conn === 'connected' && window.tickcast.stats().reconnects >= 1",
+            timeout=15_000,
+        )
+        page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=newest, timeout=15_000)
+        assert page.evaluate("tickcast.following()") == BTC_STREAMS
+        expect_tape_consistent(page, server)
+        page.wait_for_function("tickcast.chart.shown() >= 500", timeout=40_000)
+        times = sorted(plotted_candles(page))
+        assert len(times) >= 500
+        assert all(b - a == 60_000 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_a_symbol_without_streams_says_so_and_gaps_count_when_every_stream_is_followed(
+    page: Page, tmp_path: Path
+) -> None:
+    """With trades and candles carried for ETHUSDT only, BTCUSDT's chart and tape say
+    they are not served (and nothing is subscribed for it); selecting ETHUSDT follows
+    every stream the server carries, so the seq check runs again and finds no gap."""
+    env = {**SIM, "TICKCAST_STREAM_SYMBOLS": "ETHUSDT"}
+    with running_server(tmp_path, ["--source", "sim"], env) as server:
+        load(page, server.base + "/")
+        expect(page.locator("#stat-gaps")).to_have_text("not checked (other streams)")
+        page.click('tr[data-symbol="BTCUSDT"] .symbol-btn')
+        expect(page.locator("#chart-note")).to_contain_text("Candles unavailable", timeout=10_000)
+        expect(page.locator("#chart-note")).to_contain_text("BTCUSDT@kline_1m is not served")
+        expect(page.locator("#tape-note")).to_contain_text("Trades unavailable")
+        assert page.evaluate("tickcast.following()") == []
+        expect(page.locator("#error")).to_be_empty()
+        open_symbol(page, "ETHUSDT")
+        page.wait_for_function("window.tickcast.stats().gapsChecked", timeout=10_000)
+        page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=tape_ids(page)[0])
+        wait_for_more_ticks(page, tick_count(page) + 20)
+        counts = stats(page)
+        assert (counts["gapsChecked"], counts["gaps"], counts["missed"]) == (True, 0, 0)
+        expect(page.locator("#stat-gaps")).to_have_text("0")
+
+
+def test_every_file_the_page_names_is_served(server: ServerProcess) -> None:
+    """Each script and stylesheet index.html loads is served next to it, with its type."""
+    html = (STATIC / "index.html").read_text()
+    names = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert {"candles.js", "tape.js", "follow.js", "seq.js"} <= set(names)
+    for name in names:
+        response = server.get(f"/{name}")
+        assert response.status_code == 200, name
+        assert ("css" if name.endswith(".css") else "javascript") in response.headers[
+            "content-type"
+        ]

@@ -27,9 +27,10 @@
     if (state.sort.key && now - state.lastResort >= RESORT_MS) {
       table.applyOrder();
     }
-    if (state.chart.symbol && state.chart.range !== "all") {
+    if (state.chart.symbol && state.chart.style === "line" && state.chart.range !== "all") {
       priceChart.scheduleChart(); // the window slides even when no tick arrives
     }
+    tc.follow.sync();
     statusView.renderBanners();
     statusView.renderStats();
     tc.columns.checkFit();
@@ -112,6 +113,11 @@
       chartClose: byId("chart-close"),
       chart: byId("chart"),
       chartNote: byId("chart-note"),
+      chartSpan: byId("chart-span"),
+      chartRange: byId("chart-range"),
+      tapeTable: byId("tape-table"),
+      tapeRows: byId("tape-rows"),
+      tapeNote: byId("tape-note"),
       statTransport: byId("stat-transport"),
       statServer: byId("stat-server"),
       statNode: byId("stat-node"),
@@ -176,6 +182,13 @@
         priceChart.setChartRange(input.value);
       });
     });
+    document.querySelectorAll('input[name="chart-span"]').forEach(function (input) {
+      input.checked = input.value === state.chart.span;
+      input.addEventListener("change", function () {
+        priceChart.setChartSpan(input.value);
+      });
+    });
+    priceChart.showStyleControls();
     document.querySelectorAll('input[name="chart-style"]').forEach(function (input) {
       input.checked = input.value === state.chart.style;
       input.addEventListener("change", function () {
@@ -219,6 +232,39 @@
         loading: function () {
           return state.chart.loading;
         },
+        style: function () {
+          return state.chart.style;
+        },
+        // The candles held, and what the plot was last given: [open times (s), opens,
+        // highs, lows, closes], to compare with /klines.
+        candles: function () {
+          return state.candles.list.length;
+        },
+        candlesLoading: function () {
+          return state.candles.loading;
+        },
+        plotData: function () {
+          const plot = state.chart.plot;
+          return plot ? plot.data.map(function (column) {
+            return Array.prototype.slice.call(column);
+          }) : null;
+        },
+      },
+      trades: {
+        // Trade ids in the tape, newest first.
+        ids: function () {
+          return state.tape.entries.filter(function (entry) {
+            return !entry.gap;
+          }).map(function (entry) {
+            return entry.id;
+          });
+        },
+        loading: function () {
+          return state.tape.loading;
+        },
+      },
+      following: function () {
+        return state.transport === "sse" ? state.follow.sse.slice() : state.follow.active.slice();
       },
       stats: function () {
         return {

@@ -1,10 +1,12 @@
 /*
- * tickcast live dashboard: the chart panel.
+ * tickcast live dashboard: the chart panel of the selected symbol.
  *
- * uPlot (static/vendor/, see its README.md), filled from /history/{symbol} and then live
- * ticks. "Candles" builds OHLC candles in the browser from the ticks held, in buckets sized
- * to the range (5 s for 1 minute up to 1 min for 15 minutes): the server publishes ticks,
- * not trades or klines, so they summarise the last prices seen, not every trade.
+ * uPlot (static/vendor/, see its README.md) in one of two styles. "Candles" (the default)
+ * draws the symbol's real one-minute candles, the exchange's own OHLC of every trade:
+ * /klines history, then the SYMBOL@kline_1m stream (candles.js), over a span of 1 h, 4 h or
+ * every candle held. "Line" draws the last price of each ticker tick: /history/{symbol},
+ * then live ticks, over the last 1, 5 or 15 minutes or every tick held. The panel also holds
+ * the symbol's trade tape (tape.js); selecting a symbol follows its streams (follow.js).
  */
 (function (tc) {
   "use strict";
@@ -16,15 +18,10 @@
   const HISTORY_LIMIT = 1000; // the server caps it at its TICKCAST_HISTORY_SIZE
   const MAX_CHART_POINTS = 20000;
   const CHART_REDRAW_MS = 200;
-  // Candle size per range (seconds); "all" picks one that gives at most ~120 candles.
-  const CANDLE_SECONDS = { 60: 5, 300: 15, 900: 30 };
-  const CANDLE_STEPS = [1, 5, 15, 30, 60, 300, 900, 3600];
   const COLORS = {
     text: "#e6edf3",
     muted: "#9da7b3",
     line: "#30363d",
-    up: "#56d364",
-    down: "#ff7b72",
     price: "#79c0ff",
     priceFill: "rgba(121, 192, 255, 0.10)",
   };
@@ -46,6 +43,7 @@
       chart.historyError = null;
       chart.loading = true;
       loadHistory(symbol);
+      tc.follow.select(symbol);
     }
     state.el.chartPanel.hidden = false;
     state.el.main.classList.add("has-chart");
@@ -67,6 +65,7 @@
     state.chart.symbol = null;
     state.chart.points = [];
     state.chart.live = [];
+    tc.follow.select(null);
     state.el.chartPanel.hidden = true;
     state.el.main.classList.remove("has-chart");
     state.rows.forEach(function (row) {
@@ -186,20 +185,6 @@
     return chart.points.slice(i);
   }
 
-  function candleSeconds(points) {
-    const chart = state.chart;
-    if (chart.range !== "all") {
-      return CANDLE_SECONDS[chart.range];
-    }
-    const span = points.length ? (points[points.length - 1].t - points[0].t) / 1000 : 0;
-    for (let i = 0; i < CANDLE_STEPS.length; i++) {
-      if (span / CANDLE_STEPS[i] <= 120) {
-        return CANDLE_STEPS[i];
-      }
-    }
-    return CANDLE_STEPS[CANDLE_STEPS.length - 1];
-  }
-
   function lineData(points) {
     return [
       points.map(function (pt) {
@@ -209,32 +194,6 @@
         return pt.p;
       }),
     ];
-  }
-
-  function candleData(points, seconds) {
-    // OHLC per bucket of `seconds`, from the prices of the ticks in it.
-    const xs = [];
-    const o = [];
-    const h = [];
-    const l = [];
-    const c = [];
-    const size = seconds * 1000;
-    points.forEach(function (pt) {
-      const start = Math.floor(pt.t / size) * seconds;
-      const last = xs.length - 1;
-      if (last >= 0 && xs[last] === start) {
-        h[last] = Math.max(h[last], pt.p);
-        l[last] = Math.min(l[last], pt.p);
-        c[last] = pt.p;
-      } else {
-        xs.push(start);
-        o.push(pt.p);
-        h.push(pt.p);
-        l.push(pt.p);
-        c.push(pt.p);
-      }
-    });
-    return [xs, o, h, l, c];
   }
 
   // ---------------------------------------------------------------- drawing
@@ -250,8 +209,7 @@
     }
     const points = chartWindow();
     const candles = chart.style === "candles";
-    chart.bucketSec = candles ? candleSeconds(points) : 0;
-    const data = candles ? candleData(points, chart.bucketSec) : lineData(points);
+    const data = candles ? tc.candles.plotData() : lineData(points);
     if (!chart.plot || chart.plotStyle !== chart.style) {
       destroyPlot();
       chart.plot = makePlot(chart.style, data);
@@ -261,7 +219,11 @@
       chart.plot.setData(data, true);
     }
     chart.shown = data[0].length;
-    renderChartText(points);
+    if (candles) {
+      renderCandleText();
+    } else {
+      renderChartText(points);
+    }
   }
 
   function renderChartText(points) {
@@ -277,17 +239,10 @@
       notes.push(chart.fromHistory + " ticks from history, then live.");
     }
     notes.push(points.length + " ticks shown, " + rangeText + ".");
-    if (chart.style === "candles") {
-      notes.push("Candles of " + chart.bucketSec + " s built from those ticks.");
-    }
     state.el.chartNote.textContent = notes.join(" ");
     const last = points[points.length - 1];
-    const row = state.rows.get(chart.symbol);
     const digits = tc.decimals.of(chart.symbol);
-    // The row's text keeps the exchange's own digits; the chart only has the number.
-    state.el.chartLast.textContent = row && row.priceVal.textContent
-      ? row.priceVal.textContent
-      : last ? formatPrice(last.p, digits) : "";
+    renderLast(last ? last.p : null);
     let summary = chart.symbol + " price, " + rangeText + ": ";
     if (points.length) {
       const prices = points.map(function (pt) {
@@ -302,6 +257,51 @@
     state.el.chart.setAttribute("aria-label", summary);
   }
 
+  function renderLast(price) {
+    // The row's text keeps the exchange's own digits; the chart only has the number.
+    const row = state.rows.get(state.chart.symbol);
+    state.el.chartLast.textContent = row && row.priceVal.textContent
+      ? row.priceVal.textContent
+      : price !== null ? formatPrice(price, tc.decimals.of(state.chart.symbol)) : "";
+  }
+
+  function renderCandleText() {
+    const chart = state.chart;
+    const c = state.candles;
+    const spanText = { 60: "last hour", 240: "last 4 hours" }[chart.span] || "all candles held";
+    let note;
+    if (c.loading) {
+      note = "Loading candles…";
+    } else if (c.error && !c.list.length) {
+      note = "Candles unavailable (" + c.error + "). Line shows the ticker's prices.";
+    } else {
+      note = c.list.length + " one-minute candles: " + c.fromHistory +
+        " from history, then live. Showing the " + spanText + ".";
+    }
+    state.el.chartNote.textContent = note;
+    state.el.chart.dataset.candles = String(c.list.length);
+    const shown = tc.candles.visible();
+    const last = shown[shown.length - 1];
+    renderLast(last ? last.c : null);
+    const digits = tc.decimals.of(chart.symbol);
+    let summary = chart.symbol + " price, one-minute candles, " + spanText + ": ";
+    if (last) {
+      const highs = shown.map(function (k) {
+        return k.h;
+      });
+      const lows = shown.map(function (k) {
+        return k.l;
+      });
+      summary += "open " + formatPrice(shown[0].o, digits) +
+        ", low " + formatPrice(Math.min.apply(null, lows), digits) +
+        ", high " + formatPrice(Math.max.apply(null, highs), digits) +
+        ", last close " + formatPrice(last.c, digits) + " in the minute from " + formatClock(last.t);
+    } else {
+      summary += "no candles yet";
+    }
+    state.el.chart.setAttribute("aria-label", summary);
+  }
+
   function chartSize() {
     const el = state.el.chart;
     const width = Math.max(200, Math.floor(el.clientWidth));
@@ -311,15 +311,18 @@
 
   function xRange(_u, min, max) {
     const chart = state.chart;
+    if (chart.style === "candles") {
+      return tc.candles.xRange(min, max);
+    }
     if (chart.range !== "all") {
       const now = Date.now() / 1000;
-      return [now - Number(chart.range), now + (chart.bucketSec || 0)];
+      return [now - Number(chart.range), now];
     }
     if (min === null || max === null || min === max) {
       const t = min === null ? Date.now() / 1000 : min;
       return [t - 30, t + 30];
     }
-    return [min, max + (chart.bucketSec || 0)];
+    return [min, max];
   }
 
   function timeValues(_u, splits, _axis, _space, incr) {
@@ -393,40 +396,9 @@
       series: series,
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
-      hooks: style === "candles" ? { draw: [drawCandles] } : {},
+      hooks: style === "candles" ? { draw: [tc.candles.draw] } : {},
     };
     return new window.uPlot(opts, data, state.el.chart);
-  }
-
-  function drawCandles(u) {
-    const xs = u.data[0];
-    if (!xs.length) {
-      return;
-    }
-    const seconds = state.chart.bucketSec;
-    const ctx = u.ctx;
-    const ratio = window.devicePixelRatio || 1;
-    const slot = Math.abs(u.valToPos(xs[0] + seconds, "x", true) - u.valToPos(xs[0], "x", true));
-    const body = Math.max(1 * ratio, Math.min(14 * ratio, slot * 0.7));
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
-    ctx.clip();
-    for (let i = 0; i < xs.length; i++) {
-      const open = u.data[1][i];
-      const close = u.data[4][i];
-      const x = Math.round(u.valToPos(xs[i] + seconds / 2, "x", true));
-      const top = u.valToPos(Math.max(open, close), "y", true);
-      const bottom = u.valToPos(Math.min(open, close), "y", true);
-      ctx.strokeStyle = ctx.fillStyle = close >= open ? COLORS.up : COLORS.down;
-      ctx.lineWidth = ratio;
-      ctx.beginPath();
-      ctx.moveTo(x, u.valToPos(u.data[2][i], "y", true));
-      ctx.lineTo(x, u.valToPos(u.data[3][i], "y", true));
-      ctx.stroke();
-      ctx.fillRect(Math.round(x - body / 2), top, Math.round(body), Math.max(ratio, bottom - top));
-    }
-    ctx.restore();
   }
 
   function destroyPlot() {
@@ -466,10 +438,24 @@
     renderChart();
   }
 
-  function setChartStyle(value) {
-    state.chart.style = value === "candles" ? "candles" : "line";
+  function setChartSpan(value) {
+    state.chart.span = value;
     core.savePrefs();
     renderChart();
+  }
+
+  function setChartStyle(value) {
+    state.chart.style = value === "candles" ? "candles" : "line";
+    showStyleControls();
+    core.savePrefs();
+    renderChart();
+  }
+
+  function showStyleControls() {
+    // Candles have spans of hours, the line ranges of minutes: one set at a time.
+    const candles = state.chart.style === "candles";
+    state.el.chartSpan.hidden = !candles;
+    state.el.chartRange.hidden = candles;
   }
 
   Object.assign(tc.priceChart, {
@@ -479,6 +465,8 @@
     chartTick: chartTick,
     scheduleChart: scheduleChart,
     setChartRange: setChartRange,
+    setChartSpan: setChartSpan,
     setChartStyle: setChartStyle,
+    showStyleControls: showStyleControls,
   });
 })(window.tickcast);

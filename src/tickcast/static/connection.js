@@ -1,17 +1,7 @@
 /*
  * tickcast live dashboard: the connection to the server (WebSocket or SSE), reconnects with
- * backoff, resume tokens, incoming messages and sequence-gap counting.
- *
- * Sequence gaps. `seq` is stamped once per published tick by the server's ingest and is
- * global across symbols, so it is contiguous only for a client that receives every symbol
- * the server serves. Gaps are therefore counted only while the page is subscribed to all
- * of them (the server's /symbols; its defaults are all of them); with a subset the panel
- * says "not checked". The baseline is the first live tick after the snapshot (snapshot
- * ticks carry each symbol's latest seq, which are not contiguous), a `reset`'s `last_seq`,
- * or, across a resumed reconnect, the last seq seen before the drop: the server promises
- * every missed tick on a resume, so a hole there is a real gap. A throttled stream
- * (?throttle_ms=) or a conflating server drops ticks on purpose: those are counted too,
- * because the page did miss them.
+ * backoff, resume tokens and incoming messages (their seq is checked by seq.js). The
+ * selected symbol's trades and candles arrive here too and go to tape.js and candles.js.
  */
 (function (tc) {
   "use strict";
@@ -48,8 +38,10 @@
 
   function sseUrl(token) {
     const list = (state.symbols || []).concat(Array.from(state.pending));
+    const streams = tc.follow.urlStreams();
     return core.serverBase().http + "/sse" + core.queryString({
       symbols: list.length ? list.join(",") : null,
+      streams: streams.length ? streams.join(",") : null,
       throttle_ms: state.throttleMs,
       last_event_id: token,
       token: state.token,
@@ -100,6 +92,7 @@
     statusView.setConn("connected");
     statusView.renderStats();
     fetchServed();
+    tc.follow.opened();
   }
 
   function openWebSocket(token) {
@@ -152,6 +145,9 @@
     });
     es.addEventListener("reset", function (event) {
       onSseEvent(event, applyReset);
+    });
+    es.addEventListener("gap", function (event) {
+      onSseEvent(event, applyGap);
     });
     es.addEventListener("tick", function (event) {
       onSseEvent(event, applyTick);
@@ -323,7 +319,18 @@
     sendOp("subscribe", symbol);
   }
 
+  function sendStreamsOp(op, streams) {
+    const id = state.nextOpId++;
+    if (sendJson({ op: op, streams: streams, id: id })) {
+      state.pendingOps.set(id, streams.join(", "));
+    }
+  }
+
   function fetchServed() {
+    return Promise.all([fetchSymbols(), tc.follow.fetchStreams()]);
+  }
+
+  function fetchSymbols() {
     return fetch(core.serverBase().http + "/symbols")
       .then(function (response) {
         return response.ok ? response.json() : null;
@@ -359,6 +366,9 @@
     ack: applyAck,
     error: applyError,
     reset: applyReset,
+    trade: applyTrade,
+    kline: applyKline,
+    gap: applyGap,
   };
 
   function dispatch(message) {
@@ -394,7 +404,7 @@
     if (accepted) {
       state.seen.add(symbol);
     }
-    trackSeq(tick.seq, snapshot);
+    tc.seq.track(tick.seq, snapshot);
     if (!accepted) {
       return;
     }
@@ -421,6 +431,23 @@
     statusView.renderFooter();
   }
 
+  function applyTrade(trade) {
+    tc.seq.track(trade.seq, false); // trades have no snapshot
+    tc.tape.accept(trade);
+  }
+
+  function applyKline(kline) {
+    // The first candle of a stream on a connection is its snapshot, as a ticker's tick is.
+    const snapshot = !state.seen.has(kline.stream);
+    state.seen.add(kline.stream);
+    tc.seq.track(kline.seq, snapshot);
+    tc.candles.accept(kline);
+  }
+
+  function applyGap(gap) {
+    tc.tape.acceptGap(gap);
+  }
+
   function applyStatus(status) {
     if (typeof status.upstream === "string") {
       state.upstream = status.upstream;
@@ -441,9 +468,12 @@
   }
 
   function applyAck(ack) {
-    if (state.pendingOps.has(ack.id)) {
+    const name = state.pendingOps.get(ack.id);
+    if (name !== undefined) {
       state.pendingOps.delete(ack.id);
-      statusView.clearError();
+      if (name.indexOf("@") < 0) {
+        statusView.clearError(); // a symbol added: its error, if any, is over
+      }
     }
   }
 
@@ -453,6 +483,8 @@
     const reason = error.message || error.code || "unknown error";
     if (symbol && state.pending.delete(symbol)) {
       statusView.showError("Cannot add " + symbol + ": " + reason);
+    } else if (symbol && symbol.indexOf("@") >= 0) {
+      statusView.showError("Cannot follow " + symbol + ": " + reason);
     } else {
       statusView.showError("Server error: " + reason);
     }
@@ -468,12 +500,21 @@
       state.resumeSeq = lastSeq;
     }
     if (Array.isArray(reset.ticks)) {
-      reset.ticks.forEach(function (tick) {
-        if (tick && typeof tick === "object") {
-          applyTick(tick, true);
+      // The snapshot of every stream followed, each message with its own type.
+      reset.ticks.forEach(function (message) {
+        if (!message || typeof message !== "object") {
+          return;
+        }
+        if (message.type === "kline") {
+          state.seen.add(message.stream);
+          tc.candles.accept(message);
+        } else if (message.type === "tick" || message.type === undefined) {
+          applyTick(message, true);
         }
       });
     }
+    tc.candles.refresh(); // what was no longer held for a resume is still in /klines
+    tc.tape.refresh();
     statusView.renderStats();
   }
 
@@ -485,54 +526,6 @@
     statusView.renderLatency();
   }
 
-  // ---------------------------------------------------------------- sequence gaps
-
-  function subscribedToAll() {
-    if (state.symbols === null) {
-      return true; // the server's defaults are every symbol it serves
-    }
-    if (state.served === null) {
-      return false;
-    }
-    return state.served.every(function (s) {
-      return state.symbols.indexOf(s) >= 0;
-    });
-  }
-
-  function trackSeq(value, snapshot) {
-    const seq = toNumber(value);
-    if (seq === null) {
-      return; // a seed-server style tick: nothing to check
-    }
-    const s = state.seq;
-    s.latest = seq;
-    state.resumeSeq = state.resumeSeq === null ? seq : Math.max(state.resumeSeq, seq);
-    const checking = subscribedToAll();
-    if (checking !== s.checking) {
-      s.checking = checking;
-      s.last = null; // (re)starting checks: the next live tick is the baseline
-    }
-    if (!checking) {
-      return;
-    }
-    if (snapshot) {
-      if (s.last !== null) {
-        s.last = Math.max(s.last, seq);
-      }
-      return;
-    }
-    if (s.last !== null) {
-      if (seq > s.last + 1) {
-        s.gaps += 1;
-        s.missed += seq - s.last - 1;
-        statusView.renderStats();
-      } else if (seq <= s.last) {
-        s.backwards += 1; // a restarted server numbering again from the start
-      }
-    }
-    s.last = seq;
-  }
-
   Object.assign(tc.connection, {
     connect: connect,
     userConnect: userConnect,
@@ -540,6 +533,8 @@
     switchTransport: switchTransport,
     sendOp: sendOp,
     sendSubscribe: sendSubscribe,
+    sendStreamsOp: sendStreamsOp,
+    wsOpen: wsOpen,
     fetchServed: fetchServed,
   });
 })(window.tickcast);

@@ -2,13 +2,14 @@
  * tickcast live dashboard: shared state, saved preferences and server endpoints.
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
- * from file://), loaded in order by index.html: state.js, format.js, decimals.js,
- * connection.js, probe.js, table.js, columns.js, chart.js, status.js, app.js. Each is an
- * IIFE that fills its own part of the `window.tickcast` namespace created here; a script
- * reaches another's functions through that namespace at call time, so the order matters
- * only for what runs on load. Everything lives in one `state` object; the DOM is only
- * written by the render helpers. Protocol: SPEC §6 (WebSocket /ws, SSE /sse, REST
- * /history, /symbols).
+ * from file://), loaded in order by index.html: state.js, format.js, decimals.js, seq.js,
+ * connection.js, probe.js, table.js, columns.js, candles.js, tape.js, follow.js, chart.js,
+ * status.js, app.js. Each is an IIFE that fills its own part of the `window.tickcast`
+ * namespace created here; a script reaches another's functions through that namespace at
+ * call time, so the order matters only for what runs on load. Everything lives in one
+ * `state` object; the DOM is only written by the render helpers. Protocol: SPEC §6
+ * (WebSocket /ws, SSE /sse, REST /history, /symbols) and §12 (the selected symbol's trades
+ * and candles: /streams, /trades, /klines, SYMBOL@trades and SYMBOL@kline_1m).
  */
 
 // The namespace every dashboard script fills in, in the order index.html loads them.
@@ -16,10 +17,14 @@ window.tickcast = {
   core: {},
   format: {},
   decimals: {},
+  seq: {},
   connection: {},
   probe: {},
   table: {},
   columns: {},
+  candles: {},
+  tape: {},
+  follow: {},
   priceChart: {},
   statusView: {},
 };
@@ -89,14 +94,45 @@ window.tickcast = {
       loadId: 0,
       fromHistory: 0,
       historyError: null,
-      range: "300",
-      style: "line",
+      range: "300", // seconds of ticks the line shows, or "all"
+      span: "240", // minutes of candles shown, or "all"
+      style: "candles",
       plot: null,
       plotStyle: null,
-      bucketSec: 0,
       shown: 0,
       redrawTimer: null,
       observer: null,
+    },
+    // The selected symbol's one-minute candles (candles.js), oldest first, one per open time.
+    candles: {
+      symbol: null,
+      list: [], // { t: open time ms, o, h, l, c, v, closed, seq }
+      loading: false,
+      loadId: 0,
+      fromHistory: 0,
+      error: null,
+      polls: 0, // asked again while the server was still fetching the history
+      waiting: false, // /streams said it was pending: /klines is loaded again once it is not
+      pollTimer: null,
+    },
+    // The selected symbol's trade tape (tape.js), newest first.
+    tape: {
+      symbol: null,
+      entries: [], // { id, price, qty, side, t, tr } or a gap line { gap: missed, key, tr }
+      ids: new Set(),
+      loading: false,
+      loadId: 0,
+      error: null,
+      qtyDecimals: null, // what the sizes drawn are formatted with
+      frame: null,
+    },
+    // Streams followed beside the table's tickers (follow.js).
+    follow: {
+      symbol: null,
+      served: null, // every non-ticker stream the server serves (/streams); null: not known
+      wanted: [], // the selected symbol's streams that the server serves
+      active: [], // those subscribed on the current WebSocket
+      sse: [], // those named in the current SSE connection's URL
     },
     el: {},
   };
@@ -126,6 +162,9 @@ window.tickcast = {
     if (["60", "300", "900", "all"].indexOf(saved.range) >= 0) {
       state.chart.range = saved.range;
     }
+    if (["60", "240", "all"].indexOf(saved.span) >= 0) {
+      state.chart.span = saved.span;
+    }
     if (saved.style === "line" || saved.style === "candles") {
       state.chart.style = saved.style;
     }
@@ -139,6 +178,7 @@ window.tickcast = {
       sort: state.sort.key ? state.sort : null,
       symbols: state.symbolsFromUser ? state.symbols : state.storedSymbols,
       range: state.chart.range,
+      span: state.chart.span,
       style: state.chart.style,
       chart: state.chart.symbol,
     };

@@ -141,7 +141,8 @@
     setText(el.statResumes, state.stats.resumes + (state.stats.resets ? " (" + state.stats.resets + " reset)" : ""));
     let gaps;
     if (!s.checking) {
-      gaps = state.symbols !== null && state.served === null ? "–" : "not checked (subset)";
+      const why = tc.seq.unchecked();
+      gaps = why === "unknown" || why === null ? "–" : "not checked (" + why + ")";
     } else {
       gaps = s.gaps === 0 ? "0" : s.gaps + " (" + s.missed + " ticks missed)";
     }

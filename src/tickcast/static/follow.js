@@ -1,0 +1,143 @@
+/*
+ * tickcast live dashboard: the streams the page follows beside the table's tickers.
+ *
+ * The selected symbol's trades and one-minute candles (SPEC §12), when the server's
+ * /streams lists them. Over WebSocket they are subscribed and unsubscribed with ops on the
+ * open connection (another symbol selected: the old ones unsubscribed first); over SSE,
+ * whose streams are chosen at connect, by connecting again with `?streams=` naming them.
+ * After every (re)connect /klines and /trades are fetched again and merged (by open time,
+ * by trade id): a resume replays only the streams its URL named, and this refetch fills
+ * what a drop missed either way, without duplicates.
+ */
+(function (tc) {
+  "use strict";
+
+  const core = tc.core;
+  const state = core.state;
+
+  function streamsFor(symbol) {
+    const served = state.follow.served;
+    if (!symbol || served === null) {
+      return [];
+    }
+    return [symbol + "@trades", symbol + "@kline_" + tc.candles.INTERVAL].filter(function (name) {
+      return served.indexOf(name) >= 0;
+    });
+  }
+
+  function sameList(a, b) {
+    return a.length === b.length && a.every(function (name, i) {
+      return name === b[i];
+    });
+  }
+
+  function select(symbol) {
+    state.follow.symbol = symbol;
+    tc.candles.select(symbol);
+    tc.tape.select(symbol);
+    sync();
+  }
+
+  function sync() {
+    // Called on every change of what is wanted, and every second (app.js) to catch up.
+    state.follow.wanted = streamsFor(state.follow.symbol);
+    if (state.transport === "sse") {
+      syncSse();
+    } else {
+      syncWs();
+    }
+  }
+
+  function syncWs() {
+    const f = state.follow;
+    if (!tc.connection.wsOpen()) {
+      return; // the connection subscribes what is wanted when it opens
+    }
+    const drop = f.active.filter(function (name) {
+      return f.wanted.indexOf(name) < 0;
+    });
+    const add = f.wanted.filter(function (name) {
+      return f.active.indexOf(name) < 0;
+    });
+    if (drop.length) {
+      tc.connection.sendStreamsOp("unsubscribe", drop);
+    }
+    if (add.length) {
+      tc.connection.sendStreamsOp("subscribe", add);
+    }
+    f.active = f.wanted.slice();
+  }
+
+  function nameable() {
+    // Streams in the URL replace the server's default symbols: they are named only once
+    // the table's own list is known (after the first connection's snapshot).
+    return state.symbols === null ? [] : state.follow.wanted;
+  }
+
+  function syncSse() {
+    if (state.es === null || !state.wanted) {
+      return; // the next connection names them
+    }
+    tc.table.adoptDefaults();
+    if (!sameList(state.follow.sse, nameable())) {
+      tc.connection.connect(false);
+    }
+  }
+
+  function urlStreams() {
+    // The streams an SSE connection opening now names in its URL.
+    state.follow.wanted = streamsFor(state.follow.symbol);
+    state.follow.sse = nameable().slice();
+    return state.follow.sse;
+  }
+
+  function opened() {
+    state.follow.active = [];
+    sync();
+    tc.candles.refresh();
+    tc.tape.refresh();
+  }
+
+  function fetchStreams() {
+    return fetch(core.serverBase().http + "/streams")
+      .then(function (response) {
+        if (response.status === 404) {
+          return { streams: [] }; // a server of tickers only
+        }
+        return response.ok ? response.json() : null;
+      })
+      .then(function (body) {
+        if (body && Array.isArray(body.streams)) {
+          state.follow.served = body.streams.map(String).filter(function (name) {
+            return name.indexOf("@") > 0 && !/@ticker$/.test(name);
+          });
+          sync();
+          tc.statusView.renderStats();
+        }
+      })
+      .catch(function () {
+        // Unreachable: tried again on the next connection.
+      });
+  }
+
+  function followsEveryStream() {
+    // Whether this page receives every stream beside the tickers: they share one seq.
+    const served = state.follow.served;
+    if (served === null) {
+      return null;
+    }
+    const followed = state.transport === "sse" ? state.follow.sse : state.follow.active;
+    return served.every(function (name) {
+      return followed.indexOf(name) >= 0;
+    });
+  }
+
+  Object.assign(tc.follow, {
+    select: select,
+    sync: sync,
+    urlStreams: urlStreams,
+    opened: opened,
+    fetchStreams: fetchStreams,
+    followsEveryStream: followsEveryStream,
+  });
+})(window.tickcast);
