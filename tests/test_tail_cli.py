@@ -316,7 +316,7 @@ def test_a_tail_of_symbols_not_served_ends_with_one_line(
     assert many_out == ""
     assert many_err == (
         f"tickcast tail: {server.base} refused the subscription (too_many_subscriptions: "
-        "at most 2 symbols per client): ask for fewer symbols\n"
+        "at most 2 streams per client): ask for fewer symbols\n"
     )
 
 
