@@ -371,14 +371,14 @@ def test_subscription_drops_symbols_not_served_and_ends_when_none_is_left() -> N
     assert first == Problem("FOOUSDT is not served by http://h:1; showing BTCUSDT, BARUSDT")
     assert asked.drop(["FOOUSDT", "ETHUSDT"]) is None
     assert asked.symbols == ["BTCUSDT", "BARUSDT"]
-    assert asked.unserved_among(["btcusdt", "ETHUSDT"]) == ["BARUSDT"]
+    assert asked.unserved_among(["btcusdt", "ETHUSDT"], None) == ["BARUSDT"]
     assert asked.drop(["BARUSDT"]) == Problem(
         "BARUSDT is not served by http://h:1; showing BTCUSDT"
     )
     last = asked.drop(["BTCUSDT"])
     assert last is not None and last.fatal
     assert last.text == "BTCUSDT is not served by http://h:1 (its list: http://h:1/symbols)"
-    assert asked.too_many("at most 2 symbols per client").fatal
+    assert asked.too_many("at most 2 streams per client").fatal
 
 
 def test_refusals_of_symbols_are_told_from_other_errors() -> None:

@@ -31,13 +31,26 @@ PLAIN = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Z]+) (\d+\.\d+) ([+-]\d+\.\d\d%) "
     r"bid (\d+\.\d+) ask (\d+\.\d+)$"
 )
+TRADE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Z]+)@trades (buy|sell) (\d+\.\d+) "
+    r"(\d+(?:\.\d+)?) id=(\d+)$"
+)
+CANDLE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ([A-Z]+)@kline_1s O=(\d+\.\d+) H=(\d+\.\d+) "
+    r"L=(\d+\.\d+) C=(\d+\.\d+) V=(\d+(?:\.\d+)?) trades=(\d+) (live|closed)$"
+)
 SIMULATED = "tickcast tail: the server is serving simulated prices, not live data\n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"TICKCAST_SIM_RATE": "5", "TICKCAST_TOKEN": TOKEN, "TICKCAST_MAX_SUBSCRIPTIONS": "2"}
+    env = {
+        "TICKCAST_SIM_RATE": "5",
+        "TICKCAST_TOKEN": TOKEN,
+        "TICKCAST_MAX_SUBSCRIPTIONS": "2",
+        "TICKCAST_KLINE_INTERVALS": "1s,1m",
+    }
     with running_server(tmp_path_factory.mktemp("tail"), ["--source", "sim"], env) as running:
         yield running
 
@@ -316,7 +329,7 @@ def test_a_tail_of_symbols_not_served_ends_with_one_line(
     assert many_out == ""
     assert many_err == (
         f"tickcast tail: {server.base} refused the subscription (too_many_subscriptions: "
-        "at most 2 symbols per client): ask for fewer symbols\n"
+        "at most 2 streams per client): ask for fewer symbols\n"
     )
 
 
@@ -341,3 +354,126 @@ def test_a_symbol_not_served_is_said_once_and_the_others_shown(
     parsed = [PLAIN.match(line) for line in out.splitlines()]
     assert len(parsed) >= 5 and all(parsed), out
     assert {m[2] for m in parsed if m} == {"BTCUSDT"}
+
+
+# ---------------------------------------------------------------------- trades and candles
+
+
+def test_trades_in_a_pipe_end_quietly_when_head_has_its_lines(server: ServerProcess) -> None:
+    """`tickcast tail BTCUSDT@trades | head -n 5`: five trade lines (time, stream, side,
+    price, qty, id), the trades the server holds, and tail exits 0 with only the
+    simulated-data notice on stderr."""
+    tail = subprocess.Popen(
+        [*TAIL, "--url", server.base, "--token", TOKEN, "btcusdt@trades"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tail_env(),
+    )  # fmt: skip
+    head: subprocess.Popen[str] | None = None
+    try:
+        assert tail.stdout is not None and tail.stderr is not None
+        head = subprocess.Popen(
+            ["head", "-n", "5"], stdin=tail.stdout, stdout=subprocess.PIPE, text=True
+        )
+        tail.stdout.close()
+        shown, _ = head.communicate(timeout=10)
+        code = tail.wait(timeout=10)
+        stderr = tail.stderr.read().decode()
+    finally:
+        for process in (tail, head):
+            if process is not None:
+                process.kill()
+                process.communicate()
+    parsed = [TRADE.match(line) for line in shown.splitlines()]
+    assert len(parsed) == 5 and all(parsed), shown
+    assert code == 0
+    assert stderr == SIMULATED
+    ids = [int(m[6]) for m in parsed if m]
+    assert ids == sorted(set(ids))
+    held = server.get("/trades/BTCUSDT", params={"limit": 1000}).json()
+    by_id = {t["trade_id"]: t for t in held}
+    for m in parsed:
+        assert m is not None
+        sent = by_id[int(m[6])]
+        assert (m[3], Decimal(m[4]), Decimal(m[5])) == (
+            sent["side"],
+            Decimal(str(sent["price"])),
+            Decimal(str(sent["qty"])),
+        )
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse"]], ids=["ws", "sse"])
+def test_candles_in_a_pipe_are_live_updates_then_closed_ones(
+    server: ServerProcess, transport: list[str]
+) -> None:
+    """`tickcast tail BTCUSDT@kline_1s` (the server carrying 1s candles) prints candle
+    lines, each closed candle once, on both transports."""
+    tail = start_tail(
+        "--url", server.base, "--token", TOKEN, *transport, "--seconds", "3.5",
+        "BTCUSDT@kline_1s",
+    )  # fmt: skip
+    out, err = finish(tail, 20)
+    assert tail.returncode == 0, err
+    assert err == SIMULATED
+    parsed = [CANDLE.match(line) for line in out.splitlines()]
+    assert len(parsed) >= 3 and all(parsed), out
+    closed = [m[1] for m in parsed if m and m[9] == "closed"]
+    assert len(closed) >= 2 and len(closed) == len(set(closed)), out
+    for m in parsed:
+        assert m is not None
+        low, high = Decimal(m[5]), Decimal(m[4])
+        assert low <= Decimal(m[3]) <= high and low <= Decimal(m[6]) <= high
+
+
+def test_mixed_names_print_ticks_and_trades(server: ServerProcess) -> None:
+    """`tickcast tail ETHUSDT ETHUSDT@trades` prints tick lines and trade lines."""
+    tail = start_tail(
+        "--url", server.base, "--token", TOKEN, "--seconds", "2.5", "ETHUSDT", "ETHUSDT@trades"
+    )
+    out, err = finish(tail, 20)
+    assert tail.returncode == 0, err
+    lines = out.splitlines()
+    assert any(PLAIN.match(line) for line in lines), out
+    assert any(TRADE.match(line) for line in lines), out
+    assert all(PLAIN.match(line) or TRADE.match(line) for line in lines), out
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse"]], ids=["ws", "sse"])
+def test_a_tail_of_streams_not_served_ends_with_one_line(
+    server: ServerProcess, transport: list[str]
+) -> None:
+    """Asked only for streams the server does not serve (an unknown symbol's trades, an
+    interval it does not carry), tail exits 1 with one line naming them and /streams."""
+    tail = start_tail(
+        "--url", server.base, "--token", TOKEN, *transport, "FOOUSDT@trades", "BTCUSDT@kline_1M"
+    )
+    out, err = finish(tail, 15)
+    assert tail.returncode == 1
+    assert out == ""
+    assert err == (
+        f"tickcast tail: FOOUSDT@trades, BTCUSDT@kline_1M are not served by {server.base} "
+        f"(its list: {server.base}/streams)\n"
+    )
+
+
+def test_a_name_that_is_no_stream_is_a_usage_error() -> None:
+    """`tickcast tail BTCUSDT@trade` exits 2 before connecting, saying what is wrong."""
+    done = run_tail("--url", f"http://127.0.0.1:{free_port()}", "BTCUSDT@trade")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        "tickcast tail: error: not a stream: BTCUSDT@trade: 'trade' is not a stream kind"
+    )
+
+
+def test_the_terminal_shows_a_tape_of_trades(server: ServerProcess) -> None:
+    """On a terminal, `tickcast tail BTCUSDT@trades` draws the tape: each trade with its
+    side as a triangle and a word, its price and quantity; no tick table."""
+    tail = run_on_terminal(100, "--url", server.base, "--token", TOKEN, "BTCUSDT@trades")
+    lines = screen_of(tail)
+    header = [line for line in lines if "Side" in line][-1]
+    assert re.search(r"Time \(UTC\)\s+┃\s+Symbol\s+┃\s+Side\s+┃\s+Price\s+┃\s+Qty", header)
+    cut = [line.strip("│ ").split("│") for line in lines if line.startswith("│ ")]
+    rows = [[cell.strip() for cell in cells] for cells in cut]
+    trades = [row for row in rows if len(row) == 5 and row[1] == "BTCUSDT"]
+    assert trades, lines
+    assert all(row[2] in ("▲ buy", "▼ sell") for row in trades), trades
+    assert not [line for line in lines if "Change" in line]

@@ -143,14 +143,27 @@ def build_parser() -> CommandParser:
 
     tail = commands.add_parser(
         "tail",
-        help="live ticks of a running server: a table, or one line per tick in a pipe",
-        description="Follow a running server's ticks. On a terminal: a live table whose "
-        "columns (symbol, price, change, then bid, ask, spread, high, low, volume, age, "
-        "trend) fill the terminal's width. In a pipe or a file: one line per tick, flushed "
-        "at once. Reconnects on its own; a wrong token or URL ends it with status 1.",
+        help="live ticks, trades and candles of a running server: a table, or lines in a pipe",
+        description="Follow a running server's ticks, trades and candles. Name symbols "
+        "(BTCUSDT: its ticks) or streams (BTCUSDT@trades: its trades; BTCUSDT@kline_1m: its "
+        "1-minute candles, the interval as Binance spells it, 1M being a month), mixed; "
+        "the server's /streams lists what it serves. On a terminal: a live table of ticks "
+        "whose columns (symbol, price, change, then bid, ask, spread, high, low, volume, "
+        "age, trend) fill the terminal's width; the newest trades (▲ buy, ▼ sell: the "
+        "taker's side), newest on top; each candle stream's open candle under its last "
+        "closed ones. In a pipe or a file: one line per tick, flushed at once; one per "
+        "trade (time stream side price qty id=ID); one per update of an open candle, "
+        "ending 'live', and one per closed candle, ending 'closed' (grep ' closed$' keeps "
+        "those). Trades the server dropped because this client fell behind are reported "
+        "on stderr. Reconnects on its own; a wrong token or URL, or nothing asked for being "
+        "served, ends it with status 1.",
     )
     tail.add_argument(
-        "symbols", nargs="*", metavar="SYMBOL", help="symbols (default: the server's)"
+        "symbols",
+        nargs="*",
+        metavar="SYMBOL|STREAM",
+        help="symbols or stream names (SYMBOL@trades, SYMBOL@kline_<interval>); default: "
+        "the server's symbols",
     )
     tail.add_argument(
         "--url", default="http://localhost:8000", help="server base URL (default %(default)s)"
@@ -159,9 +172,9 @@ def build_parser() -> CommandParser:
         "--format",
         choices=("plain", "json", "table"),
         default=None,
-        help="plain: one line per tick (time symbol price change bid ask); json: each tick "
-        "as one JSON object per line; table: a live table (default: table on a terminal, "
-        "plain otherwise)",
+        help="plain: one line per tick (time symbol price change bid ask), trade or candle; "
+        "json: each message as one JSON object per line; table: live tables (default: "
+        "table on a terminal, plain otherwise)",
     )
     tail.add_argument(
         "--token",
@@ -593,11 +606,15 @@ async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> i
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from tickcast.tail import OutputClosed, OutputFormat, run_tail
+    from tickcast.tail import OutputClosed, OutputFormat, asked_names, run_tail
 
+    parser: CommandParser = args.command_parser
+    try:
+        symbols = asked_names(args.symbols)
+    except ValueError as exc:
+        parser.error(f"not a stream: {exc}")
     output = OutputFormat(args.format or ("table" if sys.stdout.isatty() else "plain"))
     token = args.token or os.environ.get("TICKCAST_TOKEN") or None
-    symbols = [s.upper() for s in args.symbols]
     tail = run_tail(
         args.url, symbols, args.sse, token=token, output=output, max_seconds=args.seconds
     )

@@ -28,13 +28,16 @@ from tickcast.tail.protocol import (
     server_label,
     sse_message,
     sse_url,
+    streams_url,
     symbols_url,
     websocket_url,
 )
 from tickcast.tail.subscription import (
     TOO_MANY_SUBSCRIPTIONS,
+    UNKNOWN_STREAM,
     UNKNOWN_SYMBOL,
     Subscription,
+    asked_names,
     named_symbols,
     refusal_code,
 )
@@ -64,12 +67,15 @@ async def run_tail(
 ) -> int:
     """Show ``symbols`` (the server's defaults when empty) from ``url``; returns an exit code.
 
-    A table on ``console``, or one line per tick on ``out`` (problems on ``err``).
+    ``symbols`` may name streams too (``BTCUSDT@trades``, ``BTCUSDT@kline_1m``; a bad
+    stream name raises ``ValueError``). A table on ``console`` (with a trade tape and a
+    candle table for those streams), or one line per tick, trade or candle update on
+    ``out`` (problems on ``err``).
     Reconnects with backoff until cancelled (Ctrl-C under ``asyncio.run``) or, when
     ``max_seconds`` is given, until that much time has passed; returns 1 at once when the
     server refuses in a way a retry cannot fix. A closed ``out`` raises ``OutputClosed``.
     """
-    wanted = [s.strip().upper() for s in symbols if s.strip()]
+    wanted = asked_names(symbols)
     if output is OutputFormat.TABLE:
         return await _run_table(url, wanted, use_sse, token, console, err, max_seconds)
     view = LineView(output, server_label(url), out or sys.stdout, err or sys.stderr)
@@ -90,7 +96,7 @@ async def _run_table(
     err: IO[str] | None,
     max_seconds: float | None,
 ) -> int:
-    state = TailState()
+    state = TailState(symbols)
     driver = _Driver(url, symbols, use_sse, token, state)
     code = 0
     with Live(console=console, auto_refresh=False) as live:
@@ -98,7 +104,7 @@ async def _run_table(
         def paint() -> None:
             # The width is read at each repaint, so a resized terminal gets its columns.
             width = live.console.width
-            live.update(state.render(width, now_ms=time.time() * 1000), refresh=True)
+            live.update(state.screen(width, now_ms=time.time() * 1000), refresh=True)
 
         deadline = asyncio.timeout(max_seconds)
         try:
@@ -145,9 +151,11 @@ class _Driver:
 
     @property
     def url(self) -> str:
-        """Where the next connection goes: the symbols still asked for, none refused."""
-        symbols = self.subscription.symbols
-        return sse_url(self.base, symbols) if self.use_sse else websocket_url(self.base, symbols)
+        """Where the next connection goes: the names still asked for, none refused."""
+        symbols, streams = self.subscription.symbols, self.subscription.streams
+        if self.use_sse:
+            return sse_url(self.base, symbols, streams)
+        return websocket_url(self.base, symbols, streams)
 
     async def run(self) -> int:
         """Follow the stream, reconnecting, until cancelled; 1 on a refusal a retry cannot fix."""
@@ -205,26 +213,37 @@ class _Driver:
         return None
 
     async def _refused_symbols(self, named: list[str] | None) -> Problem | None:
-        """Drop the symbols an ``unknown_symbol`` refusal is about: those it names, else
-        those not in the server's ``/symbols``. None when it is about none still asked for."""
+        """Drop the names an ``unknown_symbol`` or ``unknown_stream`` refusal is about:
+        those it names, else those not in the server's ``/symbols`` and ``/streams``. None
+        when it is about none still asked for."""
         if named is None:
             named = await self._unserved()
         return self.subscription.drop(named)
 
     async def _unserved(self) -> list[str]:
-        """The symbols still asked for that the server's ``/symbols`` does not list; [] when
-        that list cannot be had (the refusal is then shown as the server worded it)."""
+        """The names still asked for that the server's ``/symbols`` (for symbols) and
+        ``/streams`` (for streams) do not list; none judged by a list that cannot be had
+        (the refusal is then shown as the server worded it)."""
+        symbols = self.subscription.symbols
+        streams = self.subscription.streams
         timeout = httpx.Timeout(CONNECT_TIMEOUT)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            served_symbols = served_streams = None
+            if symbols or not streams:  # none asked: the server's defaults, all symbols
+                served_symbols = await self._listing(client, symbols_url(self.base), "symbols")
+            if streams:
+                served_streams = await self._listing(client, streams_url(self.base), "streams")
+        return self.subscription.unserved_among(served_symbols, served_streams)
+
+    async def _listing(self, client: httpx.AsyncClient, url: str, key: str) -> list[object] | None:
+        """The list under ``key`` of the server's ``url``; None when it cannot be had."""
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                response = await client.get(symbols_url(self.base), headers=self.headers)
+            response = await client.get(url, headers=self.headers)
         except httpx.HTTPError:
-            return []
+            return None
         body = decode_message(response.content) if response.status_code == 200 else None
-        served = None if body is None else body.get("symbols")
-        if not isinstance(served, list):
-            return []
-        return self.subscription.unserved_among(served)
+        listed = None if body is None else body.get(key)
+        return listed if isinstance(listed, list) else None
 
     async def _follow_ws(self) -> Problem | None:
         try:
@@ -266,12 +285,12 @@ class _Driver:
         return Problem(f"{self.where} ended the stream")
 
     async def _sse_refused(self, refused: ServerRefused) -> Problem | None:
-        """An HTTP refusal of ``/sse``: one of symbols is the subscription's to judge (None:
-        ask again without the symbols it dropped); any other is raised for the retry loop."""
+        """An HTTP refusal of ``/sse``: one of names is the subscription's to judge (None:
+        ask again without the names it dropped); any other is raised for the retry loop."""
         if refused.code == TOO_MANY_SUBSCRIPTIONS:
             return self.subscription.too_many(refused.message)
-        if refused.code == UNKNOWN_SYMBOL and refused.status == 404:
-            # The whole stream is refused when any symbol is unknown (or, on a server that
+        if refused.code in (UNKNOWN_SYMBOL, UNKNOWN_STREAM) and refused.status == 404:
+            # The whole stream is refused when any name is unknown (or, on a server that
             # streams the others, when none is served); the body does not list them.
             problem = await self._refused_symbols(None)
             if problem is not None and not problem.fatal:

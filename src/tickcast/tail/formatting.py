@@ -91,6 +91,15 @@ class PriceDecimals:
                 self._places[symbol] = max(self._places.get(symbol, 0), places)
         return self._places.get(symbol)
 
+    def learn_prices(self, symbol: str, prices: Iterable[object]) -> int | None:
+        """Fold in prices of ``symbol`` from a trade or a candle; its decimals from now on."""
+        for value in prices:
+            number = to_decimal(value)
+            if number is not None:
+                places = max(_given_places(number), _price_floor(number))
+                self._places[symbol] = max(self._places.get(symbol, 0), places)
+        return self._places.get(symbol)
+
     def of(self, symbol: str) -> int | None:
         """The decimals of ``symbol``'s prices; None before any of them arrived."""
         return self._places.get(symbol)
@@ -123,16 +132,46 @@ def format_volume(value: object) -> str:
     return f"{number:,.2f}"
 
 
-def format_timestamp(value: object) -> str:
-    """Unix milliseconds as UTC ISO 8601 with milliseconds: ``2026-11-28T12:00:00.123Z``."""
+def exact_text(value: object, missing: str = "-") -> str:
+    """A JSON number with exactly the digits it came with, no grouping, no exponent:
+    ``0.00012``, ``60500.5``; ``missing`` for anything that is not a number."""
+    number = to_decimal(value)
+    return missing if number is None else f"{number:f}"
+
+
+def _moment(value: object) -> datetime | None:
     number = to_decimal(value)
     if number is None:
-        return "-"
+        return None
     try:
-        moment = datetime.fromtimestamp(float(number) / 1000, UTC)
+        return datetime.fromtimestamp(float(number) / 1000, UTC)
     except (OverflowError, OSError, ValueError):
+        return None
+
+
+def format_clock(value: object, *, millis: bool = True, date: bool = False) -> str:
+    """Unix milliseconds as a UTC time of day: ``17:30:01.123`` (``millis``), ``17:30:01``;
+    with ``date``, ``2026-12-07 17:30:01``."""
+    moment = _moment(value)
+    if moment is None:
+        return MISSING
+    text = moment.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    return f"{text}.{moment.microsecond // 1000:03d}" if millis else text
+
+
+def format_timestamp(value: object) -> str:
+    """Unix milliseconds as UTC ISO 8601 with milliseconds: ``2026-11-28T12:00:00.123Z``."""
+    moment = _moment(value)
+    if moment is None:
         return "-"
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def format_instant(value: object) -> str:
+    """Unix milliseconds as UTC ISO 8601 in whole seconds: ``2026-12-07T17:30:00Z`` (a
+    candle's open time, always on a whole second)."""
+    moment = _moment(value)
+    return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_age(timestamp_ms: object, now_ms: float) -> str:

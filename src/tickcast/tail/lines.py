@@ -1,5 +1,6 @@
-"""One line per tick, for pipes and files: ``TickLines`` turns server messages into plain
-or JSON lines (pure); ``LineView`` writes each one flushed and reports problems on stderr.
+"""One line per tick, trade or candle update, for pipes and files: ``TickLines`` turns
+server messages into plain or JSON lines (pure); ``LineView`` writes each one flushed and
+reports problems (and the trades a slow client missed) on stderr.
 """
 
 from __future__ import annotations
@@ -10,28 +11,39 @@ from typing import IO
 
 import orjson
 
+from tickcast.tail.candles import CandleLines, kline_line, kline_symbol
 from tickcast.tail.failures import Problem
 from tickcast.tail.formatting import PriceDecimals, decimal_text, format_timestamp, to_decimal
 from tickcast.tail.protocol import Message, error_detail, message_kind
+from tickcast.tail.tape import gap_text, trade_line, trade_stream, trade_symbol
 from tickcast.tail.view import ConnectionState, OutputFormat
 
 
 class TickLines:
-    """Turns server messages into output lines: one per tick, plain text or JSON.
+    """Turns server messages into output lines: one per tick, trade or candle update,
+    plain text or JSON.
 
-    Pure. A tick whose ``seq`` is the one last printed for its symbol is skipped: the
-    snapshot a reconnect starts with repeats the last tick when nothing changed meanwhile.
-    Plain lines show each symbol's prices with the same decimals (``PriceDecimals``).
+    Pure. A tick or trade whose ``seq`` is the one last printed for its symbol or stream
+    is skipped: the snapshot a reconnect starts with repeats the last tick when nothing
+    changed meanwhile. Candles follow ``CandleLines``: each closed candle, and each update
+    of the open one that changes its line. Plain lines show each symbol's prices with the
+    same decimals (``PriceDecimals``).
     """
 
     def __init__(self, output: OutputFormat) -> None:
         self.output = output
         self._last_seq: dict[str, object] = {}
         self._decimals = PriceDecimals()
+        self._candles = CandleLines()
 
     def lines(self, message: Message) -> list[str]:
-        """The lines for one server message: one per new tick it carries (a reset: several)."""
+        """The lines for one server message: one per new tick it carries (a reset: several),
+        or one for a new trade or candle update."""
         kind = message_kind(message)
+        if kind == "trade":
+            return self._trade(message)
+        if kind == "kline":
+            return self._kline(message)
         carried = message.get("ticks") if kind == "reset" else None
         ticks = [message] if kind == "tick" else carried if isinstance(carried, list) else []
         out = []
@@ -44,6 +56,27 @@ class TickLines:
                 places = self._decimals.learn(str(tick.get("symbol")).upper(), tick)
                 out.append(plain_line(tick, places))
         return out
+
+    def _trade(self, trade: Message) -> list[str]:
+        if to_decimal(trade.get("price")) is None:
+            return []
+        stream, seq = trade_stream(trade), trade.get("seq")
+        if seq is not None and self._last_seq.get(stream) == seq:
+            return []
+        self._last_seq[stream] = seq
+        if self.output is OutputFormat.JSON:
+            return [json_line(trade)]
+        places = self._decimals.learn_prices(trade_symbol(trade), [trade.get("price")])
+        return [trade_line(trade, places)]
+
+    def _kline(self, kline: Message) -> list[str]:
+        if not self._candles.is_new(kline):
+            return []
+        if self.output is OutputFormat.JSON:
+            return [json_line(kline)]
+        prices = [kline.get(name) for name in ("open", "high", "low", "close")]
+        places = self._decimals.learn_prices(kline_symbol(kline), prices)
+        return [kline_line(kline, places)]
 
     def _is_new(self, tick: Message) -> bool:
         symbol = tick.get("symbol")
@@ -81,9 +114,10 @@ def plain_line(tick: Message, places: int | None = None) -> str:
     return " ".join(fields)
 
 
-def json_line(tick: Message) -> str:
-    """The tick as one compact JSON object, numbers with the exact digits received."""
-    return orjson.dumps(dict(tick), default=_json_number).decode()
+def json_line(message: Message) -> str:
+    """The message (a tick, trade or candle) as one compact JSON object, numbers with the
+    exact digits received."""
+    return orjson.dumps(dict(message), default=_json_number).decode()
 
 
 def _json_number(value: object) -> orjson.Fragment:
@@ -102,7 +136,7 @@ def simulated_data(message: Message) -> bool | None:
         ticks = message.get("ticks")
         first = ticks[0] if isinstance(ticks, list) and ticks else None
         return simulated_data(first) if isinstance(first, Mapping) else None
-    if kind not in ("tick", "status"):
+    if kind not in ("tick", "status", "trade", "kline"):
         return None
     source = message.get("source")
     return source == "sim" if isinstance(source, str) else None
@@ -134,10 +168,15 @@ class LineView:
         simulated = simulated_data(message)
         if simulated is not None:
             self._simulated = simulated
-        if message_kind(message) == "error":
+        kind = message_kind(message)
+        if kind == "error":
             # Such as unknown_symbol: the connection stays open for the symbols that exist.
             detail = error_detail(message)
             self._say(f"{self.where} says: {detail}")
+        elif kind == "gap":
+            # On stderr: stdout stays one line per trade, and a script reading it is not
+            # handed a line of another shape; a person watching sees both.
+            self._say(gap_text(message))
         lines = self.lines.lines(message)
         if lines and self._simulated != self._said_simulated:
             # Said on stderr, once per switch and before the first tick it is true of: the

@@ -31,22 +31,30 @@ def error_detail(message: Message) -> object:
     return message.get("message") or message.get("code") or "unknown error"
 
 
-def websocket_url(base: str, symbols: Sequence[str]) -> str:
+def websocket_url(base: str, symbols: Sequence[str], streams: Sequence[str] = ()) -> str:
     """The ``/ws`` URL (asking for status messages) for a base such as ``http://host:8000``.
 
-    Query parameters already on the base (``?token=...``) are kept.
+    Bare symbols go in ``?symbols=`` as they always did, stream names (``BTCUSDT@trades``)
+    in ``?streams=`` (SPEC §12). Query parameters already on the base (``?token=...``)
+    are kept.
     """
-    return _endpoint(base, "/ws", {"http": "ws", "https": "wss"}, [("status", "1")], symbols)
+    schemes = {"http": "ws", "https": "wss"}
+    return _endpoint(base, "/ws", schemes, [("status", "1")], symbols, streams)
 
 
-def sse_url(base: str, symbols: Sequence[str]) -> str:
+def sse_url(base: str, symbols: Sequence[str], streams: Sequence[str] = ()) -> str:
     """The ``/sse`` URL for a base such as ``http://host:8000`` (``ws://`` bases work too)."""
-    return _endpoint(base, "/sse", {"ws": "http", "wss": "https"}, [], symbols)
+    return _endpoint(base, "/sse", {"ws": "http", "wss": "https"}, [], symbols, streams)
 
 
 def symbols_url(base: str) -> str:
     """The REST ``/symbols`` URL (the symbols served) for a base such as ``http://host:8000``."""
     return _endpoint(base, "/symbols", {"ws": "http", "wss": "https"}, [], [])
+
+
+def streams_url(base: str) -> str:
+    """The REST ``/streams`` URL (every stream served, SPEC §12)."""
+    return _endpoint(base, "/streams", {"ws": "http", "wss": "https"}, [], [])
 
 
 def server_label(base: str) -> str:
@@ -62,18 +70,22 @@ def _endpoint(
     schemes: Mapping[str, str],
     params: list[tuple[str, str]],
     symbols: Sequence[str],
+    streams: Sequence[str] = (),
 ) -> str:
     parts = _split_base(base)
     scheme = parts.scheme.lower()
     query = [*parse_qsl(parts.query, keep_blank_values=True), *params]
     if symbols:
         query.append(("symbols", ",".join(symbols)))
+    if streams:
+        query.append(("streams", ",".join(streams)))
     return urlunsplit(
         (
             schemes.get(scheme, scheme),
             parts.netloc,
             parts.path.rstrip("/") + path,
-            urlencode(query, safe=","),
+            # Names stay readable in logs and proxies: ``BTCUSDT@trades``, not ``%40``.
+            urlencode(query, safe=",@!"),
             "",
         )
     )

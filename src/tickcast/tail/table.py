@@ -1,6 +1,7 @@
-"""The live terminal table: ``TailState`` folds server messages into one row per symbol
-and renders them as a rich table whose columns a narrow terminal drops rather than cuts.
-Pure: no I/O, no clock.
+"""The live terminal screen: ``TailState`` folds server messages into one row per symbol
+(a rich table whose columns a narrow terminal drops rather than cuts), the trade tape
+(``tape``) and the candle board (``candles``) of the streams followed. Pure: no I/O, no
+clock.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Final
 
 import rich.table
 from rich.cells import cell_len
+from rich.console import Group, RenderableType
 from rich.text import Text
 
+from tickcast.tail.candles import CandleBoard
+from tickcast.tail.columns import DOWN_STYLE, UP_STYLE, WARN_STYLE, fit_columns
 from tickcast.tail.failures import Problem
 from tickcast.tail.formatting import (
     PriceDecimals,
@@ -28,13 +32,12 @@ from tickcast.tail.formatting import (
     to_decimal,
 )
 from tickcast.tail.protocol import Message, error_detail, message_kind
+from tickcast.tail.subscription import is_stream
+from tickcast.tail.tape import TradeTape, gap_text
 from tickcast.tail.view import ConnectionState
 
 SPARK_POINTS: Final = 30  # prices in a row's sparkline
 
-UP_STYLE: Final = "bold green"
-DOWN_STYLE: Final = "bold red"
-WARN_STYLE: Final = "bold yellow"
 SIMULATED_STYLE: Final = "bold black on yellow"
 
 
@@ -55,39 +58,29 @@ class SymbolRow:
 COLUMNS: Final = (
     "Symbol", "Price", "Change", "Bid", "Ask", "Spread", "High", "Low", "Volume", "Age", "Trend",
 )  # fmt: skip
-ESSENTIAL: Final = 3
 _LEFT: Final = frozenset({"Symbol", "Trend"})
 
 
-def fit_columns(widths: Sequence[int], available: int | None) -> int:
-    """How many leading columns of ``widths`` cells fit in ``available`` cells.
-
-    Rich's default box draws a border before each column and after the last, and pads
-    each cell with a space on both sides: a column costs its width plus 3, the table 1 more.
-    The first ``ESSENTIAL`` columns count as fitting whatever the width.
-    """
-    if available is None:
-        return len(widths)
-    used, count = 1, 0
-    for width in widths:
-        used += width + 3
-        if used > available and count >= ESSENTIAL:
-            break
-        count += 1
-    return count
-
-
 class TailState:
-    """Everything the terminal table shows; updated by ``apply``, drawn by ``render``.
+    """Everything the terminal shows; updated by ``apply``, drawn by ``screen`` (the tick
+    table alone: ``render``).
 
-    Pure: no I/O, no clock. Messages are the decoded JSON objects of SPEC §6 (WebSocket
-    messages, or SSE event data, see ``sse_message``).
+    Pure: no I/O, no clock. Messages are the decoded JSON objects of SPEC §6 and §12
+    (WebSocket messages, or SSE event data, see ``sse_message``). ``asked`` are the names
+    the tail asked for: the sections they need are shown before their first message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, asked: Sequence[str] = ()) -> None:
         self.rows: dict[str, SymbolRow] = {}
         # Each symbol's prices keep one number of decimals, so its columns keep their width.
         self.decimals = PriceDecimals()
+        self.tape = TradeTape(self.decimals)
+        self.candles = CandleBoard(self.decimals)
+        names = [name.strip() for name in asked if name.strip()]
+        # No names: the server's default symbols, ticks only, as before streams existed.
+        self.wants_ticks = not names or any(not is_stream(n) for n in names)
+        self.wants_trades = any(n.endswith("@trades") for n in names)
+        self.wants_candles = any("@kline_" in n for n in names)
         self.connection = ConnectionState.CONNECTING
         self.retry_in: float | None = None
         self.upstream: str | None = None
@@ -112,6 +105,10 @@ class TailState:
             self._apply_status(message)
         elif kind == "reset":
             self._apply_reset(message)
+        elif kind in ("trade", "kline"):
+            self._apply_market(message)
+        elif kind == "gap":
+            self._apply_gap(message)
         elif kind == "error":
             detail = error_detail(message)
             self.last_error = f"server: {detail}"
@@ -160,6 +157,24 @@ class TailState:
             self.source = source
         self.tick_count += 1
 
+    def _apply_market(self, message: Message) -> None:
+        added = self.tape.add_trade(message) if message_kind(message) == "trade" else None
+        if added is None:
+            added = self.candles.add(message)
+        if not added:
+            self.ignored_count += 1
+            return
+        source = message.get("source")
+        if isinstance(source, str):
+            self.source = source
+
+    def _apply_gap(self, message: Message) -> None:
+        stream = message.get("stream")
+        if isinstance(stream, str) and stream.endswith("@trades"):
+            self.tape.add_gap(message)  # shown where it happened, among the trades
+        else:
+            self.notice = gap_text(message)
+
     def _apply_status(self, message: Message) -> None:
         upstream = message.get("upstream")
         source = message.get("source")
@@ -188,18 +203,44 @@ class TailState:
         ``COLUMNS``, never shortened, since a cut price is a wrong price. The Age column
         (time since the tick's exchange timestamp) needs ``now_ms``.
         """
-        title, caption = self._title(), self._caption()
+        return self._tick_table(width, now_ms, self._title(), self._caption())
+
+    def screen(self, width: int | None = None, now_ms: float | None = None) -> RenderableType:
+        """What the terminal shows: the tick table alone (``render``) when only ticks are
+        followed; else the state line, then the tick table, the trade tape and the candle
+        board, each when asked for or once it has data, then what went wrong, if anything.
+        """
+        tape = self.wants_trades or bool(self.tape.entries)
+        board = self.wants_candles or bool(self.candles.series)
+        if not (tape or board):
+            return self.render(width, now_ms)
+        parts: list[RenderableType] = [self._title()]
+        if self.wants_ticks or self.rows:
+            parts.append(self._tick_table(width, now_ms, None, self._tick_counts()))
+        if tape:
+            parts.append(self.tape.render(width))
+        if board:
+            parts.append(self.candles.render(width))
+        status = self._status()
+        if status.plain:
+            parts.append(status)
+        return Group(*parts)
+
+    def _tick_table(
+        self, width: int | None, now_ms: float | None, title: Text | None, caption: Text
+    ) -> rich.table.Table:
         headers = [name for name in COLUMNS if name != "Age" or now_ms is not None]
         rows = [self._cells(row, now_ms) for row in self.rows.values()]
         widths = [max([cell_len(h), *(row[h].cell_len for row in rows)]) for h in headers]
         shown = fit_columns(widths, width)
         # Rich wraps the title to the table's width: keep a table with few (or no) rows
         # at least as wide as its state line, as far as the terminal allows.
-        min_width = max(len(title.plain), len(caption.plain))
+        min_width = max(len(title.plain) if title else 0, len(caption.plain))
         table = rich.table.Table(
             title=title,
             caption=caption,
             title_justify="left",
+            caption_justify="left" if title is None else "center",
             min_width=min_width if width is None else min(min_width, width),
         )
         for header, cells in zip(headers[:shown], widths, strict=False):
@@ -271,8 +312,28 @@ class TailState:
             caption.append(f" · {self.reconnects} reconnects", style="dim")
         if not self.rows:
             caption.append(" · waiting for ticks…", style="dim")
-        if self.notice:
-            caption.append(f" · {self.notice}", style="yellow")
-        if self.last_error:
-            caption.append(f" · {self.last_error}", style="yellow")
+        status = self._status()
+        if status.plain:
+            caption.append(" · ")
+            caption.append_text(status)
         return caption
+
+    def _tick_counts(self) -> Text:
+        caption = Text(f"{self.tick_count} ticks", style="dim")
+        if not self.rows:
+            caption.append(" · waiting for ticks…", style="dim")
+        return caption
+
+    def _status(self) -> Text:
+        """Reconnects, notices and the last error: what the screen says under its tables."""
+        parts = [
+            (f"{self.reconnects} reconnects" if self.reconnects else "", "dim"),
+            (self.notice or "", "yellow"),
+            (self.last_error or "", "yellow"),
+        ]
+        status = Text()
+        for text, style in parts:
+            if text:
+                status.append(" · " if status.plain else "", style="dim")
+                status.append(text, style=style)
+        return status
