@@ -8,7 +8,7 @@ Ticker updates merge into ticks; aggregate trades become trades and kline events
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
@@ -18,6 +18,7 @@ from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.messages.trade import Trade
 from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
+from tickcast.upstream.tradegaps import FillRequest, TradeGaps
 
 IngestEvent = Update | TradeEvent | KlineEvent
 
@@ -75,6 +76,12 @@ class Ingest:
         self._symbols = frozenset(symbols)
         self._carried = self._symbols if carried is None else frozenset(carried)
         self.order = StreamOrder()
+        # Trades a connection did not deliver are fetched by whoever sets ``on_fill``
+        # (the node); without it a gap is served as it came, and counted.
+        self.gaps = TradeGaps()
+        self.on_fill: Callable[[FillRequest, SourceLabel], None] | None = None
+        # (source, symbol) -> the id of the last trade published.
+        self._last_trade: dict[tuple[str, str], int] = {}
         # (source, symbol, kind) -> (history, order) of the newest update applied.
         self._last_order: dict[tuple[str, str, str], tuple[int, int]] = {}
         self._partial: dict[str, _Partial] = {}
@@ -102,9 +109,14 @@ class Ingest:
         if isinstance(event, TradeEvent):
             if not self.order.trade(event, source):
                 return None
-            message = self._trade(event, source)
-            origin = Origin("aggTrade", event.history, event.trade_id)
-        elif isinstance(event, KlineEvent):
+            ready, fill = self.gaps.offer(event, self._last_trade_id(event.symbol, source))
+            if fill is not None:
+                if self.on_fill is None:
+                    ready = self.gaps.give_up(event.symbol)
+                else:
+                    self.on_fill(fill, source)
+            return self._publish_trades(ready, source)
+        if isinstance(event, KlineEvent):
             if not self.order.candle(event, source):
                 return None
             message = self._candle(event, source)
@@ -113,6 +125,36 @@ class Ingest:
             return None
         self._hub.publish(message, origin)
         self.counts["published"] += 1
+        return message
+
+    def trades_filled(
+        self, request: FillRequest, trades: list[TradeEvent], source: SourceLabel
+    ) -> Message | None:
+        """The trades ``request`` fetched came: publish them, then the live ones held."""
+        return self._publish_trades(self.gaps.filled(request, trades), source)
+
+    def trades_unfilled(self, request: FillRequest, source: SourceLabel) -> Message | None:
+        """``request`` could not be fetched: publish the live trades held behind it."""
+        if request not in self.gaps.pending():
+            return None
+        return self._publish_trades(self.gaps.give_up(request.symbol), source)
+
+    def _last_trade_id(self, symbol: str, source: SourceLabel) -> int | None:
+        """The id of ``symbol``'s last trade served from ``source``: this ingest's, or the
+        hub's (another node's, before this one took the lead)."""
+        own = self._last_trade.get((source, symbol))
+        held = self._hub.latest(f"{symbol}@trades")
+        if isinstance(held, Trade) and held.source == source:
+            return held.trade_id if own is None else max(own, held.trade_id)
+        return own
+
+    def _publish_trades(self, events: list[TradeEvent], source: SourceLabel) -> Message | None:
+        message: Message | None = None
+        for event in events:
+            message = self._trade(event, source)
+            self._hub.publish(message, Origin("aggTrade", event.history, event.trade_id))
+            self._last_trade[(source, event.symbol)] = event.trade_id
+            self.counts["published"] += 1
         return message
 
     def _next_seq(self) -> int:

@@ -19,12 +19,15 @@ from tickcast.ingest import Ingest
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, ticks_of
 from tickcast.messages.stream import served_keys
-from tickcast.messages.tick import Tick
+from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.backfill import KlineBackfill
+from tickcast.upstream.normalize import TradeEvent
 from tickcast.upstream.rest import RestClient
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
+from tickcast.upstream.tradefill import TradeFill
+from tickcast.upstream.tradegaps import FillRequest
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,11 @@ class Node:
         self.rest = RestClient()
         self.backfill = KlineBackfill(self.rest, settings.kline_history, self.candles.fill)
         self._backfill_task: asyncio.Task[None] | None = None
+        # Trades a connection did not deliver (a reconnect, a takeover) are fetched from
+        # the same REST and served in their place, before the live ones held meanwhile.
+        self.trade_fill = TradeFill(self.rest, self._trades_fetched)
+        self.ingest.on_fill = self._fetch_trades
+        self._fill_task: asyncio.Task[None] | None = None
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
@@ -119,6 +127,7 @@ class Node:
             await asyncio.to_thread(self.source.inner.load)
         self._unhook = self.hub.subscribe(self._keep_candle)
         self._backfill_task = asyncio.create_task(self.backfill.run(), name="kline-backfill")
+        self._fill_task = asyncio.create_task(self.trade_fill.run(), name="trade-fill")
         await self.hub.start()
         if self.redis is not None:
             # Clients that asked for status hear when the hub's link drops and returns.
@@ -147,9 +156,9 @@ class Node:
             await cancel_and_wait(*tasks)
         await self.hub.stop()
         self._unhook()
-        if self._backfill_task is not None:
-            await cancel_and_wait(self._backfill_task)
-            self._backfill_task = None
+        tasks = [t for t in (self._backfill_task, self._fill_task) if t is not None]
+        self._backfill_task = self._fill_task = None
+        await cancel_and_wait(*tasks)
         await self.rest.aclose()
 
     def _start_source(self) -> None:
@@ -302,6 +311,19 @@ class Node:
             message.open_time,
         )
 
+    def _fetch_trades(self, request: FillRequest, source: SourceLabel) -> None:
+        self.trade_fill.request(request, source, self._rest_base(source))
+
+    def _trades_fetched(
+        self, request: FillRequest, source: SourceLabel, trades: list[TradeEvent] | None
+    ) -> None:
+        if not self.leading:
+            return  # deposed meanwhile: the trades are the new leader's to serve
+        if trades is None:
+            self.ingest.trades_unfilled(request, source)
+        else:
+            self.ingest.trades_filled(request, trades, source)
+
     def _rest_base(self, source: str) -> str:
         """The REST of the exchange whose candles these are: the leader's own source's
         (the simulator it runs, say), else the configured Binance REST."""
@@ -362,6 +384,11 @@ class Node:
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),
             "klines": {"held": len(self.candles), "backfill": self.backfill_status()},
+            "trade_fill": {
+                **self.trade_fill.status(),
+                **{k: v for k, v in self.ingest.gaps.counts.items()},
+                "pending": [r.symbol for r in self.ingest.gaps.pending()],
+            },
         }
 
 

@@ -1,7 +1,9 @@
-"""The upstream's REST market data: Binance's ``GET /api/v3/klines``, for candle history.
+"""The upstream's REST market data: Binance's ``GET /api/v3/klines``, for candle history,
+and ``GET /api/v3/aggTrades``, for the trades a connection did not deliver.
 
-``parse_kline_row`` and ``parse_klines`` are pure and strict: a row that is not a candle
-makes the whole answer a ``bad_answer``, never a candle with a made-up value. ``RestClient``
+``parse_kline_row``, ``parse_klines`` and ``parse_agg_trades`` are pure and strict: a row
+that is not a candle (a trade) makes the whole answer a ``bad_answer``, never one with a
+made-up value. ``RestClient``
 is the thin driver over one reused ``httpx.AsyncClient``; every way a request can fail
 comes back as a ``RestError`` whose ``kind`` names it, with the server's ``Retry-After``
 when it gave one. Whether and when to try again is the caller's (see ``RetryPacer``).
@@ -21,10 +23,12 @@ import orjson
 
 from tickcast.messages.decimals import canonical_decimal
 from tickcast.messages.kline import check_kline
-from tickcast.upstream.normalize import MAX_DECIMAL_LENGTH
+from tickcast.messages.trade import check_trade, taker_side
+from tickcast.upstream.normalize import MAX_DECIMAL_LENGTH, TradeEvent
 
-# Binance answers at most 1000 candles per request.
+# Binance answers at most 1000 candles (or aggregate trades) per request.
 MAX_KLINES_PER_REQUEST: Final = 1000
+MAX_TRADES_PER_REQUEST: Final = 1000
 DEFAULT_TIMEOUT: Final = 10.0
 WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1m"
 # How much of an answer that was no candle list goes into the error (and the log).
@@ -135,6 +139,39 @@ def parse_klines(
     return klines
 
 
+def parse_agg_trades(symbol: str, body: object, *, from_id: int, limit: int) -> list[TradeEvent]:
+    """Binance's aggregate trades answer (``[{"a":26129,"p":"0.01633102","q":"4.70443515",
+    "f":27781,"l":27781,"T":1498793709153,"m":true,"M":true}, ...]``) as trade events,
+    checked: ids consecutive from ``from_id``, at most ``limit``, prices and quantities
+    positive decimals. ``ValueError`` names what is wrong."""
+    if not isinstance(body, list):
+        raise ValueError(f"expected a list of trades, got {_sample(body)}")
+    if len(body) > limit:
+        raise ValueError(f"{len(body)} trades for a limit of {limit}")
+    out: list[TradeEvent] = []
+    for index, row in enumerate(body):
+        if not isinstance(row, dict):
+            raise ValueError(f"trade {index} is not an object: {_sample(row)}")
+        trade_id, time_ms, maker = row.get("a"), row.get("T"), row.get("m")
+        if not isinstance(trade_id, int) or isinstance(trade_id, bool):
+            raise ValueError(f"trade {index}: id is not an integer: {_sample(trade_id)}")
+        if trade_id != from_id + index:
+            raise ValueError(f"trade {index}: id {trade_id}, expected {from_id + index}")
+        if not isinstance(time_ms, int) or isinstance(time_ms, bool) or time_ms < 0:
+            raise ValueError(f"trade {trade_id}: time is not a time: {_sample(time_ms)}")
+        if not isinstance(maker, bool):
+            raise ValueError(f"trade {trade_id}: m is not a boolean: {_sample(maker)}")
+        price, qty = row.get("p"), row.get("q")
+        if not isinstance(price, str) or not isinstance(qty, str):
+            raise ValueError(f"trade {trade_id}: price or quantity is not a decimal string")
+        if max(len(price), len(qty)) > MAX_DECIMAL_LENGTH:
+            raise ValueError(f"trade {trade_id}: price or quantity too long")
+        price, qty, side = canonical_decimal(price), canonical_decimal(qty), taker_side(maker)
+        check_trade(price, qty, side)
+        out.append(TradeEvent(symbol, trade_id, price, qty, side, time_ms, time_ms))
+    return out
+
+
 def retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds; None when absent or not a number of seconds (the
     HTTP-date form, which Binance does not send)."""
@@ -190,6 +227,20 @@ class RestClient:
         body = await self._get(f"{base_url}/api/v3/klines", params)
         try:
             return parse_klines(symbol, interval, body, limit=limit, end_ms=end_ms)
+        except ValueError as exc:
+            raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
+
+    async def agg_trades(
+        self, base_url: str, symbol: str, *, from_id: int, limit: int
+    ) -> list[TradeEvent]:
+        """At most ``limit`` aggregate trades of ``symbol`` from the id ``from_id`` on,
+        oldest first (fewer when the exchange has no more yet). Raises ``RestError``."""
+        if not 1 <= limit <= MAX_TRADES_PER_REQUEST:
+            raise ValueError(f"limit {limit} is not 1..{MAX_TRADES_PER_REQUEST}")
+        params: dict[str, str | int] = {"symbol": symbol, "fromId": from_id, "limit": limit}
+        body = await self._get(f"{base_url}/api/v3/aggTrades", params)
+        try:
+            return parse_agg_trades(symbol, body, from_id=from_id, limit=limit)
         except ValueError as exc:
             raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
 
