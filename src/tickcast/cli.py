@@ -103,6 +103,13 @@ def build_parser() -> CommandParser:
     sim.add_argument("--port", type=int, default=9443, help="port (default 9443; 0 = any)")
     sim.add_argument("--seed", type=int, default=1, help="random-walk seed (default 1)")
     sim.add_argument("--rate", type=float, default=1.0, help="events/s per symbol (default 1)")
+    sim.add_argument(
+        "--trade-rate",
+        type=float,
+        default=None,
+        help="trades/s per symbol, apart from --rate (default: one trade per event); "
+        "POST /_sim/burst?symbol=&count=&seconds= adds a burst",
+    )
     sim.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma separated")
     sim.add_argument("--ping-interval", type=float, default=20.0, help="seconds (default 20)")
     sim.add_argument(
@@ -521,17 +528,22 @@ def cmd_sim_exchange(args: argparse.Namespace) -> int:
         print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
         return 2
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
-    config = SimConfig(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        rate=args.rate,
-        symbols=symbols,
-        ping_interval=args.ping_interval,
-        fault_schedule=schedule,
-        rest_weight_limit=args.rest_weight_limit,
-        rest_weight_window=args.rest_weight_window,
-    )
+    try:
+        config = SimConfig(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            rate=args.rate,
+            trade_rate=args.trade_rate,
+            symbols=symbols,
+            ping_interval=args.ping_interval,
+            fault_schedule=schedule,
+            rest_weight_limit=args.rest_weight_limit,
+            rest_weight_window=args.rest_weight_window,
+        )
+    except ValueError as exc:  # a rate that is not a positive number
+        print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(config))
     return 0
