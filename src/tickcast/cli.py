@@ -190,11 +190,38 @@ def build_parser() -> CommandParser:
     )
     bench.add_argument("--clients", type=int, default=1000, help="connections (default 1000)")
     bench.add_argument("--symbols", type=int, default=10, help="symbols each (default 10)")
-    bench.add_argument("--rate", type=float, default=1.0, help="ticks/s per symbol (default 1)")
+    bench.add_argument(
+        "--rate", type=float, default=1.0, help="ticks/s per symbol, or trades/s (default 1)"
+    )
     bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
     bench.add_argument("--warmup", type=float, default=3.0, help="seconds before (default 3)")
     bench.add_argument("--stall", type=int, default=0, help="clients that never read (0)")
     bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
+    bench.add_argument(
+        "--streams",
+        choices=("ticker", "trades"),
+        default="ticker",
+        help="what the clients subscribe: the ticker (default), or SYMBOL@trades: --rate is "
+        "then trades/s per symbol and --stall clients stop reading at the burst",
+    )
+    bench.add_argument(
+        "--burst", type=int, default=0, help="with trades: N more trades of the first symbol (0)"
+    )
+    bench.add_argument(
+        "--burst-at",
+        type=float,
+        default=None,
+        help="seconds into the window the burst starts (default 0.3 of --duration)",
+    )
+    bench.add_argument(
+        "--burst-seconds", type=float, default=1.0, help="the burst's length (default 1)"
+    )
+    bench.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=4.0,
+        help="with trades: how long the --stall clients read nothing from the burst (4)",
+    )
     bench.add_argument(
         "--compare",
         action="append",
@@ -619,7 +646,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tickcast.bench.runner import BenchConfig, run_bench
+    from tickcast.bench.config import BenchConfig
+    from tickcast.bench.runner import run_bench
 
     config = BenchConfig(
         clients=args.clients,
@@ -627,6 +655,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rate=args.rate,
         duration=args.duration,
         stall=args.stall,
+        streams=args.streams,
+        burst=args.burst,
+        burst_at=args.burst_at,
+        burst_seconds=args.burst_seconds,
+        stall_seconds=args.stall_seconds,
         transport=args.transport,
         compare=tuple(args.compare),
         redis=args.redis,
