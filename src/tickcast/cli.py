@@ -195,6 +195,12 @@ def build_parser() -> CommandParser:
     )
     bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
     bench.add_argument("--warmup", type=float, default=3.0, help="seconds before (default 3)")
+    bench.add_argument(
+        "--grace",
+        type=float,
+        default=1.5,
+        help="seconds after the window before the clients count (default 1.5)",
+    )
     bench.add_argument("--stall", type=int, default=0, help="clients that never read (0)")
     bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
     bench.add_argument(
@@ -670,6 +676,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         slow_timeout=args.slow_timeout,
         loadgen_procs=args.loadgen_procs,
         warmup=args.warmup,
+        grace=args.grace,
         connect_batch=args.connect_batch,
         connect_timeout=args.connect_timeout,
         logs=args.logs,

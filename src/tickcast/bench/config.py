@@ -76,6 +76,8 @@ class BenchConfig:
             out.append("--workers must be between 1 and 64")
         if self.flush_ms is not None and self.flush_ms < 0:
             out.append("--flush-ms must be 0 or more")
+        if self.grace < 0:
+            out.append("--grace must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
             out.append("--warmup, --connect-batch and --connect-timeout must be positive")
         return out + self._trade_problems()

@@ -43,6 +43,7 @@ from tickcast.bench.wsbytes import upgrade_request as ws_upgrade
 from tickcast.serve.workers import die_with_parent
 
 NS_PER_UNIT = UNIT_US * 1000
+RESUME_RCVBUF = 1 << 20
 Transport = Literal["ws", "sse"]
 Kind = Literal["ticker", "trades"]
 AnyScanner = Scanner | TradeScanner
@@ -194,8 +195,17 @@ class TickClient(asyncio.Protocol):
         asyncio.get_running_loop().call_later(seconds, self._resume)
 
     def _resume(self) -> None:
-        if self.transport is not None and self.closed_at is None:
-            self.transport.resume_reading()
+        if self.transport is None or self.closed_at is not None:
+            return
+        # The small buffer that made the stall show at the server would also make the
+        # catch-up crawl (a few KB per turn of a busy loop): read again with the largest
+        # window the handshake allows (a 4 KB buffer at SYN time means no window scaling:
+        # at most 64 KB).
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESUME_RCVBUF)
+        self.transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
