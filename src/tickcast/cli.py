@@ -103,6 +103,13 @@ def build_parser() -> CommandParser:
     sim.add_argument("--port", type=int, default=9443, help="port (default 9443; 0 = any)")
     sim.add_argument("--seed", type=int, default=1, help="random-walk seed (default 1)")
     sim.add_argument("--rate", type=float, default=1.0, help="events/s per symbol (default 1)")
+    sim.add_argument(
+        "--trade-rate",
+        type=float,
+        default=None,
+        help="trades/s per symbol, apart from --rate (default: one trade per event); "
+        "POST /_sim/burst?symbol=&count=&seconds= adds a burst",
+    )
     sim.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma separated")
     sim.add_argument("--ping-interval", type=float, default=20.0, help="seconds (default 20)")
     sim.add_argument(
@@ -196,11 +203,44 @@ def build_parser() -> CommandParser:
     )
     bench.add_argument("--clients", type=int, default=1000, help="connections (default 1000)")
     bench.add_argument("--symbols", type=int, default=10, help="symbols each (default 10)")
-    bench.add_argument("--rate", type=float, default=1.0, help="ticks/s per symbol (default 1)")
+    bench.add_argument(
+        "--rate", type=float, default=1.0, help="ticks/s per symbol, or trades/s (default 1)"
+    )
     bench.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
     bench.add_argument("--warmup", type=float, default=3.0, help="seconds before (default 3)")
+    bench.add_argument(
+        "--grace",
+        type=float,
+        default=1.5,
+        help="seconds after the window before the clients count (default 1.5)",
+    )
     bench.add_argument("--stall", type=int, default=0, help="clients that never read (0)")
     bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
+    bench.add_argument(
+        "--streams",
+        choices=("ticker", "trades"),
+        default="ticker",
+        help="what the clients subscribe: the ticker (default), or SYMBOL@trades: --rate is "
+        "then trades/s per symbol and --stall clients stop reading at the burst",
+    )
+    bench.add_argument(
+        "--burst", type=int, default=0, help="with trades: N more trades of the first symbol (0)"
+    )
+    bench.add_argument(
+        "--burst-at",
+        type=float,
+        default=None,
+        help="seconds into the window the burst starts (default 0.3 of --duration)",
+    )
+    bench.add_argument(
+        "--burst-seconds", type=float, default=1.0, help="the burst's length (default 1)"
+    )
+    bench.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=4.0,
+        help="with trades: how long the --stall clients read nothing from the burst (4)",
+    )
     bench.add_argument(
         "--compare",
         action="append",
@@ -541,17 +581,22 @@ def cmd_sim_exchange(args: argparse.Namespace) -> int:
         print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
         return 2
     symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
-    config = SimConfig(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        rate=args.rate,
-        symbols=symbols,
-        ping_interval=args.ping_interval,
-        fault_schedule=schedule,
-        rest_weight_limit=args.rest_weight_limit,
-        rest_weight_window=args.rest_weight_window,
-    )
+    try:
+        config = SimConfig(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            rate=args.rate,
+            trade_rate=args.trade_rate,
+            symbols=symbols,
+            ping_interval=args.ping_interval,
+            fault_schedule=schedule,
+            rest_weight_limit=args.rest_weight_limit,
+            rest_weight_window=args.rest_weight_window,
+        )
+    except ValueError as exc:  # a rate that is not a positive number
+        print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(config))
     return 0
@@ -631,7 +676,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tickcast.bench.runner import BenchConfig, run_bench
+    from tickcast.bench.config import BenchConfig
+    from tickcast.bench.runner import run_bench
 
     config = BenchConfig(
         clients=args.clients,
@@ -639,6 +685,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rate=args.rate,
         duration=args.duration,
         stall=args.stall,
+        streams=args.streams,
+        burst=args.burst,
+        burst_at=args.burst_at,
+        burst_seconds=args.burst_seconds,
+        stall_seconds=args.stall_seconds,
         transport=args.transport,
         compare=tuple(args.compare),
         redis=args.redis,
@@ -649,6 +700,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         slow_timeout=args.slow_timeout,
         loadgen_procs=args.loadgen_procs,
         warmup=args.warmup,
+        grace=args.grace,
         connect_batch=args.connect_batch,
         connect_timeout=args.connect_timeout,
         logs=args.logs,

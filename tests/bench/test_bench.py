@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tickcast.bench.config import symbol_names
 from tickcast.bench.histogram import BUCKETS, FINE, UNITS_PER_MS, LatencyHistogram
 from tickcast.bench.loadgen import (
     ConnectSummary,
@@ -36,16 +37,14 @@ from tickcast.bench.report import (
     failed_run,
     failure_text,
     fill_seconds,
-    format_ratio,
-    format_ratios,
-    format_table,
     ratio,
     ratios,
     reached,
     summarize,
 )
-from tickcast.bench.runner import error_text, symbol_names, within
+from tickcast.bench.runner import error_text, within
 from tickcast.bench.scan import NEVER_MS, Ledger, Scanner, Tally, rest_after
+from tickcast.bench.table import format_ratio, format_ratios, format_table
 from tickcast.bench.upstream import tick_message, wanted_symbols
 from tickcast.bench.wsbytes import (
     OP_PONG,
@@ -667,7 +666,7 @@ def test_a_real_run_whose_server_refuses_every_client_fails_in_connect(tmp_path:
 
 def test_several_nodes_need_redis_and_a_load_generator_each() -> None:
     """--nodes above 1 without --redis, or with fewer load generators, is refused."""
-    from tickcast.bench.runner import BenchConfig
+    from tickcast.bench.config import BenchConfig
 
     assert any("--redis" in p for p in BenchConfig(nodes=2, loadgen_procs=2).problems())
     assert any("--loadgen-procs" in p for p in BenchConfig(nodes=2, redis=True).problems())

@@ -4,10 +4,13 @@ Each connection is a bare ``asyncio.Protocol`` on uvloop that writes one hand-ma
 upgrade request (or SSE ``GET``), checks the status line and from then on hands every
 received chunk to the ``Scanner`` (one regex pass, no JSON parse, no per-frame callback).
 Stalled connections set a small ``SO_RCVBUF`` before connecting and stop reading once
-the handshake is through.
+the handshake is through; with ``--streams trades`` they read like the others until the
+bench says ``("pause", seconds)`` (at the burst), then read nothing for that long and
+count what they get afterwards apart from the healthy ones (``TradeScanner``).
 
 The bench talks to each process over a ``multiprocessing`` pipe: it sends a ``LoadSpec``
-at start, then ``("window", start_ms, end_ms)`` and ``("finish", expected, drain_s)``;
+at start, then ``("window", start_ms, end_ms)``, ``("pause", seconds)`` and ``("finish", expected,
+drain_s)``;
 the process answers ``("connecting", summary)`` as it starts and after each batch of
 connections (so a bench that gives up waiting still knows how far it got), then
 ``("connected", summary)`` and ``("report", report)``. A closed pipe (the bench gone)
@@ -33,13 +36,17 @@ import uvloop
 
 from tickcast.bench.histogram import UNIT_US
 from tickcast.bench.procstat import raise_nofile
-from tickcast.bench.scan import Ledger, Scanner, Tally
+from tickcast.bench.scan import Scanner, Tally
+from tickcast.bench.tradescan import TradeCounts, TradeScanner
 from tickcast.bench.wsbytes import MAX_HEAD, pongs_for, response_status, sse_request
 from tickcast.bench.wsbytes import upgrade_request as ws_upgrade
 from tickcast.serve.workers import die_with_parent
 
 NS_PER_UNIT = UNIT_US * 1000
+RESUME_RCVBUF = 1 << 20
 Transport = Literal["ws", "sse"]
+Kind = Literal["ticker", "trades"]
+AnyScanner = Scanner | TradeScanner
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class LoadSpec:
     connect_timeout: float = 10.0
     stall_rcvbuf: int = 4096
     worker: int = 0
+    kind: Kind = "ticker"
 
 
 class HandshakeRejected(Exception):
@@ -104,16 +112,25 @@ def share(total: int, parts: int, index: int) -> int:
 
 
 class TickClient(asyncio.Protocol):
-    """One connection: handshake, then scan everything (or, stalled, read nothing)."""
+    """One connection: handshake, then scan everything (or, stalled, read nothing:
+    from the handshake on, or with ``stall_later`` only once ``pause`` is called)."""
 
     def __init__(
-        self, scanner: Scanner, request: bytes, expect: int, stall: bool, answer_pings: bool
+        self,
+        scanner: AnyScanner,
+        request: bytes,
+        expect: int,
+        stall: bool,
+        answer_pings: bool,
+        stall_later: bool = False,
     ) -> None:
         self.scanner = scanner
-        self.ledger = Ledger()
+        self.ledger: Any = scanner.new_ledger()
         self.request = request
         self.expect = expect
         self.stall = stall
+        self.stall_later = stall_later
+        self.counting = True
         self.answer_pings = answer_pings
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
@@ -130,7 +147,7 @@ class TickClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.open:
-            if self.stalled_at is None:
+            if self.counting:
                 self.scanner.feed(self.ledger, data, time.time_ns() // NS_PER_UNIT)
                 if self.answer_pings and b"\x89" in data:
                     for pong in pongs_for(data):
@@ -151,12 +168,13 @@ class TickClient(asyncio.Protocol):
             self._fail(HandshakeRejected(status))
             return
         rest, self.head, self.open = self.head[end + 4 :], b"", True
-        if self.stall:
+        if self.stall and not self.stall_later:
             # uvloop starts reading only after connection_made returns, so pausing is
             # done here; what came with the handshake (the snapshot) is dropped.
             assert self.transport is not None
             self.transport.pause_reading()
             self.stalled_at = time.time()
+            self.counting = False
         elif rest:
             self.data_received(rest)
         if not self.opened.done():
@@ -167,6 +185,27 @@ class TickClient(asyncio.Protocol):
         self.closed.set_result(None)
         if not self.opened.done():
             self.opened.set_exception(HandshakeClosed("closed during the handshake"))
+
+    def pause(self, seconds: float) -> None:
+        """Read nothing for ``seconds``, then read and count again (``stall_later``)."""
+        if self.transport is None or self.closed_at is not None:
+            return
+        self.transport.pause_reading()
+        self.stalled_at = time.time()
+        asyncio.get_running_loop().call_later(seconds, self._resume)
+
+    def _resume(self) -> None:
+        if self.transport is None or self.closed_at is not None:
+            return
+        # The small buffer that made the stall show at the server would also make the
+        # catch-up crawl (a few KB per turn of a busy loop): read again with the largest
+        # window the handshake allows (a 4 KB buffer at SYN time means no window scaling:
+        # at most 64 KB).
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RESUME_RCVBUF)
+        self.transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -203,7 +242,7 @@ class ConnectSummary:
         }
 
 
-async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
+async def open_one(spec: LoadSpec, scanner: AnyScanner, stall: bool) -> TickClient:
     """Connect, send the request, wait for the handshake (bounded by the timeout)."""
     loop = asyncio.get_running_loop()
     if spec.transport == "ws":
@@ -220,7 +259,9 @@ async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
         async with asyncio.timeout(spec.connect_timeout):
             await loop.sock_connect(sock, (spec.host, spec.port))
             _, client = await loop.create_connection(
-                lambda: TickClient(scanner, request, expect, stall, spec.transport == "ws"),
+                lambda: TickClient(
+                    scanner, request, expect, stall, spec.transport == "ws", spec.kind == "trades"
+                ),
                 sock=sock,
             )
             await client.opened
@@ -236,11 +277,16 @@ async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
 
 
 async def open_all(
-    spec: LoadSpec, scanner: Scanner, progress: Callable[[ConnectSummary], None] | None = None
+    spec: LoadSpec,
+    scanner: AnyScanner,
+    progress: Callable[[ConnectSummary], None] | None = None,
+    stall_scanner: AnyScanner | None = None,
 ) -> tuple[list[TickClient], ConnectSummary]:
     """Open the connections in batches; stop early once a whole batch fails (the
     server is full: trying more would only wait out more timeouts). ``progress`` gets
-    the summary so far before the first batch and after each one."""
+    the summary so far before the first batch and after each one. The stalled ones
+    count into ``stall_scanner`` when given."""
+    stall_scanner = stall_scanner or scanner
     stalled = stall_indices(spec.connections, spec.stall)
     summary = ConnectSummary(spec.connections, failures=Counter())
     assert summary.failures is not None
@@ -252,7 +298,11 @@ async def open_all(
     while attempted < spec.connections:
         batch = range(attempted, min(attempted + max(1, spec.batch), spec.connections))
         results = await asyncio.gather(
-            *(open_one(spec, scanner, i in stalled) for i in batch), return_exceptions=True
+            *(
+                open_one(spec, stall_scanner if i in stalled else scanner, i in stalled)
+                for i in batch
+            ),
+            return_exceptions=True,
         )
         attempted = batch.stop
         for result in results:
@@ -275,7 +325,11 @@ async def open_all(
 
 
 async def finish(
-    clients: list[TickClient], scanner: Scanner, expected: dict[str, int], drain: float
+    clients: list[TickClient],
+    scanner: AnyScanner,
+    expected: dict[str, int],
+    drain: float,
+    stall_scanner: AnyScanner | None = None,
 ) -> dict[str, Any]:
     """Tally the healthy connections against ``expected`` (distinct exchange events per
     symbol in the window), then let the stalled ones read again to see which the server
@@ -295,7 +349,7 @@ async def finish(
     if waiting and drain > 0:
         await asyncio.wait(waiting, timeout=drain)
     histogram = scanner.histogram
-    return {
+    report = {
         "tally": tally.as_dict(),
         "histogram": histogram.to_sparse(),
         "max_units": histogram.max_units,
@@ -303,6 +357,30 @@ async def finish(
         "stalled": len(stalled),
         "stalled_at": sorted(c.stalled_at for c in stalled if c.stalled_at is not None),
         "stalled_found_closed": sum(c.closed_at is not None for c in stalled),
+    }
+    if isinstance(scanner, TradeScanner):
+        report["trades"] = trade_report(clients, wanted, stall_scanner or scanner)
+    return report
+
+
+def trade_report(
+    clients: list[TickClient], wanted: dict[bytes, int], stall_scanner: AnyScanner
+) -> dict[str, Any]:
+    """The trade counters of the healthy and of the stalled connections, and the
+    stalled ones' own tally and latencies (they read again after their pause)."""
+    healthy, stalled, stalled_tally = TradeCounts(), TradeCounts(), Tally()
+    for client in clients:
+        if client.stall:
+            stalled.add(client.ledger)
+            stalled_tally.add(client.ledger, wanted)
+        else:
+            healthy.add(client.ledger)
+    return {
+        "healthy": healthy.as_dict(),
+        "stalled": stalled.as_dict(),
+        "stalled_tally": stalled_tally.as_dict(),
+        "stalled_histogram": stall_scanner.histogram.to_sparse(),
+        "stalled_max_units": stall_scanner.histogram.max_units,
     }
 
 
@@ -330,9 +408,14 @@ async def receive(conn: Connection) -> Any:
 
 async def serve(conn: Connection, spec: LoadSpec) -> None:
     """One load-generator process's life: connect, count, report, close."""
-    scanner = Scanner()
+    scanner: AnyScanner
+    stall_scanner: AnyScanner
+    if spec.kind == "trades":
+        scanner, stall_scanner = TradeScanner(), TradeScanner()
+    else:
+        scanner = stall_scanner = Scanner()
     clients, summary = await open_all(
-        spec, scanner, lambda so_far: conn.send(("connecting", so_far.as_dict()))
+        spec, scanner, lambda so_far: conn.send(("connecting", so_far.as_dict())), stall_scanner
     )
     conn.send(("connected", summary.as_dict()))
     try:
@@ -342,9 +425,15 @@ async def serve(conn: Connection, spec: LoadSpec) -> None:
             except EOFError:
                 return
             if message[0] == "window":
-                scanner.set_window(int(message[1]), int(message[2]))
+                for each in (scanner, stall_scanner):
+                    each.set_window(int(message[1]), int(message[2]))
+            elif message[0] == "pause":
+                for client in clients:
+                    if client.stall:
+                        client.pause(float(message[1]))
             elif message[0] == "finish":
-                report = await finish(clients, scanner, dict(message[1]), float(message[2]))
+                expected, drain = dict(message[1]), float(message[2])
+                report = await finish(clients, scanner, expected, drain, stall_scanner)
                 conn.send(("report", report))
             else:
                 return

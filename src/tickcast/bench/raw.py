@@ -1,6 +1,7 @@
 """The raw broadcaster: the practical limit of fan-out in Python, for comparison.
 
-``python -m tickcast.bench.raw --port P --upstream ws://127.0.0.1:S --symbols A,B``
+``python -m tickcast.bench.raw --port P --upstream ws://127.0.0.1:S --symbols A,B
+[--streams trades]``
 
 A plain ``asyncio.Protocol`` server on uvloop: the WebSocket upgrade by hand, each tick
 framed once, then one ``transport.write`` per subscribed client and nothing else: no
@@ -8,6 +9,11 @@ ASGI, no session, no conflation. The one policy it has is the minimum a server n
 survive a client that stops reading: flow control marks the client paused, and a
 sweep resets one paused longer than ``--slow-timeout``. It answers ``GET /price`` and
 ``GET /status`` (``{"edge": {"clients": ..., "closes": ...}}``) for the bench.
+
+With ``--streams trades`` it reads ``<symbol>@aggTrade`` instead and relays each trade as
+tickcast's trade message to the clients of ``/ws?streams=SYMBOL@trades``. It has no bound
+on what it holds for a client: a client that stops reading gets every trade once it reads
+again (or is reset by the sweep), however much piles up for it meanwhile.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from tickcast.bench.upstream import (
     follow,
     tick_message,
     ticker_event,
+    trade_event,
+    trade_message,
+    wanted_streams,
     wanted_symbols,
 )
 from tickcast.bench.wsbytes import (
@@ -49,9 +58,13 @@ WRITE_HIGH = 64 * 1024
 class RawServer:
     """Subscribers per symbol, the latest message per symbol, the slow-client sweep."""
 
-    def __init__(self, symbols: Sequence[str], slow_timeout: float) -> None:
+    def __init__(self, symbols: Sequence[str], slow_timeout: float, trades: bool = False) -> None:
         self.served = frozenset(symbols)
         self.slow_timeout = slow_timeout
+        self.trades = trades
+        self.event, self.message = (
+            (trade_event, trade_message) if trades else (ticker_event, tick_message)
+        )
         self.subscribers: dict[str, dict[RawClient, Callable[[bytes], None]]] = {
             s: {} for s in self.served
         }
@@ -61,10 +74,10 @@ class RawServer:
         self._numbers = itertools.count(1)
 
     def on_frame(self, frame: bytes | str) -> None:
-        event = ticker_event(frame)
+        event = self.event(frame)
         if event is None or event["s"] not in self.served:
             return
-        message = tick_message(event, next(self._numbers))
+        message = self.message(event, next(self._numbers))
         self.latest[event["s"]] = message
         wire = ws_text_frame(message)
         for write in tuple(self.subscribers[event["s"]].values()):
@@ -139,7 +152,8 @@ class RawClient(asyncio.Protocol):
             key = request.headers.get("sec-websocket-key", "")
             self.transport.write(switching_protocols(key))
             self.upgraded = True
-            self.server.add(self, wanted_symbols(request.query, self.server.served))
+            wanted = wanted_streams if self.server.trades else wanted_symbols
+            self.server.add(self, wanted(request.query, self.server.served))
         elif request.path == "/price":
             symbol = parse_qs(request.query).get("symbol", ["BTCUSDT"])[0].upper()
             message = self.server.latest.get(symbol)
@@ -168,12 +182,15 @@ class RawClient(asyncio.Protocol):
         self.server.remove(self)
 
 
-async def serve(host: str, port: int, upstream: str, symbols: Sequence[str], slow: float) -> None:
-    server = RawServer(symbols, slow)
+async def serve(
+    host: str, port: int, upstream: str, symbols: Sequence[str], slow: float, trades: bool
+) -> None:
+    server = RawServer(symbols, slow, trades)
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: RawClient(server), host, port, backlog=2048)
+    url = combined_url(upstream, symbols, "aggTrade" if trades else "ticker")
     async with listener, asyncio.TaskGroup() as tasks:
-        tasks.create_task(follow(combined_url(upstream, symbols), server.on_frame))
+        tasks.create_task(follow(url, server.on_frame))
         tasks.create_task(server.sweep())
 
 
@@ -184,10 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="exchange base URL, ws://host:port")
     parser.add_argument("--symbols", required=True, help="comma separated")
     parser.add_argument("--slow-timeout", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--streams", choices=("ticker", "trades"), default="ticker")
     args = parser.parse_args(argv)
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    trades = args.streams == "trades"
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.host, args.port, args.upstream, symbols, args.slow_timeout))
+        uvloop.run(serve(args.host, args.port, args.upstream, symbols, args.slow_timeout, trades))
     return 0
 
 

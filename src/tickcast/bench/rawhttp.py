@@ -15,11 +15,17 @@ from tickcast.bench.wsbytes import BadHead, response_status
 async def http_get(host: str, port: int, target: str) -> tuple[int, bytes]:
     """``GET target`` with ``Connection: close``; (status, body). Raises ``OSError`` or
     ``BadHead``; the caller bounds it with ``asyncio.timeout``."""
+    return await http_request(host, port, "GET", target)
+
+
+async def http_request(host: str, port: int, method: str, target: str) -> tuple[int, bytes]:
+    """``method target`` with no body, as ``http_get`` (the simulator's admin calls)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
+        length = b"" if method == "GET" else b"Content-Length: 0\r\n"
         writer.write(
-            b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
-            % (target.encode(), host.encode(), port)
+            b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sConnection: close\r\n\r\n"
+            % (method.encode(), target.encode(), host.encode(), port, length)
         )
         data = await reader.read()
     finally:

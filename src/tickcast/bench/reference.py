@@ -3,7 +3,9 @@
 A client of the simulated exchange itself (not of the server under test) records, per
 symbol, every distinct ticker event time in the window. A client of the server that saw
 fewer distinct events for a symbol has gaps, whatever the server did: dropped them,
-conflated them, or missed them upstream.
+conflated them, or missed them upstream. With ``trades`` it records each symbol's
+aggregate trade ids whose trade time is in the window instead: every one of them is a
+trade each client must get.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from tickcast.bench.scan import NEVER_MS
-from tickcast.bench.upstream import combined_url, ticker_event
+from tickcast.bench.upstream import combined_url, ticker_event, trade_event
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,13 @@ STREAMS_PER_CONNECTION = 200  # well under Binance's 1024 and any URL length lim
 
 
 class ReferenceFeed:
-    """Ticker event times per symbol in ``[start_ms, end_ms)``, straight from the exchange."""
+    """Ticker event times (or trade ids, with ``trades``) per symbol in ``[start_ms,
+    end_ms)``, straight from the exchange."""
 
-    def __init__(self, base_url: str, symbols: Sequence[str]) -> None:
+    def __init__(self, base_url: str, symbols: Sequence[str], trades: bool = False) -> None:
         self.base_url = base_url
         self.symbols = list(symbols)
+        self.trades = trades
         self.start_ms = self.end_ms = NEVER_MS  # nothing is recorded before set_window
         self.events: dict[str, set[int]] = {s: set() for s in self.symbols}
         self.shards = [
@@ -43,16 +47,16 @@ class ReferenceFeed:
         self.start_ms, self.end_ms = start_ms, end_ms
 
     def on_frame(self, frame: bytes | str) -> None:
-        event = ticker_event(frame)
+        event = trade_event(frame) if self.trades else ticker_event(frame)
         if event is None:
             return
-        stamp = int(event.get("E", 0))
+        stamp = int(event.get("T" if self.trades else "E", 0))
         events = self.events.get(event["s"])
         if events is not None and self.start_ms <= stamp < self.end_ms:
-            events.add(stamp)
+            events.add(int(event["a"]) if self.trades else stamp)
 
     def expected(self) -> dict[str, int]:
-        """Distinct exchange events per symbol in the window."""
+        """Distinct exchange events (trades) per symbol in the window."""
         return {symbol: len(stamps) for symbol, stamps in self.events.items()}
 
     @property
@@ -67,7 +71,8 @@ class ReferenceFeed:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             for shard in self.shards:
-                tasks.create_task(self._follow(combined_url(self.base_url, shard)))
+                kind = "aggTrade" if self.trades else "ticker"
+                tasks.create_task(self._follow(combined_url(self.base_url, shard, kind)))
 
     async def _follow(self, url: str) -> None:
         while True:

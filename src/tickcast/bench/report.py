@@ -16,6 +16,7 @@ from typing import Any
 from tickcast.bench.histogram import LatencyHistogram
 from tickcast.bench.procstat import CLOCK_TICKS
 from tickcast.bench.scan import Tally
+from tickcast.bench.tradescan import TradeCounts
 
 # What a stalled client's buffers hold before the server sees it blocked: its receive
 # buffer and the server's send buffer (the kernel doubles both settings), plus the
@@ -114,6 +115,7 @@ class Measurements:
     closes_timeline: list[tuple[float, int]] = field(default_factory=list)
     server_emfile_logged: bool = False
     spread: list[int] = field(default_factory=list)  # connections per worker (--workers)
+    burst: dict[str, Any] | None = None  # --streams trades: when the burst began, its answer
     window_start_ms: int = 0
     window_end_ms: int = 0
     grace: float = 0.0
@@ -130,7 +132,9 @@ def summarize(m: Measurements) -> dict[str, Any]:
         LatencyHistogram.from_sparse(r["histogram"], int(r["max_units"])) for r in m.reports
     )
     clients = _clients(m)
-    deliveries = histogram.total
+    trades = _trades(m)
+    # The server delivers to the stalled trade clients too (once they read again).
+    deliveries = histogram.total + (trades["stalled"]["deliveries"] if trades else 0)
     wall = _wall(m)
     server_cpu = _cpu_delta(m, "server")
     server_per_delivery = cpu_per_delivery(server_cpu, deliveries, m.target)
@@ -177,11 +181,44 @@ def summarize(m: Measurements) -> dict[str, Any]:
         "bench_process": {"cpu_percent": _percent(_cpu_delta(m, "bench"), wall)},
         "machine": _machine(m, wall),
         "stall": _stall(m, tally) if m.stall else None,
+        "trades": trades,
         "window": {
             "start_ms": m.window_start_ms,
             "end_ms": m.window_end_ms,
             "wall_seconds": _round(wall, 3),
             "grace_seconds": m.grace,
+        },
+    }
+
+
+def _trades(m: Measurements) -> dict[str, Any] | None:
+    """``--streams trades``: the healthy clients' gap messages and skipped ids, and the
+    stalled clients apart: what they got of the window's trades, what their gap
+    messages announced, what was lost unannounced, their latency."""
+    parts = [report["trades"] for report in m.reports if report.get("trades")]
+    if not parts:
+        return None
+    healthy, stalled, stalled_tally = TradeCounts(), TradeCounts(), Tally()
+    for part in parts:
+        healthy.merge(TradeCounts(**part["healthy"]))
+        stalled.merge(TradeCounts(**part["stalled"]))
+        stalled_tally.merge(Tally(**part["stalled_tally"]))
+    latency = LatencyHistogram.merged(
+        LatencyHistogram.from_sparse(p["stalled_histogram"], int(p["stalled_max_units"]))
+        for p in parts
+    )
+    per_client = sum(m.expected.values())
+    return {
+        "burst": m.burst,
+        "expected_per_client": per_client,
+        "healthy": healthy.as_dict(),
+        "stalled": {
+            **stalled.as_dict(),
+            "deliveries": stalled_tally.deliveries,
+            "expected": per_client * stalled.clients,
+            "missing": stalled_tally.gaps,
+            "duplicates": stalled_tally.duplicates,
+            "latency_ms": latency.summary(),
         },
     }
 
@@ -511,106 +548,6 @@ def ratio(top: Figure, bottom: Figure) -> Figure:
     if top.value is None or bottom.value is None or bottom.value <= 0:
         return Figure(None, "a figure is missing or zero")
     return Figure(round(top.value / bottom.value, 3))
-
-
-def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """The figures side by side, one column per server."""
-    names = list(runs)
-    rows: list[tuple[str, list[str]]] = []
-
-    def row(label: str, pick: Any) -> None:
-        cells = []
-        for name in names:
-            run = runs[name]
-            try:
-                cells.append("error" if "error" in run else pick(run))
-            except (KeyError, TypeError):
-                cells.append("-")
-        rows.append((label, cells))
-
-    row("clients connected", lambda r: f"{r['clients']['connected']}/{r['clients']['requested']}")
-    row("deliveries/s", lambda r: _num(r["deliveries"]["per_second"], 0))
-    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
-        row(f"latency {label} ms", lambda r, k=key: _num(r["latency_ms"][k], 1))
-    row("latency max ms", lambda r: _num(r["latency_ms"]["max_ms"], 1))
-    row("gaps (max/client)", lambda r: f"{r['gaps']['total']} ({r['gaps']['max_per_client']})")
-    row(
-        "duplicates (max/client)",
-        lambda r: f"{r['duplicates']['total']} ({r['duplicates']['max_per_client']})",
-    )
-    row("server CPU %", lambda r: _num(r["server"]["cpu_percent"], 1))
-    row("server CPU-µs/delivery", lambda r: _na_num(r["server"], "cpu_us_per_delivery", 2))
-    row("GC full passes in window", lambda r: _num(r["server"]["gc_full_passes_in_window"], 0))
-    row("server RSS idle MB", lambda r: _num(r["server"]["rss_baseline_mb"], 1))
-    row("server RSS end MB", lambda r: _num(r["server"]["rss_end_mb"], 1))
-    row("RSS per connection KB", lambda r: _num(r["server"]["rss_per_connection_kb"], 1))
-    if any(runs[n].get("server", {}).get("connections_per_worker") for n in names):
-        row(
-            "connections per worker",
-            lambda r: "/".join(map(str, r["server"]["connections_per_worker"] or [])) or "-",
-        )
-    row("loadgen CPU % (procs)", lambda r: f"{_num(r['loadgen']['cpu_percent'], 1)} "
-        f"({r['loadgen']['procs']})")  # fmt: skip
-    row("simulator CPU %", lambda r: _num(r["simulator"]["cpu_percent"], 1))
-    if any(runs[n].get("redis") for n in names):
-        row("redis CPU %", lambda r: _num(r["redis"]["cpu_percent"], 1) if r["redis"] else "-")
-        row(
-            "server+redis CPU-µs/delivery",
-            lambda r: (
-                _na_num(r["redis"], "cpu_us_per_delivery_with_server", 2) if r["redis"] else "-"
-            ),
-        )
-    row("machine busy cores", lambda r: _num(r["machine"]["busy_cores"], 2))
-    row("  of which others", lambda r: _num(r["machine"]["other_cores"], 2))
-    if any(not runs[n].get("error") and runs[n].get("stall") for n in names):
-        row("stalled closed/connected", lambda r: _stall_cell(r["stall"]))
-        row("  close after s (1st..last)", lambda r: _close_cell(r["stall"]))
-    row("healthy closed by server", lambda r: str(r["healthy_closed_by_server"]))
-    width = max(len(label) for label, _ in rows) + 2
-    col = max(12, *(len(n) + 2 for n in names))
-    lines = [" " * width + "".join(n.rjust(col) for n in names)]
-    lines += [label.ljust(width) + "".join(c.rjust(col) for c in cells) for label, cells in rows]
-    return "\n".join(lines)
-
-
-def format_ratios(table: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per ratio pair; a ratio that cannot be made reads ``n/a``, and an
-    indented line under it says why."""
-    lines = []
-    for name, values in table.items():
-        cells = [f"{label} {format_ratio(values.get(key))}" for key, label in RATIO_LABELS.items()]
-        lines.append(f"{name}: {', '.join(cells)}")
-        for key, reason in values.get("na", {}).items():
-            lines.append(f"  {RATIO_LABELS.get(key, key)} n/a: {reason}")
-    return "\n".join(lines)
-
-
-def format_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.3f}x"
-
-
-def _stall_cell(stall: Mapping[str, Any] | None) -> str:
-    if not stall:
-        return "-"
-    return f"{stall['closed_by_server']}/{stall['connected']}"
-
-
-def _close_cell(stall: Mapping[str, Any] | None) -> str:
-    if not stall or stall["close_after_s"]["first"] is None:
-        return "-"
-    after = stall["close_after_s"]
-    return f"{after['first']}..{after['last']}"
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _na_num(section: Mapping[str, Any], key: str, digits: int) -> str:
-    """``section[key]``, or ``n/a`` when it is null for a reason (``<key>_na``)."""
-    if section[key] is None and section.get(f"{key}_na"):
-        return "n/a"
-    return _num(section[key], digits)
 
 
 def _percent(seconds: float | None, wall: float | None) -> float | None:

@@ -20,127 +20,50 @@ import asyncio
 import contextlib
 import datetime
 import json
-import multiprocessing
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import uvloop
 
 from tickcast.bench import procstat
-from tickcast.bench.loadgen import LoadSpec, receive, share, worker_main
-from tickcast.bench.processes import (
-    HOST,
-    Child,
-    baseline_command,
-    clean_env,
-    free_port,
-    ready,
-    redis_command,
-    sim_command,
-    tickcast_command,
+from tickcast.bench.config import (
+    BASELINES,
+    ON_REDIS,
+    BenchConfig,
+    Target,
+    command_line,
+    config_json,
 )
-from tickcast.bench.rawhttp import http_get
+from tickcast.bench.processes import HOST, ready
+from tickcast.bench.rawhttp import http_get, http_request
 from tickcast.bench.reference import ReferenceFeed
 from tickcast.bench.report import (
-    STALL_RCVBUF,
-    CpuSample,
     Measurements,
     Phase,
     failed_run,
     failure_text,
-    format_ratios,
-    format_table,
     ratios,
     summarize,
 )
+from tickcast.bench.run import READY_TIMEOUT, Run, server_pids, total
+from tickcast.bench.table import format_ratios, format_table
 from tickcast.bench.wsbytes import BadHead
-from tickcast.settings import DEFAULT_SYMBOLS, Settings
 
-Target = Literal["tickcast", "tickcast-redis", "tickcast-workers", "naive", "raw"]
-# The targets that run on a private Redis started by the bench.
-ON_REDIS: tuple[Target, ...] = ("tickcast-redis", "tickcast-workers")
-BASELINES: dict[str, Target] = {"naive": "naive", "raw": "raw"}
+__all__ = ["BenchConfig", "error_text", "run_bench", "within"]
+
 SETTLE_SECONDS = 0.5  # after /price answers, before the idle RSS is read
 STATUS_POLL_SECONDS = 0.5
 STALL_DRAIN_SECONDS = 2.0
-READY_TIMEOUT = 30.0
 SPAWN_TIMEOUT = 30.0
 CONNECT_SLACK = 5.0  # beyond the load generators' own bound on connecting, for a busy host
 REPORT_TIMEOUT = 30.0  # for the reports, beyond the stalled clients' drain
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What ``tickcast bench`` was asked to do."""
-
-    clients: int = 1000
-    symbols: int = 10
-    rate: float = 1.0
-    duration: float = 10.0
-    stall: int = 0
-    transport: Literal["ws", "sse"] = "ws"
-    compare: tuple[str, ...] = ()
-    redis: bool = False
-    nodes: int = 1
-    workers: int = 1
-    json_path: Path | None = None
-    flush_ms: float | None = None
-    slow_timeout: float = 10.0
-    loadgen_procs: int = 1
-    warmup: float = 3.0
-    grace: float = 1.5
-    connect_batch: int = 500
-    connect_timeout: float = 10.0
-    logs: Path | None = None
-    argv: tuple[str, ...] = field(default_factory=tuple)
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.clients < 1:
-            out.append("--clients must be at least 1")
-        if self.symbols < 1:
-            out.append("--symbols must be at least 1")
-        if self.rate <= 0 or self.duration <= 0:
-            out.append("--rate and --duration must be positive")
-        if not 0 <= self.stall <= self.clients:
-            out.append("--stall must be between 0 and --clients")
-        if self.loadgen_procs < 1:
-            out.append("--loadgen-procs must be at least 1")
-        if self.nodes < 1 or (self.nodes > 1 and not self.redis):
-            out.append("--nodes above 1 needs --redis: nodes share their upstream through it")
-        if self.nodes > self.loadgen_procs:
-            out.append(f"--nodes {self.nodes} needs --loadgen-procs {self.nodes} or more")
-        if not 1 <= self.workers <= 64:
-            out.append("--workers must be between 1 and 64")
-        if self.flush_ms is not None and self.flush_ms < 0:
-            out.append("--flush-ms must be 0 or more")
-        if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
-            out.append("--warmup, --connect-batch and --connect-timeout must be positive")
-        return out
-
-
-def symbol_names(count: int) -> list[str]:
-    """The 10 default symbols, then synthetic ones: S11USDT, S12USDT, ..."""
-    names = list(DEFAULT_SYMBOLS[:count])
-    names += [f"S{i}USDT" for i in range(len(DEFAULT_SYMBOLS) + 1, count + 1)]
-    return names
-
-
-def command_line(argv: Sequence[str]) -> str:
-    import shlex
-
-    return shlex.join(["tickcast", *argv])
 
 
 def run_bench(config: BenchConfig) -> int:
@@ -179,6 +102,8 @@ def _plan(config: BenchConfig) -> tuple[Path, dict[Target, Path], list[Target], 
     for name in dict.fromkeys(config.compare):
         if config.transport == "sse":
             notes.append(f"--compare {name} skipped: the baselines serve WebSocket only")
+        elif config.trades and name != "raw":
+            notes.append(f"--compare {name} skipped: only raw relays trades")
         elif name in BASELINES:
             targets.append(BASELINES[name])
     log_dirs = {target: log_dir / target for target in targets}
@@ -202,8 +127,12 @@ async def _bench(
     machine = procstat.machine_info()
     runs: dict[str, dict[str, Any]] = {}
     for target in targets:
-        print(f"== {target}: {config.clients} clients x {config.symbols} symbols at "
-              f"{config.rate}/s for {config.duration}s", file=sys.stderr, flush=True)  # fmt: skip
+        what = "trades" if config.trades else "ticks"
+        heading = (
+            f"== {target}: {config.clients} clients x {config.symbols} symbols at "
+            f"{config.rate} {what}/s for {config.duration}s"
+        )
+        print(heading, file=sys.stderr, flush=True)
         try:
             runs[target] = summarize(await run_target(config, target, log_dirs[target]))
         except RunFailed as failure:
@@ -215,7 +144,7 @@ async def _bench(
         "argv": list(config.argv),
         "started_at": started,
         "machine": {**machine, "load_average_end": procstat.load_average()},
-        "config": _config_json(config),
+        "config": config_json(config),
         "runs": runs,
         "ratios": ratio_table,
         "notes": notes,
@@ -234,185 +163,6 @@ async def _bench(
     if failed:
         print(f"logs kept in {log_dir}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _config_json(config: BenchConfig) -> dict[str, Any]:
-    out = asdict(config)
-    out["json_path"] = str(config.json_path) if config.json_path else None
-    out["logs"] = str(config.logs) if config.logs else None
-    out["compare"] = list(config.compare)
-    out["redis"] = config.redis
-    out["nodes"] = config.nodes
-    out["workers"] = config.workers
-    out["argv"] = list(config.argv)
-    default_flush = Settings.model_fields["flush_ms"].default
-    out["flush_ms_effective"] = config.flush_ms if config.flush_ms is not None else default_flush
-    out["symbol_names"] = symbol_names(config.symbols)
-    return out
-
-
-@dataclass
-class Worker:
-    process: BaseProcess
-    conn: Connection
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.conn.send(("stop",))
-        self.process.join(3)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-
-
-class Run:
-    """The processes of one run, all stopped by ``close``."""
-
-    def __init__(self, config: BenchConfig, target: Target, log_dir: Path) -> None:
-        self.config = config
-        self.target = target
-        self.log_dir = log_dir
-        self.symbols = symbol_names(config.symbols)
-        self.children: list[Child] = []
-        self.workers: list[Worker] = []
-        self.tasks: list[asyncio.Task[None]] = []
-        self.redis: Child | None = None
-        self.redis_port: int | None = None
-        self.phase_started = time.monotonic()
-
-    async def start_redis(self) -> int:
-        """A private Redis for the ``tickcast-redis`` run; returns its port."""
-        port = free_port()
-        self.redis = Child("redis", redis_command(port, self.log_dir), clean_env(), self.log_dir)
-        self.children.append(self.redis)
-        await ready(self.redis, port, None, READY_TIMEOUT)
-        return port
-
-    def start_simulator(self) -> tuple[Child, int]:
-        port = free_port()
-        argv = sim_command(port, self.config.rate, self.symbols)
-        child = Child("simulator", argv, clean_env(), self.log_dir)
-        self.children.append(child)
-        return child, port
-
-    def start_server(self, sim_port: int) -> tuple[Child, int]:
-        port = free_port()
-        c = self.config
-        if self.target in ("tickcast", *ON_REDIS):
-            env = {
-                "TICKCAST_BINANCE_URL": f"ws://{HOST}:{sim_port}",
-                "TICKCAST_SLOW_CLIENT_TIMEOUT": str(c.slow_timeout),
-                "TICKCAST_MAX_CONNECTIONS": str(max(50_000, 2 * c.clients)),
-                "TICKCAST_MAX_SUBSCRIPTIONS": str(max(200, c.symbols)),
-            }
-            if c.flush_ms is not None:
-                env["TICKCAST_FLUSH_MS"] = str(c.flush_ms)
-            if self.target in ON_REDIS:
-                assert self.redis_port is not None
-                env["TICKCAST_REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
-            if self.target == "tickcast-workers":
-                env["TICKCAST_WORKERS"] = str(c.workers)
-            argv = tickcast_command(port, self.symbols)
-        else:
-            env = {}
-            argv = baseline_command(self.target, port, sim_port, self.symbols, c.slow_timeout)
-        servers = sum(child.name.startswith(self.target) for child in self.children)
-        name = self.target if not servers else f"{self.target}-{servers + 1}"
-        child = Child(name, argv, clean_env(env), self.log_dir)
-        self.children.append(child)
-        return child, port
-
-    def start_workers(self, ports: list[int]) -> None:
-        """The load generators; with several server ports (``--nodes``), worker ``i``
-        connects to port ``i mod len(ports)``, splitting the clients evenly."""
-        c = self.config
-        context = multiprocessing.get_context("spawn")
-        query = "symbols=" + ",".join(self.symbols)
-        target = f"/{c.transport}?{query}"
-        for index in range(c.loadgen_procs):
-            spec = LoadSpec(
-                host=HOST,
-                port=ports[index % len(ports)],
-                transport=c.transport,
-                target=target,
-                connections=share(c.clients, c.loadgen_procs, index),
-                stall=share(c.stall, c.loadgen_procs, index),
-                batch=max(1, c.connect_batch // c.loadgen_procs),
-                connect_timeout=c.connect_timeout,
-                stall_rcvbuf=STALL_RCVBUF,
-                worker=index,
-            )
-            parent_end, child_end = context.Pipe()
-            process = context.Process(
-                target=worker_main,
-                args=(child_end, spec),
-                name=f"tickcast-loadgen-{index}",
-                daemon=True,
-            )
-            process.start()
-            child_end.close()
-            self.workers.append(Worker(process, parent_end))
-
-    async def gather(self) -> list[Any]:
-        """One message from every worker; an ``error`` from any is raised."""
-        replies: list[Any] = [None] * len(self.workers)
-
-        async def one(index: int) -> None:
-            replies[index] = await self.next_message(index)
-
-        await _all(one(index) for index in range(len(self.workers)))
-        return replies
-
-    async def next_message(self, index: int) -> Any:
-        """The next message of worker ``index``; its ``error``, or its exit, is raised."""
-        try:
-            kind, body = await receive(self.workers[index].conn)
-        except EOFError:
-            raise RuntimeError(f"load generator {index + 1} exited without a word") from None
-        if kind == "error":
-            raise RuntimeError(f"load generator {index + 1} failed: {body}")
-        return body
-
-    async def follow_connect(self, m: Measurements, until_done: bool) -> None:
-        """Keep each worker's latest connect summary in ``m.connect`` until every worker
-        has sent its first one (``until_done`` False: they have all started) or its last."""
-
-        async def follow(index: int) -> None:
-            while not m.connect[index] or (until_done and not m.connect[index].get("done")):
-                m.connect[index] = await self.next_message(index)
-
-        await _all(follow(index) for index in range(len(self.workers)))
-
-    def enter(self, m: Measurements, phase: Phase) -> None:
-        m.phase = phase
-        self.phase_started = time.monotonic()
-
-    def tell(self, message: tuple[Any, ...]) -> None:
-        for worker in self.workers:
-            worker.conn.send(message)
-
-    def sample(self, servers: list[Child], simulator: Child) -> CpuSample:
-        return CpuSample(
-            wall=time.time(),
-            server=_total_cpu(procstat.cpu_seconds(pid) for pid in server_pids(servers)),
-            simulator=procstat.cpu_seconds(simulator.pid),
-            loadgen=[procstat.cpu_seconds(w.process.pid or 0) for w in self.workers],
-            bench=procstat.cpu_seconds(os.getpid()),
-            machine=procstat.machine_busy_seconds(),
-            redis=procstat.cpu_seconds(self.redis.pid) if self.redis is not None else None,
-        )
-
-    def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for worker in self.workers:
-            worker.stop()
-        for child in reversed(self.children):  # the server before the simulator
-            child.stop()
 
 
 class RunFailed(Exception):
@@ -452,17 +202,6 @@ async def within(seconds: float, what: str) -> AsyncIterator[None]:
         raise TimeoutError(f"{what} within {seconds:g} s") from exc
 
 
-async def _all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run the coroutines together; the first error cancels the others and is raised as
-    it is (not in an ExceptionGroup)."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coroutine in coroutines:
-                group.create_task(coroutine)
-    except ExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
-
-
 async def run_target(config: BenchConfig, target: Target, log_dir: Path) -> Measurements:
     """One run against ``target`` (``log_dir`` exists); see the module docstring. Raises
     ``RunFailed`` with what was measured up to the failure."""
@@ -493,7 +232,7 @@ async def _measure(run: Run, m: Measurements) -> None:
     simulator, sim_port = run.start_simulator()
     await ready(simulator, sim_port, None, READY_TIMEOUT)
     run.enter(m, Phase.REFERENCE)
-    reference = ReferenceFeed(f"ws://{HOST}:{sim_port}", run.symbols)
+    reference = ReferenceFeed(f"ws://{HOST}:{sim_port}", run.symbols, config.trades)
     run.tasks.append(asyncio.create_task(reference.run(), name="reference"))
     async with within(READY_TIMEOUT, "no data from the simulator on the reference feed"):
         await reference.wait_ready()
@@ -510,7 +249,7 @@ async def _measure(run: Run, m: Measurements) -> None:
     if run.target == "tickcast-workers":
         await _all_workers_serving(port, config.workers)
     await asyncio.sleep(SETTLE_SECONDS)
-    m.rss_baseline = _total(procstat.rss_bytes(pid) for pid in server_pids(servers))
+    m.rss_baseline = total(procstat.rss_bytes(pid) for pid in server_pids(servers))
     fds_before = {pid: procstat.open_fds(pid) or 0 for pid in server_pids(servers)}
     m.fd_limit = procstat.nofile_limit(server.pid)
     if config.stall:
@@ -523,11 +262,14 @@ async def _measure(run: Run, m: Measurements) -> None:
     run.tell(("window", m.window_start_ms, m.window_end_ms))
     await _sleep_until(m.window_start_ms / 1000)
     m.cpu_start = run.sample(servers, simulator)
+    if config.trades and (config.burst or config.stall):
+        burst = _burst(run, m, sim_port, m.window_start_ms / 1000 + config.burst_offset())
+        run.tasks.append(asyncio.create_task(burst, name="burst"))
     m.status_start = await _status(port)
     await _sleep_until(m.window_end_ms / 1000)
     m.cpu_end = run.sample(servers, simulator)
-    m.rss_end = _total(procstat.rss_bytes(pid) for pid in server_pids(servers))
-    m.fds_end = _total(procstat.open_fds(pid) for pid in server_pids(servers))
+    m.rss_end = total(procstat.rss_bytes(pid) for pid in server_pids(servers))
+    m.fds_end = total(procstat.open_fds(pid) for pid in server_pids(servers))
     if run.target == "tickcast-workers":
         # Connections each worker holds: its descriptors now less those it had idle.
         m.spread = [
@@ -541,7 +283,8 @@ async def _measure(run: Run, m: Measurements) -> None:
     run.enter(m, Phase.REPORT)
     m.expected = reference.expected()
     m.reference_complete = not reference.reconnected
-    drain = STALL_DRAIN_SECONDS if config.stall else 0.0
+    # A stalled trades client is not waited for: it is meant to be open, reading again.
+    drain = STALL_DRAIN_SECONDS if config.stall and not config.trades else 0.0
     run.tell(("finish", m.expected, drain))
     async with within(drain + REPORT_TIMEOUT, "not every load generator reported"):
         m.reports = await run.gather()
@@ -550,6 +293,25 @@ async def _measure(run: Run, m: Measurements) -> None:
     for child in servers:
         if not child.alive():
             raise RuntimeError(f"{child.name} died during the run:\n{child.log_tail()}")
+
+
+async def _burst(run: Run, m: Measurements, sim_port: int, at: float) -> None:
+    """At ``at`` (wall time): the stalled clients stop reading, and the simulator starts
+    the burst of trades of the first symbol; its answer is kept in ``m.burst``."""
+    config = run.config
+    await _sleep_until(at)
+    if config.stall:
+        run.tell(("pause", config.stall_seconds))
+    m.burst = {"at_ms": int(time.time() * 1000), "count": config.burst}
+    if config.burst:
+        target = (
+            f"/_sim/burst?symbol={run.symbols[0]}&count={config.burst}"
+            f"&seconds={config.burst_seconds:g}"
+        )
+        status, body = await http_request(HOST, sim_port, "POST", target)
+        if status != 200:
+            raise RuntimeError(f"the simulator refused the burst: HTTP {status} {body[:200]!r}")
+        m.burst["answer"] = json.loads(body)
 
 
 async def _connect(run: Run, m: Measurements, ports: list[int]) -> None:
@@ -573,12 +335,6 @@ async def _connect(run: Run, m: Measurements, ports: list[int]) -> None:
         raise RuntimeError("no client connected: nothing to measure")
 
 
-def server_pids(servers: list[Child]) -> list[int]:
-    """Every process serving clients: each server, and under ``--workers`` each worker
-    of its supervisor (which holds no client but is counted for its CPU and memory)."""
-    return [pid for s in servers for pid in (s.pid, *procstat.children(s.pid))]
-
-
 async def _all_workers_serving(port: int, workers: int) -> None:
     """Wait until ``/status`` has answered from every worker: each connection lands on
     one of them by the kernel's hash of its port, so a few dozen requests see them all."""
@@ -589,18 +345,6 @@ async def _all_workers_serving(port: int, workers: int) -> None:
             if status is not None and status.get("node_id"):
                 seen.add(str(status["node_id"]))
             await asyncio.sleep(0.05)
-
-
-def _total(values: Iterable[int | None]) -> int | None:
-    """The sum over the servers of a run (``--nodes``), or None if any is unknown."""
-    items = list(values)
-    return None if not items or None in items else sum(v for v in items if v is not None)
-
-
-def _total_cpu(values: Iterable[float | None]) -> float | None:
-    """``_total`` for CPU seconds."""
-    items = list(values)
-    return None if not items or None in items else sum(v for v in items if v is not None)
 
 
 async def _sleep_until(wall: float) -> None:

@@ -77,6 +77,9 @@ class Scanner:
         self.histogram = LatencyHistogram()
         self.deliveries = 0
 
+    def new_ledger(self) -> Ledger:
+        return Ledger()
+
     def set_window(self, start_ms: int, end_ms: int) -> None:
         """Count only ticks whose exchange time is in ``[start_ms, end_ms)``."""
         self.window_start_ms = start_ms

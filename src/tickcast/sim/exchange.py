@@ -4,15 +4,15 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 ``/ws/<stream>``, ``/ws`` + SUBSCRIBE, ``/stream?streams=...``, ``/stream``; the control
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
-of the client's recovery. ``POST /_sim/fault?kind=...`` (``DELETE /_sim/fault`` ends every
-running fault window) and ``GET /_sim/stats`` on the same port are the admin interface;
-``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market and its
-candles (``candles``).
+of the client's recovery. ``/_sim/...`` on the same port is the admin interface
+(``admin``: stats, faults, trade bursts); ``/api/v3/...`` is Binance's market-data REST
+(``rest``) over the same market and its candles (``candles``).
 
 Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
-messages, limits, heartbeat bookkeeping) and ``faults`` (fault kinds and schedule)
-are pure; ``connection`` drives one connection; this module owns the listener, the
-market clock, the stream index that fans events out, and the faults.
+messages, limits, heartbeat bookkeeping), ``faults`` (fault kinds and schedule) and
+``trades`` (the trade clock, bursts) are pure; ``connection`` drives one connection;
+this module owns the listener, the market clock, the stream index that fans events out,
+and the faults.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from functools import partial
 from types import TracebackType
 from typing import Final
 
-import orjson
-from websockets.frames import Frame, Opcode
-
 from tickcast.messages.tick import DEFAULT_SYMBOLS
+from tickcast.sim.admin import answer_admin
 from tickcast.sim.candles import CandleBook
 from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
 from tickcast.sim.control import AttemptLimiter
@@ -40,18 +38,21 @@ from tickcast.sim.faults import (
     FaultKind,
     burst_size,
     effective_duration,
-    parse_fault_query,
     parse_fault_schedule,
 )
+from tickcast.sim.frames import Encoded
 from tickcast.sim.market import (
     Carry,
     Market,
     StreamKind,
     StreamSpec,
+    agg_trade_payload,
     build_payload,
     parse_stream,
+    trade_payload,
 )
 from tickcast.sim.rest import WEIGHT_LIMIT_1M, RestAnswer, RestApi
+from tickcast.sim.trades import BurstRequest, TradePace
 
 __all__ = [
     "DEFAULT_SYMBOLS",
@@ -72,13 +73,16 @@ _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1001: (1001, "Going away (simulated fault)"),
     FaultKind.CLOSE1008: (1008, "Policy violation (simulated fault)"),
 }
+_TRADE_KINDS: Final = (StreamKind.TRADE, StreamKind.AGG_TRADE)
 
 
 @dataclass(frozen=True)
 class SimConfig:
     """Settings of one simulated exchange; the defaults are Binance's real limits.
 
-    ``rate`` is events per second per symbol and stream kind; ``symbols`` is the known
+    ``rate`` is events per second per symbol and stream kind; ``trade_rate`` (None: one
+    trade per event) paces each subscribed symbol's trades apart from the ticker's steps,
+    which then report the trades made since the last one; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
     valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
     (per client address per 5 minutes) are off when 0. ``identify`` sends
@@ -93,6 +97,7 @@ class SimConfig:
     port: int = 0
     seed: int = 1
     rate: float = 1.0
+    trade_rate: float | None = None
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
@@ -109,6 +114,9 @@ class SimConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"SimConfig.{name} must be a positive number, got {value!r}")
+        trade_rate = self.trade_rate
+        if trade_rate is not None and (not math.isfinite(trade_rate) or trade_rate <= 0):
+            raise ValueError(f"SimConfig.trade_rate must be a positive number, got {trade_rate!r}")
         if self.max_streams < 1:
             raise ValueError(f"SimConfig.max_streams must be >= 1, got {self.max_streams}")
         if not 0 <= self.port <= 65535:
@@ -121,36 +129,8 @@ class _Plan:
 
     streams: tuple[tuple[str, StreamSpec], ...]
     symbols: tuple[str, ...]
-
-
-def _text_frame(payload: bytes) -> bytes:
-    # Server frames are unmasked and no extension is negotiated, so one serialized frame
-    # is valid on every connection: encode once, write the same bytes everywhere.
-    return Frame(Opcode.TEXT, payload).serialize(mask=False)
-
-
-class _Encoded:
-    """One event of one stream, encoded lazily once per (combined, time unit) variant;
-    ``build(scale)`` makes its payload (``scale`` 1000: microseconds)."""
-
-    __slots__ = ("_build", "_frames", "_name", "_payloads")
-
-    def __init__(self, name: str, build: Callable[[int], object]) -> None:
-        self._name = name
-        self._build = build
-        self._frames: list[bytes | None] = [None, None, None, None]
-        self._payloads: list[object] = [None, None]
-
-    def frame(self, combined: bool, micro: bool) -> bytes:
-        slot = 2 * combined + micro
-        frame = self._frames[slot]
-        if frame is None:
-            payload = self._payloads[micro]
-            if payload is None:
-                payload = self._payloads[micro] = self._build(1000 if micro else 1)
-            body = {"stream": self._name, "data": payload} if combined else payload
-            frame = self._frames[slot] = _text_frame(orjson.dumps(body))
-        return frame
+    # Per lowercase symbol, its @trade and @aggTrade streams.
+    trades: dict[str, tuple[tuple[str, StreamSpec], ...]]
 
 
 def _now_ms() -> int:
@@ -168,7 +148,7 @@ class SimExchange:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self._market = Market(config.seed, config.symbols, config.rate)
+        self._market = Market(config.seed, config.symbols, config.trade_rate or config.rate)
         self._candles = CandleBook(config.seed)
         # Kline stream -> open time just before the next closed candle to push.
         self._kline_pushed: dict[str, int] = {}
@@ -222,6 +202,8 @@ class SimExchange:
         self._has_streams = asyncio.Event()
         self._spawn(self._tick_loop(), "sim-market")
         self._spawn(self._kline_loop(), "sim-klines")
+        if config.trade_rate is not None:
+            self._spawn(self._trade_loop(config.trade_rate), "sim-trades")
         if self.config.fault_schedule:
             self._spawn(self._run_schedule(), "sim-faults")
         log.debug("simulated exchange listening on %s", self.url)
@@ -365,13 +347,59 @@ class SimExchange:
         plan = self._current_plan()
         if not plan.streams:
             return
-        self._market.step(plan.symbols, now_ms)
-        self._candles.record(self._market.stepped, self._market.event_time)
+        paced = self.config.trade_rate is not None
+        if paced:
+            self._market.mark(plan.symbols, now_ms)  # the trades come from _trade_loop
+        else:
+            self._market.step(plan.symbols, now_ms)
+            self._candles.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
-            if spec.kind is not StreamKind.KLINE:
-                self._send(name, _Encoded(name, partial(build_payload, spec, self._market)))
+            if spec.kind is not StreamKind.KLINE and not (paced and spec.kind in _TRADE_KINDS):
+                self._send(name, Encoded(name, partial(build_payload, spec, self._market)))
 
-    def _send(self, name: str, encoded: _Encoded) -> None:
+    # Trades paced apart from the ticker (--trade-rate), and trade bursts
+
+    async def _trade_loop(self, rate: float) -> None:
+        loop = self._require_loop()
+        pace = TradePace(rate, loop.time())
+        while True:
+            if not self._subscribers:
+                await self._has_streams.wait()  # the pace then restarts (MAX_LAG)
+            await asyncio.sleep(pace.wake_at(loop.time()) - loop.time())
+            count = pace.due(loop.time())
+            for symbol in self._current_plan().symbols:
+                self._publish_trades(symbol, count)
+
+    async def _burst_trades(self, request: BurstRequest) -> None:
+        loop = self._require_loop()
+        pace = request.pace(loop.time())
+        while not pace.done:
+            await asyncio.sleep(pace.wake_at(loop.time()) - loop.time())
+            self._publish_trades(request.symbol, pace.due(loop.time()))
+
+    def _publish_trades(self, symbol: str, count: int) -> None:
+        """``count`` trades of ``symbol`` now, each sent on its trade streams; none
+        while the exchange is stalled (a stalled exchange makes no trades)."""
+        if count <= 0 or self._require_loop().time() < self._stall_until:
+            return
+        streams = self._current_plan().trades.get(symbol, ())
+        now_ms = _now_ms()
+        for _ in range(count):
+            state, time_ms = self._market.trade(symbol, now_ms)
+            self._candles.record((state,), time_ms)
+            for name, spec in streams:
+                build = agg_trade_payload if spec.kind is StreamKind.AGG_TRADE else trade_payload
+                self._send(name, Encoded(name, partial(build, state, time_ms)))
+
+    def burst(self, request: BurstRequest) -> None:
+        """Start ``request.count`` extra trades of its symbol over its seconds, beside
+        the steady ones. Raises RuntimeError unless the exchange is running."""
+        self._stats.faults.append("trade_burst")
+        log.info("trade burst: %d %s trades over %g s", request.count, request.symbol,
+                 request.seconds)  # fmt: skip
+        self._spawn(self._burst_trades(request), f"sim-burst-{request.symbol}")
+
+    def _send(self, name: str, encoded: Encoded) -> None:
         # Safe to iterate: sending never unsubscribes synchronously (connection_lost runs
         # later, from the loop).
         for conn in self._subscribers.get(name, ()):
@@ -403,12 +431,12 @@ class SimExchange:
         pushed = self._kline_pushed.get(name, current.open_time - 1)
         for candle in series.closed_after(pushed)[-_KLINE_CLOSES_PER_PUSH:]:
             build = partial(candle.stream_payload, state.symbol, interval, now_ms, True)
-            self._send(name, _Encoded(name, build))
+            self._send(name, Encoded(name, build))
         self._kline_pushed[name] = current.open_time - 1
         every = 1 if interval == "1s" else 2
         if (now_ms // 1000) % every == 0:
             build = partial(current.stream_payload, state.symbol, interval, now_ms, False)
-            self._send(name, _Encoded(name, build))
+            self._send(name, Encoded(name, build))
 
     def _current_plan(self) -> _Plan:
         if self._plan is None:
@@ -420,10 +448,14 @@ class SimExchange:
             symbols: dict[str, None] = {}
             if any(spec.kind is StreamKind.ALL_MINI_TICKERS for _, spec in streams):
                 symbols.update(dict.fromkeys(self._market.known_symbols))
-            for _, spec in streams:
+            trades: dict[str, list[tuple[str, StreamSpec]]] = {}
+            for name, spec in streams:
                 if spec.symbol is not None:
                     symbols[spec.symbol] = None
-            self._plan = _Plan(tuple(streams), tuple(symbols))
+                    if spec.kind in _TRADE_KINDS:
+                        trades.setdefault(spec.symbol, []).append((name, spec))
+            paired = {symbol: tuple(pairs) for symbol, pairs in trades.items()}
+            self._plan = _Plan(tuple(streams), tuple(symbols), paired)
         return self._plan
 
     # ConnectionOwner: called by SimConnection
@@ -582,41 +614,19 @@ class SimExchange:
     # Admin
 
     def on_admin(self, method: str, target: str) -> tuple[int, dict[str, object]]:
-        """Answer ``/_sim/stats`` and ``/_sim/fault``: an HTTP status and a JSON body."""
-        path, _, query = target.partition("?")
-        if path == "/_sim/stats":
-            if method != "GET":
-                return 405, {"ok": False, "error": "use GET /_sim/stats"}
-            return 200, self.stats()
-        if path == "/_sim/fault":
-            if method == "DELETE":
-                self.clear_faults()
-                return 200, {"ok": True, "cleared": True}
-            if method != "POST":
-                return 405, {"ok": False, "error": "use POST /_sim/fault?kind=...&duration=..."}
-            try:
-                request = parse_fault_query(query)
-            except ValueError as exc:
-                return 400, {"ok": False, "error": str(exc)}
-            self.inject(request.kind, request.duration, latency_ms=request.latency_ms)
-            body: dict[str, object] = {
-                "ok": True,
-                "kind": request.kind.value,
-                "duration": request.duration,
-            }
-            if request.kind is FaultKind.LATENCY:
-                body["ms"] = request.latency_ms
-            return 200, body
-        return 404, {"ok": False, "error": f"no such endpoint: {path}"}
+        """Answer ``/_sim/...`` (see ``admin``): an HTTP status and a JSON body."""
+        return answer_admin(self, method, target)
 
 
 async def serve_forever(config: SimConfig) -> None:
     """Run a simulated exchange until cancelled, then stop it cleanly."""
     async with SimExchange(config) as exchange:
+        trades = "" if config.trade_rate is None else f", {config.trade_rate:g} trades/s"
         log.info(
-            "simulated exchange listening on %s (seed %d, %g events/s per stream)",
+            "simulated exchange listening on %s (seed %d, %g events/s per stream%s)",
             exchange.url,
             config.seed,
             config.rate,
+            trades,
         )
         await asyncio.get_running_loop().create_future()

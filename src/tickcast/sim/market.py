@@ -250,6 +250,7 @@ class Market:
         self._sigma = _VOLATILITY_PER_SECOND / math.sqrt(max(steps_per_second, 1e-6))
         self.event_time = 0
         self.stepped: tuple[SymbolState, ...] = ()
+        self._trade_times: dict[str, int] = {}
 
     def state(self, symbol: str) -> SymbolState:
         """The state of a lowercase symbol, created from the seed on first use."""
@@ -279,6 +280,22 @@ class Market:
             stepped.append(state)
         self.stepped = tuple(stepped)
         return self.event_time
+
+    def mark(self, symbols: Iterable[str], now_ms: int) -> int:
+        """A step without a trade: a new event time for the ticker streams of ``symbols``,
+        which report what the trades since the last one did (``--trade-rate``)."""
+        self.event_time = max(now_ms, self.event_time + 1)
+        self.stepped = tuple(self.state(symbol) for symbol in symbols)
+        return self.event_time
+
+    def trade(self, symbol: str, now_ms: int) -> tuple[SymbolState, int]:
+        """One trade of ``symbol`` alone, and its time. Unlike ``step`` it leaves the
+        ticker's event time alone, and trades of one millisecond share it, as Binance's
+        do: a burst of 2,000 trades in a second stays within that second."""
+        state = self.state(symbol)
+        self._advance(state)
+        time_ms = self._trade_times[symbol] = max(now_ms, self._trade_times.get(symbol, 0))
+        return state, time_ms
 
     def _advance(self, s: SymbolState) -> None:
         rng = s.rng

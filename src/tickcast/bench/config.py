@@ -1,0 +1,138 @@
+"""What ``tickcast bench`` was asked to do: the flags, their checks, the servers compared.
+
+``--streams trades`` loads the trade tape instead of the ticker: ``--rate`` is then trades
+per second per symbol (the simulator's ``--trade-rate``; its tickers stay at 1/s), each
+client subscribes ``?streams=SYMBOL@trades``, ``--burst N`` adds N trades of the first
+symbol over ``--burst-seconds`` at ``--burst-at`` seconds into the window, and the
+``--stall`` clients stop reading at the burst for ``--stall-seconds`` then read again.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tickcast.bench.loadgen import Kind
+from tickcast.settings import DEFAULT_SYMBOLS, Settings
+
+Target = Literal["tickcast", "tickcast-redis", "tickcast-workers", "naive", "raw"]
+# The targets that run on a private Redis started by the bench.
+ON_REDIS: tuple[Target, ...] = ("tickcast-redis", "tickcast-workers")
+BASELINES: dict[str, Target] = {"naive": "naive", "raw": "raw"}
+DEFAULT_BURST_AT = 0.3  # of the window: room after it for the backlog to drain
+DEFAULT_STALL_SECONDS = 4.0  # under the default 10 s slow-client timeout
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``tickcast bench`` was asked to do."""
+
+    clients: int = 1000
+    symbols: int = 10
+    rate: float = 1.0
+    duration: float = 10.0
+    stall: int = 0
+    streams: Kind = "ticker"
+    burst: int = 0  # trades of the first symbol in one burst (--streams trades)
+    burst_at: float | None = None  # seconds into the window; None: DEFAULT_BURST_AT of it
+    burst_seconds: float = 1.0
+    stall_seconds: float = DEFAULT_STALL_SECONDS
+    transport: Literal["ws", "sse"] = "ws"
+    compare: tuple[str, ...] = ()
+    redis: bool = False
+    nodes: int = 1
+    workers: int = 1
+    json_path: Path | None = None
+    flush_ms: float | None = None
+    slow_timeout: float = 10.0
+    loadgen_procs: int = 1
+    warmup: float = 3.0
+    grace: float = 1.5
+    connect_batch: int = 500
+    connect_timeout: float = 10.0
+    logs: Path | None = None
+    argv: tuple[str, ...] = field(default_factory=tuple)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.clients < 1:
+            out.append("--clients must be at least 1")
+        if self.symbols < 1:
+            out.append("--symbols must be at least 1")
+        if self.rate <= 0 or self.duration <= 0:
+            out.append("--rate and --duration must be positive")
+        if not 0 <= self.stall <= self.clients:
+            out.append("--stall must be between 0 and --clients")
+        if self.loadgen_procs < 1:
+            out.append("--loadgen-procs must be at least 1")
+        if self.nodes < 1 or (self.nodes > 1 and not self.redis):
+            out.append("--nodes above 1 needs --redis: nodes share their upstream through it")
+        if self.nodes > self.loadgen_procs:
+            out.append(f"--nodes {self.nodes} needs --loadgen-procs {self.nodes} or more")
+        if not 1 <= self.workers <= 64:
+            out.append("--workers must be between 1 and 64")
+        if self.flush_ms is not None and self.flush_ms < 0:
+            out.append("--flush-ms must be 0 or more")
+        if self.grace < 0:
+            out.append("--grace must be 0 or more")
+        if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
+            out.append("--warmup, --connect-batch and --connect-timeout must be positive")
+        return out + self._trade_problems()
+
+    def _trade_problems(self) -> list[str]:
+        out = []
+        if self.streams != "trades":
+            if self.burst:
+                out.append("--burst needs --streams trades")
+            return out
+        if self.transport != "ws":
+            out.append("--streams trades is measured over WebSocket only")
+        if self.redis or self.workers > 1:
+            out.append(
+                "--streams trades runs against one memory-hub process (no --redis, --workers)"
+            )
+        if self.burst < 0 or self.burst_seconds <= 0:
+            out.append("--burst must be 0 or more and --burst-seconds positive")
+        if not 0 <= self.burst_offset() < self.duration:
+            out.append("--burst-at must fall inside the measured window")
+        if self.stall and not 0 < self.stall_seconds < self.slow_timeout:
+            out.append("--stall-seconds must be positive and under --slow-timeout (or the "
+                       "stalled clients are closed, not given their gap)")  # fmt: skip
+        return out
+
+    def burst_offset(self) -> float:
+        """When the burst starts, in seconds after the window's start."""
+        return self.burst_at if self.burst_at is not None else DEFAULT_BURST_AT * self.duration
+
+    @property
+    def trades(self) -> bool:
+        return self.streams == "trades"
+
+
+def symbol_names(count: int) -> list[str]:
+    """The 10 default symbols, then synthetic ones: S11USDT, S12USDT, ..."""
+    names = list(DEFAULT_SYMBOLS[:count])
+    names += [f"S{i}USDT" for i in range(len(DEFAULT_SYMBOLS) + 1, count + 1)]
+    return names
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return shlex.join(["tickcast", *argv])
+
+
+def config_json(config: BenchConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["json_path"] = str(config.json_path) if config.json_path else None
+    out["logs"] = str(config.logs) if config.logs else None
+    out["compare"] = list(config.compare)
+    out["redis"] = config.redis
+    out["nodes"] = config.nodes
+    out["workers"] = config.workers
+    out["argv"] = list(config.argv)
+    default_flush = Settings.model_fields["flush_ms"].default
+    out["flush_ms_effective"] = config.flush_ms if config.flush_ms is not None else default_flush
+    out["symbol_names"] = symbol_names(config.symbols)
+    return out
