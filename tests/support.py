@@ -171,6 +171,18 @@ def newest_seq(server: ServerProcess) -> int:
     return max((int(t["seq"]) for t in server.get("/prices").json()), default=0)
 
 
+async def wait_ready_async(node: ServerProcess, timeout: float = 30) -> None:
+    """``wait_ready`` that leaves the event loop free (the link proxy runs on it)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=1) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(node.base + "/price")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(node.log())
+
+
 async def eventually(check: object, timeout: float = 10.0, interval: float = 0.05) -> None:
     """Wait until ``check()`` is truthy (it may be a coroutine function)."""
     deadline = time.monotonic() + timeout

@@ -52,6 +52,7 @@ from tickcast.sim.market import (
     trade_payload,
 )
 from tickcast.sim.rest import WEIGHT_LIMIT_1M, RestAnswer, RestApi
+from tickcast.sim.tape import TradeTape
 from tickcast.sim.trades import BurstRequest, TradePace
 
 __all__ = [
@@ -150,6 +151,7 @@ class SimExchange:
         self.config = config
         self._market = Market(config.seed, config.symbols, config.trade_rate or config.rate)
         self._candles = CandleBook(config.seed)
+        self._tape = TradeTape()
         # Kline stream -> open time just before the next closed candle to push.
         self._kline_pushed: dict[str, int] = {}
         self._rest = RestApi(
@@ -158,6 +160,7 @@ class SimExchange:
             _now_ms,
             config.rest_weight_limit,
             max(1, round(config.rest_weight_window * 1000)),
+            self._tape,
         )
         self._stats = SimStats()
         self._attempts = AttemptLimiter(config.max_connection_attempts)
@@ -353,6 +356,7 @@ class SimExchange:
         else:
             self._market.step(plan.symbols, now_ms)
             self._candles.record(self._market.stepped, self._market.event_time)
+            self._tape.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
             if spec.kind is not StreamKind.KLINE and not (paced and spec.kind in _TRADE_KINDS):
                 self._send(name, Encoded(name, partial(build_payload, spec, self._market)))
@@ -387,6 +391,7 @@ class SimExchange:
         for _ in range(count):
             state, time_ms = self._market.trade(symbol, now_ms)
             self._candles.record((state,), time_ms)
+            self._tape.record((state,), time_ms)
             for name, spec in streams:
                 build = agg_trade_payload if spec.kind is StreamKind.AGG_TRADE else trade_payload
                 self._send(name, Encoded(name, partial(build, state, time_ms)))

@@ -23,6 +23,7 @@ import orjson
 
 from tickcast.sim.candles import CandleBook
 from tickcast.sim.market import KLINE_INTERVALS_MS, Market, format_units
+from tickcast.sim.tape import TradeTape
 
 WEIGHT_LIMIT_1M: Final = 6000
 _WEIGHTS: Final = {
@@ -30,7 +31,9 @@ _WEIGHTS: Final = {
     "/api/v3/time": 1,
     "/api/v3/exchangeInfo": 20,
     "/api/v3/klines": 2,
+    "/api/v3/aggTrades": 4,
 }
+_TRADES_DEFAULT_LIMIT: Final = 500
 _KLINES_DEFAULT_LIMIT: Final = 500
 _KLINES_MAX_LIMIT: Final = 1000
 # 429s ignored before an address is answered 418, and how long that lasts.
@@ -74,9 +77,11 @@ class RestApi:
         now_ms: Callable[[], int],
         weight_limit: int = WEIGHT_LIMIT_1M,
         window_ms: int = 60_000,
+        tape: TradeTape | None = None,
     ) -> None:
         self._market = market
         self._candles = candles
+        self._tape = tape or TradeTape()
         self._now_ms = now_ms
         self._limit = weight_limit
         self._window = window_ms
@@ -137,7 +142,21 @@ class RestApi:
             return {"serverTime": now}
         if path == "/api/v3/exchangeInfo":
             return self._exchange_info(now)
+        if path == "/api/v3/aggTrades":
+            return self._agg_trades(query)
         return self._klines(query, now)
+
+    def _agg_trades(self, query: Mapping[str, str]) -> list[dict[str, object]]:
+        symbol = query.get("symbol", "").upper()
+        if not symbol:
+            raise _Refused(400, -1102, _mandatory("symbol"))
+        if symbol.lower() not in self._market.known_symbols:
+            raise _Refused(400, -1121, "Invalid symbol.")
+        limit = _int_param(query, "limit")
+        limit = _TRADES_DEFAULT_LIMIT if limit is None else limit
+        if not 1 <= limit <= _KLINES_MAX_LIMIT:
+            raise _Refused(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        return self._tape.rows(symbol, _int_param(query, "fromId"), limit)
 
     def _exchange_info(self, now: int) -> dict[str, object]:
         symbols = []
