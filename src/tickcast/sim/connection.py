@@ -99,6 +99,22 @@ class SimStats:
     slow_consumer_drops: int = 0
     faults: list[str] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, object]:
+        """The counters as JSON values (``closes`` keyed by code as text, sorted)."""
+        return {
+            "connections_total": self.connections_total,
+            "connection_attempts": self.connection_attempts,
+            "connections_rejected": self.connections_rejected,
+            "closes": dict(sorted(self.closes.items())),
+            "resets": self.resets,
+            "messages_sent": self.messages_sent,
+            "faults": list(self.faults),
+            "pings_sent": self.pings_sent,
+            "pongs_ok": self.pongs_ok,
+            "incoming_rate_violations": self.incoming_rate_violations,
+            "slow_consumer_drops": self.slow_consumer_drops,
+        }
+
 
 class _Phase(enum.Enum):
     REQUEST = "request"  # reading the HTTP request head

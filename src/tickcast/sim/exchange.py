@@ -299,23 +299,12 @@ class SimExchange:
 
     def stats(self) -> dict[str, object]:
         """Counters for tests and the admin endpoint (``closes`` keyed by code as text)."""
-        s = self._stats
         loop = self._loop
         return {
             "url": self.url,
             "connections_open": len(self._open),
-            "connections_total": s.connections_total,
-            "connection_attempts": s.connection_attempts,
-            "connections_rejected": s.connections_rejected,
-            "closes": dict(sorted(s.closes.items())),
-            "resets": s.resets,
-            "messages_sent": s.messages_sent,
             "streams": len(self._subscribers),
-            "faults": list(s.faults),
-            "pings_sent": s.pings_sent,
-            "pongs_ok": s.pongs_ok,
-            "incoming_rate_violations": s.incoming_rate_violations,
-            "slow_consumer_drops": s.slow_consumer_drops,
+            **self._stats.as_dict(),
             "stalled": loop is not None and loop.time() < self._stall_until,
         }
 
