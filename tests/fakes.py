@@ -20,9 +20,11 @@ class RecordingTransport:
     """
 
     kind: TransportKind = "ws"
-    wire_format: WireFormat = "json"
 
-    def __init__(self) -> None:
+    def __init__(self, wire_format: WireFormat = "json") -> None:
+        # "json": one message per write (a server framing each write); "sse_event": events
+        # that may be joined in one write, as every format of the fast path may be.
+        self.wire_format: WireFormat = wire_format
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
         self._writable = True
@@ -56,15 +58,20 @@ class RecordingTransport:
         self.closed_with = reason
 
     def messages(self) -> list[dict[str, object]]:
-        """Every message written, oldest first, and forgotten. In the "json" format a write
-        can carry several messages, one JSON object each, back to back."""
-        decoder = json.JSONDecoder()
+        """Every message written, oldest first, and forgotten. In the "json" format each
+        write must be one message (it is one WebSocket message there); in "sse_event" a
+        write may carry several events."""
         out: list[dict[str, object]] = []
-        for data in self.writes:
-            text, at = data.decode(), 0
-            while at < len(text):
-                message, at = decoder.raw_decode(text, at)
-                out.append(message)
+        if self.wire_format == "sse_event":
+            for data in self.writes:
+                out.extend(
+                    json.loads(line[6:])
+                    for line in data.decode().split("\n")
+                    if line.startswith("data: ")
+                )
+            self.writes.clear()
+            return out
+        out.extend(json.loads(data) for data in self.writes)  # two in one: an error here
         self.writes.clear()
         return out
 

@@ -256,6 +256,10 @@ def configure_logging(
         # Their own handlers would bypass the root handler and its redaction.
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # The upstream REST client logs each request at INFO: a line per candle page and
+    # trade fill, which the backfill's own lines (failures, recoveries) say better.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     uvicorn_error = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, StreamNoise) for f in uvicorn_error.filters):
         uvicorn_error.addFilter(StreamNoise())

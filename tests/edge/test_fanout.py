@@ -168,7 +168,7 @@ async def test_ticks_handed_over_in_one_step_reach_each_client_in_one_write(
     """A burst (ticks published in one event-loop step, as from one upstream read or one
     Redis answer) costs each client one write, still one message per tick in seq order;
     nothing waits past the step, and the next step's tick is a write of its own."""
-    a, b = RecordingTransport(), RecordingTransport()
+    a, b = RecordingTransport("sse_event"), RecordingTransport("sse_event")
     edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
     edge.open(b, "1.1.1.2", ["ETHUSDT"], snapshot=False)
     for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "ETHUSDT"], 1):
@@ -192,7 +192,7 @@ async def test_what_a_client_is_sent_mid_step_keeps_its_place_behind_the_burst(
     """A reply, and the snapshot of a symbol subscribed in the same step, go out after the
     ticks already handed to the client and before later ones: no tick twice, none out of
     order."""
-    transport = RecordingTransport()
+    transport = RecordingTransport("sse_event")
     session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
     await publish(edge.node, "ETHUSDT", 1)
     transport.writes.clear()
@@ -466,7 +466,7 @@ async def test_coalescing_writes_each_client_once_per_window_in_order() -> None:
     edge = Edge(settings(flush_ms=20), Node(settings()))
     await edge.start()
     try:
-        a, b = RecordingTransport(), RecordingTransport()
+        a, b = RecordingTransport("sse_event"), RecordingTransport("sse_event")
         edge.open(a, "1.1.1.1", SYMBOLS, snapshot=False)
         edge.open(b, "1.1.1.2", ["BTCUSDT"], snapshot=False)
         for seq, symbol in enumerate(["BTCUSDT", "ETHUSDT", "BTCUSDT", "SOLUSDT"], 1):
@@ -492,7 +492,7 @@ async def test_coalesced_replies_keep_their_place_among_ticks() -> None:
     edge = Edge(settings(flush_ms=20), Node(settings()))
     await edge.start()
     try:
-        transport = RecordingTransport()
+        transport = RecordingTransport("sse_event")
         session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
         await publish(edge.node, "BTCUSDT", 1)
         session.handle_text('{"op":"ping","id":7}')

@@ -27,9 +27,12 @@
     // Pending symbols are subscribed with ops after opening, so an unknown one gets an
     // `error` reply instead of spoiling the whole connection.
     const symbols = state.symbols && state.symbols.length ? state.symbols.join(",") : null;
+    // The followed streams are named too, so that a resume replays what they missed.
+    const streams = tc.follow.urlStreams();
     return core.serverBase().ws + "/ws" + core.queryString({
       status: "1",
       symbols: symbols,
+      streams: streams.length ? streams.join(",") : null,
       throttle_ms: state.throttleMs,
       last_event_id: token,
       token: state.token,
@@ -473,6 +476,10 @@
       state.pendingOps.delete(ack.id);
       if (name.indexOf("@") < 0) {
         statusView.clearError(); // a symbol added: its error, if any, is over
+      } else if (ack.op === "subscribe") {
+        // Live from here on: what came before is fetched now, not before the server
+        // subscribed (a trade between the two would be in neither).
+        tc.follow.subscribed();
       }
     }
   }

@@ -85,15 +85,21 @@
   }
 
   function urlStreams() {
-    // The streams an SSE connection opening now names in its URL.
+    // The streams a connection opening now names in its URL.
     state.follow.wanted = streamsFor(state.follow.symbol);
     state.follow.sse = nameable().slice();
     return state.follow.sse;
   }
 
   function opened() {
-    state.follow.active = [];
+    // The connection's URL named these (``urlStreams``): a resume replayed what they
+    // missed; the rest are subscribed now and fetched once acked (``subscribed``).
+    state.follow.active = state.follow.sse.slice();
     sync();
+    subscribed();
+  }
+
+  function subscribed() {
     tc.candles.refresh();
     tc.tape.refresh();
   }
@@ -137,6 +143,7 @@
     sync: sync,
     urlStreams: urlStreams,
     opened: opened,
+    subscribed: subscribed,
     fetchStreams: fetchStreams,
     followsEveryStream: followsEveryStream,
   });
