@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tickcast.edge.session import TransportKind
+from tickcast.edge.contracts import TransportKind
 from tickcast.edge.wire import Wire, WireFormat
 from tickcast.errors import CloseReason
 from tickcast.messages.tick import Tick

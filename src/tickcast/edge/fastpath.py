@@ -29,6 +29,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.server import ServerProtocol
 
+from tickcast.edge.contracts import TransportKind
 from tickcast.edge.guard import (
     HEAD_TOO_LARGE,
     REQUEST_TIMEOUT,
@@ -36,7 +37,6 @@ from tickcast.edge.guard import (
     HandshakeGuard,
     refusal,
 )
-from tickcast.edge.session import TransportKind
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
 

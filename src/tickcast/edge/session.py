@@ -17,31 +17,27 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import orjson
 
 from tickcast.edge.backlog import Backlog
-from tickcast.edge.ops import (
-    OpError,
-    OpOutcome,
-    OpRateLimit,
-    op_id_of,
-    parse_op,
-    resolve,
-    symbols_field,
-    unknown_errors,
-    with_id,
+from tickcast.edge.clientops import ClientOps
+from tickcast.edge.contracts import (
+    Cancellable,
+    Coalescer,
+    Limits,
+    Scheduler,
+    Transport,
+    TransportKind,
 )
+from tickcast.edge.ops import OpOutcome, OpRateLimit
 from tickcast.edge.wire import Wire, WireFormat, encode_message
-from tickcast.errors import CloseReason, ErrorCode
+from tickcast.errors import CloseReason
 from tickcast.messages.kline import Kline
 from tickcast.messages.trade import Trade
 
-__all__ = ["Backlog", "Limits", "OpOutcome", "Session", "Transport"]
+__all__ = ["Backlog", "Limits", "OpOutcome", "Session", "Transport", "TransportKind"]
 
-TransportKind = Literal["ws", "sse"]
 # Control replies wait here while the transport is paused; ops are rate limited, so
 # reaching this means the client sends ops and never reads.
 MAX_PENDING_CONTROL = 256
@@ -51,60 +47,6 @@ MAX_THROTTLE_MS = 60_000
 # A backlog is written in pieces of at most this many bytes (or a quarter of the client's
 # buffer limit), so that one piece never carries the output past the limit.
 BACKLOG_PIECE_BYTES = 32 * 1024
-
-
-class Transport(Protocol):
-    """Where a session's bytes go: a WebSocket or an SSE stream.
-
-    The transport calls ``on_pause`` when its flow control stops taking writes and
-    ``on_resume`` when it takes them again; the edge points them at the session.
-    """
-
-    on_pause: Callable[[], None] | None
-    on_resume: Callable[[], None] | None
-
-    @property
-    def kind(self) -> TransportKind: ...
-
-    @property
-    def wire_format(self) -> WireFormat:
-        """How this transport wants its bytes (see ``tickcast.edge.wire``)."""
-
-    @property
-    def writable(self) -> bool:
-        """False while the connection's flow control says it cannot take more."""
-
-    def write(self, data: bytes) -> None:
-        """Queue already-encoded wire bytes (frames or events) without blocking."""
-
-    def buffered(self) -> int:
-        """Bytes written but not yet accepted by the peer's socket."""
-
-    def close(self, reason: CloseReason) -> None:
-        """Close the connection now, with ``reason`` where the protocol can carry it."""
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Coalescer(Protocol):
-    """Collects sessions with bytes waiting in ``outbuf`` and flushes them together."""
-
-    def add(self, session: Session) -> None: ...
-
-
-Scheduler = Callable[[float, Callable[[], None]], Cancellable]
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_subscriptions: int = 200
-    ops_per_second: float = 20.0
-    ops_burst: int = 40
-    client_buffer_bytes: int = 1 << 20
-    slow_client_timeout: float = 10.0
-    trade_queue: int = 1000
 
 
 def slot_of(wire: Wire) -> Hashable:
@@ -117,8 +59,8 @@ def slot_of(wire: Wire) -> Hashable:
     return message.key
 
 
-class Session:
-    """The state of one connected client."""
+class Session(ClientOps):
+    """The state of one connected client; its answers to ops are ``ClientOps``'."""
 
     # One per connection, tens of thousands per process: slots save a dict each.
     __slots__ = (
@@ -638,103 +580,9 @@ class Session:
         self.send_json(message, "reset", last_seq)
         self._refresh_ready()
 
+    def _listening(self) -> None:
+        self.wants_status = True
+
     def send_status(self, status: dict[str, object]) -> None:
         if self.wants_status:
             self.send_message(status)
-
-    def handle_text(self, text: str) -> OpOutcome:
-        """Apply one client op; replies are sent here, subscription changes returned."""
-        now = self._clock()
-        self.wants_status = True
-        op_id: object = None
-        verdict = self._op_rate.check(now)
-        if verdict == "close":
-            return OpOutcome(close=CloseReason.RATE_LIMITED)
-        if verdict == "refuse":
-            # The refusal names the op it refuses, as any reply does.
-            self._error(op_id_of(text), ErrorCode.RATE_LIMITED, "too many ops; slow down")
-            return OpOutcome()
-        try:
-            request = parse_op(text)
-            op_id = request.get("id")
-            return self._dispatch(request, op_id)
-        except OpError as exc:
-            self._error(exc.op_id if op_id is None else op_id, exc.code, exc.message)
-            return OpOutcome()
-
-    def handle_binary(self) -> None:
-        self._error(None, ErrorCode.BINARY_NOT_SUPPORTED, "send ops as JSON text frames")
-
-    def _dispatch(self, request: dict[str, object], op_id: object) -> OpOutcome:
-        op = request["op"]
-        if op == "ping":
-            self.send_message(with_id({"type": "pong"}, op_id))
-            return OpOutcome()
-        # Replies list what an op named in the field it named it in: a client of
-        # ``symbols`` (SPEC §6) sees the ack it always did.
-        listed = "streams" if "streams" in request else "symbols"
-        if op == "list":
-            tickers = sorted(k for k in self.symbols if "@" not in k)
-            streams = sorted(k if "@" in k else f"{k}@ticker" for k in self.symbols)
-            self.send_message(
-                with_id(
-                    {"type": "ack", "op": "list", "symbols": tickers, "streams": streams}, op_id
-                )
-            )
-            return OpOutcome()
-        if op == "subscribe":
-            wanted = self.choose(symbols_field(request), op_id)
-            if not wanted:
-                return OpOutcome()
-            self.ack(op_id, "subscribe", wanted, listed)
-            return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
-        if op == "unsubscribe":
-            served, unknown = self.resolve(symbols_field(request))
-            self._report_unknown(op_id, unknown)
-            if not served:
-                return OpOutcome()
-            gone = [s for s in served if s in self.symbols]
-            self.ack(op_id, "unsubscribe", gone, listed)
-            return OpOutcome(unsubscribe=gone)
-        raise OpError(
-            ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
-        )
-
-    def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """The served symbols ``names`` ask for and the names not served here (``ops.resolve``)."""
-        return resolve(names, self.served)
-
-    def choose(self, names: Iterable[str], op_id: object = None) -> list[str]:
-        """What a subscribe to ``names`` (an op, or ``?symbols=`` at connect) subscribes.
-
-        The rule (SPEC §6, §10): the served symbols are subscribed and the unknown names
-        are reported in one ``unknown_symbol`` error that lists them; a request that would
-        take the client past ``max_subscriptions`` subscribes nothing and gets
-        ``too_many_subscriptions``. Returns the served symbols asked for ([] for none).
-        """
-        served, unknown = self.resolve(names)
-        self._report_unknown(op_id, unknown)
-        new = [s for s in served if s not in self.symbols]
-        if len(self.symbols) + len(new) > self.limits.max_subscriptions:
-            self._error(
-                op_id,
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self.limits.max_subscriptions} streams per client",
-            )
-            return []
-        return served
-
-    def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
-        for error in unknown_errors(unknown, op_id):
-            self.send_message(error)
-
-    def ack(self, op_id: object, op: str, keys: list[str], listed: str = "symbols") -> None:
-        """``{"type":"ack","op":...,"symbols":[...]}`` (or ``"streams"``, as the op named
-        them, by their full names: ``BTCUSDT@ticker``), with the op's id when it had one."""
-        if listed == "streams":
-            keys = [k if "@" in k else f"{k}@ticker" for k in keys]
-        self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
-
-    def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
-        error = {"type": "error", "code": code.value, "message": message, **extra}
-        self.send_message(with_id(error, op_id))

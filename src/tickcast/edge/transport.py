@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from tickcast.edge.session import TransportKind
+from tickcast.edge.contracts import TransportKind
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
 from tickcast.tasks import cancel_and_wait

@@ -1,0 +1,139 @@
+"""A session's answers to its client's ops (SPEC §6, §12): subscribe, unsubscribe, list
+and ping, with the rate limit, the errors and the acks. Pure, like the session it is part
+of: replies go out through the session's ``send_message``, and what an op asks of the edge
+(subscribing, unsubscribing, closing) comes back as an ``OpOutcome``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from tickcast.edge.contracts import Limits
+from tickcast.edge.ops import (
+    OpError,
+    OpOutcome,
+    OpRateLimit,
+    op_id_of,
+    parse_op,
+    resolve,
+    symbols_field,
+    unknown_errors,
+    with_id,
+)
+from tickcast.errors import CloseReason, ErrorCode
+
+
+class ClientOps:
+    """The op handling of ``Session`` (its base): the state it reads is the session's."""
+
+    __slots__ = ()
+
+    symbols: set[str]
+    served: frozenset[str]
+    limits: Limits
+    _op_rate: OpRateLimit
+    _clock: Callable[[], float]
+
+    def send_message(self, message: dict[str, object]) -> None:
+        raise NotImplementedError  # the session's
+
+    def _listening(self) -> None:
+        """The client sent an op: from now on it gets control messages too."""
+        raise NotImplementedError  # the session's
+
+    def handle_text(self, text: str) -> OpOutcome:
+        """Apply one client op; replies are sent here, subscription changes returned."""
+        now = self._clock()
+        self._listening()
+        op_id: object = None
+        verdict = self._op_rate.check(now)
+        if verdict == "close":
+            return OpOutcome(close=CloseReason.RATE_LIMITED)
+        if verdict == "refuse":
+            # The refusal names the op it refuses, as any reply does.
+            self._error(op_id_of(text), ErrorCode.RATE_LIMITED, "too many ops; slow down")
+            return OpOutcome()
+        try:
+            request = parse_op(text)
+            op_id = request.get("id")
+            return self._dispatch(request, op_id)
+        except OpError as exc:
+            self._error(exc.op_id if op_id is None else op_id, exc.code, exc.message)
+            return OpOutcome()
+
+    def handle_binary(self) -> None:
+        self._error(None, ErrorCode.BINARY_NOT_SUPPORTED, "send ops as JSON text frames")
+
+    def _dispatch(self, request: dict[str, object], op_id: object) -> OpOutcome:
+        op = request["op"]
+        if op == "ping":
+            self.send_message(with_id({"type": "pong"}, op_id))
+            return OpOutcome()
+        # Replies list what an op named in the field it named it in: a client of
+        # ``symbols`` (SPEC §6) sees the ack it always did.
+        listed = "streams" if "streams" in request else "symbols"
+        if op == "list":
+            tickers = sorted(k for k in self.symbols if "@" not in k)
+            streams = sorted(k if "@" in k else f"{k}@ticker" for k in self.symbols)
+            self.send_message(
+                with_id(
+                    {"type": "ack", "op": "list", "symbols": tickers, "streams": streams}, op_id
+                )
+            )
+            return OpOutcome()
+        if op == "subscribe":
+            wanted = self.choose(symbols_field(request), op_id)
+            if not wanted:
+                return OpOutcome()
+            self.ack(op_id, "subscribe", wanted, listed)
+            return OpOutcome(subscribe=[s for s in wanted if s not in self.symbols])
+        if op == "unsubscribe":
+            served, unknown = self.resolve(symbols_field(request))
+            self._report_unknown(op_id, unknown)
+            if not served:
+                return OpOutcome()
+            gone = [s for s in served if s in self.symbols]
+            self.ack(op_id, "unsubscribe", gone, listed)
+            return OpOutcome(unsubscribe=gone)
+        raise OpError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
+        )
+
+    def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The served symbols ``names`` ask for and the names not served here (``ops.resolve``)."""
+        return resolve(names, self.served)
+
+    def choose(self, names: Iterable[str], op_id: object = None) -> list[str]:
+        """What a subscribe to ``names`` (an op, or ``?symbols=`` at connect) subscribes.
+
+        The rule (SPEC §6, §10): the served symbols are subscribed and the unknown names
+        are reported in one ``unknown_symbol`` error that lists them; a request that would
+        take the client past ``max_subscriptions`` subscribes nothing and gets
+        ``too_many_subscriptions``. Returns the served symbols asked for ([] for none).
+        """
+        served, unknown = self.resolve(names)
+        self._report_unknown(op_id, unknown)
+        new = [s for s in served if s not in self.symbols]
+        if len(self.symbols) + len(new) > self.limits.max_subscriptions:
+            self._error(
+                op_id,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {self.limits.max_subscriptions} streams per client",
+            )
+            return []
+        return served
+
+    def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
+        for error in unknown_errors(unknown, op_id):
+            self.send_message(error)
+
+    def ack(self, op_id: object, op: str, keys: list[str], listed: str = "symbols") -> None:
+        """``{"type":"ack","op":...,"symbols":[...]}`` (or ``"streams"``, as the op named
+        them, by their full names: ``BTCUSDT@ticker``), with the op's id when it had one."""
+        if listed == "streams":
+            keys = [k if "@" in k else f"{k}@ticker" for k in keys]
+        self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
+
+    def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
+        error = {"type": "error", "code": code.value, "message": message, **extra}
+        self.send_message(with_id(error, op_id))
