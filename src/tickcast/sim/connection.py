@@ -508,3 +508,33 @@ class SimConnection(asyncio.Protocol):
     def _require_transport(self) -> asyncio.Transport:
         assert self._transport is not None
         return self._transport
+
+
+# Faults over several connections at once (``SimExchange.inject``).
+
+
+def shut_down(targets: Sequence[SimConnection], now_ms: int) -> None:
+    """Send each of ``targets`` Binance's serverShutdown notice (they close later)."""
+    for conn in targets:
+        conn.send_shutdown(now_ms)
+
+
+def close_all(targets: Sequence[SimConnection], code: int, reason: str) -> None:
+    for conn in targets:
+        conn.close(code, reason)
+
+
+def start_garbage(targets: Sequence[SimConnection], now_ms: int, until: float) -> None:
+    """Send each of ``targets`` a malformed frame now, and more until ``until``."""
+    for conn in targets:
+        conn.send_garbage(now_ms)
+        conn.garbage_until = until
+
+
+def garbage_round(garbage: set[SimConnection], now: float, now_ms: int) -> None:
+    """One more malformed frame to each connection still in its garbage window."""
+    for conn in list(garbage):
+        if now >= conn.garbage_until:
+            garbage.discard(conn)
+        else:
+            conn.send_garbage(now_ms)

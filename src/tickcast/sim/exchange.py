@@ -30,7 +30,15 @@ from typing import Final
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.sim.admin import answer_admin
 from tickcast.sim.candles import CandleBook
-from tickcast.sim.connection import ConnectionLimits, SimConnection, SimStats
+from tickcast.sim.connection import (
+    ConnectionLimits,
+    SimConnection,
+    SimStats,
+    close_all,
+    garbage_round,
+    shut_down,
+    start_garbage,
+)
 from tickcast.sim.control import AttemptLimiter
 from tickcast.sim.faults import (
     DEFAULT_LATENCY_MS,
@@ -333,7 +341,7 @@ class SimExchange:
             return
         self._publish(_now_ms())
         if self._garbage:
-            self._garbage_round(now)
+            garbage_round(self._garbage, now, _now_ms())
 
     def _publish(self, now_ms: int) -> None:
         plan = self._current_plan()
@@ -538,9 +546,11 @@ class SimExchange:
         elif kind is FaultKind.STALL:
             self._stall_until = max(self._stall_until, now + effective_duration(kind, duration))
         elif kind is FaultKind.SHUTDOWN:
-            self._shutdown(targets, duration)
+            shut_down(targets, _now_ms())
+            self._call_later(duration, partial(close_all, targets, 1001, "Server shutdown"))
         elif kind is FaultKind.GARBAGE:
-            self._start_garbage(targets, now + duration)
+            start_garbage(targets, _now_ms(), now + duration)
+            self._garbage.update(targets)
         elif kind is FaultKind.BURST:
             self._burst(targets, burst_size(duration))
         else:
@@ -559,32 +569,6 @@ class SimExchange:
             conn.latency_until = min(conn.latency_until, now)
             conn.garbage_until = min(conn.garbage_until, now)
         log.info("simulated faults cleared")
-
-    def _shutdown(self, targets: list[SimConnection], delay: float) -> None:
-        now_ms = _now_ms()
-        for conn in targets:
-            conn.send_shutdown(now_ms)
-
-        def close_them() -> None:
-            for conn in targets:
-                conn.close(1001, "Server shutdown")
-
-        self._call_later(delay, close_them)
-
-    def _start_garbage(self, targets: list[SimConnection], until: float) -> None:
-        now_ms = _now_ms()
-        for conn in targets:
-            conn.send_garbage(now_ms)
-            conn.garbage_until = until
-            self._garbage.add(conn)
-
-    def _garbage_round(self, now: float) -> None:
-        now_ms = _now_ms()
-        for conn in list(self._garbage):
-            if now >= conn.garbage_until:
-                self._garbage.discard(conn)
-            else:
-                conn.send_garbage(now_ms)
 
     def _burst(self, targets: list[SimConnection], messages: int) -> None:
         if self._require_loop().time() < self._stall_until:
