@@ -19,11 +19,10 @@ a trade lost at the window's end (no later id to show the hole) is still a gap.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from tickcast.bench.histogram import FINE, UNITS_PER_MS, LatencyHistogram, bucket_of
-from tickcast.bench.scan import NEVER_MS, partial_object
+from tickcast.bench.scan import NEVER_MS, Ledger, partial_object
 
 # Group 1-4: a trade's symbol, id, time and seq ([,}] after the seq: its digits are
 # complete); group 5-6: a gap's symbol and missed count.
@@ -34,51 +33,22 @@ TRADE_PATTERN = re.compile(
 _findall = TRADE_PATTERN.findall
 
 # Per symbol in a TradeLedger: [last trade id, in-window trades].
-_LAST_ID, _EVENTS = 0, 1
+# A symbol's entry in a ledger: laid out as ``scan.Ledger``'s, whose ``events`` reads it
+# (the middle slot, a tick's last stamp there, is unused here).
+_LAST_ID, _EVENTS = 0, 2
 
 
-class TradeLedger:
-    """What one connection received; ``gaps`` and the counters match ``scan.Ledger``'s,
-    so ``scan.Tally`` adds these up too."""
+class TradeLedger(Ledger):
+    """What one connection received: ``scan.Ledger``'s counts (so ``scan.Tally`` adds
+    these up too), with trades for events, and what the tape shows of its losses."""
 
-    __slots__ = (
-        "deliveries",
-        "duplicates",
-        "gap_messages",
-        "holes",
-        "messages",
-        "missed",
-        "received_bytes",
-        "symbols",
-        "tail",
-    )
+    __slots__ = ("gap_messages", "holes", "missed")
 
     def __init__(self) -> None:
-        self.symbols: dict[bytes, list[int]] = {}
-        self.tail = b""
-        self.deliveries = 0  # non-duplicate trades of the window
-        self.messages = 0  # every trade found, in the window or not
-        self.duplicates = 0
+        super().__init__()
         self.holes = 0  # trade ids skipped, anywhere on the connection
         self.gap_messages = 0
         self.missed = 0  # the sum of the gap messages' ``missed``
-        self.received_bytes = 0
-
-    def events(self, symbol: bytes) -> int:
-        entry = self.symbols.get(symbol)
-        return 0 if entry is None else entry[_EVENTS]
-
-    def gaps(self, expected: Mapping[bytes, int]) -> tuple[int, int]:
-        """(missing, extra): in-window trades per symbol against ``expected``."""
-        missing = extra = 0
-        for symbol, want in expected.items():
-            got = self.events(symbol)
-            missing += max(0, want - got)
-            extra += max(0, got - want)
-        for symbol, entry in self.symbols.items():
-            if symbol not in expected:
-                extra += entry[_EVENTS]
-        return missing, extra
 
     @property
     def unannounced(self) -> int:
@@ -129,7 +99,7 @@ class TradeScanner:
             trade_id = int(id_text)
             entry = symbols.get(symbol)
             if entry is None:
-                entry = symbols[symbol] = [trade_id - 1, 0]
+                entry = symbols[symbol] = [trade_id - 1, 0, 0]
             last = entry[_LAST_ID]
             if trade_id <= last:
                 ledger.duplicates += 1
