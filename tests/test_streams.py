@@ -153,6 +153,8 @@ async def test_a_subscribe_snapshots_the_open_candle_and_trades_follow(
     """A streams op is acked under ``streams``, the open candle comes first (a trade
     stream has no snapshot), then live trades and candle updates, each naming its stream."""
     messages: list[dict[str, object]] = []
+    # A server just started may not have had its first candle yet: no snapshot to send.
+    await eventually(lambda: server.get("/klines/ETHUSDT", params={"interval": "1s"}).json())
     async with websockets.connect(server.ws_base + "/ws?symbols=BTCUSDT") as ws:
         request = {"op": "subscribe", "streams": ["ethusdt@trades", "ETHUSDT@kline_1s"], "id": 3}
         await ws.send(orjson.dumps(request).decode())
