@@ -446,7 +446,7 @@ async def collect_trades(url: str, until: asyncio.Event, into: list[dict[str, ob
                     into.append(message.get("data", message))
 
 
-async def test_trades_reach_every_node_alike_and_a_leader_kill_repeats_none(
+async def test_trades_reach_every_node_alike_and_a_leader_kill_loses_and_repeats_none(
     tmp_path: Path, redis_server: RedisServer, sim_port: int
 ) -> None:
     """Trades go through Redis: clients on two nodes get the same trades with the same
