@@ -506,3 +506,32 @@ async def test_trades_reach_every_node_alike_and_a_leader_kill_loses_and_repeats
     finally:
         for node in nodes:
             node.stop()
+
+
+async def test_a_follower_fills_its_candles_from_the_simulator_the_leader_runs(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With the simulator running in the leader alone, a follower learns where it answers
+    REST (through Redis) and serves the same 1,000 candles of history as the leader."""
+    nodes = redis_support.start_nodes(
+        tmp_path, redis_server, 2, {"TICKCAST_STREAM_KINDS": "klines"}
+    )
+    try:
+        (leader,) = leaders(nodes)
+        (follower,) = [n for n in nodes if n is not leader]
+
+        def history(node: ServerProcess) -> list[dict[str, object]]:
+            candles = node.get("/klines/BTCUSDT", params={"limit": 1000}).json()
+            assert isinstance(candles, list)
+            return [c for c in candles if c["seq"] == 0]
+
+        await eventually(lambda: len(history(follower)) >= 999, timeout=20)
+        await eventually(lambda: len(history(leader)) >= 999, timeout=5)
+        theirs = {c["open_time"]: c for c in history(leader)}
+        mine = history(follower)
+        assert all(theirs[c["open_time"]] == c for c in mine if c["open_time"] in theirs)
+        backfill = follower.status()["klines"]["backfill"]  # type: ignore[index]
+        assert backfill["pending"] == []
+    finally:
+        for node in nodes:
+            node.stop()

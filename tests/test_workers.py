@@ -58,8 +58,9 @@ async def next_tick(ws: websockets.ClientConnection, timeout: float) -> dict[str
 
 
 async def wait_for_log(server: ServerProcess, text: str, count: int) -> None:
+    """Wait for ``count`` lines with ``text`` in the whole log (``log()`` is its tail)."""
     deadline = time.monotonic() + 20
-    while server.log().count(text) < count:
+    while server.log_path.read_text(errors="replace").count(text) < count:
         assert time.monotonic() < deadline, server.log()
         await asyncio.sleep(0.1)
 

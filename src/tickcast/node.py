@@ -8,6 +8,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+
+import redis.exceptions
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Hub
@@ -101,6 +104,8 @@ class Node:
             )
         self.started_at = time.time()
         self._unhook: Callable[[], None] = _nothing
+        # On a follower: (source, REST base) of the exchange the leader serves.
+        self._leader_rest: tuple[str, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._status_task: asyncio.Task[None] | None = None
@@ -217,6 +222,8 @@ class Node:
         while True:
             await asyncio.sleep(STATUS_CHECK_INTERVAL)
             self._check_status()
+            if self.redis is not None:
+                await self._share_rest()
 
     def _check_status(self) -> None:
         """Announce the upstream state if it is not the one clients were last told."""
@@ -307,7 +314,7 @@ class Node:
             message.symbol,
             message.interval,
             message.source,
-            self._rest_base(message.source),
+            partial(self._rest_base, message.source),
             message.open_time,
         )
 
@@ -326,11 +333,30 @@ class Node:
 
     def _rest_base(self, source: str) -> str:
         """The REST of the exchange whose candles these are: the leader's own source's
-        (the simulator it runs, say), else the configured Binance REST."""
+        (the simulator it runs, say), on another node the one the leader announces for
+        that source (``_share_rest``), else the configured Binance REST."""
         own = self.source.rest_url
         if self.leading and own is not None and self.source.label == source:
             return own
+        if self._leader_rest is not None and self._leader_rest[0] == source:
+            return self._leader_rest[1]
         return self.settings.binance_rest_url
+
+    async def _share_rest(self) -> None:
+        """With Redis: the leader says where the exchange it serves answers REST, and the
+        other nodes read it, for their candle history (a simulator runs on the leader
+        alone). Refreshed every status check; it expires with a few missed ones."""
+        assert self.redis is not None
+        url, label = self.source.rest_url, self.source.label
+        try:
+            # Bounded: a Redis that does not answer must not hold up the status checks.
+            async with asyncio.timeout(STATUS_CHECK_INTERVAL):
+                if self.leading and url is not None and label is not None:
+                    await self.redis.announce_rest(label, url, 5 * STATUS_CHECK_INTERVAL)
+                elif not self.leading:
+                    self._leader_rest = await self.redis.leader_rest()
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            log.debug("leader REST note: %s", exc)
 
     def backfill_status(self) -> dict[str, object]:
         """Where the candle history stands: series still pending (their REST history not

@@ -154,6 +154,7 @@ class RedisHub:
         self._lag_seq = 0
         self._lag_ms = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._notes_client: aioredis.Redis | None = None
         self.counts: Counter[str] = Counter()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -177,6 +178,9 @@ class RedisHub:
             stuck = [t.get_name() for t in self._tasks if not t.done()]
             log.error("redis hub tasks did not stop within %.0f s: %s", STOP_TIMEOUT, stuck)
         self._tasks = []
+        if self._notes_client is not None:
+            await _close(self._notes_client)
+            self._notes_client = None
         self._connected = False
         self._listeners.clear()
         self._reset_hooks.clear()
@@ -367,6 +371,27 @@ class RedisHub:
             self._deliver(entry)
 
     # -- reading (every node) --------------------------------------------------------------
+
+    async def announce_rest(self, source: str, url: str, ttl: float) -> None:
+        """Say, for ``ttl`` seconds, that the exchange served is ``source`` at ``url``."""
+        await self._notes().set(self._keys.leader_rest, f"{source} {url}", px=int(ttl * 1000))
+
+    async def leader_rest(self) -> tuple[str, str] | None:
+        """The leader's last ``announce_rest``: (source, url), None when there is none."""
+        value = await self._notes().get(self._keys.leader_rest)
+        source, _, url = _text(value).partition(" ") if value else ("", "", "")
+        return (source, url) if url else None
+
+    def _notes(self) -> aioredis.Redis:
+        # A small client of its own: the reader's connection blocks in XREAD.
+        if self._notes_client is None:
+            self._notes_client = aioredis.Redis.from_url(
+                self._url,
+                max_connections=1,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+            )
+        return self._notes_client
 
     def _reader_client(self) -> aioredis.Redis:
         # One connection, no retry: a timed-out XREAD must surface here and be re-issued

@@ -47,6 +47,12 @@ class RedisKeys:
     def dedupe(self) -> str:
         return self._key("dedupe")
 
+    @property
+    def leader_rest(self) -> str:
+        """The REST base of the exchange the leader serves (``<source> <url>``), for the
+        other nodes' candle history when that is a simulator only the leader runs."""
+        return self._key("leader-rest")
+
     def script_keys(self) -> list[str]:
         """KEYS of the publish script, in the order the script reads them."""
         return [self.stream, self.latest, self.meta, self.lease, self.dedupe]

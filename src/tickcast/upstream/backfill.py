@@ -39,7 +39,8 @@ class _Series:
     symbol: str
     interval: str
     label: SourceLabel
-    base_url: str
+    # Asked again at each attempt: a follower may learn the leader's REST only later.
+    rest: Callable[[], str]
     before: int
     task: asyncio.Task[None] | None = None
 
@@ -85,7 +86,7 @@ class KlineBackfill:
         symbol: str,
         interval: str,
         source_label: SourceLabel,
-        base_url: str,
+        base_url: str | Callable[[], str],
         before_open_time: int,
     ) -> None:
         """Fill ``symbol`` at ``interval`` with the candles opened before
@@ -94,7 +95,8 @@ class KlineBackfill:
         key = (symbol, interval)
         if key in self._pending or key in self._filled:
             return
-        series = _Series(symbol, interval, source_label, base_url, before_open_time)
+        rest = base_url if callable(base_url) else (lambda: base_url)
+        series = _Series(symbol, interval, source_label, rest, before_open_time)
         self._pending[key] = series
         self._start(series)
 
@@ -185,9 +187,10 @@ class KlineBackfill:
                 if (wait := self._resume_at - loop.time()) > 0:
                     await asyncio.sleep(wait)
                     continue
+                base_url = series.rest()
                 try:
                     page = await self._client.klines(
-                        series.base_url, series.symbol, series.interval, limit=limit, end_ms=end
+                        base_url, series.symbol, series.interval, limit=limit, end_ms=end
                     )
                 except RestError as error:
                     self._failed(series, limit, end, error.kind.value, error)
@@ -196,7 +199,7 @@ class KlineBackfill:
                     # A bug of ours must not end the backfill of every series: retried too.
                     self._failed(series, limit, end, "internal", error)
                     continue
-            self._succeeded(series.base_url)
+            self._succeeded(base_url)
             return page
 
     def _failed(self, series: _Series, limit: int, end: int, kind: str, error: Exception) -> None:
@@ -210,7 +213,7 @@ class KlineBackfill:
             log.warning(
                 "candle history: GET %s/api/v3/klines?%s failed (%s); retrying in %.1fs "
                 "(further %s failures are counted, not logged)",
-                series.base_url,
+                series.rest(),
                 query,
                 error,
                 delay,
