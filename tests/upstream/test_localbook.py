@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickcast.messages.book import BookSnapshot, DepthEvent, Levels
+from tickcast.messages.book import BookSnapshot, Depth, DepthEvent, DepthMerger, Levels
 from tickcast.upstream.localbook import (
     Applied,
     BookState,
@@ -314,11 +314,15 @@ class _Observer:
     """Checks every decision against the truth, and keeps a client's book from the
     ``Synced`` and ``Applied`` decisions, as an ``@depth`` client would."""
 
-    def __init__(self, book: LocalBook, states: dict[int, Sides]) -> None:
+    def __init__(self, book: LocalBook, states: dict[int, Sides], slow: list[bool]) -> None:
         self.book, self.states = book, states
         self.client: Sides | None = None
         self.client_id = 0
         self.decisions: list[Decision] = []
+        # A slow ``@depth`` client: takes the held diffs merged, when ``slow`` says so.
+        self.slow = iter(slow)
+        self.slow_book: dict[int, Sides] = {}
+        self.merger = DepthMerger()
 
     def see(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -330,6 +334,7 @@ class _Observer:
             assert decision.changes.first_update_id == self.client_id + 1
             self.client = _apply(self.client, decision.changes)
             self.client_id = decision.changes.final_update_id
+            self._slow_client(decision.changes)
         elif isinstance(decision, Gap | Crossed):
             self.client = None
         if self.book.state is BookState.SYNCED:
@@ -339,6 +344,24 @@ class _Observer:
             assert [Decimal(p) for p, _ in view.bids] == sorted(
                 (Decimal(p) for p, _ in view.bids), reverse=True
             )
+
+    def _slow_client(self, changes: DepthEvent) -> None:
+        c = changes
+        self.merger.add(
+            Depth(SYMBOL, c.first_update_id, c.final_update_id, c.bids, c.asks, 1, "sim")
+        )
+        if next(self.slow, True):
+            return  # still busy: the diff is held
+        merged = self.merger.take()
+        assert merged is not None
+        base = self.slow_book.get(merged.first_update_id - 1)
+        if base is None:  # the client joined at the ``Synced`` book
+            base = self.states[merged.first_update_id - 1]
+        event = DepthEvent(
+            SYMBOL, merged.first_update_id, merged.update_id, merged.bids, merged.asks
+        )
+        self.slow_book[merged.update_id] = _apply(base, event)
+        assert self.slow_book[merged.update_id] == self.states[merged.update_id]
 
 
 def _deliveries(data: st.DataObject, events: list[DepthEvent], start: int) -> list[DepthEvent]:
@@ -357,15 +380,16 @@ def test_a_random_book_fed_with_random_buffering_ends_equal_to_the_truth(
     data: st.DataObject,
 ) -> None:
     """Any true book, snapshot taken at any point the stream reaches, arriving after any
-    number of diffs, with repeats: the local book and a client following its decisions
-    always equal the true book at their update id, and end equal to the final one."""
+    number of diffs, with repeats: the local book, a client following its decisions and a
+    slow client taking them merged always equal the true book at their update id, and
+    the book ends equal to the final one."""
     events, states, ids = _history(data)
     start = data.draw(st.integers(0, len(events) - 1), label="first diff seen")
     snap_id = ids[data.draw(st.integers(start, len(events)), label="snapshot after")]
     deliveries = _deliveries(data, events, start)
     arrives = data.draw(st.integers(1, len(deliveries)), label="snapshot arrives after")
     book = LocalBook(SYMBOL)
-    seen = _Observer(book, states)
+    seen = _Observer(book, states, data.draw(st.lists(st.booleans()), label="slow client"))
     for i, event in enumerate(deliveries):
         seen.see(book.on_diff(event))
         if i + 1 == arrives:
@@ -395,7 +419,7 @@ def test_a_dropped_diff_is_a_gap_and_never_a_wrong_book(data: st.DataObject) -> 
     deliveries = [e for i, e in enumerate(events) if i >= start and i != dropped]
     arrives = data.draw(st.integers(1, len(deliveries)), label="snapshot arrives after")
     book = LocalBook(SYMBOL)
-    seen = _Observer(book, states)
+    seen = _Observer(book, states, [])
     for i, event in enumerate(deliveries):
         seen.see(book.on_diff(event))
         if i + 1 == arrives:
