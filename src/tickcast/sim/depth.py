@@ -5,8 +5,10 @@ its changes since the last tick, trades' included, become one diff: the event of
 ``<symbol>@depth@100ms``. ``<symbol>@depth`` (and ``@depth@1000ms``) sends every tenth
 tick the merge of the ten diffs before it, so its ``U`` too follows the previous ``u``.
 The partial books ``<symbol>@depth<N>[@100ms|@1000ms]`` are the top N levels at the
-moment they are sent. A ``depth_gap`` fault drops one symbol's next diff from every
-stream (the book still changed), so each of its diff streams jumps once.
+moment they are sent. When a churn moves the best bid or ask, ``<symbol>@bookTicker``
+says so at once, as Binance pushes every change of the top. A ``depth_gap`` fault drops
+one symbol's next diff from every stream (the book still changed), so each of its diff
+streams jumps once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from functools import partial
 from typing import Final
 
 from tickcast.sim.book import BookDiff, OrderBook, Side
-from tickcast.sim.market import Market, StreamKind, StreamSpec, format_units
+from tickcast.sim.market import (
+    DEPTH_KINDS,
+    Market,
+    StreamKind,
+    StreamSpec,
+    book_ticker_payload,
+    format_units,
+)
 
 TICK_SECONDS: Final = 0.1
 _TICKS_PER_SECOND: Final = 10
@@ -60,6 +69,15 @@ def snapshot_payload(book: OrderBook, limit: int | None = None) -> Payload:
     }
 
 
+def _constant(body: Payload) -> Callable[[int], object]:
+    """A payload made now, for an event without a time field to scale."""
+
+    def build(_scale: int) -> object:
+        return body
+
+    return build
+
+
 def _copy(diff: BookDiff) -> BookDiff:
     return BookDiff(diff.first_id, diff.last_id, dict(diff.bids), dict(diff.asks))
 
@@ -89,13 +107,14 @@ class DepthFeed:
 
     def tick(self, streams: Sequence[tuple[str, StreamSpec]], now_ms: int) -> list[Event]:
         """One 100 ms: churn every book, and the events due on ``streams`` (the depth
-        streams subscribed, diff and partial)."""
+        streams subscribed, diff and partial, and the bookTicker streams)."""
         self._ticks += 1
         whole_second = self._ticks % _TICKS_PER_SECOND == 0
         by_symbol: dict[str, list[tuple[str, StreamSpec]]] = {}
         for name, spec in streams:
             assert spec.symbol is not None
-            self._market.book(spec.symbol)
+            if spec.kind in DEPTH_KINDS:
+                self._market.book(spec.symbol)
             by_symbol.setdefault(spec.symbol, []).append((name, spec))
         self._diff_symbols = tuple(
             symbol
@@ -104,10 +123,18 @@ class DepthFeed:
         )
         events: list[Event] = []
         for symbol in self._market.book_symbols:
+            book = self._market.book(symbol)
+            top = book.best_bid, book.best_ask
             self._market.churn(symbol)
+            moved = top != (book.best_bid, book.best_ask)
             diff = self._next_diff(symbol)
             second = self._second.pop(symbol, None) if whole_second else None
             for name, spec in by_symbol.get(symbol, ()):
+                if spec.kind is StreamKind.BOOK_TICKER:
+                    if moved:
+                        ticker = book_ticker_payload(self._market.state(symbol))
+                        events.append((name, _constant(ticker)))
+                    continue
                 event = self._event(symbol, spec, diff, second, whole_second, now_ms)
                 if event is not None:
                     events.append((name, event))
@@ -144,6 +171,5 @@ class DepthFeed:
             sent = diff if spec.speed_ms == 100 else second
             return None if sent is None else partial(depth_update_payload, upper, sent, now_ms)
         if spec.speed_ms == 100 or whole_second:
-            body = snapshot_payload(self._market.book(symbol), spec.levels)
-            return lambda _scale: body
+            return _constant(snapshot_payload(self._market.book(symbol), spec.levels))
         return None

@@ -89,6 +89,8 @@ _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1008: (1008, "Policy violation (simulated fault)"),
 }
 _TRADE_KINDS: Final = (StreamKind.TRADE, StreamKind.AGG_TRADE)
+# Streams with events on the books' 100 ms clock (bookTicker: a churn moved the top).
+_BOOK_CLOCK_KINDS: Final = DEPTH_KINDS | {StreamKind.BOOK_TICKER}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class _Plan:
     symbols: tuple[str, ...]
     # Per lowercase symbol, its @trade and @aggTrade streams.
     trades: dict[str, tuple[tuple[str, StreamSpec], ...]]
+    # Streams with events on the books' clock (see depth.DepthFeed.tick).
     depth: tuple[tuple[str, StreamSpec], ...]
 
 
@@ -435,7 +438,7 @@ class SimExchange:
                     if spec.kind in _TRADE_KINDS:
                         trades.setdefault(spec.symbol, []).append((name, spec))
             paired = {symbol: tuple(pairs) for symbol, pairs in trades.items()}
-            depth = tuple((name, spec) for name, spec in streams if spec.kind in DEPTH_KINDS)
+            depth = tuple((n, spec) for n, spec in streams if spec.kind in _BOOK_CLOCK_KINDS)
             self._plan = _Plan(tuple(streams), tuple(symbols), paired, depth)
         return self._plan
 
