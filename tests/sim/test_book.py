@@ -7,12 +7,24 @@ import itertools
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.sim.book import MAX_LEVELS, MIN_LEVELS, BookDiff, OrderBook, Side
+from tickcast.sim.candles import CandleBook
 from tickcast.sim.depth import DepthFeed, depth_update_payload, snapshot_payload
+from tickcast.sim.faults import (
+    DEFAULT_WINDOW,
+    Fault,
+    FaultKind,
+    FaultRequest,
+    effective_duration,
+    parse_fault_query,
+    parse_fault_schedule,
+)
 from tickcast.sim.market import UNIT, Market, StreamKind, StreamSpec, parse_stream
+from tickcast.sim.rest import RestApi
 
 T0 = 1_700_000_000_000
 
@@ -249,3 +261,68 @@ def test_a_skipped_diff_is_one_jump_on_both_cadences() -> None:
         diffs = [e for n, e in events if n == name]
         jumps = sum(1 for a, b in itertools.pairwise(diffs) if b["U"] != a["u"] + 1)
         assert jumps == (1 if name.startswith("btcusdt") else 0), name
+
+
+# REST depth and the book faults, by plain calls
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def rest_api(limit: int = 6000) -> tuple[RestApi, Clock, Market]:
+    market = Market(1, DEFAULT_SYMBOLS, 1.0)
+    clock = Clock(T0 + 30_000)
+    return RestApi(market, CandleBook(1), clock, limit), clock, market
+
+
+def test_rest_depth_is_the_market_book_with_its_weight() -> None:
+    """GET /api/v3/depth answers the symbol's book at its update id, weighed by limit."""
+    rest, _, market = rest_api()
+    answer = rest.answer("GET", "/api/v3/depth?symbol=ETHUSDT&limit=10", "a")
+    assert answer.status == 200
+    assert orjson.loads(answer.body) == snapshot_payload(market.book("ethusdt"), 10)
+    assert dict(answer.headers)["X-MBX-USED-WEIGHT-1m"] == "5"
+    rest.answer("GET", "/api/v3/depth?symbol=ETHUSDT&limit=1000", "a")
+    assert rest.used_weight("a") == 55
+
+
+def test_rest_refusal_windows_answer_429_or_503_until_they_end() -> None:
+    """refuse(429) answers 429 with the window's Retry-After and, ignored, leads to 418;
+    refuse(503) answers 503; end_refusals ends both."""
+    rest, clock, _ = rest_api()
+    rest.refuse(503, clock.now + 2_000)
+    assert rest.answer("GET", "/api/v3/ping", "a").status == 503
+    clock.now += 2_000
+    assert rest.answer("GET", "/api/v3/ping", "a").status == 200
+    rest.refuse(429, clock.now + 7_500)
+    refused = rest.answer("GET", "/api/v3/depth?symbol=BTCUSDT", "a")
+    assert refused.status == 429 and dict(refused.headers)["Retry-After"] == "8"
+    rest.end_refusals()
+    assert rest.answer("GET", "/api/v3/ping", "b").status == 200
+    rest.refuse(429, clock.now + 60_000)
+    statuses = [rest.answer("GET", "/api/v3/ping", "b").status for _ in range(7)]
+    assert statuses[0] == 429 and statuses[-1] == 418
+    with pytest.raises(ValueError, match="429 or 503"):
+        rest.refuse(500, clock.now)
+
+
+def test_book_faults_parse() -> None:
+    """depth_gap, rest_429 and rest_down parse in a schedule and from the admin query,
+    which may name the gap's symbol; the REST windows default to DEFAULT_WINDOW."""
+    assert parse_fault_schedule("depth_gap@2,rest_429@3+5,rest_down@4") == (
+        Fault(FaultKind.DEPTH_GAP, 2.0),
+        Fault(FaultKind.REST_429, 3.0, 5.0),
+        Fault(FaultKind.REST_DOWN, 4.0),
+    )
+    assert parse_fault_query("kind=depth_gap&symbol=ETHUSDT") == FaultRequest(
+        FaultKind.DEPTH_GAP, symbol="ethusdt"
+    )
+    with pytest.raises(ValueError, match="not a symbol"):
+        parse_fault_query("kind=depth_gap&symbol=eth/usdt")
+    assert effective_duration(FaultKind.REST_DOWN, 0) == DEFAULT_WINDOW
+    assert effective_duration(FaultKind.DEPTH_GAP, 0) == 0

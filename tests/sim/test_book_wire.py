@@ -296,3 +296,18 @@ async def test_rest_429_and_rest_down_windows(make_sim: SimFactory) -> None:
     await asyncio.sleep(0.35)
     assert (await call(sim, "/api/v3/ping"))[0] == 200
     assert sim.stats()["faults"] == ["rest_429", "rest_down"]
+
+
+async def test_sim_book_answers_the_whole_book_and_refuses_bad_calls(
+    make_sim: SimFactory,
+) -> None:
+    """GET /_sim/book?symbol= is the whole book at no REST weight; a bad symbol is 400,
+    another method 405."""
+    sim = await make_sim()
+    status, headers, body = await call(sim, "/_sim/book?symbol=BTCUSDT")
+    assert status == 200 and "X-MBX-USED-WEIGHT-1m" not in headers
+    assert body["symbol"] == "BTCUSDT" and len(body["bids"]) >= 300
+    assert isinstance(body["lastUpdateId"], int)
+    assert (await call(sim, "/_sim/book?symbol=b/x"))[0] == 400
+    assert (await call(sim, "/_sim/book"))[0] == 400
+    assert (await call(sim, "/_sim/book?symbol=btcusdt", "POST"))[0] == 405
