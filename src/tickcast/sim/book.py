@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Final
@@ -33,6 +34,10 @@ _CHURN_CHANGES: Final = (3, 14)
 _CHURN_DEPTH_MEAN: Final = 12.0
 # Far levels added or trimmed per churn to bring a side back towards its size.
 _REFILL_PER_CHURN: Final = 6
+# Market makers quote into a wide spread and into holes near the top (a trade that moves
+# the price leaves one): the widest spread a churn leaves, and how deep it fills holes.
+_MAX_SPREAD_TICKS: Final = 2
+_FILL_DEPTH: Final = 10
 
 
 class Side(enum.Enum):
@@ -175,7 +180,9 @@ class OrderBook:
                 self._insert_after(side, index)
             elif self.depth(side) > 1:
                 self._change(side, self.levels(side, index + 1)[index][0], 0)
+        self._tighten()
         for side in Side:
+            self._fill_holes(side)
             self._refill(side)
         return self.update_id - before
 
@@ -246,6 +253,27 @@ class OrderBook:
         gap = abs(far - near) // self.tick
         if gap > 1 and near + step * gap > 0:
             self._change(side, near + step * rng.randint(1, gap - 1), self._quantity(index))
+
+    def _tighten(self) -> None:
+        """New best levels inside the spread until it is at most _MAX_SPREAD_TICKS."""
+        rng = self._rng
+        while (spread := (self.best_ask[0] - self.best_bid[0]) // self.tick) > _MAX_SPREAD_TICKS:
+            side = Side.BID if rng.random() < 0.5 else Side.ASK
+            best = self.best_bid[0] if side is Side.BID else self.best_ask[0]
+            price = best - self._away(side) * rng.randint(1, spread - 1)
+            self._change(side, price, self._quantity(0))
+
+    def _fill_holes(self, side: Side) -> None:
+        """One new level in the widest gap among the top _FILL_DEPTH levels, if wider
+        than two ticks: the top thickens again after a trade moved it."""
+        top = [p for p, _ in self.levels(side, _FILL_DEPTH)]
+        gaps = [(abs(b - a) // self.tick, i) for i, (a, b) in enumerate(itertools.pairwise(top))]
+        if not gaps:
+            return
+        gap, index = max(gaps)
+        if gap > 2:
+            price = top[index] + self._away(side) * self._rng.randint(1, gap - 1)
+            self._change(side, price, self._quantity(index + 1))
 
     def _refill(self, side: Side) -> None:
         levels = self._side(side)
