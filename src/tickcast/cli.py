@@ -116,7 +116,7 @@ def build_parser() -> CommandParser:
         "--fault-schedule",
         default="",
         help="comma list of KIND@SECONDS[+DURATION]; kinds: drop, close1000, close1001, "
-        "close1008, stall, shutdown, garbage, burst, latency",
+        "close1008, stall, shutdown, garbage, burst, latency, depth_gap, rest_429, rest_down",
     )
     sim.add_argument(
         "--rest-weight-limit",

@@ -165,7 +165,7 @@ def test_stream_names() -> None:
     all_mini = StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
     assert parse_stream("!miniTicker@arr") == all_mini
     assert parse_stream("!miniTicker@arr@1000ms") == all_mini
-    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@depth", "btcusdt", "@ticker"):
+    for name in ("!ticker@arr", "BTCUSDT@ticker", "btcusdt@depth7", "btcusdt", "@ticker"):
         assert parse_stream(name) is None
 
 
@@ -609,7 +609,7 @@ async def test_retired_and_uppercase_streams_get_no_data(sim: SimExchange) -> No
 async def test_unknown_path_is_404(sim: SimExchange) -> None:
     """A handshake on a path that is not a stream endpoint is refused with HTTP 404."""
     with pytest.raises(InvalidStatus) as info:
-        async with ws_connect(f"{sim.url}/api/v3/depth"):
+        async with ws_connect(f"{sim.url}/v3/depth"):
             pass
     assert info.value.response.status_code == 404
 

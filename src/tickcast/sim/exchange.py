@@ -3,12 +3,14 @@
 Binance's own client libraries connect to it as to ``wss://data-stream.binance.vision``:
 ``/ws/<stream>``, ``/ws`` + SUBSCRIBE, ``/stream?streams=...``, ``/stream``; the control
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
-stall, serverShutdown, garbage, burst, latency) run from a schedule or on demand, for tests
-of the client's recovery. ``/_sim/...`` on the same port is the admin interface
-(``admin``: stats, faults, trade bursts); ``/api/v3/...`` is Binance's market-data REST
-(``rest``) over the same market and its candles (``candles``).
+stall, serverShutdown, garbage, burst, latency, a depth gap, REST refusals) run from a
+schedule or on demand, for tests of the client's recovery. ``/_sim/...`` on the same port
+is the admin interface (``admin``: stats, faults, trade bursts, the true book);
+``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market, its
+candles (``candles``) and books (``book``).
 
-Layout: ``market`` (prices and payloads), ``control`` (URL forms, control
+Layout: ``market`` (prices and payloads), ``book`` (a symbol's full order book),
+``depth`` (the depth streams' 100 ms clock and payloads), ``control`` (URL forms, control
 messages, limits, heartbeat bookkeeping), ``faults`` (fault kinds and schedule) and
 ``trades`` (the trade clock, bursts) are pure; ``connection`` drives one connection;
 this module owns the listener, the market clock, the stream index that fans events out,
@@ -30,6 +32,7 @@ from typing import Final
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.sim.admin import answer_admin
 from tickcast.sim.candles import CandleBook
+from tickcast.sim.config import SimConfig
 from tickcast.sim.connection import (
     ConnectionLimits,
     SimConnection,
@@ -40,6 +43,7 @@ from tickcast.sim.connection import (
     start_garbage,
 )
 from tickcast.sim.control import AttemptLimiter
+from tickcast.sim.depth import TICK_SECONDS, DepthFeed, snapshot_payload
 from tickcast.sim.faults import (
     DEFAULT_LATENCY_MS,
     Fault,
@@ -50,6 +54,8 @@ from tickcast.sim.faults import (
 )
 from tickcast.sim.frames import Encoded
 from tickcast.sim.market import (
+    DEPTH_KINDS,
+    STEP_KINDS,
     Carry,
     Market,
     StreamKind,
@@ -59,7 +65,7 @@ from tickcast.sim.market import (
     parse_stream,
     trade_payload,
 )
-from tickcast.sim.rest import WEIGHT_LIMIT_1M, RestAnswer, RestApi
+from tickcast.sim.rest import RestAnswer, RestApi
 from tickcast.sim.tape import TradeTape
 from tickcast.sim.trades import BurstRequest, TradePace
 
@@ -83,53 +89,8 @@ _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1008: (1008, "Policy violation (simulated fault)"),
 }
 _TRADE_KINDS: Final = (StreamKind.TRADE, StreamKind.AGG_TRADE)
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Settings of one simulated exchange; the defaults are Binance's real limits.
-
-    ``rate`` is events per second per symbol and stream kind; ``trade_rate`` (None: one
-    trade per event) paces each subscribed symbol's trades apart from the ticker's steps,
-    which then report the trades made since the last one; ``symbols`` is the known
-    universe (realistic start prices, the ``!miniTicker@arr`` members), though any
-    valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
-    (per client address per 5 minutes) are off when 0. ``identify`` sends
-    ``SIMULATED_HEADER`` in every handshake, so that tickcast labels what it serves
-    ``sim``; off only where a test needs a stand-in for live Binance.
-    ``rest_weight_limit`` is the REST weight an address may use per minute (Binance's
-    6,000); ``rest_weight_window`` is that minute in seconds (shorter in tests, so that a
-    429's ``Retry-After`` is not a minute long).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    seed: int = 1
-    rate: float = 1.0
-    trade_rate: float | None = None
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    ping_interval: float = 20.0
-    pong_timeout: float = 60.0
-    max_streams: int = 1024
-    max_incoming_per_second: int = 5
-    max_connection_attempts: int = 300
-    fault_schedule: tuple[Fault, ...] = ()
-    identify: bool = True
-    rest_weight_limit: int = WEIGHT_LIMIT_1M
-    rest_weight_window: float = 60.0
-
-    def __post_init__(self) -> None:
-        for name in ("rate", "ping_interval", "pong_timeout", "rest_weight_window"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"SimConfig.{name} must be a positive number, got {value!r}")
-        trade_rate = self.trade_rate
-        if trade_rate is not None and (not math.isfinite(trade_rate) or trade_rate <= 0):
-            raise ValueError(f"SimConfig.trade_rate must be a positive number, got {trade_rate!r}")
-        if self.max_streams < 1:
-            raise ValueError(f"SimConfig.max_streams must be >= 1, got {self.max_streams}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"SimConfig.port must be 0..65535, got {self.port}")
+# Streams with events on the books' 100 ms clock (bookTicker: a churn moved the top).
+_BOOK_CLOCK_KINDS: Final = DEPTH_KINDS | {StreamKind.BOOK_TICKER}
 
 
 @dataclass(frozen=True)
@@ -140,6 +101,8 @@ class _Plan:
     symbols: tuple[str, ...]
     # Per lowercase symbol, its @trade and @aggTrade streams.
     trades: dict[str, tuple[tuple[str, StreamSpec], ...]]
+    # Streams with events on the books' clock (see depth.DepthFeed.tick).
+    depth: tuple[tuple[str, StreamSpec], ...]
 
 
 def _now_ms() -> int:
@@ -160,6 +123,7 @@ class SimExchange:
         self._market = Market(config.seed, config.symbols, config.trade_rate or config.rate)
         self._candles = CandleBook(config.seed)
         self._tape = TradeTape()
+        self._depth = DepthFeed(self._market)
         # Kline stream -> open time just before the next closed candle to push.
         self._kline_pushed: dict[str, int] = {}
         self._rest = RestApi(
@@ -213,6 +177,7 @@ class SimExchange:
         self._has_streams = asyncio.Event()
         self._spawn(self._tick_loop(), "sim-market")
         self._spawn(self._kline_loop(), "sim-klines")
+        self._spawn(self._depth_loop(), "sim-depth")
         if config.trade_rate is not None:
             self._spawn(self._trade_loop(config.trade_rate), "sim-trades")
         if self.config.fault_schedule:
@@ -355,7 +320,7 @@ class SimExchange:
             self._candles.record(self._market.stepped, self._market.event_time)
             self._tape.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
-            if spec.kind is not StreamKind.KLINE and not (paced and spec.kind in _TRADE_KINDS):
+            if spec.kind in STEP_KINDS and not (paced and spec.kind in _TRADE_KINDS):
                 self._send(name, Encoded(name, partial(build_payload, spec, self._market)))
 
     # Trades paced apart from the ticker (--trade-rate), and trade bursts
@@ -440,6 +405,22 @@ class SimExchange:
             build = partial(current.stream_payload, state.symbol, interval, now_ms, False)
             self._send(name, Encoded(name, build))
 
+    # Order books: churned every 100 ms, their diffs and partial books sent (``depth``).
+
+    async def _depth_loop(self) -> None:
+        loop = self._require_loop()
+        next_at = loop.time()
+        while True:
+            next_at = max(next_at + TICK_SECONDS, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+            if loop.time() >= self._stall_until:
+                for name, build in self._depth.tick(self._current_plan().depth, _now_ms()):
+                    self._send(name, Encoded(name, build))
+
+    def book(self, symbol: str) -> dict[str, object]:
+        """The true full book of a lowercase symbol and its update id (``/_sim/book``)."""
+        return {"symbol": symbol.upper(), **snapshot_payload(self._market.book(symbol))}
+
     def _current_plan(self) -> _Plan:
         if self._plan is None:
             streams = []
@@ -457,7 +438,8 @@ class SimExchange:
                     if spec.kind in _TRADE_KINDS:
                         trades.setdefault(spec.symbol, []).append((name, spec))
             paired = {symbol: tuple(pairs) for symbol, pairs in trades.items()}
-            self._plan = _Plan(tuple(streams), tuple(symbols), paired)
+            depth = tuple((n, spec) for n, spec in streams if spec.kind in _BOOK_CLOCK_KINDS)
+            self._plan = _Plan(tuple(streams), tuple(symbols), paired, depth)
         return self._plan
 
     # ConnectionOwner: called by SimConnection
@@ -521,11 +503,18 @@ class SimExchange:
     # Faults
 
     def inject(
-        self, kind: FaultKind, duration: float = 0.0, *, latency_ms: float = DEFAULT_LATENCY_MS
-    ) -> None:
+        self,
+        kind: FaultKind,
+        duration: float = 0.0,
+        *,
+        latency_ms: float = DEFAULT_LATENCY_MS,
+        symbol: str | None = None,
+    ) -> str | None:
         """Apply a fault now to every open connection (same effect as a scheduled one).
 
-        ``duration`` as in ``Fault``; ``latency_ms`` is the hold-back of a latency fault.
+        ``duration`` as in ``Fault``; ``latency_ms`` is the hold-back of a latency fault;
+        ``symbol`` (lowercase) the symbol whose next depth diff a depth_gap skips (None:
+        the first with a diff stream). Returns that symbol for a depth_gap, else None.
         Raises RuntimeError unless the exchange is running.
         """
         loop = self._require_loop()
@@ -553,18 +542,25 @@ class SimExchange:
             self._garbage.update(targets)
         elif kind is FaultKind.BURST:
             self._burst(targets, burst_size(duration))
+        elif kind is FaultKind.DEPTH_GAP:
+            return self._depth.skip_next(symbol)
+        elif kind in (FaultKind.REST_429, FaultKind.REST_DOWN):
+            status = 429 if kind is FaultKind.REST_429 else 503
+            self._rest.refuse(status, _now_ms() + round(effective_duration(kind, duration) * 1000))
         else:
             until = now + effective_duration(kind, duration)
             for conn in targets:
                 conn.latency_until = until
                 conn.latency = latency_ms / 1000.0
+        return None
 
     def clear_faults(self) -> None:
-        """End every fault window still running (stall, latency, garbage) now, so a test
+        """End every fault window still running (stall, latency, garbage, REST) now, so a test
         holds a fault exactly as long as it needs instead of guessing a duration."""
         loop = self._require_loop()
         now = loop.time()
         self._stall_until = 0.0
+        self._rest.end_refusals()
         for conn in self._open:
             conn.latency_until = min(conn.latency_until, now)
             conn.garbage_until = min(conn.garbage_until, now)

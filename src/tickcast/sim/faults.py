@@ -26,16 +26,27 @@ class FaultKind(enum.StrEnum):
     GARBAGE = "garbage"
     BURST = "burst"
     LATENCY = "latency"
+    DEPTH_GAP = "depth_gap"
+    REST_429 = "rest_429"
+    REST_DOWN = "rest_down"
+
+
+# Faults that last a window, DEFAULT_WINDOW when given no duration.
+WINDOW_KINDS: Final = frozenset(
+    {FaultKind.STALL, FaultKind.LATENCY, FaultKind.REST_429, FaultKind.REST_DOWN}
+)
 
 
 @dataclass(frozen=True)
 class Fault:
     """One fault: ``kind`` starting ``at`` seconds after ``start()``, lasting ``duration``.
 
-    ``duration`` means: stall and latency, how long (0: ``DEFAULT_WINDOW``); shutdown,
-    the delay between the serverShutdown event and the close; garbage, how long
-    malformed frames keep coming (0: one frame); burst, hundreds of messages
-    (``burst_size``); ignored by drop and the closes.
+    ``duration`` means: stall, latency, rest_429 (REST answers 429 with Retry-After)
+    and rest_down (REST answers 503), how long (0: ``DEFAULT_WINDOW``); shutdown, the
+    delay between the serverShutdown event and the close; garbage, how long malformed
+    frames keep coming (0: one frame); burst, hundreds of messages (``burst_size``);
+    ignored by drop, the closes and depth_gap (one symbol's next depth diff is never
+    sent).
     """
 
     kind: FaultKind
@@ -56,8 +67,8 @@ _KINDS_TEXT: Final = ", ".join(k.value for k in FaultKind)
 
 
 def effective_duration(kind: FaultKind, duration: float) -> float:
-    """Seconds a stall or latency fault lasts; a bare ``stall@10`` must still do something."""
-    if kind in (FaultKind.STALL, FaultKind.LATENCY) and duration <= 0:
+    """Seconds a window fault lasts; a bare ``stall@10`` must still do something."""
+    if kind in WINDOW_KINDS and duration <= 0:
         return DEFAULT_WINDOW
     return duration
 
@@ -109,15 +120,18 @@ def parse_fault_schedule(text: str) -> tuple[Fault, ...]:
 
 @dataclass(frozen=True)
 class FaultRequest:
-    """A run-time injection as asked over the admin endpoint."""
+    """A run-time injection as asked over the admin endpoint; ``symbol`` (lowercase)
+    chooses a depth_gap's symbol."""
 
     kind: FaultKind
     duration: float = 0.0
     latency_ms: float = DEFAULT_LATENCY_MS
+    symbol: str | None = None
 
 
 def parse_fault_query(query: str) -> FaultRequest:
-    """Parse ``kind=stall&duration=2[&ms=400]`` from ``POST /_sim/fault``; ValueError if bad."""
+    """Parse ``kind=stall&duration=2[&ms=400][&symbol=BTCUSDT]`` from ``POST /_sim/fault``;
+    ValueError if bad."""
     params = parse_qs(query, keep_blank_values=True)
     kinds = params.get("kind")
     if not kinds or not kinds[0]:
@@ -126,7 +140,10 @@ def parse_fault_query(query: str) -> FaultRequest:
     kind = _parse_kind(kinds[0], item)
     duration = _parse_seconds(params.get("duration", ["0"])[0], "duration", item)
     latency_ms = _parse_seconds(params.get("ms", [str(DEFAULT_LATENCY_MS)])[0], "ms", item)
-    return FaultRequest(kind, duration, latency_ms)
+    symbol = params.get("symbol", [""])[0].lower() or None
+    if symbol is not None and not (symbol.isascii() and symbol.isalnum() and len(symbol) <= 20):
+        raise ValueError(f"bad fault {item!r}: symbol {symbol!r} is not a symbol")
+    return FaultRequest(kind, duration, latency_ms, symbol)
 
 
 def garbage_payload(index: int, event_time_ms: int, stream: str | None) -> bytes:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Final
 
 from tickcast.messages.stream import KLINE_INTERVALS, interval_ms
+from tickcast.sim.book import OrderBook
 
 UNIT: Final = 10**8
 DAY_MS: Final = 86_400_000
@@ -61,7 +62,11 @@ class StreamKind(enum.Enum):
     AGG_TRADE = "aggTrade"
     KLINE = "kline"
     ALL_MINI_TICKERS = "!miniTicker@arr"
+    DEPTH = "depth"  # diffs: depthUpdate
+    PARTIAL_DEPTH = "depthN"  # the top N levels: depth5, depth10, depth20
 
+
+DEPTH_KINDS: Final = frozenset({StreamKind.DEPTH, StreamKind.PARTIAL_DEPTH})
 
 # Binance's kline intervals but the month (it has no fixed length), with their lengths.
 KLINE_INTERVALS_MS: Final[Mapping[str, int]] = MappingProxyType(
@@ -70,8 +75,19 @@ KLINE_INTERVALS_MS: Final[Mapping[str, int]] = MappingProxyType(
 
 
 _SYMBOL_KINDS: Final[Mapping[str, StreamKind]] = MappingProxyType(
-    {k.value: k for k in StreamKind if k not in (StreamKind.ALL_MINI_TICKERS, StreamKind.KLINE)}
+    {
+        k.value: k
+        for k in StreamKind
+        if k not in (StreamKind.ALL_MINI_TICKERS, StreamKind.KLINE) and k not in DEPTH_KINDS
+    }
 )
+# The kinds a market step makes an event of (the others have their own clocks).
+STEP_KINDS: Final = frozenset(
+    {k for k in StreamKind if k is not StreamKind.KLINE and k not in DEPTH_KINDS}
+)
+# depth, depth@100ms, depth@1000ms; depth5|10|20 with the same speeds. A bare name is
+# Binance's 1000 ms.
+_DEPTH_RE: Final = re.compile(r"depth(5|10|20)?(?:@(100|1000)ms)?")
 # python-binance asks for the "@1000ms" spelling; both name the same data.
 _ALL_MINI_NAMES: Final = frozenset({"!miniTicker@arr", "!miniTicker@arr@1000ms"})
 
@@ -79,19 +95,22 @@ _ALL_MINI_NAMES: Final = frozenset({"!miniTicker@arr", "!miniTicker@arr@1000ms"}
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
     """What a stream name asks for: a kind and a lowercase symbol (None: all symbols);
-    ``interval`` for a kline stream."""
+    ``interval`` for a kline stream; ``speed_ms`` (100 or 1000) for a depth stream and
+    ``levels`` for a partial one."""
 
     kind: StreamKind
     symbol: str | None
     interval: str | None = None
+    speed_ms: int = 0
+    levels: int = 0
 
 
 def parse_stream(name: str) -> StreamSpec | None:
     """Map a subscribed stream name to the data it carries, or None for no data.
 
     None covers retired streams (``!ticker@arr``), kinds the simulator does not
-    produce (depth, the ``1M`` kline) and uppercase symbols, which Binance also accepts
-    and then never feeds.
+    produce (the ``1M`` kline) and uppercase symbols, which Binance also accepts and
+    then never feeds.
     """
     if name in _ALL_MINI_NAMES:
         return StreamSpec(StreamKind.ALL_MINI_TICKERS, None)
@@ -103,6 +122,12 @@ def parse_stream(name: str) -> StreamSpec | None:
         if interval not in KLINE_INTERVALS_MS:
             return None
         return StreamSpec(StreamKind.KLINE, symbol, interval)
+    depth = _DEPTH_RE.fullmatch(kind_name)
+    if depth is not None:
+        levels, speed = depth.group(1), int(depth.group(2) or 1000)
+        if levels is None:
+            return StreamSpec(StreamKind.DEPTH, symbol, speed_ms=speed)
+        return StreamSpec(StreamKind.PARTIAL_DEPTH, symbol, speed_ms=speed, levels=int(levels))
     kind = _SYMBOL_KINDS.get(kind_name)
     return None if kind is None else StreamSpec(kind, symbol)
 
@@ -240,7 +265,10 @@ class Market:
     """Every symbol's state plus the exchange clock; ``step`` advances a set of symbols.
 
     A symbol is created on first use, so any syntactically valid symbol gets data;
-    the walk only advances while someone is subscribed to it.
+    the walk only advances while someone is subscribed to it. Its full order book too is
+    made on first use (``book``), as few symbols of thousands are asked for theirs; from
+    then on the book's best levels are the symbol's bid and ask and its update id is the
+    symbol's, after every trade and every churn.
     """
 
     def __init__(self, seed: int, known_symbols: Iterable[str], steps_per_second: float) -> None:
@@ -251,6 +279,7 @@ class Market:
         self.event_time = 0
         self.stepped: tuple[SymbolState, ...] = ()
         self._trade_times: dict[str, int] = {}
+        self._books: dict[str, OrderBook] = {}
 
     def state(self, symbol: str) -> SymbolState:
         """The state of a lowercase symbol, created from the seed on first use."""
@@ -259,12 +288,42 @@ class Market:
             state = self._states[symbol] = _new_symbol(self._seed, symbol)
         return state
 
+    def book(self, symbol: str) -> OrderBook:
+        """The full order book of a lowercase symbol, built from the seed on first use
+        around the symbol's bid and ask and at its update id."""
+        book = self._books.get(symbol)
+        if book is None:
+            s = self.state(symbol)
+            book = self._books[symbol] = OrderBook(
+                tick=s.tick,
+                lot=s.lot,
+                typical_lots=s.typical_lots,
+                bid=(s.bid, s.bid_qty),
+                ask=(s.ask, s.ask_qty),
+                update_id=s.update_id,
+                rng=random.Random(f"tickcast-sim-book:{self._seed}:{s.symbol}"),
+            )
+        return book
+
+    @property
+    def book_symbols(self) -> tuple[str, ...]:
+        """The lowercase symbols that have a book, in the order they got it."""
+        return tuple(self._books)
+
+    def churn(self, symbol: str) -> None:
+        """One 100 ms of order flow on the symbol's book (see ``OrderBook.churn``)."""
+        book = self.book(symbol)
+        book.churn()
+        _sync_top(self.state(symbol), book)
+
     def continue_from(self, carried: Mapping[str, Carry]) -> None:
         """Take up each symbol where ``carried`` says it stood: last price, 24h open, high
         and low, volumes. The walk goes on from there (and reverts towards there), so a
         chart never jumps back to the start level and volume never goes backwards."""
         for symbol, carry in carried.items():
-            _carry(self.state(symbol.lower()), carry)
+            state = self.state(symbol.lower())
+            _carry(state, carry)
+            self._book_follows(state)
 
     def step(self, symbols: Iterable[str], now_ms: int) -> int:
         """Advance each symbol by one trade; return the step's event time.
@@ -321,7 +380,26 @@ class Market:
         s.quote_volume += price * qty // UNIT
         s.trade_id += 1
         s.agg_id += 1
-        s.update_id += rng.randint(1, 40)
+        # Drawn whether or not the symbol has a book, so that its prices never depend on
+        # whether someone asked for its depth; the book counts its own changes.
+        jump = rng.randint(1, 40)
+        if not self._book_follows(s):
+            s.update_id += jump
+
+    def _book_follows(self, s: SymbolState) -> bool:
+        """Move the symbol's book (if it has one) to its new bid and ask."""
+        book = self._books.get(s.symbol.lower())
+        if book is None:
+            return False
+        book.set_top((s.bid, s.bid_qty), (s.ask, s.ask_qty))
+        _sync_top(s, book)
+        return True
+
+
+def _sync_top(s: SymbolState, book: OrderBook) -> None:
+    """The symbol's bid, ask and update id from its book, the one truth for them."""
+    (s.bid, s.bid_qty), (s.ask, s.ask_qty) = book.best_bid, book.best_ask
+    s.update_id = book.update_id
 
 
 def _carry(s: SymbolState, carry: Carry) -> None:

@@ -2,11 +2,13 @@
 
 ``RestApi.answer`` takes a request line's method and target and the client's address, and
 returns the status, headers and JSON body of Binance's answer: ``/api/v3/ping``,
-``/api/v3/time``, ``/api/v3/exchangeInfo`` and ``/api/v3/klines``, with Binance's request
-weights, the ``X-MBX-USED-WEIGHT-1m`` header on every answer, and over the budget a 429
-with ``Retry-After`` (seconds to the next minute; a test may shorten that window). A client
+``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/klines``, ``/api/v3/aggTrades`` and
+``/api/v3/depth`` (the true book, see ``book``), with Binance's request weights, the
+``X-MBX-USED-WEIGHT-1m`` header on every answer, and over the budget a 429 with
+``Retry-After`` (seconds to the next minute; a test may shorten that window). A client
 that keeps asking while told to wait is answered 418, as Binance bans an address that
-ignores its 429s.
+ignores its 429s. Two fault windows (``refuse``) stand for an exchange in trouble: every
+request answered 429 with ``Retry-After``, or 503.
 
 Errors use Binance's body, ``{"code": -1121, "msg": "Invalid symbol."}``.
 """
@@ -22,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from tickcast.sim.candles import CandleBook
+from tickcast.sim.depth import snapshot_payload
 from tickcast.sim.market import KLINE_INTERVALS_MS, Market, format_units
 from tickcast.sim.tape import TradeTape
 
@@ -32,7 +35,12 @@ _WEIGHTS: Final = {
     "/api/v3/exchangeInfo": 20,
     "/api/v3/klines": 2,
     "/api/v3/aggTrades": 4,
+    "/api/v3/depth": 5,  # at the default limit; see _depth_weight
 }
+_DEPTH_DEFAULT_LIMIT: Final = 100
+_DEPTH_MAX_LIMIT: Final = 5000
+# Weight by the largest limit it covers (Binance's since 2023-10-19).
+_DEPTH_WEIGHTS: Final = ((100, 5), (500, 25), (1000, 50), (_DEPTH_MAX_LIMIT, 250))
 _TRADES_DEFAULT_LIMIT: Final = 500
 _KLINES_DEFAULT_LIMIT: Final = 500
 _KLINES_MAX_LIMIT: Final = 1000
@@ -86,7 +94,22 @@ class RestApi:
         self._limit = weight_limit
         self._window = window_ms
         self._budgets: dict[str, _Budget] = {}
+        self._throttled_until = 0
+        self._down_until = 0
         self.requests: dict[str, int] = {}
+
+    def refuse(self, status: int, until_ms: int) -> None:
+        """Answer every request 429 (with ``Retry-After``) or 503 until ``until_ms``."""
+        if status == 429:
+            self._throttled_until = max(self._throttled_until, until_ms)
+        elif status == 503:
+            self._down_until = max(self._down_until, until_ms)
+        else:
+            raise ValueError(f"refuse with 429 or 503, not {status}")
+
+    def end_refusals(self) -> None:
+        """End the 429 and 503 windows now."""
+        self._throttled_until = self._down_until = 0
 
     def answer(self, method: str, target: str, client: str) -> RestAnswer:
         """The answer to ``method target`` from ``client`` (an address)."""
@@ -97,15 +120,22 @@ class RestApi:
             return _error(404, -1000, f"Unknown endpoint {parts.path[:60]!r}.", ())
         if method not in ("GET", "HEAD"):
             return _error(405, -1000, f"Use GET for {parts.path}.", ())
+        query = dict(parse_qsl(parts.query))
+        if parts.path == "/api/v3/depth":
+            weight = _depth_weight(query)
+        if now < self._down_until:
+            return _error(503, -1001, "Internal error; unable to process your request.", ())
         budget = self._budget(client, now)
         retry_after = math.ceil((self._window - now % self._window) / 1000)
+        if now < self._throttled_until:
+            retry_after = math.ceil((self._throttled_until - now) / 1000)
         if budget.banned_until_ms > now:
             wait = math.ceil((budget.banned_until_ms - now) / 1000)
             return _error(418, -1003, f"Way too many requests; IP banned for {wait} s.", (
                 ("Retry-After", str(wait)),
                 ("X-MBX-USED-WEIGHT-1m", str(budget.used)),
             ))  # fmt: skip
-        if budget.used + weight > self._limit:
+        if budget.used + weight > self._limit or now < self._throttled_until:
             budget.ignored_429s += 1
             if budget.ignored_429s > _IGNORED_429S_BEFORE_BAN:
                 budget.banned_until_ms = now + _BAN_SECONDS * 1000
@@ -117,7 +147,7 @@ class RestApi:
         self.requests[parts.path] = self.requests.get(parts.path, 0) + 1
         headers = (("X-MBX-USED-WEIGHT-1m", str(budget.used)),)
         try:
-            body = self._route(parts.path, dict(parse_qsl(parts.query)), now)
+            body = self._route(parts.path, query, now)
         except _Refused as refused:
             return _error(refused.status, refused.code, refused.msg, headers)
         return RestAnswer(200, orjson.dumps(body), headers)
@@ -144,14 +174,29 @@ class RestApi:
             return self._exchange_info(now)
         if path == "/api/v3/aggTrades":
             return self._agg_trades(query)
+        if path == "/api/v3/depth":
+            return self._depth(query)
         return self._klines(query, now)
 
-    def _agg_trades(self, query: Mapping[str, str]) -> list[dict[str, object]]:
+    def _depth(self, query: Mapping[str, str]) -> dict[str, object]:
+        symbol = self._known_symbol(query)
+        limit = _int_param(query, "limit")
+        limit = _DEPTH_DEFAULT_LIMIT if limit is None else limit
+        if limit < 1:
+            raise _Refused(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        # Over the maximum, Binance answers the maximum rather than refuse.
+        return snapshot_payload(self._market.book(symbol.lower()), min(limit, _DEPTH_MAX_LIMIT))
+
+    def _known_symbol(self, query: Mapping[str, str]) -> str:
         symbol = query.get("symbol", "").upper()
         if not symbol:
             raise _Refused(400, -1102, _mandatory("symbol"))
         if symbol.lower() not in self._market.known_symbols:
             raise _Refused(400, -1121, "Invalid symbol.")
+        return symbol
+
+    def _agg_trades(self, query: Mapping[str, str]) -> list[dict[str, object]]:
+        symbol = self._known_symbol(query)
         limit = _int_param(query, "limit")
         limit = _TRADES_DEFAULT_LIMIT if limit is None else limit
         if not 1 <= limit <= _KLINES_MAX_LIMIT:
@@ -233,6 +278,14 @@ class RestApi:
             series.open_flat(now, state.last)
         series.advance_to(now)
         return [c.rest_row() for c in series.candles(limit, start, end)]
+
+
+def _depth_weight(query: Mapping[str, str]) -> int:
+    """The weight of a depth request by its limit; a malformed one costs the least, as
+    it is refused before any work."""
+    text = query.get("limit") or str(_DEPTH_DEFAULT_LIMIT)
+    limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else 1
+    return next((w for top, w in _DEPTH_WEIGHTS if limit <= top), _DEPTH_WEIGHTS[-1][1])
 
 
 def _split_symbol(symbol: str) -> tuple[str, str]:
