@@ -530,8 +530,11 @@ async def test_a_follower_fills_its_candles_from_the_simulator_the_leader_runs(
         theirs = {c["open_time"]: c for c in history(leader)}
         mine = history(follower)
         assert all(theirs[c["open_time"]] == c for c in mine if c["open_time"] in theirs)
-        backfill = follower.status()["klines"]["backfill"]  # type: ignore[index]
-        assert backfill["pending"] == []
+
+        def pending() -> object:
+            return follower.status()["klines"]["backfill"]["pending"]  # type: ignore[index]
+
+        await eventually(lambda: pending() == [], timeout=10)
     finally:
         for node in nodes:
             node.stop()

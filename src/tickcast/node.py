@@ -354,7 +354,9 @@ class Node:
                 if self.leading and url is not None and label is not None:
                     await self.redis.announce_rest(label, url, 5 * STATUS_CHECK_INTERVAL)
                 elif not self.leading:
-                    self._leader_rest = await self.redis.leader_rest()
+                    known, self._leader_rest = self._leader_rest, await self.redis.leader_rest()
+                    if self._leader_rest != known and self._leader_rest is not None:
+                        self.backfill.retry_now()
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             log.debug("leader REST note: %s", exc)
 

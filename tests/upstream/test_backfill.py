@@ -292,3 +292,28 @@ async def test_a_cancelled_series_stops_and_can_be_requested_again() -> None:
         assert filler.status()["pending"] == []
         await asyncio.sleep(0.3)
         assert filler.status()["pending"] == []
+
+
+async def test_a_new_rest_is_tried_at_once_when_it_becomes_known() -> None:
+    """A series failing against one REST, backing off for a minute, is filled at once when
+    its REST changes and ``retry_now`` is called (a follower learning the leader's)."""
+    where: list[str] = []
+    slow = RetryPacer(initial=60.0, maximum=60.0)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reply(writer, "200 OK", b"[]")
+
+    async with (
+        refusing() as dead,
+        tiny_server(answer) as live,
+        RestClient(timeout=0.5) as client,
+        backfill(client, 10, slow) as (filler, delivered),
+    ):
+        where.append(dead)
+        filler.request("BTCUSDT", "1m", "sim", lambda: where[-1], 1_700_000_040_000)
+        await eventually(lambda: filler.status()["errors"], timeout=5)
+        where.append(live)
+        filler.retry_now()
+        await eventually(lambda: delivered, timeout=3)
+    assert delivered == {("BTCUSDT", "1m"): []}

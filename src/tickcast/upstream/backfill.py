@@ -13,6 +13,7 @@ are in flight at once, so that a start with many series stays within the weight 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class KlineBackfill:
         self._pending: dict[tuple[str, str], _Series] = {}
         self._filled: set[tuple[str, str]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self._nudged = asyncio.Event()
         self.candles = 0
 
     def request(
@@ -124,6 +126,14 @@ class KlineBackfill:
         finally:
             # The group has cancelled and awaited every task; a later run starts over.
             self._group = None
+
+    def retry_now(self) -> None:
+        """Try the pending series again at once, with the backoff started over: where
+        their REST is has just changed (a follower learned the leader's)."""
+        self._pacer.succeeded()
+        self._resume_at = 0.0
+        nudged, self._nudged = self._nudged, asyncio.Event()
+        nudged.set()
 
     def status(self) -> dict[str, object]:
         return {
@@ -185,7 +195,8 @@ class KlineBackfill:
                 # Every series waits out a Retry-After: the budget is the address's. The wait
                 # may have grown meanwhile (another request failed): look again after it.
                 if (wait := self._resume_at - loop.time()) > 0:
-                    await asyncio.sleep(wait)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._nudged.wait(), wait)
                     continue
                 base_url = series.rest()
                 try:
