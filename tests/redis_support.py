@@ -146,11 +146,21 @@ class LinkProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Close every proxied connection and wait for their handlers to end."""
+        """Close every proxied connection and wait for their handlers to end, including
+        a handler still opening its upstream side when the proxy stopped (its connection
+        would otherwise outlive the proxy's event loop, unclosed)."""
         if self._server is not None:
             self._server.close()
-            self.reset_all()
+            for _ in range(50):
+                self.reset_all()
+                running = [t for t in self._tasks if not t.done()]
+                if not running:
+                    break
+                await asyncio.wait(running, timeout=0.1)
+            for task in self._tasks:
+                task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.reset_all()
             await self._server.wait_closed()
 
     def reset_all(self) -> None:
