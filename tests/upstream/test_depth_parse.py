@@ -3,12 +3,22 @@ is counted and skipped, or refused as a bad answer, never half taken."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
 from tickcast.messages.book import DepthEvent
 from tickcast.upstream.normalize import Normalizer
-from tickcast.upstream.rest import depth_weight, parse_depth
+from tickcast.upstream.rest import (
+    RestClient,
+    RestError,
+    RestErrorKind,
+    depth_weight,
+    parse_depth,
+)
+
+from .test_backfill import read_request, reply, tiny_server
 
 NOW = 1_672_515_782_136
 
@@ -120,3 +130,45 @@ def test_depth_weights_follow_the_limit() -> None:
     for bad in (0, 5001):
         with pytest.raises(ValueError):
             depth_weight(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b"<html>maintenance</html>", RestErrorKind.NOT_JSON),
+        (b'{"bids":[],"asks":[]}', RestErrorKind.BAD_ANSWER),
+        (b'{"lastUpdateId":5,"bids":[["1","x"]],"asks":[]}', RestErrorKind.BAD_ANSWER),
+    ],
+)
+async def test_rest_depth_names_an_answer_that_is_no_snapshot(
+    body: bytes, kind: RestErrorKind
+) -> None:
+    """GET /api/v3/depth over loopback: not JSON, no lastUpdateId or a bad level is a
+    RestError of its kind, never a snapshot."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reply(writer, "200 OK", body)
+
+    async with tiny_server(answer) as base, RestClient(timeout=2) as client:
+        with pytest.raises(RestError) as caught:
+            await client.depth(base, "BTCUSDT", limit=5000)
+    assert caught.value.kind is kind
+
+
+async def test_rest_depth_answers_a_snapshot() -> None:
+    """A good answer is a BookSnapshot of the symbol asked for; a limit over 5000 is
+    refused before any request."""
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readline())
+        await read_request(reader)
+        await reply(writer, "200 OK", orjson.dumps(SNAPSHOT))
+
+    async with tiny_server(answer) as base, RestClient(timeout=2) as client:
+        snapshot = await client.depth(base, "BNBBTC", limit=1000)
+        with pytest.raises(ValueError):
+            await client.depth(base, "BNBBTC", limit=5001)
+    assert snapshot.symbol == "BNBBTC" and snapshot.last_update_id == 1027024
+    assert seen == [b"GET /api/v3/depth?symbol=BNBBTC&limit=1000 HTTP/1.1\r\n"]

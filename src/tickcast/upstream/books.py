@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from tickcast.messages.book import BookSnapshot, DepthEvent
 from tickcast.upstream.localbook import (
@@ -40,13 +40,7 @@ from tickcast.upstream.localbook import (
     wants_snapshot,
 )
 from tickcast.upstream.pacing import ErrorTally, RetryPacer
-from tickcast.upstream.rest import (
-    MAX_DEPTH_LIMIT,
-    RestClient,
-    RestError,
-    RestErrorKind,
-    depth_weight,
-)
+from tickcast.upstream.rest import MAX_DEPTH_LIMIT, RestError, RestErrorKind, depth_weight
 from tickcast.upstream.snapshotpace import SnapshotPacer
 
 log = logging.getLogger(__name__)
@@ -87,6 +81,15 @@ class BookBroken:
 BookEvent = BookSynced | BookChanged | BookBroken
 
 
+class SnapshotClient(Protocol):
+    """What the keeper needs of the REST client (``RestClient`` is one)."""
+
+    @property
+    def used_weight(self) -> int | None: ...
+
+    async def depth(self, base_url: str, symbol: str, *, limit: int) -> BookSnapshot: ...
+
+
 @dataclass(slots=True)
 class _Symbol:
     """One symbol's book and its counters."""
@@ -108,7 +111,7 @@ class BookKeeper:
 
     def __init__(
         self,
-        client: RestClient,
+        client: SnapshotClient,
         base_url: Callable[[], str],
         symbols: Iterable[str],
         *,
