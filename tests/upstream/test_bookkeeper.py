@@ -194,3 +194,23 @@ async def test_a_caller_that_raises_is_counted_and_the_book_goes_on() -> None:
         await cancel_and_wait(task)
     assert keeper.status()["counts"] == {"sink_error": 2}
     assert keeper.view("AUSDT").update_id == 12
+
+
+async def test_a_rotation_carries_the_book_across_without_a_snapshot(kept: Setup) -> None:
+    """The replacement connection (same history) repeats what the old one sent and goes
+    on: the repeats are ignored, its diffs continue the book, no second snapshot."""
+    await synced(kept, "AUSDT", 10)
+    for first, last in ((12, 13), (14, 15)):  # the old connection
+        kept.keeper.on_depth(diff("AUSDT", first, last))
+    for first, last in ((14, 15), (16, 17), (18, 19)):  # the new one, overlapping
+        kept.keeper.on_depth(diff("AUSDT", first, last))
+    assert kept.keeper.view("AUSDT").update_id == 19
+    assert kept.rest.asked == ["AUSDT"]
+    assert not any(isinstance(e, BookBroken) for e in kept.events)
+    changes = [e.changes for e in kept.events if isinstance(e, BookChanged)]
+    assert [(c.first_update_id, c.final_update_id) for c in changes] == [
+        (12, 13),
+        (14, 15),
+        (16, 17),
+        (18, 19),
+    ]
