@@ -17,10 +17,12 @@ from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.messages.trade import Trade
-from tickcast.upstream.normalize import KlineEvent, TradeEvent, Update
+from tickcast.upstream.normalize import KlineEvent, MarketEvent, TradeEvent, Update
 from tickcast.upstream.tradegaps import FillRequest, TradeGaps
 
-IngestEvent = Update | TradeEvent | KlineEvent
+# A diff of a book (``DepthEvent``) is not published as it comes: ``upstream.books`` keeps
+# the books, and ingest drops diffs handed to it.
+IngestEvent = MarketEvent
 
 _QUOTE: Final = ("bid", "ask")
 

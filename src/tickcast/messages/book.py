@@ -87,6 +87,9 @@ class DepthEvent:
 
         {"e":"depthUpdate","E":1672515782136,"s":"BNBBTC","U":157,"u":160,
          "b":[["0.0024","10"]],"a":[["0.0026","100"]]}
+
+    ``history`` names the run of the exchange the ids belong to, as ``Update.history`` in
+    ``upstream.normalize``: ids are comparable only within one history.
     """
 
     symbol: str
@@ -95,6 +98,7 @@ class DepthEvent:
     bids: Levels
     asks: Levels
     event_time_ms: int = 0
+    history: int = 0
 
     def __post_init__(self) -> None:
         _check_ids(self.first_update_id, self.final_update_id)

@@ -32,6 +32,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from tickcast.messages.book import DepthEvent
 from tickcast.sim.control import SIMULATED_HEADER
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.normalize import (
@@ -282,7 +283,7 @@ class BinanceClient:
             text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
             self._guarded("frame_hook_error", self._on_frame, text)
         for event in self.normalizer.parse(frame):
-            if isinstance(event, Update | TradeEvent | KlineEvent):
+            if isinstance(event, Update | TradeEvent | KlineEvent | DepthEvent):
                 # Any market data shows the connection alive, not only tickers: a shard
                 # may carry nothing but trades and candles.
                 conn.last_data = time.monotonic()

@@ -19,6 +19,7 @@ from typing import Final
 
 import orjson
 
+from tickcast.messages.book import DepthEvent, Levels
 from tickcast.messages.decimals import canonical_decimal
 from tickcast.messages.kline import check_kline
 from tickcast.messages.trade import Side, check_trade, taker_side
@@ -99,7 +100,7 @@ class KlineEvent:
 
 
 # What a source hands on to its sink: market data, as opposed to the connection's own talk.
-MarketEvent = Update | TradeEvent | KlineEvent
+MarketEvent = Update | TradeEvent | KlineEvent | DepthEvent
 Event = MarketEvent | ServerShutdown | ControlReply
 
 
@@ -197,6 +198,8 @@ def _parse_event(obj: object, now_ms: Callable[[], int]) -> Event:
         return _trade_event(obj, _event_time(obj, now_ms))
     if event == "kline":
         return _kline_event(obj, _event_time(obj, now_ms))
+    if event == "depthUpdate":
+        return _depth_event(obj, _event_time(obj, now_ms))
     if event == "serverShutdown":
         return ServerShutdown(event_time_ms=_int(obj, "E"))
     if event is None:
@@ -270,6 +273,37 @@ def _kline_event(obj: dict[str, object], event_time_ms: int) -> KlineEvent:
     except ValueError as exc:
         raise ParseError("invalid_candle", str(exc)) from exc
     return event
+
+
+def _depth_event(obj: dict[str, object], event_time_ms: int) -> DepthEvent:
+    """``<symbol>@depth@100ms``: {"e":"depthUpdate","E":1672515782136,"s":"BNBBTC",
+    "U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","100"]]}; quantities are
+    absolute, "0" removes the level. Anything that is no such diff (``U > u``, a level
+    that is no pair of decimals, a price not positive or twice, a negative quantity) is
+    ``invalid_depth``: applied, it would make the book wrong without a gap to show it."""
+    symbol, first, last = _symbol(obj), _int(obj, "U"), _int(obj, "u")
+    try:
+        bids, asks = _depth_levels(obj, "b"), _depth_levels(obj, "a")
+        return DepthEvent(symbol, first, last, bids, asks, event_time_ms)
+    except ValueError as exc:
+        raise ParseError("invalid_depth", str(exc)) from exc
+
+
+def _depth_levels(obj: dict[str, object], key: str) -> Levels:
+    rows = obj.get(key)
+    if not isinstance(rows, list):
+        raise ValueError(f"field {key!r} is not a list of levels: {str(rows)[:40]!r}")
+    levels: list[tuple[str, str]] = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise ValueError(f"{key} level {str(row)[:40]!r} is not a [price, qty] pair")
+        price, qty = row
+        if not isinstance(price, str) or not isinstance(qty, str):
+            raise ValueError(f"{key} level {str(row)[:40]!r} is not two decimal strings")
+        if max(len(price), len(qty)) > MAX_DECIMAL_LENGTH:
+            raise ValueError(f"{key} level is longer than {MAX_DECIMAL_LENGTH} characters")
+        levels.append((canonical_decimal(price), canonical_decimal(qty)))
+    return tuple(levels)
 
 
 def _event_time(obj: dict[str, object], now_ms: Callable[[], int]) -> int:

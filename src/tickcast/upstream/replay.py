@@ -19,6 +19,7 @@ from typing import Final
 
 import orjson
 
+from tickcast.messages.book import DepthEvent
 from tickcast.messages.stream import interval_ms
 from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.base import Sink, StateListener
@@ -118,6 +119,9 @@ class _Timeline:
                 event_time_ms=moved,
                 trade_time_ms=event.trade_time_ms + moved - event.event_time_ms,
             )
+        if isinstance(event, DepthEvent):
+            # Update ids stay: a book keeps them whole only within one pass.
+            return replace(event, event_time_ms=self._time(event.event_time_ms))
         return self._shift_candle(event)
 
     def _shift_candle(self, event: KlineEvent) -> KlineEvent:

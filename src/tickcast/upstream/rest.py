@@ -1,9 +1,10 @@
 """The upstream's REST market data: Binance's ``GET /api/v3/klines``, for candle history,
-and ``GET /api/v3/aggTrades``, for the trades a connection did not deliver.
+``GET /api/v3/aggTrades``, for the trades a connection did not deliver, and
+``GET /api/v3/depth``, the snapshots a local order book starts from.
 
-``parse_kline_row``, ``parse_klines`` and ``parse_agg_trades`` are pure and strict: a row
-that is not a candle (a trade) makes the whole answer a ``bad_answer``, never one with a
-made-up value. ``RestClient``
+``parse_kline_row``, ``parse_klines``, ``parse_agg_trades`` and ``parse_depth`` are pure
+and strict: a row that is not a candle (a trade, a price level) makes the whole answer a
+``bad_answer``, never one with a made-up value. ``RestClient``
 is the thin driver over one reused ``httpx.AsyncClient``; every way a request can fail
 comes back as a ``RestError`` whose ``kind`` names it, with the server's ``Retry-After``
 when it gave one. Whether and when to try again is the caller's (see ``RetryPacer``).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from types import TracebackType
 from typing import Final
@@ -21,6 +23,7 @@ from typing import Final
 import httpx
 import orjson
 
+from tickcast.messages.book import BookSnapshot, Levels
 from tickcast.messages.decimals import canonical_decimal
 from tickcast.messages.kline import check_kline
 from tickcast.messages.trade import check_trade, taker_side
@@ -30,6 +33,10 @@ from tickcast.upstream.normalize import MAX_DECIMAL_LENGTH, TradeEvent
 MAX_KLINES_PER_REQUEST: Final = 1000
 MAX_TRADES_PER_REQUEST: Final = 1000
 DEFAULT_TIMEOUT: Final = 10.0
+# ``GET /api/v3/depth``: the weight by the largest limit it covers (Binance's since
+# 2023-10-19), and the most levels a side it answers.
+DEPTH_WEIGHTS: Final = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+MAX_DEPTH_LIMIT: Final = 5000
 WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1m"
 # How much of an answer that was no candle list goes into the error (and the log).
 _SAMPLE: Final = 200
@@ -172,6 +179,50 @@ def parse_agg_trades(symbol: str, body: object, *, from_id: int, limit: int) -> 
     return out
 
 
+def depth_weight(limit: int) -> int:
+    """The request weight of ``GET /api/v3/depth?limit=`` (5, 25, 50 or 250)."""
+    if not 1 <= limit <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"depth limit {limit} is not 1..{MAX_DEPTH_LIMIT}")
+    return next(weight for top, weight in DEPTH_WEIGHTS if limit <= top)
+
+
+def parse_depth(symbol: str, body: object, *, limit: int) -> BookSnapshot:
+    """Binance's depth answer (``{"lastUpdateId":1027024,"bids":[["4.00000000",
+    "431.00000000"]],"asks":[["4.00000200","12.00000000"]]}``) as a snapshot, checked:
+    an update id, at most ``limit`` levels a side, each a pair of decimal strings with a
+    positive price and quantity, bids strictly descending and asks strictly ascending, not
+    crossed. ``ValueError`` names what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError(f"a depth answer is an object, got {_sample(body)}")
+    last_id = body.get("lastUpdateId")
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or last_id < 0:
+        raise ValueError(f"lastUpdateId is not an update id: {_sample(last_id)}")
+    bids = _depth_side(body.get("bids"), "bids", limit)
+    asks = _depth_side(body.get("asks"), "asks", limit)
+    snapshot = BookSnapshot(symbol, last_id, bids, asks)  # positive, no price twice
+    prices = [Decimal(p) for p, _ in bids], [Decimal(p) for p, _ in asks]
+    if any(a <= b for a, b in itertools.pairwise(prices[0])):
+        raise ValueError("bids are not in descending price order")
+    if any(a >= b for a, b in itertools.pairwise(prices[1])):
+        raise ValueError("asks are not in ascending price order")
+    if prices[0] and prices[1] and prices[0][0] >= prices[1][0]:
+        raise ValueError(f"crossed: best bid {bids[0][0]} >= best ask {asks[0][0]}")
+    return snapshot
+
+
+def _depth_side(rows: object, name: str, limit: int) -> Levels:
+    if not isinstance(rows, list):
+        raise ValueError(f"{name} is not a list of levels: {_sample(rows)}")
+    if len(rows) > limit:
+        raise ValueError(f"{len(rows)} {name} answered for a limit of {limit}")
+    levels: list[tuple[str, str]] = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise ValueError(f"a level of {name} is not a [price, qty] pair: {_sample(row)}")
+        levels.append((_decimal(row, 0, f"{name} price"), _decimal(row, 1, f"{name} qty")))
+    return tuple(levels)
+
+
 def retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds; None when absent or not a number of seconds (the
     HTTP-date form, which Binance does not send)."""
@@ -241,6 +292,17 @@ class RestClient:
         body = await self._get(f"{base_url}/api/v3/aggTrades", params)
         try:
             return parse_agg_trades(symbol, body, from_id=from_id, limit=limit)
+        except ValueError as exc:
+            raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
+
+    async def depth(self, base_url: str, symbol: str, *, limit: int) -> BookSnapshot:
+        """A snapshot of ``symbol``'s book, at most ``limit`` levels a side (its weight:
+        ``depth_weight(limit)``). Raises ``RestError``."""
+        depth_weight(limit)  # the limit's check
+        params: dict[str, str | int] = {"symbol": symbol, "limit": limit}
+        body = await self._get(f"{base_url}/api/v3/depth", params)
+        try:
+            return parse_depth(symbol, body, limit=limit)
         except ValueError as exc:
             raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
 
