@@ -177,22 +177,7 @@ class Ingest:
         )
 
     def _candle(self, event: KlineEvent, source: SourceLabel) -> Kline:
-        return Kline(
-            symbol=event.symbol,
-            interval=event.interval,
-            open_time=event.open_time,
-            close_time=event.close_time,
-            open=event.open,
-            high=event.high,
-            low=event.low,
-            close=event.close,
-            volume=event.volume,
-            quote_volume=event.quote_volume,
-            trades=event.trades,
-            closed=event.closed,
-            seq=self._next_seq(),
-            source=source,
-        )
+        return Kline.of(event, closed=event.closed, seq=self._next_seq(), source=source)
 
     def _apply_update(self, update: Update, source: SourceLabel) -> Tick | None:
         if update.symbol not in self._symbols:

@@ -77,6 +77,26 @@ class Kline:
         return self._encoded
 
     @classmethod
+    def of(cls, candle: Candle, *, closed: bool, seq: int, source: SourceLabel) -> Kline:
+        """The message of ``candle`` (an upstream event, a REST row), stamped ``seq``."""
+        return cls(
+            symbol=candle.symbol,
+            interval=candle.interval,
+            open_time=candle.open_time,
+            close_time=candle.close_time,
+            open=candle.open,
+            high=candle.high,
+            low=candle.low,
+            close=candle.close,
+            volume=candle.volume,
+            quote_volume=candle.quote_volume,
+            trades=candle.trades,
+            closed=closed,
+            seq=seq,
+            source=source,
+        )
+
+    @classmethod
     def from_json(cls, data: bytes) -> Kline:
         """Rebuild a candle from its own encoding; decimals come from the raw JSON text."""
         obj = orjson.loads(data)
@@ -104,7 +124,11 @@ class Kline:
 
 
 class Candle(Protocol):
-    """What makes a candle, as a ``Kline`` message and an upstream kline event both hold it."""
+    """What makes a candle, as a ``Kline`` message, an upstream kline event and a REST
+    kline row all hold it."""
+
+    @property
+    def symbol(self) -> str: ...
 
     @property
     def interval(self) -> str: ...

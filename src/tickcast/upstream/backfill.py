@@ -185,7 +185,11 @@ class KlineBackfill:
                 end = page[0].open_time - 1
             if len(page) < limit:
                 break  # the exchange has nothing older
-        return [_kline(k, series.label) for page in reversed(pages) for k in page]
+        return [
+            Kline.of(k, closed=True, seq=0, source=series.label)
+            for page in reversed(pages)
+            for k in page
+        ]
 
     async def _request(self, series: _Series, limit: int, end: int) -> list[RestKline]:
         """One page, retried until it comes."""
@@ -237,22 +241,3 @@ class KlineBackfill:
         failures = self._tally.succeeded()
         if failures:
             log.info("candle history: %s answers again after %d failures", base_url, failures)
-
-
-def _kline(row: RestKline, label: SourceLabel) -> Kline:
-    return Kline(
-        symbol=row.symbol,
-        interval=row.interval,
-        open_time=row.open_time,
-        close_time=row.close_time,
-        open=row.open,
-        high=row.high,
-        low=row.low,
-        close=row.close,
-        volume=row.volume,
-        quote_volume=row.quote_volume,
-        trades=row.trades,
-        closed=True,
-        seq=0,
-        source=label,
-    )
