@@ -21,7 +21,6 @@ from tickcast.hub.redis import RedisHub
 from tickcast.ingest import Ingest
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, ticks_of
-from tickcast.messages.stream import served_keys
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
@@ -65,14 +64,7 @@ class Node:
                 settings.redis_url,
                 history_size=settings.history_size,
                 prefix=settings.redis_prefix,
-                streams=len(
-                    served_keys(
-                        settings.symbols,
-                        settings.carried_symbols,
-                        settings.carries_trades,
-                        settings.carried_intervals,
-                    )
-                ),
+                streams=len(settings.served_streams),
             )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
         self.ingest = Ingest(self.hub, settings.symbols, settings.carried_symbols)

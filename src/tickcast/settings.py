@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tickcast.messages.stream import KLINE_INTERVALS
+from tickcast.messages.stream import KLINE_INTERVALS, served_keys
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 
 __all__ = [
@@ -284,6 +284,13 @@ class Settings(BaseSettings):
     @property
     def carries_trades(self) -> bool:
         return "trades" in self.stream_kinds
+
+    @property
+    def served_streams(self) -> frozenset[str]:
+        """The key of every stream served (SPEC §12; a ticker's is its bare symbol)."""
+        return served_keys(
+            self.symbols, self.carried_symbols, self.carries_trades, self.carried_intervals
+        )
 
     @field_validator("symbols")
     @classmethod

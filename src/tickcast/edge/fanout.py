@@ -26,7 +26,6 @@ from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
 from tickcast.hub.base import Hub
 from tickcast.messages.message import Message, is_event
-from tickcast.messages.stream import served_keys
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 
@@ -81,12 +80,7 @@ class Edge:
         self.settings = settings
         self.node = node
         # Every stream served, by key (SPEC §12): a symbol's ticker is its bare name.
-        self.served = served_keys(
-            settings.symbols,
-            settings.carried_symbols,
-            settings.carries_trades,
-            settings.carried_intervals,
-        )
+        self.served = settings.served_streams
         self.limits = Limits(
             max_subscriptions=settings.max_subscriptions,
             ops_per_second=settings.ops_per_second,
