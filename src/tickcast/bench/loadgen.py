@@ -46,7 +46,6 @@ NS_PER_UNIT = UNIT_US * 1000
 RESUME_RCVBUF = 1 << 20
 Transport = Literal["ws", "sse"]
 Kind = Literal["ticker", "trades"]
-AnyScanner = Scanner | TradeScanner
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class TickClient(asyncio.Protocol):
 
     def __init__(
         self,
-        scanner: AnyScanner,
+        scanner: Scanner,
         request: bytes,
         expect: int,
         stall: bool,
@@ -242,7 +241,7 @@ class ConnectSummary:
         }
 
 
-async def open_one(spec: LoadSpec, scanner: AnyScanner, stall: bool) -> TickClient:
+async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
     """Connect, send the request, wait for the handshake (bounded by the timeout)."""
     loop = asyncio.get_running_loop()
     if spec.transport == "ws":
@@ -278,9 +277,9 @@ async def open_one(spec: LoadSpec, scanner: AnyScanner, stall: bool) -> TickClie
 
 async def open_all(
     spec: LoadSpec,
-    scanner: AnyScanner,
+    scanner: Scanner,
     progress: Callable[[ConnectSummary], None] | None = None,
-    stall_scanner: AnyScanner | None = None,
+    stall_scanner: Scanner | None = None,
 ) -> tuple[list[TickClient], ConnectSummary]:
     """Open the connections in batches; stop early once a whole batch fails (the
     server is full: trying more would only wait out more timeouts). ``progress`` gets
@@ -326,10 +325,10 @@ async def open_all(
 
 async def finish(
     clients: list[TickClient],
-    scanner: AnyScanner,
+    scanner: Scanner,
     expected: dict[str, int],
     drain: float,
-    stall_scanner: AnyScanner | None = None,
+    stall_scanner: Scanner | None = None,
 ) -> dict[str, Any]:
     """Tally the healthy connections against ``expected`` (distinct exchange events per
     symbol in the window), then let the stalled ones read again to see which the server
@@ -364,7 +363,7 @@ async def finish(
 
 
 def trade_report(
-    clients: list[TickClient], wanted: dict[bytes, int], stall_scanner: AnyScanner
+    clients: list[TickClient], wanted: dict[bytes, int], stall_scanner: Scanner
 ) -> dict[str, Any]:
     """The trade counters of the healthy and of the stalled connections, and the
     stalled ones' own tally and latencies (they read again after their pause)."""
@@ -408,8 +407,8 @@ async def receive(conn: Connection) -> Any:
 
 async def serve(conn: Connection, spec: LoadSpec) -> None:
     """One load-generator process's life: connect, count, report, close."""
-    scanner: AnyScanner
-    stall_scanner: AnyScanner
+    scanner: Scanner
+    stall_scanner: Scanner
     if spec.kind == "trades":
         scanner, stall_scanner = TradeScanner(), TradeScanner()
     else:

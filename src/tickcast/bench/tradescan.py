@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from tickcast.bench.histogram import FINE, UNITS_PER_MS, LatencyHistogram, bucket_of
-from tickcast.bench.scan import NEVER_MS, Ledger, partial_object
+from tickcast.bench.histogram import FINE, UNITS_PER_MS, bucket_of
+from tickcast.bench.scan import Ledger, Scanner, partial_object
 
 # Group 1-4: a trade's symbol, id, time and seq ([,}] after the seq: its digits are
 # complete); group 5-6: a gap's symbol and missed count.
@@ -56,27 +56,18 @@ class TradeLedger(Ledger):
         return max(0, self.holes - self.missed)
 
 
-class TradeScanner:
+class TradeScanner(Scanner):
     """Scans chunks for a group of connections: one window and one latency histogram
-    for the group (the healthy clients, or the stalled ones), a ``TradeLedger`` each."""
-
-    def __init__(self, window_start_ms: int = NEVER_MS, window_end_ms: int = NEVER_MS) -> None:
-        self.window_start_ms = window_start_ms
-        self.window_end_ms = window_end_ms
-        self.histogram = LatencyHistogram()
-        self.deliveries = 0
+    for the group (the healthy clients, or the stalled ones; ``scan.Scanner``'s), a
+    ``TradeLedger`` each, counted by trade id."""
 
     def new_ledger(self) -> TradeLedger:
         return TradeLedger()
 
-    def set_window(self, start_ms: int, end_ms: int) -> None:
-        """Count only trades whose exchange time is in ``[start_ms, end_ms)``."""
-        self.window_start_ms = start_ms
-        self.window_end_ms = end_ms
-
-    def feed(self, ledger: TradeLedger, data: bytes, now_units: int) -> int:
+    def feed(self, ledger: Ledger, data: bytes, now_units: int) -> int:
         """Account every complete trade and gap in ``ledger.tail + data`` received at
         ``now_units`` (wall clock, 0.1 ms units); returns the in-window trade count."""
+        assert isinstance(ledger, TradeLedger), "a trade scanner's ledgers are its own"
         ledger.received_bytes += len(data)
         if ledger.tail:
             data = ledger.tail + data
