@@ -33,13 +33,10 @@ class ClientOps:
     limits: Limits
     _op_rate: OpRateLimit
     _clock: Callable[[], float]
-
-    def send_message(self, message: dict[str, object]) -> None:
-        raise NotImplementedError  # the session's
-
-    def _listening(self) -> None:
-        """The client sent an op: from now on it gets control messages too."""
-        raise NotImplementedError  # the session's
+    # The session's methods: send a control message in order with the data; note that
+    # the client sent an op (it gets control messages from now on).
+    send_message: Callable[[dict[str, object]], None]
+    _listening: Callable[[], None]
 
     def handle_text(self, text: str) -> OpOutcome:
         """Apply one client op; replies are sent here, subscription changes returned."""
