@@ -7,21 +7,25 @@ Ticker updates merge into ticks; aggregate trades become trades and kline events
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 from tickcast.hub.base import Hub, Origin
+from tickcast.messages.book import Book, BookStatus, Depth, Levels
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.messages.trade import Trade
+from tickcast.upstream.books import BookChanged, BookEvent, BookSynced
+from tickcast.upstream.localbook import BookView
 from tickcast.upstream.normalize import KlineEvent, MarketEvent, TradeEvent, Update
 from tickcast.upstream.tradegaps import FillRequest, TradeGaps
 
 # A diff of a book (``DepthEvent``) is not published as it comes: ``upstream.books`` keeps
-# the books, and ingest drops diffs handed to it.
+# the books, ``BookIngest`` publishes what they decide, and ``Ingest`` drops diffs.
 IngestEvent = MarketEvent
 
 _QUOTE: Final = ("bid", "ask")
@@ -159,6 +163,10 @@ class Ingest:
             self.counts["published"] += 1
         return message
 
+    def next_seq(self) -> int:
+        """The next seq, for a message of any kind (one count: SPEC §12)."""
+        return self._next_seq()
+
     def _next_seq(self) -> int:
         # The hub may also be fed by another node (Redis): never go backwards in seq.
         self._seq = max(self._seq, self._hub.last_seq()) + 1
@@ -258,6 +266,10 @@ class Ingest:
         )
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def kline_order(event: KlineEvent) -> int:
     """A candle update's order within its stream and history, for the Redis hub's dedupe:
     twice its event time, plus one when it closes the candle, so that a closing update
@@ -313,3 +325,182 @@ class StreamOrder:
                 return False
         self._candles[key] = _CandleSeen(event.open_time, event.closed, event.event_time_ms)
         return True
+
+
+def _changes(held: Book, view: BookView) -> tuple[Levels, Levels]:
+    """The levels that differ between ``held`` and ``view`` (quantity 0: gone), per side:
+    applied to ``held`` they give ``view``."""
+    sides: list[Levels] = []
+    for old, new in ((held.bids, view.bids), (held.asks, view.asks)):
+        before, after = dict(old), dict(new)
+        changed = [(p, q) for p, q in after.items() if before.get(p) != q]
+        changed += [(p, "0") for p in before if p not in after]
+        sides.append(tuple(changed))
+    return sides[0], sides[1]
+
+
+class BookIngest:
+    """Order books -> messages (SPEC §12): what ``upstream.books.BookKeeper`` decides, as
+    the hub's messages, stamped from the ingest's one seq.
+
+    - A book that became whole is served fresh: a whole ``SYMBOL@depth`` book, unless the
+      hub already holds this book whole from this ingest's source at an earlier id and
+      clients were not told it broke since (a book carried across a fresh connection or
+      a change of leader): then the one diff from it, so clients' books carry over too.
+    - Each change is a ``depth`` diff; the ``SYMBOL@book`` top levels follow at most every
+      ``interval`` seconds (``flush``, called by the node's timer; latest wins).
+    - A book that broke is a ``BookStatus``: nothing is served from it until it is whole.
+    - ``checkpoint`` publishes each whole book again when it moved on since, so a node
+      that reads the hub late (a Redis stream's tail) starts from a whole book.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        ingest: Ingest,
+        view: Callable[[str, int | None], BookView],
+        *,
+        levels: int,
+        interval: float,
+    ) -> None:
+        self._hub = hub
+        self._ingest = ingest
+        self._view = view
+        self._levels = levels
+        self._interval = interval
+        # symbol -> (source, upstream history) of its diffs, set by the node.
+        self.origin: dict[str, tuple[SourceLabel, int]] = {}
+        # Symbols whose clients were told the book broke: they get a whole book next.
+        self._broken: set[str] = set()
+        # symbol -> the update id of the last depth message published (book or diff).
+        self._published: dict[str, int] = {}
+        self._checkpointed: dict[str, int] = {}
+        # symbol -> when its top was last published; symbols whose top moved since.
+        self._top_at: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self.counts: Counter[str] = Counter()
+
+    def forget(self) -> None:
+        """Forget what was published (this node no longer leads): a next term starts from
+        what the hub holds then."""
+        self._broken.clear()
+        self._published.clear()
+        self._checkpointed.clear()
+        self._dirty.clear()
+
+    def on_event(self, event: BookEvent, now: float) -> None:
+        symbol = event.symbol
+        source, history = self.origin.get(symbol, ("binance", 0))
+        if isinstance(event, BookChanged):
+            changes = event.changes
+            diff = Depth(
+                symbol=symbol,
+                first_update_id=changes.first_update_id,
+                update_id=changes.final_update_id,
+                bids=changes.bids,
+                asks=changes.asks,
+                seq=self._ingest.next_seq(),
+                source=source,
+            )
+            self._publish(diff, Origin("depth", history, diff.update_id))
+            self._published[symbol] = diff.update_id
+            self._dirty.add(symbol)
+            self.flush(now, only=symbol)
+        elif isinstance(event, BookSynced):
+            self._synced(event.view, source, history)
+            self._publish_top(symbol, now, source, history)
+        else:
+            self._broken.add(symbol)
+            self._dirty.discard(symbol)
+            self._published.pop(symbol, None)
+            status = BookStatus(
+                symbol, "broken", event.reason, event.detail, self._ingest.next_seq(), source
+            )
+            self._publish(status, None)
+
+    def _synced(self, view: BookView, source: SourceLabel, history: int) -> None:
+        symbol = view.symbol
+        held = self._hub.books().depth(symbol)
+        own = self._published.get(symbol)
+        if (
+            held is not None
+            and symbol not in self._broken
+            and held.source == source
+            and held.update_id < view.update_id
+            and (own is None or own == held.update_id)
+        ):
+            bids, asks = _changes(held, view)
+            diff = Depth(
+                symbol,
+                held.update_id + 1,
+                view.update_id,
+                bids,
+                asks,
+                self._ingest.next_seq(),
+                source,
+            )
+            self._publish(diff, Origin("depth", history, diff.update_id))
+            self.counts["books_carried"] += 1
+        else:
+            self._publish_whole(view, source, history)
+            self.counts["books_whole"] += 1
+        self._broken.discard(symbol)
+        self._published[symbol] = view.update_id
+
+    def _publish_whole(self, view: BookView, source: SourceLabel, history: int) -> None:
+        book = Book(
+            symbol=view.symbol,
+            update_id=view.update_id,
+            bids=view.bids,
+            asks=view.asks,
+            timestamp_ms=view.event_time_ms or _now_ms(),
+            seq=self._ingest.next_seq(),
+            source=source,
+            kind="depth",
+        )
+        self._publish(book, Origin("depth_book", history, view.update_id))
+        self._checkpointed[view.symbol] = view.update_id
+
+    def flush(self, now: float, only: str | None = None) -> None:
+        """Publish the top of each book that moved and whose interval is over."""
+        for symbol in (only,) if only is not None else tuple(self._dirty):
+            if symbol not in self._dirty or now - self._top_at.get(symbol, -1e9) < self._interval:
+                continue
+            source, history = self.origin.get(symbol, ("binance", 0))
+            self._publish_top(symbol, now, source, history)
+
+    def _publish_top(self, symbol: str, now: float, source: SourceLabel, history: int) -> None:
+        self._dirty.discard(symbol)
+        try:
+            view = self._view(symbol, self._levels)
+        except (KeyError, ValueError):
+            return  # not whole (any more): nothing is served from it
+        self._top_at[symbol] = now
+        book = Book(
+            symbol=symbol,
+            update_id=view.update_id,
+            bids=view.bids,
+            asks=view.asks,
+            timestamp_ms=view.event_time_ms or _now_ms(),
+            seq=self._ingest.next_seq(),
+            source=source,
+        )
+        self._publish(book, Origin("book", history, view.update_id))
+
+    def checkpoint(self, symbols: Iterable[str]) -> None:
+        """Publish again each whole book of ``symbols`` that moved on since its last."""
+        for symbol in symbols:
+            own = self._published.get(symbol)
+            if own is None or self._checkpointed.get(symbol) == own:
+                continue
+            try:
+                view = self._view(symbol, None)
+            except (KeyError, ValueError):
+                continue
+            source, history = self.origin.get(symbol, ("binance", 0))
+            self._publish_whole(view, source, history)
+            self.counts["checkpoints"] += 1
+
+    def _publish(self, message: Message, origin: Origin | None) -> None:
+        self._hub.publish(message, origin)
+        self._ingest.counts["published"] += 1

@@ -18,14 +18,16 @@ from tickcast.hub.candles import CandleHistory
 from tickcast.hub.lease import Lease, LeaseTiming
 from tickcast.hub.memory import MemoryHub
 from tickcast.hub.redis import RedisHub
-from tickcast.ingest import Ingest
+from tickcast.ingest import BookIngest, Ingest
+from tickcast.messages.book import BookSnapshot, DepthEvent
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, ticks_of
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.backfill import KlineBackfill
-from tickcast.upstream.normalize import TradeEvent
+from tickcast.upstream.books import BookEvent, BookKeeper
+from tickcast.upstream.normalize import MarketEvent, TradeEvent
 from tickcast.upstream.rest import RestClient
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
 from tickcast.upstream.tradefill import TradeFill
@@ -43,6 +45,10 @@ _ANNOUNCED_KEYS = ("upstream", "source", "simulated", "hub", "via")
 _MESSAGE_KEYS = ("source", "since", "reconnects", "last_message_age", "simulated", "via")
 
 UpstreamListener = Callable[[dict[str, object]], None]
+
+# With Redis, each whole book is published again this often when it moved on (SPEC §12):
+# a node that reads the stream late starts from it, with no REST snapshot of its own.
+BOOK_CHECKPOINT_INTERVAL = 10.0
 
 
 class Node:
@@ -79,10 +85,32 @@ class Node:
         self.trade_fill = TradeFill(self.rest, self._trades_fetched)
         self.ingest.on_fill = self._fetch_trades
         self._fill_task: asyncio.Task[None] | None = None
+        # Order books: kept by the leader from the diffs and REST snapshots, published
+        # through the hub, held by every node's hub from its messages.
+        self.books: BookKeeper | None = None
+        self.book_ingest: BookIngest | None = None
+        self._book_source: SourceLabel = "binance"
+        self._books_task: asyncio.Task[None] | None = None
+        if settings.carries_books:
+            self.books = BookKeeper(
+                self.rest,
+                lambda: self._rest_base(self._book_source),
+                settings.carried_symbols,
+                limit=settings.book_snapshot_limit,
+                on_event=self._book_event,
+                seed=self._book_seed,
+            )
+            self.book_ingest = BookIngest(
+                self.hub,
+                self.ingest,
+                self.books.view,
+                levels=settings.book_levels,
+                interval=settings.book_interval_ms / 1000,
+            )
         # Supervised: a source that fails is restarted with backoff, and says so meanwhile.
         # Simulated data continues from the ticks the hub holds (a previous leader's).
         self.source: SupervisedSource = build_source(
-            settings, self.ingest.apply, self._upstream_changed, latest=self.latest_ticks
+            settings, self._take, self._upstream_changed, latest=self.latest_ticks
         )
         self.lease: Lease | None = None
         if self.redis is not None and settings.role != "edge":
@@ -125,6 +153,8 @@ class Node:
         self._unhook = self.hub.subscribe(self._keep_candle)
         self._backfill_task = asyncio.create_task(self.backfill.run(), name="kline-backfill")
         self._fill_task = asyncio.create_task(self.trade_fill.run(), name="trade-fill")
+        if self.books is not None:
+            self._books_task = asyncio.create_task(self._keep_books(), name="books")
         await self.hub.start()
         if self.redis is not None:
             # Clients that asked for status hear when the hub's link drops and returns.
@@ -153,8 +183,10 @@ class Node:
             await cancel_and_wait(*tasks)
         await self.hub.stop()
         self._unhook()
-        tasks = [t for t in (self._backfill_task, self._fill_task) if t is not None]
-        self._backfill_task = self._fill_task = None
+        tasks = [
+            t for t in (self._backfill_task, self._fill_task, self._books_task) if t is not None
+        ]
+        self._backfill_task = self._fill_task = self._books_task = None
         await cancel_and_wait(*tasks)
         await self.rest.aclose()
 
@@ -180,6 +212,10 @@ class Node:
         # Refuse to publish first: nothing the source still hands over may be sent.
         self.redis.set_leadership(self.settings.node_id, None)
         self.lease_changes["deposed"] += 1
+        if self.books is not None and self.book_ingest is not None:
+            # The next term starts its books over: from the hub's, if its diffs continue them.
+            self.books.forget()
+            self.book_ingest.forget()
         if self._task is not None:
             self._task.cancel()
             self._retired.append(self._task)
@@ -296,6 +332,54 @@ class Node:
             "hub": "connected" if self.hub.connected else "disconnected",
         }
 
+    def _take(self, event: MarketEvent, source: SourceLabel) -> object:
+        """The source's sink: a book's diff goes to its keeper, anything else to ingest."""
+        if type(event) is not DepthEvent:
+            return self.ingest.apply(event, source)
+        if self.books is None or self.book_ingest is None:
+            self.ingest.counts["ignored_depth"] += 1
+            return None
+        self._book_source = source
+        self.book_ingest.origin[event.symbol] = (source, event.history)
+        self.books.on_depth(event)
+        return None
+
+    def _book_event(self, event: BookEvent) -> None:
+        if self.book_ingest is not None and self.leading:
+            self.book_ingest.on_event(event, asyncio.get_running_loop().time())
+
+    def _book_seed(self, symbol: str) -> BookSnapshot | None:
+        """A new leader's book may start from the hub's when the exchange is the one the
+        previous leader served (its announced REST is this node's): ids then compare."""
+        label, url = self.source.label, self.source.rest_url
+        if self.redis is None or self._leader_rest is None or self._leader_rest != (label, url):
+            return None
+        held = self.hub.books().depth(symbol)
+        if held is None or held.source != label:
+            return None
+        return BookSnapshot(symbol, held.update_id, held.bids, held.asks)
+
+    async def _keep_books(self) -> None:
+        """Fetch the books' snapshots; publish their tops as their interval ends, and with
+        Redis each whole book again now and then (``BOOK_CHECKPOINT_INTERVAL``)."""
+        assert self.books is not None
+        assert self.book_ingest is not None
+        books, feed = self.books, self.book_ingest
+        loop = asyncio.get_running_loop()
+        tick = max(0.02, self.settings.book_interval_ms / 1000 / 2)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(books.run(), name="book-snapshots")
+            next_checkpoint = loop.time() + BOOK_CHECKPOINT_INTERVAL
+            while True:
+                await asyncio.sleep(tick)
+                if not self.leading:
+                    continue
+                now = loop.time()
+                feed.flush(now)
+                if self.redis is not None and now >= next_checkpoint:
+                    next_checkpoint = now + BOOK_CHECKPOINT_INTERVAL
+                    feed.checkpoint(books.symbols)
+
     def _keep_candle(self, message: Message) -> None:
         if type(message) is not Kline or self.candles.add(message) != "first":
             return
@@ -409,7 +493,26 @@ class Node:
                 **{k: v for k, v in self.ingest.gaps.counts.items()},
                 "pending": [r.symbol for r in self.ingest.gaps.pending()],
             },
+            "books": self.books_status(),
         }
+
+    def books_status(self) -> dict[str, object] | None:
+        """Per book: its state as this node serves it (the hub's), and on the leader the
+        keeper's account (snapshots, resyncs, REST weight); None when books are not
+        carried."""
+        if self.books is None or self.book_ingest is None:
+            return None
+        held = self.hub.books()
+        served = {s: held.state(s) for s in self.books.symbols}
+        report: dict[str, object] = {
+            "served": served,
+            "synced": sum(1 for state in served.values() if state == "synced"),
+            "disconnected": held.disconnected,
+        }
+        if self.leading:
+            report["keeper"] = self.books.status()
+            report["published"] = dict(self.book_ingest.counts)
+        return report
 
 
 def _nothing() -> None:

@@ -51,9 +51,9 @@ def _proxy_network(entry: str) -> str:
     return str(network)
 
 
-# The kinds ``TICKCAST_STREAM_KINDS`` may name, all carried by default. Order books
-# (``book``) are not served yet.
-STREAM_KINDS: Final = ("trades", "klines")
+# The kinds ``TICKCAST_STREAM_KINDS`` may name, all carried by default (``book``: the
+# ``@book`` and ``@depth`` streams of an order book).
+STREAM_KINDS: Final = ("trades", "klines", "book")
 
 
 def default_node_id() -> str:
@@ -91,11 +91,12 @@ class Settings(BaseSettings):
     )
     stream_kinds: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(STREAM_KINDS),
-        description="Streams carried beside the ticker, comma separated: trades, klines.",
+        description="Streams carried beside the ticker, comma separated: trades, klines, book.",
     )
     stream_symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Symbols whose trades and candles are carried; empty = every served one.",
+        description="Symbols whose trades, candles and books are carried; empty = every "
+        "served one.",
     )
     kline_intervals: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["1m"], description="Candle intervals carried, comma separated."
@@ -131,6 +132,19 @@ class Settings(BaseSettings):
     )
     kline_history: int = Field(
         1000, ge=1, le=100_000, description="Candles held per symbol and interval for /klines."
+    )
+    book_levels: int = Field(
+        20, ge=1, le=5000, description="Levels per side of a SYMBOL@book message."
+    )
+    book_interval_ms: int = Field(
+        100, ge=0, le=60_000, description="SYMBOL@book is sent at most this often (ms)."
+    )
+    book_snapshot_limit: int = Field(
+        5000,
+        ge=5,
+        le=5000,
+        description="Levels per side of the REST snapshot a book starts from (Binance weight "
+        "5 up to 100, 25 to 500, 50 to 1000, 250 to 5000).",
     )
     node_id: str = Field(default_factory=default_node_id, description="This node's name.")
 
@@ -286,10 +300,18 @@ class Settings(BaseSettings):
         return "trades" in self.stream_kinds
 
     @property
+    def carries_books(self) -> bool:
+        return "book" in self.stream_kinds
+
+    @property
     def served_streams(self) -> frozenset[str]:
         """The key of every stream served (SPEC §12; a ticker's is its bare symbol)."""
         return served_keys(
-            self.symbols, self.carried_symbols, self.carries_trades, self.carried_intervals
+            self.symbols,
+            self.carried_symbols,
+            self.carries_trades,
+            self.carried_intervals,
+            books=self.carries_books,
         )
 
     @field_validator("symbols")

@@ -112,10 +112,62 @@ async def test_a_diff_of_another_history_starts_the_book_over(kept: Setup) -> No
     kept.rest.answers["AUSDT"] = [snapshot("AUSDT", 5)]
     kept.keeper.on_depth(diff("AUSDT", 5, 6, history=8))
     assert kept.events[-1] == BookBroken(
-        "AUSDT", "connection_restarted", "a fresh upstream connection"
+        "AUSDT", "connection_restarted", "first diff 5..6 does not continue the book at 1001"
     )
     await eventually(lambda: kept.keeper.state("AUSDT") is BookState.SYNCED, timeout=2)
     assert kept.keeper.view("AUSDT").update_id == 6
+
+
+async def test_a_fresh_connection_that_continues_the_book_carries_it_over(kept: Setup) -> None:
+    """A fresh connection whose first diff continues the book (U <= id + 1 <= u): the
+    book goes on with no snapshot and no break; clients get it whole again at once."""
+    await synced(kept, "AUSDT", 10)  # whole at 11
+    before = len(kept.events)
+    kept.keeper.on_depth(diff("AUSDT", 11, 14, bid="7", history=8))
+    assert kept.keeper.state("AUSDT") is BookState.SYNCED
+    assert kept.keeper.view("AUSDT").update_id == 14
+    assert kept.keeper.view("AUSDT", 1).bids == (("100", "7"),)
+    (event,) = kept.events[before:]
+    assert isinstance(event, BookSynced) and event.view.update_id == 14
+    assert kept.rest.asked == ["AUSDT"]
+    books = kept.keeper.status()["books"]
+    assert isinstance(books, dict) and books["AUSDT"]["carried"] == 1
+
+
+@pytest.mark.parametrize(("first", "last"), [(13, 14), (8, 11), (2, 3)])
+async def test_a_fresh_connection_that_does_not_continue_resyncs(
+    kept: Setup, first: int, last: int
+) -> None:
+    """Its first diff skips ids, or is no newer than the book (maybe an exchange that
+    restarted, counting again): broken, told, and resynced from a snapshot."""
+    await synced(kept, "AUSDT", 10)  # whole at 11
+    kept.rest.answers["AUSDT"] = [snapshot("AUSDT", last)]
+    kept.keeper.on_depth(diff("AUSDT", first, last, history=8))
+    broken = kept.events[-1]
+    assert isinstance(broken, BookBroken) and broken.reason == "connection_restarted"
+    await eventually(lambda: kept.rest.asked == ["AUSDT", "AUSDT"], timeout=2)
+
+
+async def test_a_seed_that_the_first_diff_continues_starts_the_book_without_rest() -> None:
+    """A new leader's book starts from the hub's (``seed``) when the stream continues it,
+    and from a snapshot when it does not."""
+    rest = FakeRest()
+    events: list[BookEvent] = []
+    held = {"AUSDT": snapshot("AUSDT", 40), "BUSDT": snapshot("BUSDT", 40)}
+    keeper = BookKeeper(
+        rest,
+        lambda: "http://exchange",
+        ["AUSDT", "BUSDT"],
+        on_event=events.append,
+        seed=held.get,
+    )
+    keeper.on_depth(diff("AUSDT", 39, 42))
+    keeper.on_depth(diff("BUSDT", 45, 46))
+    assert keeper.state("AUSDT") is BookState.SYNCED
+    assert keeper.view("AUSDT").update_id == 42
+    assert isinstance(events[0], BookSynced)
+    assert keeper.state("BUSDT") is BookState.WAITING_SNAPSHOT
+    assert isinstance(events[1], BookBroken) and events[1].symbol == "BUSDT"
 
 
 async def test_connection_restarted_resets_the_named_books(kept: Setup) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.hub.books import HeldBooks
 from tickcast.messages.message import Message
 
 Listener = Callable[[Message], None]
@@ -71,6 +72,9 @@ class Hub(Protocol):
 
     def last_seq(self) -> int:
         """The highest ``seq`` published so far (0 before any)."""
+
+    def books(self) -> HeldBooks:
+        """The order books held, as the hub's messages built them (SPEC §12)."""
 
     def status(self) -> dict[str, object]: ...
 

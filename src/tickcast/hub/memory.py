@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener, Origin
+from tickcast.hub.books import HeldBooks
 from tickcast.hub.store import MessageStore
 from tickcast.messages.message import Message
 
@@ -59,6 +60,9 @@ class MemoryHub:
 
     def history(self, key: str, limit: int) -> list[Message]:
         return self._store.history(key, limit)
+
+    def books(self) -> HeldBooks:
+        return self._store.books
 
     def since(self, keys: Iterable[str], after_seq: int) -> list[Message] | None:
         return self._store.since(keys, after_seq)

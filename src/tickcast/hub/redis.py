@@ -44,6 +44,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from tickcast.hooks import Hooks
 from tickcast.hub.base import Listener
+from tickcast.hub.books import HeldBooks
 from tickcast.hub.memory import message_name
 from tickcast.hub.redis_follow import (
     Entry,
@@ -554,6 +555,9 @@ class RedisHub:
 
     def history(self, key: str, limit: int) -> list[Message]:
         return self._store.history(key, limit)
+
+    def books(self) -> HeldBooks:
+        return self._store.books
 
     def since(self, keys: Iterable[str], after_seq: int) -> list[Message] | None:
         if self._follower is None or after_seq < self._floor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from tickcast.hub.books import HeldBooks
+from tickcast.messages.book import Book, BookStatus, Depth
 from tickcast.messages.message import Message
 
 
@@ -14,6 +16,9 @@ class MessageStore:
     A stream's key is the message's ``key``: the bare symbol for ticks, the stream name for
     the other kinds (``BTCUSDT@trades``). It remembers the highest ``seq`` it has evicted
     per key, so it can tell exactly whether a resume from a given ``seq`` is still complete.
+
+    Order books are held whole (``books``): the latest of ``SYMBOL@depth`` is the whole
+    held book, not the last diff, and a book that is not whole has no latest at all.
     """
 
     def __init__(self, history_size: int, first_seq: int = 0) -> None:
@@ -25,6 +30,7 @@ class MessageStore:
         # another history (a previous run of the server), which cannot be resumed here.
         self._floor = first_seq
         self._last_seq = first_seq
+        self.books = HeldBooks()
 
     def add(self, message: Message) -> bool:
         """Record ``message``; returns False (and records nothing) for a seq already held."""
@@ -39,9 +45,18 @@ class MessageStore:
         if len(ring) == self._history_size:
             self._evicted[key] = ring[0].seq
         ring.append(message)
+        if isinstance(message, Depth | Book | BookStatus):
+            self.books.add(message)
         return True
 
     def latest(self, key: str) -> Message | None:
+        symbol, _, kind = key.partition("@")
+        if kind == "depth":
+            return self.books.depth(symbol)
+        if kind == "book":
+            return self.books.top(symbol)
+        if kind == "book-status":
+            return self.books.status(symbol)
         return self._latest.get(key)
 
     def snapshot(self) -> dict[str, Message]:

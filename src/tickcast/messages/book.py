@@ -31,6 +31,9 @@ from tickcast.messages.tick import SourceLabel
 Level = tuple[str, str]
 Levels = tuple[Level, ...]
 BookKind = Literal["book", "depth"]
+# Why a book is not served: ``broken`` (it was whole, then a gap, a crossed book or a new
+# upstream connection discarded it), ``syncing`` (not whole yet: waiting for a snapshot).
+BookStateName = Literal["syncing", "broken"]
 
 _SOURCES: Final = ("binance", "sim", "replay")
 _NUMBER: Final = rb"(-?[0-9]+(?:\.[0-9]+)?)"
@@ -308,6 +311,81 @@ class Depth:
             source=_source(obj, "depth"),
             _encoded=bytes(data),
         )
+
+
+@dataclass(slots=True)
+class BookStatus:
+    """``symbol``'s book is no longer whole (``state``, ``reason`` and ``detail`` say why):
+    nothing is served from it until the next whole ``Book`` of ``SYMBOL@depth``. Clients of
+    both its streams get it as a ``status`` message (SPEC §12)::
+
+        {"type":"status","symbol":"BTCUSDT","streams":["BTCUSDT@book","BTCUSDT@depth"],
+         "book":"broken","reason":"gap","detail":"diff from 812, expected 790",
+         "seq":1240,"source":"binance"}
+
+    Its hub key is its own (``SYMBOL@book-status``): the latest state of a book is then
+    held beside its levels, and a node that reads the hub late knows it as well.
+    """
+
+    symbol: str
+    state: BookStateName
+    reason: str
+    detail: str
+    seq: int
+    source: SourceLabel
+    _encoded: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.state not in ("syncing", "broken"):
+            raise ValueError(f"book state {self.state!r} is neither syncing nor broken")
+
+    @property
+    def key(self) -> str:
+        return status_key(self.symbol)
+
+    @property
+    def streams(self) -> tuple[str, str]:
+        """The streams whose clients are told: the book's two."""
+        return f"{self.symbol}@book", f"{self.symbol}@depth"
+
+    def encode(self) -> bytes:
+        if self._encoded is None:
+            self._encoded = orjson.dumps(
+                {
+                    "type": "status",
+                    "symbol": self.symbol,
+                    "streams": list(self.streams),
+                    "book": self.state,
+                    "reason": self.reason,
+                    "detail": self.detail,
+                    "seq": self.seq,
+                    "source": self.source,
+                }
+            )
+        return self._encoded
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BookStatus:
+        obj = orjson.loads(data)
+        if not isinstance(obj, dict) or obj.get("type") != "status" or "book" not in obj:
+            raise ValueError("not a book status message")
+        state = obj["book"]
+        if state != "syncing" and state != "broken":
+            raise ValueError(f"book state {state!r} is neither syncing nor broken")
+        return cls(
+            symbol=str(obj["symbol"]),
+            state=state,
+            reason=str(obj["reason"]),
+            detail=str(obj["detail"]),
+            seq=int(obj["seq"]),
+            source=_source(obj, "book status"),
+            _encoded=bytes(data),
+        )
+
+
+def status_key(symbol: str) -> str:
+    """The hub key of ``symbol``'s book state (``BookStatus``)."""
+    return f"{symbol}@book-status"
 
 
 class DepthMerger:

@@ -13,16 +13,20 @@ from typing import Final
 
 import orjson
 
+from tickcast.messages.book import Book, BookStatus, Depth
 from tickcast.messages.kline import Kline
 from tickcast.messages.tick import Tick
 from tickcast.messages.trade import Trade
 
-Message = Tick | Trade | Kline
+Message = Tick | Trade | Kline | Book | Depth | BookStatus
 
 _DECODERS: Final[dict[str, Callable[[bytes], Message]]] = {
     "tick": Tick.from_json,
     "trade": Trade.from_json,
     "kline": Kline.from_json,
+    "book": Book.from_json,
+    "depth": Depth.from_json,
+    "status": BookStatus.from_json,
 }
 
 _PREFIXES: Final = tuple((b'{"type":"%s"' % k.encode(), d) for k, d in _DECODERS.items())
@@ -58,9 +62,10 @@ def _decoder_of(data: bytes) -> Callable[[bytes], Message]:
 
 
 def is_event(message: Message) -> bool:
-    """Whether ``message`` is an event that has no latest value to snapshot (a trade),
-    rather than a state (a tick, a candle)."""
-    return type(message) is Trade
+    """Whether ``message`` is an event that has no latest value to snapshot (a trade, a
+    book's diff or state change), rather than a state (a tick, a candle, a book)."""
+    kind = type(message)
+    return kind is Trade or kind is Depth or kind is BookStatus
 
 
 def ticks_of(messages: Iterable[Message]) -> list[Tick]:

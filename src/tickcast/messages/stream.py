@@ -121,15 +121,23 @@ def parse_stream(text: str) -> Stream:
 
 
 def served_keys(
-    symbols: Iterable[str], carried: Iterable[str], trades: bool, intervals: Iterable[str]
+    symbols: Iterable[str],
+    carried: Iterable[str],
+    trades: bool,
+    intervals: Iterable[str],
+    *,
+    books: bool = False,
 ) -> frozenset[str]:
     """The keys of every stream served (SPEC §12): each symbol's ticker (its bare name),
-    and for each ``carried`` symbol its trades and a candle stream per interval."""
+    and for each ``carried`` symbol its trades, a candle stream per interval and its
+    book's two streams."""
     keys = set(symbols)
     intervals = tuple(intervals)
     for symbol in carried:
         if trades:
             keys.add(f"{symbol}@trades")
+        if books:
+            keys.update((f"{symbol}@book", f"{symbol}@depth"))
         keys.update(f"{symbol}@kline_{interval}" for interval in intervals)
     return frozenset(keys)
 

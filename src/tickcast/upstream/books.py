@@ -10,10 +10,12 @@ comes out as values through ``on_event``: ``BookSynced`` (a whole book: serve it
 serve nothing from it until the next ``BookSynced``).
 
 A gap resyncs its symbol only. A rotation's replacement connection continues the old
-book (its diffs either connect or reveal a gap); a fresh connection's ids need not
+book (its diffs either connect or reveal a gap). A fresh connection's ids need not
 continue the old ones (the exchange may have restarted, ids starting over below the
-book's), so its books start over: ``connection_restarted``, or on its own when a diff
-comes with another ``history`` than the book's.
+book's), so a book is carried across one only when the new connection's first diff
+continues it exactly (``U <= id + 1 <= u``); otherwise it starts over with a snapshot.
+The same rule lets a book start from one held elsewhere (``seed``: a new leader's, from
+the hub) rather than from the exchange's REST.
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ class _Symbol:
     history: int = 0
     resyncs: int = 0
     snapshots: int = 0
+    # Books carried across a fresh connection, or started from a seed, with no snapshot.
+    carried: int = 0
+    # What the next connection's first diff may continue (the book as it was).
+    carry: BookSnapshot | None = None
     last_error: str | None = None
     decisions: Counter[str] = field(default_factory=Counter)
 
@@ -120,7 +126,11 @@ class BookKeeper:
         pacer: SnapshotPacer | None = None,
         retry: RetryPacer | None = None,
         concurrency: int = MAX_CONCURRENT_SNAPSHOTS,
+        seed: Callable[[str], BookSnapshot | None] | None = None,
     ) -> None:
+        """``seed(symbol)``: a whole book held elsewhere that a book not yet whole may
+        start from, when the stream's first diff continues it."""
+        self._seed = seed
         self._weight = depth_weight(limit)
         self._client = client
         self._base_url = base_url
@@ -146,11 +156,48 @@ class BookKeeper:
             return
         if event.history != entry.history:
             if entry.history != 0:
-                # Another run of the exchange: its ids say nothing about the book's.
-                self._restart(event.symbol, entry)
+                # A fresh connection: its ids continue the book's only if the exchange
+                # is the same run. Its first diff says so (``_carry_over``).
+                self._hold_over(entry)
             entry.history = event.history
+        if entry.book.state is not BookState.SYNCED and not entry.book.buffered:
+            if entry.carry is None and self._seed is not None:
+                entry.carry = self._seed(event.symbol)
+            if entry.carry is not None and self._carry_over(event, entry):
+                return
         was_whole = entry.book.state is BookState.SYNCED
         self._decided(event.symbol, entry, entry.book.on_diff(event), was_whole)
+
+    def _hold_over(self, entry: _Symbol) -> None:
+        """Keep the book, if whole, for the next connection's first diff to continue."""
+        book = entry.book
+        if book.state is BookState.SYNCED:
+            view = book.view()
+            entry.carry = BookSnapshot(view.symbol, view.update_id, view.bids, view.asks)
+        book.reset()
+        self._pacer.drop(book.symbol)
+
+    def _carry_over(self, event: DepthEvent, entry: _Symbol) -> bool:
+        """Start the book from ``entry.carry`` when ``event`` (the first diff) continues it
+        exactly; else forget the carry (and say the book broke if clients had it)."""
+        carry, entry.carry = entry.carry, None
+        assert carry is not None
+        symbol = event.symbol
+        if event.first_update_id <= carry.last_update_id + 1 <= event.final_update_id:
+            entry.book.on_diff(event)
+            decision = entry.book.on_snapshot(carry)
+            if isinstance(decision, Synced):
+                entry.carried += 1
+                entry.decisions["Carried"] += 1
+                self._emit(BookSynced(symbol, decision.book))
+                return True
+            entry.book.reset()
+        # Clients hold the carried book (this keeper's, or the hub's): it is gone.
+        entry.resyncs += 1
+        ids = f"{event.first_update_id}..{event.final_update_id}"
+        detail = f"first diff {ids} does not continue the book at {carry.last_update_id}"
+        self._emit(BookBroken(symbol, "connection_restarted", detail))
+        return False
 
     def connection_restarted(self, symbols: Iterable[str]) -> None:
         """A fresh connection (no rotation) carries ``symbols`` now: their books start over
@@ -160,6 +207,15 @@ class BookKeeper:
             if entry is not None:
                 self._restart(symbol, entry)
                 entry.history = 0
+
+    def forget(self) -> None:
+        """Forget every book, telling no one (this node stopped serving them): the next
+        diffs start them over, from the seed when it connects."""
+        for symbol, entry in self._books.items():
+            entry.book.reset()
+            entry.carry = None
+            entry.history = 0
+            self._pacer.drop(symbol)
 
     def view(self, symbol: str, n: int | None = None) -> BookView:
         """``symbol``'s best ``n`` levels per side (all when None); ``ValueError`` while
@@ -189,6 +245,7 @@ class BookKeeper:
                 "update_id": entry.book.update_id,
                 "resyncs": entry.resyncs,
                 "snapshots": entry.snapshots,
+                "carried": entry.carried,
                 "last_error": entry.last_error,
             }
             for symbol, entry in self._books.items()
@@ -198,6 +255,7 @@ class BookKeeper:
             "synced": sum(1 for e in self._books.values() if e.book.state is BookState.SYNCED),
             "snapshots": sum(e.snapshots for e in self._books.values()),
             "resyncs": sum(e.resyncs for e in self._books.values()),
+            "carried": sum(e.carried for e in self._books.values()),
             "queued": len(self._pacer.queued),
             "in_flight": len(self._pacer.in_flight),
             "used_weight": self._client.used_weight,

@@ -23,13 +23,16 @@ def stream_names(
     carried: Sequence[str] = (),
     trades: bool = False,
     intervals: Sequence[str] = (),
+    depth: bool = False,
 ) -> list[str]:
     """Binance stream names for ``symbols``: ``@ticker`` (plus ``@bookTicker`` with
-    ``book``) for each, then for each of ``carried``: ``@aggTrade`` with ``trades`` and
-    ``@kline_<interval>`` for each of ``intervals``."""
+    ``book``) for each, then for each of ``carried``: ``@aggTrade`` with ``trades``,
+    ``@kline_<interval>`` for each of ``intervals`` and ``@depth@100ms`` with ``depth``
+    (the diffs an order book is kept from)."""
     kinds = ("ticker", "bookTicker") if book else ("ticker",)
     names = [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
     extra = (["aggTrade"] if trades else []) + [f"kline_{i}" for i in intervals]
+    extra += ["depth@100ms"] if depth else []
     names += [f"{symbol.lower()}@{kind}" for symbol in carried for kind in extra]
     return names
 
@@ -43,6 +46,7 @@ def settings_streams(settings: Settings) -> list[str]:
         carried=settings.carried_symbols,
         trades=settings.carries_trades,
         intervals=settings.carried_intervals,
+        depth=settings.carries_books,
     )
 
 
