@@ -912,7 +912,7 @@ def test_a_symbol_without_streams_says_so_and_gaps_count_when_every_stream_is_fo
     """With trades and candles carried for ETHUSDT only, BTCUSDT's chart and tape say
     they are not served (and nothing is subscribed for it); selecting ETHUSDT follows
     every stream the server carries, so the seq check runs again and finds no gap."""
-    env = {**SIM, "TICKCAST_STREAM_SYMBOLS": "ETHUSDT"}
+    env = {**SIM, "TICKCAST_STREAM_SYMBOLS": "ETHUSDT", "TICKCAST_STREAM_KINDS": "trades,klines"}
     with running_server(tmp_path, ["--source", "sim"], env) as server:
         load(page, server.base + "/")
         expect(page.locator("#stat-gaps")).to_have_text("not checked (other streams)")

@@ -17,7 +17,7 @@ from .support import ServerProcess, running_server
 
 PATHS = ["/price", "/prices", "/prices/{symbol}", "/symbols", "/history/{symbol}"]
 PATHS += ["/healthz", "/readyz", "/status", "/metrics"]
-PATHS += ["/streams", "/trades/{symbol}", "/klines/{symbol}"]
+PATHS += ["/streams", "/trades/{symbol}", "/klines/{symbol}", "/book/{symbol}"]
 
 
 @pytest.fixture(scope="module")

@@ -319,8 +319,17 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
     ),
     FlagGroup(
         "streams",
-        "The trades and candles carried beside the ticker, and their candle history.",
-        ("stream_kinds", "stream_symbols", "kline_intervals", "kline_history"),
+        "The trades, candles and order books carried beside the ticker, their candle "
+        "history and how books are served.",
+        (
+            "stream_kinds",
+            "stream_symbols",
+            "kline_intervals",
+            "kline_history",
+            "book_levels",
+            "book_interval_ms",
+            "book_snapshot_limit",
+        ),
     ),
     FlagGroup(
         "serving",

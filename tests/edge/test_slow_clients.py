@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..rawclient import RawWebSocket, abort_socket, raw_http_get
-from ..support import ServerProcess, eventually, newest_seq, running_server
+from ..support import TICKERS_ONLY, ServerProcess, eventually, newest_seq, running_server
 
 SLOW_CLIENT_TIMEOUT = 2.0
 RATE = 50
@@ -50,6 +50,7 @@ def server(
         "TICKCAST_SLOW_CLIENT_TIMEOUT": str(SLOW_CLIENT_TIMEOUT),
         "TICKCAST_CLIENT_SNDBUF": "16384",
         "TICKCAST_LOG_LEVEL": "warning",
+        **TICKERS_ONLY,
     }
     with running_server(tmp_path_factory.mktemp("slow"), ["--source", "sim"], env) as s:
         yield s

@@ -19,6 +19,7 @@ from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..support import (
     CHROMIUM,
+    TICKERS_ONLY,
     ServerProcess,
     chromium,
     eventually,
@@ -34,7 +35,7 @@ Event = dict[str, str]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_SSE_HEARTBEAT": "1"}
+    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_SSE_HEARTBEAT": "1", **TICKERS_ONLY}
     with running_server(tmp_path_factory.mktemp("sse"), SIM, env) as s:
         yield s
 
@@ -48,6 +49,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "TICKCAST_HISTORY_SIZE": "2000",
         "TICKCAST_CLIENT_BUFFER_BYTES": "16384",
         "TICKCAST_CLIENT_SNDBUF": "8192",
+        **TICKERS_ONLY,
     }
     args = [*SIM, "--symbols", "BTCUSDT,ETHUSDT"]
     with running_server(tmp_path_factory.mktemp("sse-tight"), args, env) as s:

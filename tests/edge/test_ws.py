@@ -19,7 +19,7 @@ from websockets.typing import Origin
 from tickcast.settings import DEFAULT_SYMBOLS
 
 from ..rawclient import RawWebSocket
-from ..support import ServerProcess, eventually, newest_seq, running_server
+from ..support import TICKERS_ONLY, ServerProcess, eventually, newest_seq, running_server
 
 Message = dict[str, object]
 SIM = ["--source", "sim"]
@@ -29,7 +29,9 @@ GOOD_ORIGIN = Origin("http://good.example")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("ws"), SIM, {"TICKCAST_SIM_RATE": "10"}) as s:
+    with running_server(
+        tmp_path_factory.mktemp("ws"), SIM, {"TICKCAST_SIM_RATE": "10", **TICKERS_ONLY}
+    ) as s:
         yield s
 
 

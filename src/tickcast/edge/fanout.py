@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
 from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
@@ -25,7 +26,11 @@ from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
 from tickcast.hub.base import Hub
+from tickcast.messages.book import BookStatus
+from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, is_event
+from tickcast.messages.tick import Tick
+from tickcast.messages.trade import Trade
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 
@@ -121,6 +126,7 @@ class Edge:
         self.counters: Counter[str] = Counter()
         self.fanout_seconds: list[float] = []
         self.on_fanout: Callable[[Message, float], None] | None = None
+        self.books = BookRoutes()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -247,14 +253,17 @@ class Edge:
         """Subscribe ``session`` to the streams ``keys``, each with its snapshot: the
         latest tick, the current candle (a trade stream has none: SPEC §12)."""
         latest: list[Message] = []
+        hub = self.node.hub
         for key in keys:
             if key in session.symbols or key not in self.served:
                 continue
             session.symbols.add(key)
             self._by_key[key].setdefault(session.fmt, {})[session.id] = session
-            message = self.node.hub.latest(key) if snapshot else None
+            message = hub.latest(key) if snapshot else None
             if message is not None and not is_event(message):
                 latest.append(message)
+            elif snapshot and (status := not_whole(hub.books(), key)) is not None:
+                session.send_message(status)
         # In seq order, like everything else a client receives: a client that tracks seq
         # can then tell a gap from the snapshot's order.
         for tick in sorted(latest, key=lambda t: t.seq):
@@ -334,6 +343,13 @@ class Edge:
         client one system call, not one per tick, and a lone tick waits only for the rest
         of the step. With a coalescing window set, they wait for the window's end instead.
         """
+        kind = type(tick)
+        if kind is not Tick and kind is not Trade and kind is not Kline:
+            if not self.books.passes(tick):
+                return
+            if isinstance(tick, BookStatus):
+                self._book_lost(tick)
+                return
         groups = self._by_key.get(tick.key)
         if not groups:
             return
@@ -365,6 +381,19 @@ class Edge:
             self._pass_ticks.append((tick, routed))
         elif self.on_fanout is not None:
             self.on_fanout(tick, routed)
+
+    def _book_lost(self, status: BookStatus) -> None:
+        """A book is no longer whole: its clients drop what they hold of it and are told,
+        once each, whichever of its streams they follow."""
+        wire = Wire(status)
+        told: set[int] = set()
+        for key in status.streams:
+            for sessions in self._by_key.get(key, {}).values():
+                for session in tuple(sessions.values()):
+                    if session.id not in told:
+                        told.add(session.id)
+                        session.drop_held(status.streams)
+                        session.offer(wire)
 
     def _end_pass(self) -> None:
         """Write what this step's ticks left in each client's ``outbuf``: one write per

@@ -3,8 +3,9 @@
 No I/O and no ``await``: the session writes pre-encoded bytes to a ``Transport`` when it
 can take them and otherwise keeps what it must deliver by the rule of each stream's kind
 (SPEC §12): the latest tick per symbol (conflation), the latest update of each candle
-(every closed candle kept), and trades in a bounded queue whose oldest are dropped with a
-``gap`` message saying how many. A slow client thus costs bounded memory and never an
+(every closed candle kept), the latest top of a book, a book's diffs merged into one
+(``HeldDepth``: exact, never dropped), and trades in a bounded queue whose oldest are
+dropped with a ``gap`` message saying how many. A slow client thus costs bounded memory and never an
 unbounded queue. Timers come from an injected scheduler.
 
 The one exception to conflation is a resume: the ticks a reconnecting client missed must
@@ -30,9 +31,11 @@ from tickcast.edge.contracts import (
     Transport,
     TransportKind,
 )
+from tickcast.edge.heldbook import HeldDepth
 from tickcast.edge.ops import OpOutcome, OpRateLimit
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason
+from tickcast.messages.book import Depth
 from tickcast.messages.kline import Kline
 from tickcast.messages.trade import Trade
 
@@ -314,9 +317,29 @@ class Session(ClientOps):
 
     def _hold(self, wire: Wire) -> None:
         slot = slot_of(wire)
-        if slot in self._pending:
+        held = self._pending.get(slot)
+        message = wire.message
+        if held is not None and type(message) is Depth:
+            # A book's diffs are merged behind what is held of it, never replaced.
+            if type(held) is not HeldDepth:
+                held = self._pending[slot] = HeldDepth(held)
+            try:
+                held.add(message)
+            except ValueError:
+                # The hub's diffs always follow each other; should one not, the client
+                # gets it as it is and can tell the gap by its update ids.
+                self._pending[slot] = wire
+            return
+        if held is not None:
             self.conflated += 1
         self._pending[slot] = wire
+
+    def drop_held(self, keys: Iterable[str]) -> None:
+        """Forget what is held of the streams ``keys`` (a book that broke: nothing more may
+        be served from it)."""
+        gone = set(keys)
+        for slot in [s for s, w in self._pending.items() if w.message.key in gone]:
+            del self._pending[slot]
 
     def _send_tick(self, wire: Wire, now: float) -> None:
         self._emit(wire.get(self.fmt))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
+from tickcast.messages.book import BookStatus
 from tickcast.messages.message import Message
 
 # ws_frame: a complete WebSocket text frame, written straight to the socket.
@@ -79,5 +80,7 @@ class Wire:
 
 
 def encode_market(fmt: WireFormat, message: Message) -> bytes:
-    """``message`` in the wire format ``fmt``: in SSE an unnamed event whose id is its seq."""
-    return encode_message(fmt, message.encode(), None, message.seq)
+    """``message`` in the wire format ``fmt``: in SSE an unnamed event whose id is its seq
+    (a book's ``status`` is a named event: SSE control events are named by their type)."""
+    event = "status" if type(message) is BookStatus else None
+    return encode_message(fmt, message.encode(), event, message.seq)

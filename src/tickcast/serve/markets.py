@@ -1,4 +1,5 @@
-"""REST of the streams beside the ticker (SPEC §12): ``/streams``, ``/trades``, ``/klines``.
+"""REST of the streams beside the ticker (SPEC §12): ``/streams``, ``/trades``, ``/klines``,
+``/book``.
 
 Each answer is built from the messages' own encodings, the same bytes the streams send.
 """
@@ -11,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from tickcast.messages.book import Book
 from tickcast.messages.kline import Kline
 from tickcast.messages.stream import KlineInterval
 from tickcast.messages.trade import Trade
@@ -20,6 +22,8 @@ from tickcast.settings import Settings
 
 # Binance's own cap on one klines request; the history held may be longer.
 MAX_KLINES = 1000
+# Binance's cap on one depth request; a held book may know more levels (learned since).
+MAX_BOOK_LEVELS = 5000
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -83,5 +87,49 @@ def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> API
         if start_ms is not None and end_ms is not None and end_ms < start_ms:
             return _error(422, "invalid_request", "end_ms is before start_ms")
         return _listing(node.candles.candles(symbol, interval.value, limit, start_ms, end_ms))
+
+    @router.get(
+        "/book/{symbol}",
+        summary="The order book of one symbol: its best levels per side, at one update id",
+        responses={
+            **UNKNOWN_SYMBOL,
+            503: {"description": "The book is not whole (syncing, or broken and resyncing)"},
+        },
+    )
+    async def book(
+        symbol: str, limit: Annotated[int, Query(ge=1, le=MAX_BOOK_LEVELS)] = 100
+    ) -> Response:
+        symbol = symbol.upper()
+        stream = f"{symbol}@depth"
+        if stream not in served:
+            return not_carried(symbol, stream)
+        books = node.hub.books()
+        held = books.depth(symbol)
+        if held is None:
+            state = books.state(symbol)
+            status = books.status(symbol)
+            reason = f" ({status.reason}: {status.detail})" if status is not None else ""
+            return JSONResponse(
+                {
+                    "error": f"book_{state}",
+                    "state": state,
+                    "message": f"the {symbol} book is {state}{reason}; nothing is served "
+                    "from it until it is whole",
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        if len(held.bids) > limit or len(held.asks) > limit:
+            held = Book(
+                symbol=held.symbol,
+                update_id=held.update_id,
+                bids=held.bids[:limit],
+                asks=held.asks[:limit],
+                timestamp_ms=held.timestamp_ms,
+                seq=held.seq,
+                source=held.source,
+                kind="depth",
+            )
+        return Response(held.encode(), media_type="application/json")
 
     return router

@@ -278,6 +278,8 @@ class SimExchange:
             "connections_open": len(self._open),
             "streams": len(self._subscribers),
             **self._stats.as_dict(),
+            "rest_requests": dict(self._rest.requests),
+            "depth_snapshots": dict(self._rest.depth_snapshots),
             "stalled": loop is not None and loop.time() < self._stall_until,
         }
 

@@ -97,6 +97,8 @@ class RestApi:
         self._throttled_until = 0
         self._down_until = 0
         self.requests: dict[str, int] = {}
+        # Depth snapshots answered, by symbol: how often each book was (re)synced.
+        self.depth_snapshots: dict[str, int] = {}
 
     def refuse(self, status: int, until_ms: int) -> None:
         """Answer every request 429 (with ``Retry-After``) or 503 until ``until_ms``."""
@@ -184,6 +186,7 @@ class RestApi:
         limit = _DEPTH_DEFAULT_LIMIT if limit is None else limit
         if limit < 1:
             raise _Refused(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        self.depth_snapshots[symbol] = self.depth_snapshots.get(symbol, 0) + 1
         # Over the maximum, Binance answers the maximum rather than refuse.
         return snapshot_payload(self._market.book(symbol.lower()), min(limit, _DEPTH_MAX_LIMIT))
 
