@@ -1,0 +1,95 @@
+"""Order books across a Redis cluster (SPEC §12): every node serves the same book at the
+same update id, equal to the exchange's true book; a node that joins late builds its
+books from the hub without asking the exchange; a killed leader's successor keeps every
+node's books correct."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .redis_support import RedisServer, running_redis
+from .support import ServerProcess, eventually, sim_exchange
+from .test_books import SIM_ARGS, SYMBOLS, compare_at_truth, server_env, sim_stats
+
+pytestmark = pytest.mark.slow
+
+
+def node(tmp_path: Path, redis: RedisServer, port: int, index: int) -> ServerProcess:
+    args = ["--source", "binance", "--redis-url", redis.url, "--node-id", f"node{index}"]
+    env = server_env(
+        port,
+        # A short stream (about 3 s of messages): a late node cannot find the first whole
+        # books there, only the ones published again since (every 10 s).
+        TICKCAST_HISTORY_SIZE="20",
+        TICKCAST_LEASE_TTL="1.5",
+    )
+    return ServerProcess(args, env, tmp_path / f"node{index}.log")
+
+
+def synced(server: ServerProcess) -> bool:
+    books = server.status()["books"]
+    return isinstance(books, dict) and books["synced"] == len(SYMBOLS)
+
+
+def is_leader(server: ServerProcess) -> bool:
+    cluster = server.status()["cluster"]
+    return isinstance(cluster, dict) and cluster["leader"] is True
+
+
+async def equal_to_truth(http: httpx.AsyncClient, nodes: list[ServerProcess], base: str) -> int:
+    """Moments at which every node's every book equals the true book at its id."""
+    moments = 0
+    for _ in range(4):
+        results = [
+            await compare_at_truth(http, n.base, base, symbol) for n in nodes for symbol in SYMBOLS
+        ]
+        moments += all(results)
+    return moments
+
+
+async def test_every_node_serves_the_true_book_and_a_late_node_asks_no_exchange(
+    tmp_path: Path,
+) -> None:
+    with (
+        running_redis(tmp_path / "redis") as redis,
+        sim_exchange(*SIM_ARGS, log=tmp_path / "sim.log") as port,
+    ):
+        exchange = f"http://127.0.0.1:{port}"
+        nodes = [node(tmp_path, redis, port, i) for i in range(2)]
+        try:
+            for n in nodes:
+                n.wait_ready("/price", timeout=30)
+            async with httpx.AsyncClient(timeout=5) as http:
+                for n in nodes:
+                    await eventually(lambda n=n: synced(n), timeout=20)
+                assert await equal_to_truth(http, nodes, exchange) >= 2
+                before = (await sim_stats(http, exchange))["depth_snapshots"]
+                await asyncio.sleep(6)  # the stream no longer holds the first whole books
+                late = node(tmp_path, redis, port, 2)
+                nodes.append(late)
+                late.wait_ready("/price", timeout=30)
+                await eventually(lambda: synced(late), timeout=15)
+                assert await equal_to_truth(http, [late], exchange) >= 2
+                assert (await sim_stats(http, exchange))["depth_snapshots"] == before
+                # The leader is killed: its successor's books (a snapshot when its diffs
+                # do not continue the hub's) keep every node's books true.
+                (leader,) = [n for n in nodes if is_leader(n)]
+                leader.proc.send_signal(signal.SIGKILL)
+                survivors = [n for n in nodes if n is not leader]
+                await eventually(lambda: any(is_leader(n) for n in survivors), timeout=8)
+                for n in survivors:
+                    await eventually(lambda n=n: synced(n), timeout=20)
+                assert await equal_to_truth(http, survivors, exchange) >= 2
+                after = (await sim_stats(http, exchange))["depth_snapshots"]
+                assert all(after[s] - before[s] <= 1 for s in SYMBOLS), (before, after)
+                for n in survivors:
+                    books = n.status()["books"]
+                    assert isinstance(books, dict) and books["disconnected"] == 0
+        finally:
+            for n in nodes:
+                n.stop()
