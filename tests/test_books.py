@@ -282,3 +282,38 @@ async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Pa
     assert after[fresh]["type"] == "book"
     assert all(m["type"] == "book" for m in after[:fresh])  # a top may come first
     assert any(m["type"] == "depth" for m in after[fresh:])
+
+
+async def test_two_hundred_books_start_within_the_weight_budget(tmp_path: Path) -> None:
+    """200 symbols' books start together: snapshots of 100 levels (weight 5, the deepest
+    whose weight lets all start in a minute's budget), never a 429 nor a 418; every book
+    synced within 30 s (the time is printed), each from one snapshot."""
+    symbols = [f"S{i:03d}USDT" for i in range(200)]
+    sim_args = ("--symbols", ",".join(symbols), "--rate", "1")
+    with sim_exchange(*sim_args, log=tmp_path / "sim.log") as port:
+        env = {
+            **server_env(port),
+            "TICKCAST_SYMBOLS": ",".join(symbols),
+            "TICKCAST_MAX_SUBSCRIPTIONS": "500",
+        }
+        started = time.monotonic()
+        ready = f"/price?symbol={symbols[0]}"
+        with running_server(tmp_path, ["--source", "binance"], env, ready=ready) as server:
+
+            def count_synced() -> int:
+                return int(books_status(server)["synced"])
+
+            await eventually(lambda: count_synced() == len(symbols), timeout=40, interval=0.2)
+            took = time.monotonic() - started
+            books = books_status(server)
+            async with httpx.AsyncClient(timeout=5) as http:
+                stats = await sim_stats(http, f"http://127.0.0.1:{port}")
+                assert await compare_at_truth(
+                    http, server.base, stats["url"].replace("ws://", "http://"), symbols[-1]
+                ) in (True, None)
+    print(f"200 books synced {took:.1f} s after the server started")
+    keeper = books["keeper"]
+    assert "http_429" not in keeper["errors"] and "http_418" not in keeper["errors"], keeper
+    assert keeper["snapshots"] == len(symbols)
+    assert stats["depth_snapshots"] == dict.fromkeys(symbols, 1)
+    assert took < 30

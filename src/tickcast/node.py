@@ -29,6 +29,7 @@ from tickcast.upstream.backfill import KlineBackfill
 from tickcast.upstream.books import BookEvent, BookKeeper
 from tickcast.upstream.normalize import MarketEvent, TradeEvent
 from tickcast.upstream.rest import RestClient
+from tickcast.upstream.snapshotpace import snapshot_limit
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
 from tickcast.upstream.tradefill import TradeFill
 from tickcast.upstream.tradegaps import FillRequest
@@ -96,7 +97,7 @@ class Node:
                 self.rest,
                 lambda: self._rest_base(self._book_source),
                 settings.carried_symbols,
-                limit=settings.book_snapshot_limit,
+                limit=settings.book_snapshot_limit or snapshot_limit(len(settings.carried_symbols)),
                 on_event=self._book_event,
                 seed=self._book_seed,
             )

@@ -140,11 +140,12 @@ class Settings(BaseSettings):
         100, ge=0, le=60_000, description="SYMBOL@book is sent at most this often (ms)."
     )
     book_snapshot_limit: int = Field(
-        5000,
-        ge=5,
+        0,
+        ge=0,
         le=5000,
         description="Levels per side of the REST snapshot a book starts from (Binance weight "
-        "5 up to 100, 25 to 500, 50 to 1000, 250 to 5000).",
+        "5 up to 100, 25 to 500, 50 to 1000, 250 to 5000); 0 = the deepest that lets every "
+        "book start within a minute's weight budget (5000 for up to 19 books).",
     )
     node_id: str = Field(default_factory=default_node_id, description="This node's name.")
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from tickcast.upstream.rest import depth_weight
+
 # Binance's REQUEST_WEIGHT per minute per address, and the share of it snapshots may use
 # (the rest is for candle history, missed trades and whatever else shares the address).
 WEIGHT_BUDGET: Final = 6000
@@ -167,3 +169,15 @@ class SnapshotPacer:
             if report_out <= moment:
                 reported = None
         return moment
+
+
+def snapshot_limit(books: int) -> int:
+    """The deepest snapshot (5000, 1000, 500 or 100 levels a side) whose weight lets
+    ``books`` books all start within one minute's share of the budget: 10 books at 5000
+    (250 each), 100 at 500 (25 each), 200 at 100 (5 each); no start waits minutes for
+    snapshots deeper than a screen shows (the diffs add the levels beyond as they move)."""
+    budget = int(WEIGHT_BUDGET * BUDGET_SHARE)
+    for limit in (5000, 1000, 500, 100):
+        if depth_weight(limit) * books <= budget:
+            return limit
+    return 100
