@@ -457,6 +457,7 @@ class BookIngest:
             seq=self._ingest.next_seq(),
             source=source,
             kind="depth",
+            checked=False,
         )
         self._publish(book, Origin("depth_book", history, view.update_id))
         self._checkpointed[view.symbol] = view.update_id
@@ -484,6 +485,7 @@ class BookIngest:
             timestamp_ms=view.event_time_ms or _now_ms(),
             seq=self._ingest.next_seq(),
             source=source,
+            checked=False,  # a local book's view: checked as it was built
         )
         self._publish(book, Origin("book", history, view.update_id))
 

@@ -82,4 +82,5 @@ def _applied(book: Book, diff: Depth) -> Book:
         seq=diff.seq,
         source=diff.source,
         kind="depth",
+        checked=False,
     )

@@ -17,7 +17,6 @@ book not whole until the next whole ``Book``; meanwhile nothing is served from i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Literal
 
 from tickcast.messages.book import Book, BookStatus, Depth, Levels
@@ -134,6 +133,7 @@ class HeldBooks:
                 seq=held.seq,
                 source=held.source,
                 kind="depth",
+                checked=False,
             )
         return held.full
 
@@ -148,5 +148,13 @@ class HeldBooks:
 
 def sorted_levels(side: dict[str, str], *, descending: bool) -> Levels:
     """A side's levels best first: bids by price descending, asks ascending."""
-    prices = sorted(side, key=Decimal, reverse=descending)
+    prices = sorted(side, key=price_key, reverse=descending)
     return tuple((price, side[price]) for price in prices)
+
+
+def price_key(price: str) -> tuple[int, str, str]:
+    """An exact sort key of a positive canonical decimal (no sign, no leading zero in its
+    integer part, no trailing zero in its fraction): the integer part by length then by
+    digits, then the fraction by digits. Several times faster than ``Decimal``."""
+    whole, _, fraction = price.partition(".")
+    return len(whole), whole, fraction

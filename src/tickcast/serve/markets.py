@@ -129,6 +129,7 @@ def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> API
                 seq=held.seq,
                 source=held.source,
                 kind="depth",
+                checked=False,
             )
         return Response(held.encode(), media_type="application/json")
 
