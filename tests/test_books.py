@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -272,6 +273,9 @@ async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Pa
             finally:
                 ws.close()
             await eventually(lambda: all_synced(server), timeout=10)
+            metrics = server.get("/metrics").text
+    assert 'tickcast_books{state="synced"} 3.0' in metrics
+    assert re.search(r"^tickcast_book_resyncs_total [1-9]", metrics, re.M), metrics
     statuses = [i for i, m in enumerate(got) if m["type"] == "status"]
     assert len(statuses) == 1, [m["type"] for m in got]
     status = got[statuses[0]]

@@ -118,6 +118,32 @@ class _StateCollector(Collector):
         yield errors
         yield from _cluster(node)
         yield from _identity(node)
+        yield from _books(node)
+
+
+def _books(node: Node) -> Iterator[Metric]:
+    """Order books: how many are whole here, per state; on the leader the snapshots and
+    resyncs it needed, and the books carried across connections with none."""
+    if node.books is None:
+        return
+    held = node.hub.books()
+    states = GaugeMetricFamily(
+        "tickcast_books", "Order books by the state this node serves them in", labels=["state"]
+    )
+    counts = {"synced": 0, "syncing": 0, "broken": 0}
+    for symbol in node.books.symbols:
+        counts[held.state(symbol)] += 1
+    for state, count in counts.items():
+        states.add_metric([state], count)
+    yield states
+    if node.leading:
+        keeper = node.books.status()
+        for name, documentation in (
+            ("snapshots", "REST depth snapshots taken"),
+            ("resyncs", "Books resynced after a gap, a crossed book or a fresh connection"),
+            ("carried", "Books carried across a fresh connection or leader with no snapshot"),
+        ):
+            yield _counter(f"tickcast_book_{name}", documentation, _number(keeper[name]))
 
 
 def _identity(node: Node) -> Iterator[Metric]:
