@@ -26,18 +26,14 @@ class BookRoutes:
 
     def passes(self, message: Message) -> bool:
         """Whether ``message`` (of a book's streams) goes to clients."""
-        kind = type(message)
-        if kind is Depth:
-            assert isinstance(message, Depth)
+        if isinstance(message, Depth):
             self._at[message.symbol] = message.update_id
-        elif kind is Book:
-            assert isinstance(message, Book)
-            if message.kind == "depth":
-                if self._at.get(message.symbol) == message.update_id:
-                    self.checkpoints += 1
-                    return False
-                self._at[message.symbol] = message.update_id
-        elif kind is BookStatus:
+        elif isinstance(message, Book) and message.kind == "depth":
+            if self._at.get(message.symbol) == message.update_id:
+                self.checkpoints += 1
+                return False
+            self._at[message.symbol] = message.update_id
+        elif isinstance(message, BookStatus):
             self._at.pop(message.symbol, None)
         return True
 
