@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 from tickcast.hub.base import Hub, Origin
-from tickcast.messages.book import Book, BookStatus, Depth, Levels
+from tickcast.messages.book import Book, BookKind, BookStatus, Depth, Levels
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
@@ -447,8 +447,8 @@ class BookIngest:
         self._broken.discard(symbol)
         self._published[symbol] = view.update_id
 
-    def _publish_whole(self, view: BookView, source: SourceLabel, history: int) -> None:
-        book = Book(
+    def _book(self, view: BookView, source: SourceLabel, kind: BookKind) -> Book:
+        return Book(
             symbol=view.symbol,
             update_id=view.update_id,
             bids=view.bids,
@@ -456,9 +456,12 @@ class BookIngest:
             timestamp_ms=view.event_time_ms or _now_ms(),
             seq=self._ingest.next_seq(),
             source=source,
-            kind="depth",
-            checked=False,
+            kind=kind,
+            checked=False,  # a local book's view: checked as it was built
         )
+
+    def _publish_whole(self, view: BookView, source: SourceLabel, history: int) -> None:
+        book = self._book(view, source, "depth")
         self._publish(book, Origin("depth_book", history, view.update_id))
         self._checkpointed[view.symbol] = view.update_id
 
@@ -477,16 +480,7 @@ class BookIngest:
         except (KeyError, ValueError):
             return  # not whole (any more): nothing is served from it
         self._top_at[symbol] = now
-        book = Book(
-            symbol=symbol,
-            update_id=view.update_id,
-            bids=view.bids,
-            asks=view.asks,
-            timestamp_ms=view.event_time_ms or _now_ms(),
-            seq=self._ingest.next_seq(),
-            source=source,
-            checked=False,  # a local book's view: checked as it was built
-        )
+        book = self._book(view, source, "book")
         self._publish(book, Origin("book", history, view.update_id))
 
     def checkpoint(self, symbols: Iterable[str]) -> None:
