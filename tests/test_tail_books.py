@@ -6,12 +6,20 @@ test_tail_cli.py."""
 from __future__ import annotations
 
 import io
+import json
 from decimal import Decimal
 
+import pytest
 from rich.console import Console, RenderableType
 
+from tickcast.cli import DEFAULT_LADDER_LEVELS, build_parser
+from tickcast.tail.formatting import PriceDecimals
+from tickcast.tail.ladder import DEFAULT_LEVELS, LadderBoard, book_line, bps_text
+from tickcast.tail.lines import LineView, TickLines
 from tickcast.tail.localbook import BookFeed, BookState, Gap, LocalBook, book_checksum
 from tickcast.tail.protocol import decode_message
+from tickcast.tail.table import TailState
+from tickcast.tail.view import OutputFormat
 
 T0 = 1_796_664_761_174  # 2026-12-07T17:32:41.174Z
 
@@ -159,3 +167,170 @@ def test_a_repeated_whole_book_is_no_new_update() -> None:
     assert feed.add(book(100)).changed is not None
     assert feed.add(book(100, seq=9)).changed is None
     assert feed.add(book(101)).changed is not None
+
+
+# ---------------------------------------------------------------------- lines
+
+
+def test_book_lines_have_fixed_fields_and_exact_digits() -> None:
+    """time, stream, best bid and its qty, best ask and its qty, spread and its bps, id;
+    a @depth line adds the whole book's size and checksum; a diff has no time."""
+    feed = BookFeed()
+    followed = feed.add(book(100, bids=[("0.30000000000000004", "1e-8")],
+                             asks=[("0.30000000000000006", "3")])).changed  # fmt: skip
+    assert followed is not None
+    assert book_line(followed, T0) == (
+        "2026-12-07T17:32:41.174Z BTCUSDT@book bid 0.30000000000000004 0.00000001 "
+        "ask 0.30000000000000006 3 spread 0.00000000000000002 0.00000000000067bps id=100"
+    )
+    feed.add(book(100, stream="BTCUSDT@depth"))
+    depth = feed.add(diff(101, 102, asks=[("60500.6", "0")])).changed
+    assert depth is not None
+    crc = book_checksum(depth.book.bids(), depth.book.asks())
+    assert book_line(depth, None, 2) == (
+        "- BTCUSDT@depth bid 60500.40 1.2 ask 60500.70 2 spread 0.30 0.050bps id=102 "
+        f"levels=2/1 crc={crc}"
+    )
+
+
+def test_bps_keep_two_significant_digits_below_one() -> None:
+    """One tick of a 60,000 price is 0.0017 bps, not 0.00; wider spreads get 2 decimals."""
+    assert bps_text(dec("60004.10"), dec("60004.11")) == "0.0017"
+    assert bps_text(dec("100"), dec("100.5")) == "49.88"
+
+
+def test_lines_skip_a_book_with_a_hole_and_say_why_on_stderr() -> None:
+    """In a pipe: one line per whole book update; a diff that does not follow prints no
+    line, and stderr says so once; the server's status goes to stderr too."""
+    out, err = io.StringIO(), io.StringIO()
+    view = LineView(OutputFormat.PLAIN, "http://h:1", out, err)
+    view.apply(book(100, stream="BTCUSDT@depth"))
+    view.apply(diff(101, 101, bids=[("60500.4", "3")]))
+    view.apply(diff(105, 106))
+    view.apply(diff(107, 107))
+    view.apply(status("syncing", "starting", "waiting for a whole book"))
+    view.apply(book(200, stream="BTCUSDT@depth"))
+    ids = [line.split(" id=")[1].split()[0] for line in out.getvalue().splitlines()]
+    assert ids == ["100", "101", "200"]
+    assert err.getvalue().splitlines()[1:] == [
+        "tickcast tail: BTCUSDT@depth: a diff is missing (diff from 105, expected 102); "
+        "waiting for a whole book",
+        "tickcast tail: BTCUSDT book syncing (starting: waiting for a whole book)",
+        "tickcast tail: BTCUSDT@depth: whole again at update 200",
+    ]
+
+
+def test_json_lines_are_the_book_messages_as_received() -> None:
+    """--format json prints each book and diff that keeps the book whole, digits as sent."""
+    lines = TickLines(OutputFormat.JSON)
+    (whole,) = lines.lines(book(100, bids=[("60500.40", "1.20")], stream="BTCUSDT@depth"))
+    assert '"bids":[[60500.40,1.20]]' in whole
+    (changed,) = lines.lines(diff(101, 101, asks=[("60500.6", "0")]))
+    assert json.loads(changed)["type"] == "depth"
+    assert lines.lines(diff(109, 110)) == []
+    assert lines.take_notes()[0].startswith("BTCUSDT@depth: a diff is missing")
+
+
+# ---------------------------------------------------------------------- the ladder
+
+
+def ladder_rows(board: LadderBoard, stream: str, width: int = 100) -> list[list[str]]:
+    table = board.ladder(board.books[stream], width)
+    columns = [[cell.plain for cell in column.cells] for column in table.columns]  # type: ignore[union-attr]
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def test_the_ladder_has_asks_above_the_spread_and_bids_below() -> None:
+    """Asks from the highest shown down to the best, the spread (absolute and in bps),
+    then bids from the best down, N levels per side, each with the running total."""
+    asks = [(f"6050{i}.5", "1") for i in range(5)]
+    bids = [(f"6049{9 - i}.5", "2") for i in range(5)]
+    board = LadderBoard(PriceDecimals(), ["BTCUSDT@book"], levels=3)
+    board.add(book(100, bids=bids, asks=asks))
+    rows = ladder_rows(board, "BTCUSDT@book")
+    assert [row[:3] for row in rows] == [
+        ["ask", "60,502.50", "1"],
+        ["ask", "60,501.50", "1"],
+        ["ask", "60,500.50", "1"],
+        ["spread", "1.00", "0.17 bps"],
+        ["bid", "60,499.50", "2"],
+        ["bid", "60,498.50", "2"],
+        ["bid", "60,497.50", "2"],
+    ]
+    assert [row[3] for row in rows] == ["3", "2", "1", "", "2", "4", "6"]
+
+
+def test_the_ladder_says_the_update_id_and_age() -> None:
+    """The title names the stream, its update id and how old the book is; a @depth diff,
+    which carries no time, is aged from when it arrived."""
+    board = LadderBoard(PriceDecimals(), ["BTCUSDT@book", "BTCUSDT@depth"])
+    board.add(book(100))
+    board.add(book(100, stream="BTCUSDT@depth"))
+    board.add(diff(101, 104), received_ms=T0 + 5_000)
+    shown = text_of(board.render(100, now_ms=T0 + 6_000))
+    assert "BTCUSDT@book  update 100  6.0s old" in shown
+    assert "BTCUSDT@depth  update 104  1.0s old" in shown
+    assert "whole book: 2 bids, 2 asks" in shown
+
+
+@pytest.mark.parametrize(
+    ("messages", "said"),
+    [
+        ([], "waiting for the book…"),
+        ([status("syncing", "starting", "waiting for a whole book")],
+         "book syncing: waiting for a whole book"),
+        ([book(100), status()], "book broken (gap): diff from 812, expected 790"),
+    ],
+)  # fmt: skip
+def test_a_ladder_not_whole_says_why_and_shows_no_levels(
+    messages: list[dict[str, object]], said: str
+) -> None:
+    """Before its first book, while syncing or broken: no price is shown, only why."""
+    board = LadderBoard(PriceDecimals(), ["BTCUSDT@book"])
+    for message in messages:
+        board.add(message)
+    assert ladder_rows(board, "BTCUSDT@book") == []
+    assert said in text_of(board.render(100))
+
+
+def test_a_depth_ladder_with_a_hole_shows_the_gap_not_the_book() -> None:
+    """A diff that does not follow leaves the @depth ladder empty, saying which one."""
+    board = LadderBoard(PriceDecimals(), ["BTCUSDT@depth"])
+    board.add(book(100, stream="BTCUSDT@depth"))
+    board.add(diff(102, 103))
+    assert ladder_rows(board, "BTCUSDT@depth") == []
+    shown = " ".join(text_of(board.render(100)).split())
+    assert "gap: diff from 102, expected 101; waiting for a whole book" in shown
+
+
+def test_the_screen_shows_a_ladder_for_a_book_asked_for() -> None:
+    """`tail BTCUSDT@book` draws the state line and the ladder, no tick table; the
+    book's source says the data is simulated."""
+    state = TailState(["BTCUSDT@book"], levels=2)
+    assert "waiting for the book" in text_of(state.screen(100))
+    state.apply(book(100))
+    shown = text_of(state.screen(100, now_ms=T0))
+    assert "60,500.60" in shown and "60,500.40" in shown and "spread" in shown
+    assert "SIMULATED DATA" in shown
+    assert "Change" not in shown
+    assert state.ignored_count == 0
+
+
+def test_levels_is_a_tail_option_defaulting_to_the_ladders_default() -> None:
+    """`--levels N` sets the ladder's levels per side; its default is the ladder's own,
+    and a count below 1 is refused."""
+    parser = build_parser()
+    assert parser.parse_args(["tail", "--levels", "25", "BTCUSDT@book"]).levels == 25
+    assert parser.parse_args(["tail"]).levels == DEFAULT_LADDER_LEVELS == DEFAULT_LEVELS
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tail", "--levels", "0"])
+
+
+def test_help_names_book_streams_and_their_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tickcast tail --help` tells of @book and @depth, --levels and the book line."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["tail", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "BTCUSDT@book" in text and "BTCUSDT@depth" in text
+    assert "--levels N" in text
+    assert "crc=" in text and "id=ID" in text
