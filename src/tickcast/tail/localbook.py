@@ -202,14 +202,12 @@ class ServerSaid:
 
 @dataclass
 class FollowedBook:
-    """One book stream as the tail follows it: its ``LocalBook``, the exchange time and
-    source of its last whole book, and what the server last said when it is not whole."""
+    """One book stream as the tail follows it: its ``LocalBook``, how many updates it has
+    had, and what the server last said when it is not whole."""
 
     stream: str
     symbol: str
     book: LocalBook
-    timestamp_ms: int | None = None
-    source: str | None = None
     said: ServerSaid | None = None
     updates: int = 0
 
@@ -275,9 +273,10 @@ class BookFeed:
             note = f"{stream}: a diff is missing ({outcome.text}); waiting for a whole book"
             return Fed(changed=followed, note=note)
         if not outcome:
+            # Ignored: rightly while there is no whole book to apply it to (it is then
+            # no malformed message), else because it is malformed.
             return Fed(taken=followed.book.state is not BookState.WHOLE)
         followed.updates += 1
-        # A diff carries no exchange time: the book's is that of its last whole book.
         return Fed(changed=followed)
 
     def _followed(self, stream: str) -> FollowedBook:
@@ -292,10 +291,6 @@ class BookFeed:
         troubled = followed.said is not None or followed.book.state is BookState.GAP
         if not followed.book.replace(message):
             return Fed(taken=False)
-        stamp = message.get("timestamp_ms")
-        followed.timestamp_ms = stamp if isinstance(stamp, int) else None
-        source = message.get("source")
-        followed.source = source if isinstance(source, str) else followed.source
         followed.said = None
         if before == (followed.book.update_id, BookState.WHOLE):
             return Fed()  # the same book again (a reconnect's snapshot): nothing new
