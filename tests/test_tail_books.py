@@ -324,13 +324,3 @@ def test_levels_is_a_tail_option_defaulting_to_the_ladders_default() -> None:
     assert parser.parse_args(["tail"]).levels == DEFAULT_LADDER_LEVELS == DEFAULT_LEVELS
     with pytest.raises(SystemExit):
         parser.parse_args(["tail", "--levels", "0"])
-
-
-def test_help_names_book_streams_and_their_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    """`tickcast tail --help` tells of @book and @depth, --levels and the book line."""
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["tail", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "BTCUSDT@book" in text and "BTCUSDT@depth" in text
-    assert "--levels N" in text
-    assert "crc=" in text and "id=ID" in text

@@ -295,13 +295,17 @@ def test_refusals_say_what_is_wrong_and_end_tail(server: ServerProcess) -> None:
 
 
 def test_help_shows_the_default_url_and_the_formats(capsys: pytest.CaptureFixture[str]) -> None:
-    """`tickcast tail --help` names the default URL, the three formats and --token."""
+    """`tickcast tail --help` names the default URL, the three formats, --token, and the
+    book streams with their ladder's --levels and their line's fields."""
     with pytest.raises(SystemExit):
         main(["tail", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default http://localhost:8000)" in text
     assert "{plain,json,table}" in text
     assert "--token" in text and "TICKCAST_TOKEN" in text
+    assert "BTCUSDT@book" in text and "BTCUSDT@depth" in text
+    assert "--levels N" in text and "(default 10)" in text
+    assert "spread ABS BPSbps id=ID" in text and "crc=CRC32" in text
 
 
 def finish(tail: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
