@@ -22,6 +22,7 @@ import pytest
 
 from tickcast.cli import main
 from tickcast.tail.formatting import format_price
+from tickcast.tail.localbook import book_checksum
 
 from .support import ServerProcess, free_port, running_server
 
@@ -38,6 +39,10 @@ TRADE = re.compile(
 CANDLE = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ([A-Z]+)@kline_1s O=(\d+\.\d+) H=(\d+\.\d+) "
     r"L=(\d+\.\d+) C=(\d+\.\d+) V=(\d+(?:\.\d+)?) trades=(\d+) (live|closed)$"
+)
+BOOK = re.compile(
+    r"^(\S+) ([A-Z]+)@(book|depth) bid (\d+\.\d+) (\S+) ask (\d+\.\d+) (\S+) "
+    r"spread (\d+\.\d+) (\d+\.\d+)bps id=(\d+)(?: levels=(\d+)/(\d+) crc=([0-9a-f]{8}))?$"
 )
 SIMULATED = "tickcast tail: the server is serving simulated prices, not live data\n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -290,13 +295,17 @@ def test_refusals_say_what_is_wrong_and_end_tail(server: ServerProcess) -> None:
 
 
 def test_help_shows_the_default_url_and_the_formats(capsys: pytest.CaptureFixture[str]) -> None:
-    """`tickcast tail --help` names the default URL, the three formats and --token."""
+    """`tickcast tail --help` names the default URL, the three formats, --token, and the
+    book streams with their ladder's --levels and their line's fields."""
     with pytest.raises(SystemExit):
         main(["tail", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default http://localhost:8000)" in text
     assert "{plain,json,table}" in text
     assert "--token" in text and "TICKCAST_TOKEN" in text
+    assert "BTCUSDT@book" in text and "BTCUSDT@depth" in text
+    assert "--levels N" in text and "(default 10)" in text
+    assert "spread ABS BPSbps id=ID" in text and "crc=CRC32" in text
 
 
 def finish(tail: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
@@ -476,4 +485,88 @@ def test_the_terminal_shows_a_tape_of_trades(server: ServerProcess) -> None:
     trades = [row for row in rows if len(row) == 5 and row[1] == "BTCUSDT"]
     assert trades, lines
     assert all(row[2] in ("▲ buy", "▼ sell") for row in trades), trades
+    assert not [line for line in lines if "Change" in line]
+
+
+# ---------------------------------------------------------------------- order books
+
+
+def test_book_lines_in_a_pipe_have_bids_below_asks_and_rising_ids(server: ServerProcess) -> None:
+    """`tickcast tail BTCUSDT@book` in a pipe prints one line per book update: its time,
+    best bid below best ask, the spread they make, and update ids that only go up."""
+    tail = start_tail("--url", server.base, "--token", TOKEN, "--seconds", "2.5", "BTCUSDT@book")
+    out, err = finish(tail, 20)
+    assert tail.returncode == 0, err
+    assert err == SIMULATED
+    parsed = [BOOK.match(line) for line in out.splitlines()]
+    assert len(parsed) >= 5 and all(parsed), out
+    ids = []
+    for m in parsed:
+        assert m is not None and m[3] == "book" and m[11] is None
+        assert m[1] != "-"  # a whole book has its exchange time
+        bid, ask = Decimal(m[4]), Decimal(m[6])
+        assert bid < ask and Decimal(m[8]) == ask - bid
+        ids.append(int(m[10]))
+    assert ids == sorted(set(ids)), ids
+
+
+def rest_books(server: ServerProcess, until: subprocess.Popen[str]) -> dict[int, str]:
+    """The checksum of the server's whole BTCUSDT book at each update id seen by polling
+    `GET /book/BTCUSDT?limit=5000` until ``until`` exits."""
+    seen: dict[int, str] = {}
+    while until.poll() is None:
+        response = server.get("/book/BTCUSDT", params={"limit": 5000})
+        if response.status_code == 200:
+            held = json.loads(response.content, parse_float=Decimal)
+            levels = [
+                [(Decimal(p), Decimal(q)) for p, q in held[side]] for side in ("bids", "asks")
+            ]
+            seen[held["update_id"]] = book_checksum(*levels)
+        time.sleep(0.03)
+    return seen
+
+
+@pytest.mark.parametrize("transport", [[], ["--sse"]], ids=["ws", "sse"])
+def test_a_depth_tail_keeps_the_servers_whole_book(
+    server: ServerProcess, transport: list[str]
+) -> None:
+    """`tickcast tail BTCUSDT@depth` keeps the whole book from the stream's first book and
+    its diffs: at every update id where the server's REST book was also read, the tail's
+    book (its size and checksum, on each line) is that book, level for level."""
+    tail = start_tail(
+        "--url", server.base, "--token", TOKEN, *transport, "--seconds", "4", "BTCUSDT@depth"
+    )
+    held = rest_books(server, tail)
+    out, err = finish(tail, 20)
+    assert tail.returncode == 0, err
+    assert err == SIMULATED
+    parsed = [BOOK.match(line) for line in out.splitlines()]
+    assert len(parsed) >= 10 and all(parsed), out
+    kept = {int(m[10]): m[13] for m in parsed if m}
+    assert [m[3] for m in parsed if m] == ["depth"] * len(parsed)
+    ids = list(kept)
+    assert ids == sorted(ids)
+    both = sorted(set(kept) & set(held))
+    assert len(both) >= 3, (ids, sorted(held))
+    assert [kept[i] for i in both] == [held[i] for i in both]
+
+
+def test_the_terminal_shows_a_ladder_of_the_book(server: ServerProcess) -> None:
+    """On a terminal, `tickcast tail BTCUSDT@book --levels 3` draws a ladder: three asks
+    from the highest down to the best, the spread, three bids from the best down."""
+    tail = run_on_terminal(
+        100, "--url", server.base, "--token", TOKEN, "--levels", "3", "BTCUSDT@book"
+    )
+    lines = screen_of(tail)
+    assert [line for line in lines if "BTCUSDT@book  update " in line], lines
+    cut = [line.strip("│ ").split("│") for line in lines if line.startswith("│ ")]
+    rows = [[cell.strip() for cell in cells] for cells in cut]
+    spread = max(i for i, row in enumerate(rows) if row[0] == "spread")
+    ladder = rows[spread - 3 : spread + 4]
+    assert [row[0] for row in ladder] == ["ask"] * 3 + ["spread"] + ["bid"] * 3, ladder
+    prices = [Decimal(row[1].replace(",", "")) for row in ladder]
+    assert prices[:3] == sorted(prices[:3], reverse=True)
+    assert prices[4:] == sorted(prices[4:], reverse=True)
+    assert prices[2] - prices[4] == prices[3] > 0  # best ask - best bid: the spread
+    assert ladder[3][2].endswith(" bps")
     assert not [line for line in lines if "Change" in line]

@@ -43,6 +43,10 @@ except KeyboardInterrupt:
 
 log = logging.getLogger("tickcast")
 
+# ``tail.ladder.DEFAULT_LEVELS``, said here too: the parser is built without importing
+# the tail (and rich) for every command.
+DEFAULT_LADDER_LEVELS = 10
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -150,27 +154,34 @@ def build_parser() -> CommandParser:
 
     tail = commands.add_parser(
         "tail",
-        help="live ticks, trades and candles of a running server: a table, or lines in a pipe",
-        description="Follow a running server's ticks, trades and candles. Name symbols "
-        "(BTCUSDT: its ticks) or streams (BTCUSDT@trades: its trades; BTCUSDT@kline_1m: its "
-        "1-minute candles, the interval as Binance spells it, 1M being a month), mixed; "
-        "the server's /streams lists what it serves. On a terminal: a live table of ticks "
-        "whose columns (symbol, price, change, then bid, ask, spread, high, low, volume, "
-        "age, trend) fill the terminal's width; the newest trades (▲ buy, ▼ sell: the "
-        "taker's side), newest on top; each candle stream's open candle under its last "
-        "closed ones. In a pipe or a file: one line per tick, flushed at once; one per "
-        "trade (time stream side price qty id=ID); one per update of an open candle, "
-        "ending 'live', and one per closed candle, ending 'closed' (grep ' closed$' keeps "
-        "those). Trades the server dropped because this client fell behind are reported "
-        "on stderr. Reconnects on its own; a wrong token or URL, or nothing asked for being "
-        "served, ends it with status 1.",
+        help="live ticks, trades, candles and order books of a running server: a table, or "
+        "lines in a pipe",
+        description="Follow a running server's ticks, trades, candles and order books. Name "
+        "symbols (BTCUSDT: its ticks) or streams (BTCUSDT@trades: its trades; "
+        "BTCUSDT@kline_1m: its 1-minute candles, the interval as Binance spells it, 1M "
+        "being a month; BTCUSDT@book: its order book's top levels; BTCUSDT@depth: its whole "
+        "book, kept here from the diffs), mixed; the server's /streams lists what it "
+        "serves. On a terminal: a live table of ticks whose columns (symbol, price, change, "
+        "then bid, ask, spread, high, low, volume, age, trend) fill the terminal's width; "
+        "the newest trades (▲ buy, ▼ sell: the taker's side), newest on top; each candle "
+        "stream's open candle under its last closed ones; each book as a ladder, asks "
+        "above the spread and bids below it (--levels per side), with its update id and "
+        "age. In a pipe or a file: one line per tick, flushed at once; one per trade (time "
+        "stream side price qty id=ID); one per update of an open candle, ending 'live', "
+        "and one per closed candle, ending 'closed' (grep ' closed$' keeps those); one per "
+        "book update (time stream bid PRICE QTY ask PRICE QTY spread ABS BPSbps id=ID, and "
+        "for @depth levels=BIDS/ASKS crc=CRC32 of the whole book). Trades the server "
+        "dropped because this client fell behind, and a book that is not whole (syncing, "
+        "broken, or a diff missing: nothing is shown from it until the next whole book), "
+        "are reported on stderr. Reconnects on its own; a wrong token or URL, or nothing "
+        "asked for being served, ends it with status 1.",
     )
     tail.add_argument(
         "symbols",
         nargs="*",
         metavar="SYMBOL|STREAM",
-        help="symbols or stream names (SYMBOL@trades, SYMBOL@kline_<interval>); default: "
-        "the server's symbols",
+        help="symbols or stream names (SYMBOL@trades, SYMBOL@kline_<interval>, SYMBOL@book, "
+        "SYMBOL@depth); default: the server's symbols",
     )
     tail.add_argument(
         "--url", default="http://localhost:8000", help="server base URL (default %(default)s)"
@@ -179,7 +190,8 @@ def build_parser() -> CommandParser:
         "--format",
         choices=("plain", "json", "table"),
         default=None,
-        help="plain: one line per tick (time symbol price change bid ask), trade or candle; "
+        help="plain: one line per tick (time symbol price change bid ask), trade, candle or "
+        "book update; "
         "json: each message as one JSON object per line; table: live tables (default: "
         "table on a terminal, plain otherwise)",
     )
@@ -191,6 +203,13 @@ def build_parser() -> CommandParser:
     tail.add_argument("--sse", action="store_true", help="use SSE instead of WebSocket")
     tail.add_argument(
         "--seconds", type=float, default=None, help="stop after N seconds (default: Ctrl-C)"
+    )
+    tail.add_argument(
+        "--levels",
+        type=_positive_int,
+        default=DEFAULT_LADDER_LEVELS,
+        metavar="N",
+        help="price levels per side of a book's ladder on a terminal (default %(default)s)",
     )
     tail.set_defaults(command_parser=tail, handler=cmd_tail)
 
@@ -659,6 +678,16 @@ async def record(settings: Settings, out: IO[bytes], seconds: float | None) -> i
     return count
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from tickcast.tail import OutputClosed, OutputFormat, asked_names, run_tail
 
@@ -670,7 +699,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     output = OutputFormat(args.format or ("table" if sys.stdout.isatty() else "plain"))
     token = args.token or os.environ.get("TICKCAST_TOKEN") or None
     tail = run_tail(
-        args.url, symbols, args.sse, token=token, output=output, max_seconds=args.seconds
+        args.url,
+        symbols,
+        args.sse,
+        token=token,
+        output=output,
+        max_seconds=args.seconds,
+        levels=args.levels,
     )
     try:
         return asyncio.run(tail)

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tickcast.tail.failures import Problem, ServerRefused, close_detail, describe_failure
+from tickcast.tail.ladder import DEFAULT_LEVELS
 from tickcast.tail.lines import LineView
 from tickcast.tail.protocol import (
     CONNECT_TIMEOUT,
@@ -64,12 +65,14 @@ async def run_tail(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
     max_seconds: float | None = None,
+    levels: int = DEFAULT_LEVELS,
 ) -> int:
     """Show ``symbols`` (the server's defaults when empty) from ``url``; returns an exit code.
 
-    ``symbols`` may name streams too (``BTCUSDT@trades``, ``BTCUSDT@kline_1m``; a bad
-    stream name raises ``ValueError``). A table on ``console`` (with a trade tape and a
-    candle table for those streams), or one line per tick, trade or candle update on
+    ``symbols`` may name streams too (``BTCUSDT@trades``, ``BTCUSDT@kline_1m``,
+    ``BTCUSDT@book``, ``BTCUSDT@depth``; a bad stream name raises ``ValueError``). A table
+    on ``console`` (with a trade tape, a candle table and book ladders of ``levels`` levels
+    per side for those streams), or one line per tick, trade, candle or book update on
     ``out`` (problems on ``err``).
     Reconnects with backoff until cancelled (Ctrl-C under ``asyncio.run``) or, when
     ``max_seconds`` is given, until that much time has passed; returns 1 at once when the
@@ -77,7 +80,8 @@ async def run_tail(
     """
     wanted = asked_names(symbols)
     if output is OutputFormat.TABLE:
-        return await _run_table(url, wanted, use_sse, token, console, err, max_seconds)
+        state = TailState(wanted, levels=levels, clock=lambda: time.time() * 1000)
+        return await _run_table(url, wanted, state, use_sse, token, console, err, max_seconds)
     view = LineView(output, server_label(url), out or sys.stdout, err or sys.stderr)
     driver = _Driver(url, wanted, use_sse, token, view)
     try:
@@ -90,13 +94,13 @@ async def run_tail(
 async def _run_table(
     url: str,
     symbols: list[str],
+    state: TailState,
     use_sse: bool,
     token: str | None,
     console: rich.console.Console | None,
     err: IO[str] | None,
     max_seconds: float | None,
 ) -> int:
-    state = TailState(symbols)
     driver = _Driver(url, symbols, use_sse, token, state)
     code = 0
     with Live(console=console, auto_refresh=False) as live:

@@ -1,6 +1,6 @@
-"""One line per tick, trade or candle update, for pipes and files: ``TickLines`` turns
-server messages into plain or JSON lines (pure); ``LineView`` writes each one flushed and
-reports problems (and the trades a slow client missed) on stderr.
+"""One line per tick, trade, candle or book update, for pipes and files: ``TickLines``
+turns server messages into plain or JSON lines (pure); ``LineView`` writes each one flushed
+and reports problems (the trades a slow client missed, a book that is not whole) on stderr.
 """
 
 from __future__ import annotations
@@ -14,20 +14,25 @@ import orjson
 from tickcast.tail.candles import CandleLines, kline_line, kline_symbol
 from tickcast.tail.failures import Problem
 from tickcast.tail.formatting import PriceDecimals, decimal_text, format_timestamp, to_decimal
+from tickcast.tail.ladder import book_line
+from tickcast.tail.localbook import BookFeed, is_book_status
 from tickcast.tail.protocol import Message, error_detail, message_kind
 from tickcast.tail.tape import gap_text, trade_line, trade_stream, trade_symbol
 from tickcast.tail.view import ConnectionState, OutputFormat
 
 
 class TickLines:
-    """Turns server messages into output lines: one per tick, trade or candle update,
+    """Turns server messages into output lines: one per tick, trade, candle or book update,
     plain text or JSON.
 
     Pure. A tick or trade whose ``seq`` is the one last printed for its symbol or stream
     is skipped: the snapshot a reconnect starts with repeats the last tick when nothing
     changed meanwhile. Candles follow ``CandleLines``: each closed candle, and each update
-    of the open one that changes its line. Plain lines show each symbol's prices with the
-    same decimals (``PriceDecimals``).
+    of the open one that changes its line. Books follow ``BookFeed``: a line for each
+    update that leaves a whole book (JSON: each book and diff message that does, as
+    received), nothing while it is not whole; what is wrong with it is a note for stderr
+    (``take_notes``). Plain lines show each symbol's prices with the same decimals
+    (``PriceDecimals``).
     """
 
     def __init__(self, output: OutputFormat) -> None:
@@ -35,6 +40,14 @@ class TickLines:
         self._last_seq: dict[str, object] = {}
         self._decimals = PriceDecimals()
         self._candles = CandleLines()
+        self._books = BookFeed()
+        self._notes: list[str] = []
+
+    def take_notes(self) -> list[str]:
+        """What the messages given so far said that is no line of output: a book not
+        whole, a hole in a book's diffs. Each once."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def lines(self, message: Message) -> list[str]:
         """The lines for one server message: one per new tick it carries (a reset: several),
@@ -44,6 +57,8 @@ class TickLines:
             return self._trade(message)
         if kind == "kline":
             return self._kline(message)
+        if kind in ("book", "depth") or (kind == "status" and is_book_status(message)):
+            return self._book(message)
         carried = message.get("ticks") if kind == "reset" else None
         ticks = [message] if kind == "tick" else carried if isinstance(carried, list) else []
         out = []
@@ -77,6 +92,20 @@ class TickLines:
         prices = [kline.get(name) for name in ("open", "high", "low", "close")]
         places = self._decimals.learn_prices(kline_symbol(kline), prices)
         return [kline_line(kline, places)]
+
+    def _book(self, message: Message) -> list[str]:
+        fed = self._books.add(message)
+        if fed.note is not None:
+            self._notes.append(fed.note)
+        followed = fed.changed
+        if followed is None or not followed.whole:
+            return []
+        if self.output is OutputFormat.JSON:
+            return [json_line(message)]
+        book = followed.book
+        prices = [price for price, _ in [*book.bids(1), *book.asks(1)]]
+        places = self._decimals.learn_prices(followed.symbol, prices)
+        return [book_line(followed, message.get("timestamp_ms"), places)]
 
     def _is_new(self, tick: Message) -> bool:
         symbol = tick.get("symbol")
@@ -136,7 +165,7 @@ def simulated_data(message: Message) -> bool | None:
         ticks = message.get("ticks")
         first = ticks[0] if isinstance(ticks, list) and ticks else None
         return simulated_data(first) if isinstance(first, Mapping) else None
-    if kind not in ("tick", "status", "trade", "kline"):
+    if kind not in ("tick", "status", "trade", "kline", "book", "depth"):
         return None
     source = message.get("source")
     return source == "sim" if isinstance(source, str) else None
@@ -178,6 +207,9 @@ class LineView:
             # handed a line of another shape; a person watching sees both.
             self._say(gap_text(message))
         lines = self.lines.lines(message)
+        for note in self.lines.take_notes():
+            # Like a gap, on stderr: a book that is not whole has no line on stdout.
+            self._say(note)
         if lines and self._simulated != self._said_simulated:
             # Said on stderr, once per switch and before the first tick it is true of: the
             # lines on stdout stay one per tick, and are never taken for live prices.

@@ -1,14 +1,14 @@
 """The live terminal screen: ``TailState`` folds server messages into one row per symbol
 (a rich table whose columns a narrow terminal drops rather than cuts), the trade tape
-(``tape``) and the candle board (``candles``) of the streams followed. Pure: no I/O, no
-clock.
+(``tape``), the candle board (``candles``) and the order book ladders (``ladder``) of the
+streams followed. Pure: no I/O; the clock, when there is one, is given.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
@@ -31,6 +31,8 @@ from tickcast.tail.formatting import (
     sparkline,
     to_decimal,
 )
+from tickcast.tail.ladder import DEFAULT_LEVELS, LadderBoard
+from tickcast.tail.localbook import is_book_status
 from tickcast.tail.protocol import Message, error_detail, message_kind
 from tickcast.tail.subscription import is_stream
 from tickcast.tail.tape import TradeTape, gap_text
@@ -65,22 +67,33 @@ class TailState:
     """Everything the terminal shows; updated by ``apply``, drawn by ``screen`` (the tick
     table alone: ``render``).
 
-    Pure: no I/O, no clock. Messages are the decoded JSON objects of SPEC §6 and §12
-    (WebSocket messages, or SSE event data, see ``sse_message``). ``asked`` are the names
-    the tail asked for: the sections they need are shown before their first message.
+    Pure: no I/O. Messages are the decoded JSON objects of SPEC §6 and §12 (WebSocket
+    messages, or SSE event data, see ``sse_message``). ``asked`` are the names the tail
+    asked for: the sections they need are shown before their first message. Book ladders
+    show ``levels`` levels per side; ``clock`` (Unix ms) dates the ``@depth`` diffs, which
+    carry no time of their own.
     """
 
-    def __init__(self, asked: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        asked: Sequence[str] = (),
+        *,
+        levels: int = DEFAULT_LEVELS,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.rows: dict[str, SymbolRow] = {}
         # Each symbol's prices keep one number of decimals, so its columns keep their width.
         self.decimals = PriceDecimals()
         self.tape = TradeTape(self.decimals)
         self.candles = CandleBoard(self.decimals)
         names = [name.strip() for name in asked if name.strip()]
+        self.ladders = LadderBoard(self.decimals, names, levels)
+        self.clock = clock
         # No names: the server's default symbols, ticks only, as before streams existed.
         self.wants_ticks = not names or any(not is_stream(n) for n in names)
         self.wants_trades = any(n.endswith("@trades") for n in names)
         self.wants_candles = any("@kline_" in n for n in names)
+        self.wants_books = any(n.endswith(("@book", "@depth")) for n in names)
         self.connection = ConnectionState.CONNECTING
         self.retry_in: float | None = None
         self.upstream: str | None = None
@@ -101,6 +114,8 @@ class TailState:
         kind = message_kind(message)
         if kind == "tick":
             self._apply_tick(message)
+        elif kind in ("book", "depth") or (kind == "status" and is_book_status(message)):
+            self._apply_book(message)
         elif kind == "status":
             self._apply_status(message)
         elif kind == "reset":
@@ -168,6 +183,15 @@ class TailState:
         if isinstance(source, str):
             self.source = source
 
+    def _apply_book(self, message: Message) -> None:
+        received = None if self.clock is None else self.clock()
+        if not self.ladders.add(message, received):
+            self.ignored_count += 1
+            return
+        source = message.get("source")
+        if isinstance(source, str):
+            self.source = source
+
     def _apply_gap(self, message: Message) -> None:
         stream = message.get("stream")
         if isinstance(stream, str) and stream.endswith("@trades"):
@@ -207,12 +231,14 @@ class TailState:
 
     def screen(self, width: int | None = None, now_ms: float | None = None) -> RenderableType:
         """What the terminal shows: the tick table alone (``render``) when only ticks are
-        followed; else the state line, then the tick table, the trade tape and the candle
-        board, each when asked for or once it has data, then what went wrong, if anything.
+        followed; else the state line, then the tick table, the trade tape, the candle
+        board and the book ladders, each when asked for or once it has data, then what went
+        wrong, if anything.
         """
         tape = self.wants_trades or bool(self.tape.entries)
         board = self.wants_candles or bool(self.candles.series)
-        if not (tape or board):
+        books = self.wants_books or bool(self.ladders.books)
+        if not (tape or board or books):
             return self.render(width, now_ms)
         parts: list[RenderableType] = [self._title()]
         if self.wants_ticks or self.rows:
@@ -221,6 +247,8 @@ class TailState:
             parts.append(self.tape.render(width))
         if board:
             parts.append(self.candles.render(width))
+        if books:
+            parts.append(self.ladders.render(width, now_ms))
         status = self._status()
         if status.plain:
             parts.append(status)
