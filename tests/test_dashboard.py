@@ -1019,14 +1019,18 @@ def test_candles_and_tape_catch_up_after_a_dropped_link(
     """A cut connection (the server keeps running), on WebSocket and SSE: once the page is
     back, the selected symbol's streams are followed again, and the trades and candles
     missed meanwhile are filled in with no duplicate and no hole; the tape dims while the
-    page is not connected, as the table's prices do."""
+    page is not connected, as the table's prices do, and the ladder says "stale" until
+    the book moves on again."""
     with link_proxy(server.port) as (proxy, _thread, loop):
         base = f"http://127.0.0.1:{proxy.port}"
         load(page, base + f"/?transport={transport}")
         open_symbol(page, "BTCUSDT")
         page.wait_for_function("tickcast.trades.ids().length >= 2", timeout=15_000)
+        page.wait_for_function("tickcast.book().state === 'live'", timeout=10_000)
         loop.call_soon_threadsafe(proxy.reset_all)
         expect(page.locator("body")).to_have_attribute("data-fresh", "no", timeout=5_000)
+        expect(page.locator("#book-state")).to_have_text("stale")
+        book_id = page.evaluate("tickcast.book().update_id")
         dimmed = page.eval_on_selector(
             "#tape-rows tr.trade td.price", "td => Number(getComputedStyle(td).opacity)"
         )
@@ -1038,6 +1042,10 @@ def test_candles_and_tape_catch_up_after_a_dropped_link(
         )
         page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=newest, timeout=15_000)
         assert page.evaluate("tickcast.following()") == BTC_STREAMS
+        page.wait_for_function(
+            "n => tickcast.book().state === 'live' && tickcast.book().update_id > n", arg=book_id
+        )
+        expect(page.locator("#book-state")).to_have_text("live")
         expect_tape_consistent(page, server)
         page.wait_for_function("tickcast.chart.shown() >= 500", timeout=40_000)
         times = sorted(plotted_candles(page))

@@ -313,6 +313,9 @@
   }
 
   function stateText(book) {
+    if (book.state === "live" && !tc.statusView.isFresh()) {
+      return "stale"; // the last book before the connection or the upstream dropped
+    }
     return {
       loading: "loading",
       live: "live",
@@ -404,6 +407,7 @@
     refresh: refresh,
     accept: accept,
     acceptStatus: acceptStatus,
+    schedule: schedule,
     render: render,
     shown: shown,
   });
