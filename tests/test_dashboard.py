@@ -1,7 +1,7 @@
 """The dashboard's trading features in headless Chromium against real server processes:
 staleness, bid/ask/spread and volume units, sorting, the chart (real candles and the tick
-line), the trade tape, the connection panel, keyboard use and narrow screens (Playwright,
-system Chromium).
+line), the trade tape, the order book ladder, the connection panel, keyboard use and
+narrow screens (Playwright, system Chromium).
 
 With TICKCAST_UPDATE_SCREENSHOT=1 the chart test also writes docs/dashboard.png, the
 README's picture (1280x800, chart open); otherwise screenshots stay in the temp dir.
@@ -654,20 +654,21 @@ def test_vendored_chart_library_is_served_and_matches_its_readme(server: ServerP
 
 # ---------------------------------------------------------------- candles and trade tape
 
-BTC_STREAMS = ["BTCUSDT@trades", "BTCUSDT@kline_1m"]
-ETH_STREAMS = ["ETHUSDT@trades", "ETHUSDT@kline_1m"]
+# The streams the page follows for a selected symbol, in the order it subscribes them.
+KINDS = ("trades", "kline_1m", "book")
+BTC_STREAMS = [f"BTCUSDT@{kind}" for kind in KINDS]
 
 
-def open_symbol(page: Page, symbol: str) -> None:
+def open_symbol(page: Page, symbol: str, kinds: tuple[str, ...] = KINDS) -> None:
     """Select ``symbol`` and wait until its candles and trades are loaded and its streams
-    followed."""
+    (of ``kinds``: those the server carries) followed."""
     page.click(f'tr[data-symbol="{symbol}"] .symbol-btn')
     expect(page.locator("#chart-title")).to_have_text(symbol)
     page.wait_for_function(
-        """s => tickcast.chart.candles() > 0 && !tickcast.chart.candlesLoading()
+        """([s, kinds]) => tickcast.chart.candles() > 0 && !tickcast.chart.candlesLoading()
              && !tickcast.trades.loading()
-             && tickcast.following().join() === [s + "@trades", s + "@kline_1m"].join()""",
-        arg=symbol,
+             && tickcast.following().join() === kinds.map(k => s + "@" + k).join()""",
+        arg=[symbol, list(kinds)],
         timeout=15_000,
     )
 
@@ -814,16 +815,149 @@ def test_trade_tape_fills_from_rest_then_live_without_duplicates(
     expect(page.locator(".tape")).to_have_attribute("aria-labelledby", "tape-title")
 
 
+def book_ids(frames: list[str], stream: str) -> list[int]:
+    """The update ids of the ``book`` messages of ``stream`` among WebSocket frames."""
+    books = (orjson.loads(f) for f in frames if f'"stream":"{stream}"' in f)
+    return [int(b["update_id"]) for b in books if b.get("type") == "book"]
+
+
+def expect_book_unavailable(page: Page, symbol: str) -> None:
+    """The ladder says the symbol's book is not served, and shows no levels."""
+    note = page.locator("#book-note")
+    expect(note).to_contain_text("Order book unavailable", timeout=10_000)
+    expect(note).to_contain_text(re.compile(rf"{symbol}@(book|depth) is not served"))
+    expect(page.locator("#book-table")).to_be_hidden()
+    expect(page.locator("#book-state")).to_have_text("unavailable")
+    book = page.evaluate("tickcast.book()")
+    assert (book["symbol"], book["state"], book["bids"], book["asks"]) == (
+        symbol,
+        "unavailable",
+        [],
+        [],
+    )
+
+
+def ladder(page: Page) -> dict[str, object]:
+    """What the ladder shows, read in one go: its rows' prices and sizes per side (the
+    non-empty ones), the spread, the update id and state as drawn, and the hook's view."""
+    result = page.evaluate(
+        """() => {
+             const rows = Array.from(document.querySelectorAll("#book-rows tr"));
+             const num = t => t === "" ? null : Number(t.replace(/,/g, ""));
+             const side = (p, q) => rows
+               .map(r => [num(r.querySelector(p).textContent), num(r.querySelector(q).textContent)])
+               .filter(l => l[0] !== null);
+             const bars = c => rows.map(r => parseFloat(r.querySelector(c + " .bar").style.width));
+             return {
+               rows: rows.length,
+               bids: side(".bid-price", ".bid-qty"),
+               asks: side(".ask-price", ".ask-qty"),
+               bidBars: bars(".bid-price"),
+               askBars: bars(".ask-price"),
+               spread: document.querySelector("#book-spread").textContent,
+               bps: document.querySelector("#book-spread-bps").textContent,
+               updateId: document.querySelector("#book-update-id").textContent,
+               state: document.querySelector("#book-state").textContent,
+               hook: tickcast.book(),
+             };
+           }"""
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+def test_order_book_ladder_is_the_servers_book(page: Page, server: ServerProcess) -> None:
+    """The selected symbol's ladder shows 20 bids (descending) and 20 asks (ascending),
+    best bid below best ask, the spread as best ask minus best bid (and in basis points of
+    the mid), the update id, and bars of cumulative size; at an update id /book also
+    answers, every level shown is the server's."""
+    load(page, server.base + "/")
+    open_symbol(page, "BTCUSDT")
+    page.wait_for_function(
+        "tickcast.book().state === 'live' && tickcast.book().received !== null"
+        " && tickcast.book().bids.length === 20 && tickcast.book().asks.length === 20",
+        timeout=10_000,
+    )
+    expect(page.locator("#book-state")).to_have_text("live")
+    expect(page.locator(".book-legend")).to_contain_text("cumulative size")
+    deadline = time.monotonic() + 10
+    while True:  # the page and /book move together: equal once both are at one update id
+        shown = ladder(page)
+        hook = cast(dict[str, object], shown["hook"])
+        rest = server.get("/book/BTCUSDT?limit=20").json()
+        if rest["update_id"] == hook["update_id"]:
+            break
+        assert time.monotonic() < deadline, f"never at the same update id as /book: {rest}"
+        time.sleep(0.05)
+    assert shown["rows"] == 20
+    bids = cast(list[list[float]], shown["bids"])
+    asks = cast(list[list[float]], shown["asks"])
+    assert (hook["bids"], hook["asks"]) == (bids, asks), "the hook is not what is drawn"
+    assert (bids, asks) == (rest["bids"], rest["asks"])
+    assert shown["updateId"] == str(rest["update_id"])
+    assert len(bids) == len(asks) == 20
+    assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True)
+    assert [p for p, _ in asks] == sorted(p for p, _ in asks)
+    best_bid, best_ask = bids[0][0], asks[0][0]
+    assert best_bid < best_ask
+    assert number(str(shown["spread"])) == round(best_ask - best_bid, 2)
+    assert str(shown["spread"]) == f"{best_ask - best_bid:,.2f}"  # BTCUSDT is quoted to 0.01
+    bps = (best_ask - best_bid) / ((best_ask + best_bid) / 2) * 10_000
+    assert str(shown["bps"]).endswith(" bp")
+    assert number(str(shown["bps"])) == pytest.approx(bps, rel=0.01)
+    # Cumulative (% of the row): each bar at least as long as the one above it; the deeper
+    # side's last bar spans its half of the row.
+    for bars in (shown["bidBars"], shown["askBars"]):
+        widths = cast(list[float], bars)
+        assert widths == sorted(widths) and widths[-1] > 0
+    assert max(cast(list[float], shown["bidBars"]) + cast(list[float], shown["askBars"])) == 50
+
+
+def test_the_ladder_says_syncing_while_the_book_is_not_whole(page: Page, tmp_path: Path) -> None:
+    """From the exchange (the simulated one, its own process): a diff skipped while its
+    REST is down breaks BTCUSDT's book, and the ladder says "syncing" with no levels
+    until the server has resynced it; then it shows the book again, at a later id."""
+    with sim_exchange("--rate", "4") as sim_port:
+        sim = f"http://127.0.0.1:{sim_port}"
+        env = {
+            "TICKCAST_BINANCE_URL": f"ws://127.0.0.1:{sim_port}",
+            "TICKCAST_BINANCE_REST_URL": sim,
+            "TICKCAST_STREAM_SYMBOLS": "BTCUSDT",
+        }
+        with running_server(tmp_path, ["--source", "binance"], env) as server:
+            load(page, server.base + "/")
+            open_symbol(page, "BTCUSDT")
+            page.wait_for_function("tickcast.book().state === 'live'", timeout=10_000)
+            before = int(page.evaluate("tickcast.book().update_id"))
+            # REST down first: the resync cannot take its snapshot until the window ends.
+            httpx.post(f"{sim}/_sim/fault?kind=rest_down&duration=3").raise_for_status()
+            httpx.post(f"{sim}/_sim/fault?kind=depth_gap&symbol=BTCUSDT").raise_for_status()
+            expect(page.locator("#book-state")).to_have_text("syncing", timeout=5_000)
+            expect(page.locator("#book-state")).to_be_visible()
+            expect(page.locator("#book-note")).to_contain_text("Order book syncing")
+            expect(page.locator("#book-update-id")).to_have_text("\N{EN DASH}")
+            assert ladder(page)["bids"] == [] and ladder(page)["asks"] == []
+            book = page.evaluate("tickcast.book()")
+            assert book["state"] == "broken" and book["bids"] == [] and book["asks"] == []
+            assert server.get("/book/BTCUSDT?limit=20").status_code == 503
+            expect(page.locator("#book-state")).to_have_text("live", timeout=12_000)
+            shown = ladder(page)
+            assert len(cast(list[object], shown["bids"])) == 20
+            assert int(str(shown["updateId"])) > before
+            expect(page.locator("#book-note")).to_be_hidden()
+
+
 def test_switching_symbol_unsubscribes_the_old_streams(page: Page, server: ServerProcess) -> None:
-    """Selecting ETHUSDT after BTCUSDT unsubscribes BTCUSDT's trades and candles (the
-    server's count of subscriptions stays at the tickers plus two, and no BTCUSDT trade
-    or candle reaches the page afterwards); closing the chart unsubscribes ETHUSDT's."""
+    """Selecting ETHUSDT after BTCUSDT unsubscribes BTCUSDT's trades, candles and book
+    (the server's count of subscriptions stays at the tickers plus three, and no BTCUSDT
+    trade, candle or book reaches the page afterwards) and the ladder shows ETHUSDT's
+    latest book; closing the chart unsubscribes ETHUSDT's."""
     frames: list[str] = []  # in arrival order (Playwright delivers them in its own calls)
     page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f))))
     load(page, server.base + "/")
     wait_for_subscriptions(server, DEFAULT_SYMBOLS)
     open_symbol(page, "BTCUSDT")
-    wait_for_subscriptions(server, DEFAULT_SYMBOLS + 2)
+    wait_for_subscriptions(server, DEFAULT_SYMBOLS + 3)
     open_symbol(page, "ETHUSDT")
     page.wait_for_timeout(1000)  # frames already on their way when it switched
     switched = len(frames)
@@ -831,11 +965,16 @@ def test_switching_symbol_unsubscribes_the_old_streams(page: Page, server: Serve
         "n => tickcast.trades.ids()[0] >= n + 2", arg=tape_ids(page)[0], timeout=15_000
     )
     page.wait_for_timeout(500)
-    assert subscriptions(server) == DEFAULT_SYMBOLS + 2
+    assert subscriptions(server) == DEFAULT_SYMBOLS + 3
     after = frames[switched:]
-    late = [f for f in after if re.search(r'"BTCUSDT@(trades|kline_1m)"', f)]
+    late = [f for f in after if re.search(r'"BTCUSDT@(trades|kline_1m|book)"', f)]
     assert late == [], f"BTCUSDT streams still arrive: {late[:3]}"
     assert sum('"ETHUSDT@trades"' in f for f in after) >= 2
+    assert sum('"ETHUSDT@book"' in f for f in after) >= 2
+    page.wait_for_function(
+        "tickcast.book().symbol === 'ETHUSDT' && tickcast.book().state === 'live'"
+    )
+    assert page.evaluate("tickcast.book().received.update_id") in book_ids(frames, "ETHUSDT@book")
     page.click("#chart-close")
     wait_for_subscriptions(server, DEFAULT_SYMBOLS)
     assert page.evaluate("tickcast.following()") == []
@@ -880,14 +1019,18 @@ def test_candles_and_tape_catch_up_after_a_dropped_link(
     """A cut connection (the server keeps running), on WebSocket and SSE: once the page is
     back, the selected symbol's streams are followed again, and the trades and candles
     missed meanwhile are filled in with no duplicate and no hole; the tape dims while the
-    page is not connected, as the table's prices do."""
+    page is not connected, as the table's prices do, and the ladder says "stale" until
+    the book moves on again."""
     with link_proxy(server.port) as (proxy, _thread, loop):
         base = f"http://127.0.0.1:{proxy.port}"
         load(page, base + f"/?transport={transport}")
         open_symbol(page, "BTCUSDT")
         page.wait_for_function("tickcast.trades.ids().length >= 2", timeout=15_000)
+        page.wait_for_function("tickcast.book().state === 'live'", timeout=10_000)
         loop.call_soon_threadsafe(proxy.reset_all)
         expect(page.locator("body")).to_have_attribute("data-fresh", "no", timeout=5_000)
+        expect(page.locator("#book-state")).to_have_text("stale")
+        book_id = page.evaluate("tickcast.book().update_id")
         dimmed = page.eval_on_selector(
             "#tape-rows tr.trade td.price", "td => Number(getComputedStyle(td).opacity)"
         )
@@ -899,6 +1042,10 @@ def test_candles_and_tape_catch_up_after_a_dropped_link(
         )
         page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=newest, timeout=15_000)
         assert page.evaluate("tickcast.following()") == BTC_STREAMS
+        page.wait_for_function(
+            "n => tickcast.book().state === 'live' && tickcast.book().update_id > n", arg=book_id
+        )
+        expect(page.locator("#book-state")).to_have_text("live")
         expect_tape_consistent(page, server)
         page.wait_for_function("tickcast.chart.shown() >= 500", timeout=40_000)
         times = sorted(plotted_candles(page))
@@ -909,9 +1056,10 @@ def test_candles_and_tape_catch_up_after_a_dropped_link(
 def test_a_symbol_without_streams_says_so_and_gaps_count_when_every_stream_is_followed(
     page: Page, tmp_path: Path
 ) -> None:
-    """With trades and candles carried for ETHUSDT only, BTCUSDT's chart and tape say
-    they are not served (and nothing is subscribed for it); selecting ETHUSDT follows
-    every stream the server carries, so the seq check runs again and finds no gap."""
+    """With trades and candles carried for ETHUSDT only and no books, BTCUSDT's chart,
+    tape and order book say they are not served (and nothing is subscribed for it);
+    selecting ETHUSDT follows every stream the server carries, so the seq check runs again
+    and finds no gap, and its order book says it is not served either."""
     env = {**SIM, "TICKCAST_STREAM_SYMBOLS": "ETHUSDT", "TICKCAST_STREAM_KINDS": "trades,klines"}
     with running_server(tmp_path, ["--source", "sim"], env) as server:
         load(page, server.base + "/")
@@ -920,9 +1068,11 @@ def test_a_symbol_without_streams_says_so_and_gaps_count_when_every_stream_is_fo
         expect(page.locator("#chart-note")).to_contain_text("Candles unavailable", timeout=10_000)
         expect(page.locator("#chart-note")).to_contain_text("BTCUSDT@kline_1m is not served")
         expect(page.locator("#tape-note")).to_contain_text("Trades unavailable")
+        expect_book_unavailable(page, "BTCUSDT")
         assert page.evaluate("tickcast.following()") == []
         expect(page.locator("#error")).to_be_empty()
-        open_symbol(page, "ETHUSDT")
+        open_symbol(page, "ETHUSDT", ("trades", "kline_1m"))
+        expect_book_unavailable(page, "ETHUSDT")
         page.wait_for_function("window.tickcast.stats().gapsChecked", timeout=10_000)
         page.wait_for_function("n => tickcast.trades.ids()[0] >= n + 3", arg=tape_ids(page)[0])
         wait_for_more_ticks(page, tick_count(page) + 20)
@@ -935,7 +1085,7 @@ def test_every_file_the_page_names_is_served(server: ServerProcess) -> None:
     """Each script and stylesheet index.html loads is served next to it, with its type."""
     html = (STATIC / "index.html").read_text()
     names = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
-    assert {"candles.js", "tape.js", "follow.js", "seq.js"} <= set(names)
+    assert {"candles.js", "tape.js", "ladder.js", "follow.js", "seq.js"} <= set(names)
     for name in names:
         response = server.get(f"/{name}")
         assert response.status_code == 200, name

@@ -65,6 +65,7 @@ STATIC_FILES = {
     "columns.js": "text/javascript",
     "candles.js": "text/javascript",
     "tape.js": "text/javascript",
+    "ladder.js": "text/javascript",
     "follow.js": "text/javascript",
     "chart.js": "text/javascript",
     "status.js": "text/javascript",

@@ -118,6 +118,14 @@
       tapeTable: byId("tape-table"),
       tapeRows: byId("tape-rows"),
       tapeNote: byId("tape-note"),
+      bookTable: byId("book-table"),
+      bookRows: byId("book-rows"),
+      bookNote: byId("book-note"),
+      bookState: byId("book-state"),
+      bookSpread: byId("book-spread"),
+      bookSpreadBps: byId("book-spread-bps"),
+      bookUpdateId: byId("book-update-id"),
+      bookSizeHeads: Array.prototype.slice.call(document.querySelectorAll("#book-table th.book-size")),
       statTransport: byId("stat-transport"),
       statServer: byId("stat-server"),
       statNode: byId("stat-node"),
@@ -262,6 +270,11 @@
         loading: function () {
           return state.tape.loading;
         },
+      },
+      // The ladder as last drawn: { symbol, state, update_id, bids, asks, spread }, and
+      // `received`, the last SYMBOL@book message taken ({ update_id, bids, asks }).
+      book: function () {
+        return tc.ladder.shown();
       },
       following: function () {
         return state.transport === "sse" ? state.follow.sse.slice() : state.follow.active.slice();

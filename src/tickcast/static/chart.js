@@ -6,7 +6,8 @@
  * /klines history, then the SYMBOL@kline_1m stream (candles.js), over a span of 1 h, 4 h or
  * every candle held. "Line" draws the last price of each ticker tick: /history/{symbol},
  * then live ticks, over the last 1, 5 or 15 minutes or every tick held. The panel also holds
- * the symbol's trade tape (tape.js); selecting a symbol follows its streams (follow.js).
+ * the symbol's trade tape (tape.js) and its order book ladder (ladder.js); selecting a
+ * symbol follows its streams (follow.js).
  */
 (function (tc) {
   "use strict";

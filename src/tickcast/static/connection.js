@@ -1,7 +1,8 @@
 /*
  * tickcast live dashboard: the connection to the server (WebSocket or SSE), reconnects with
  * backoff, resume tokens and incoming messages (their seq is checked by seq.js). The
- * selected symbol's trades and candles arrive here too and go to tape.js and candles.js.
+ * selected symbol's trades, candles and book arrive here too and go to tape.js, candles.js
+ * and ladder.js.
  */
 (function (tc) {
   "use strict";
@@ -371,6 +372,7 @@
     reset: applyReset,
     trade: applyTrade,
     kline: applyKline,
+    book: applyBook,
     gap: applyGap,
   };
 
@@ -447,11 +449,33 @@
     tc.candles.accept(kline);
   }
 
+  function applyBook(book) {
+    // The stream's first book on a connection is its snapshot (seq not contiguous).
+    const snapshot = !state.seen.has(book.stream);
+    state.seen.add(book.stream);
+    tc.seq.track(book.seq, snapshot);
+    tc.ladder.accept(book);
+  }
+
+  function applyBookStatus(status) {
+    // One book is not whole: about its streams, not the connection or the upstream. On
+    // subscribe it comes instead of the snapshot (no seq); when a book breaks, live.
+    const stream = status.symbol + "@book";
+    const snapshot = !state.seen.has(stream);
+    state.seen.add(stream);
+    tc.seq.track(status.seq, snapshot);
+    tc.ladder.acceptStatus(status);
+  }
+
   function applyGap(gap) {
     tc.tape.acceptGap(gap);
   }
 
   function applyStatus(status) {
+    if (typeof status.book === "string") {
+      applyBookStatus(status);
+      return;
+    }
     if (typeof status.upstream === "string") {
       state.upstream = status.upstream;
       if (status.upstream !== "connected" && state.upstreamSince === null) {
@@ -515,6 +539,12 @@
         if (message.type === "kline") {
           state.seen.add(message.stream);
           tc.candles.accept(message);
+        } else if (message.type === "book") {
+          state.seen.add(message.stream);
+          tc.ladder.accept(message);
+        } else if (message.type === "status" && typeof message.book === "string") {
+          state.seen.add(message.symbol + "@book");
+          tc.ladder.acceptStatus(message);
         } else if (message.type === "tick" || message.type === undefined) {
           applyTick(message, true);
         }

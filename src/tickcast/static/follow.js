@@ -1,13 +1,14 @@
 /*
  * tickcast live dashboard: the streams the page follows beside the table's tickers.
  *
- * The selected symbol's trades and one-minute candles (SPEC §12), when the server's
- * /streams lists them. Over WebSocket they are subscribed and unsubscribed with ops on the
+ * The selected symbol's trades, one-minute candles and order book (SPEC §12), each when the
+ * server's /streams lists it. Over WebSocket they are subscribed and unsubscribed with ops on the
  * open connection (another symbol selected: the old ones unsubscribed first); over SSE,
  * whose streams are chosen at connect, by connecting again with `?streams=` naming them.
  * After every (re)connect /klines and /trades are fetched again and merged (by open time,
  * by trade id): a resume replays only the streams its URL named, and this refetch fills
- * what a drop missed either way, without duplicates.
+ * what a drop missed either way, without duplicates. The book needs no such merge: each
+ * SYMBOL@book message is the whole ladder, and a subscription starts with the current one.
  */
 (function (tc) {
   "use strict";
@@ -20,7 +21,8 @@
     if (!symbol || served === null) {
       return [];
     }
-    return [symbol + "@trades", symbol + "@kline_" + tc.candles.INTERVAL].filter(function (name) {
+    const names = [symbol + "@trades", symbol + "@kline_" + tc.candles.INTERVAL, symbol + "@book"];
+    return names.filter(function (name) {
       return served.indexOf(name) >= 0;
     });
   }
@@ -35,6 +37,7 @@
     state.follow.symbol = symbol;
     tc.candles.select(symbol);
     tc.tape.select(symbol);
+    tc.ladder.select(symbol);
     sync();
   }
 
@@ -102,6 +105,7 @@
   function subscribed() {
     tc.candles.refresh();
     tc.tape.refresh();
+    tc.ladder.refresh();
   }
 
   function fetchStreams() {
@@ -127,7 +131,8 @@
   }
 
   function followsEveryStream() {
-    // Whether this page receives every stream beside the tickers: they share one seq.
+    // Whether this page receives every stream beside the tickers: they share one seq. With
+    // books carried it never does: their SYMBOL@depth diffs are not followed here.
     const served = state.follow.served;
     if (served === null) {
       return null;

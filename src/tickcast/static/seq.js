@@ -2,10 +2,14 @@
  * tickcast live dashboard: sequence-gap counting, and the resume point of a WebSocket.
  *
  * `seq` is stamped once per published message by the server's ingest and is global across
- * symbols and streams (ticks, trades, candles), so it is contiguous only for a client that
- * receives every stream the server serves. Gaps are therefore counted only while the page
- * is subscribed to all of them: every symbol of /symbols (its defaults are all of them)
- * and every other stream /streams lists; otherwise the panel says "not checked" and why.
+ * symbols and streams (ticks, trades, candles, books, their diffs and statuses), so it is
+ * contiguous only for a client that receives every stream the server serves. Gaps are
+ * therefore counted only while the page is subscribed to all of them: every symbol of
+ * /symbols (its defaults are all of them) and every other stream /streams lists; otherwise
+ * the panel says "not checked" and why. A server that carries books never qualifies: the
+ * page follows the selected symbol's SYMBOL@book (the top levels, published at most every
+ * 100 ms and conflated for a slow client), never the SYMBOL@depth diffs that take seqs
+ * between them, so their seqs could only ever show false gaps.
  * The baseline is the first live tick after the snapshot (snapshot ticks carry each
  * symbol's latest seq, which are not contiguous), a `reset`'s `last_seq`,
  * or, across a resumed reconnect, the last seq seen before the drop: the server promises

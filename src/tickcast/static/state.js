@@ -3,13 +3,14 @@
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
  * from file://), loaded in order by index.html: state.js, format.js, decimals.js, seq.js,
- * connection.js, probe.js, table.js, columns.js, candles.js, tape.js, follow.js, chart.js,
- * status.js, app.js. Each is an IIFE that fills its own part of the `window.tickcast`
+ * connection.js, probe.js, table.js, columns.js, candles.js, tape.js, ladder.js, follow.js,
+ * chart.js, status.js, app.js. Each is an IIFE that fills its own part of the `window.tickcast`
  * namespace created here; a script reaches another's functions through that namespace at
  * call time, so the order matters only for what runs on load. Everything lives in one
  * `state` object; the DOM is only written by the render helpers. Protocol: SPEC §6
- * (WebSocket /ws, SSE /sse, REST /history, /symbols) and §12 (the selected symbol's trades
- * and candles: /streams, /trades, /klines, SYMBOL@trades and SYMBOL@kline_1m).
+ * (WebSocket /ws, SSE /sse, REST /history, /symbols) and §12 (the selected symbol's trades,
+ * candles and order book: /streams, /trades, /klines, /book, SYMBOL@trades,
+ * SYMBOL@kline_1m and SYMBOL@book).
  */
 
 // The namespace every dashboard script fills in, in the order index.html loads them.
@@ -24,6 +25,7 @@ window.tickcast = {
   columns: {},
   candles: {},
   tape: {},
+  ladder: {},
   follow: {},
   priceChart: {},
   statusView: {},
@@ -125,6 +127,24 @@ window.tickcast = {
       error: null,
       qtyDecimals: null, // what the sizes drawn are formatted with
       frame: null,
+    },
+    // The selected symbol's order book ladder (ladder.js): its top levels, as received.
+    book: {
+      symbol: null,
+      // null (no symbol), "loading", "live", "syncing" or "broken" (not whole: no levels
+      // shown), "unavailable" (not carried for it), "error" (/book could not be had).
+      state: null,
+      reason: "", // why not live: the status's reason and detail, or the server's message
+      updateId: null,
+      bids: [], // [price, qty] as the wire has them, best first
+      asks: [],
+      fromStream: false, // the stream has spoken since the symbol was selected: REST is older
+      received: null, // the last SYMBOL@book message taken
+      shown: null, // what the last render drew (the test hook's answer)
+      qtyDecimals: 0, // what the sizes are drawn with
+      loadId: 0,
+      frame: null,
+      rows: null, // the row views, built on the first render
     },
     // Streams followed beside the table's tickers (follow.js).
     follow: {

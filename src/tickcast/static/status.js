@@ -61,8 +61,11 @@
   }
 
   function renderFreshness() {
-    const fresh = isFresh();
-    document.body.dataset.fresh = fresh ? "yes" : "no";
+    const fresh = isFresh() ? "yes" : "no";
+    if (document.body.dataset.fresh !== fresh) {
+      document.body.dataset.fresh = fresh;
+      tc.ladder.schedule(); // its "live" becomes "stale", and back
+    }
     renderLatency();
   }
 
