@@ -25,10 +25,10 @@ from tickcast.bench.rawhttp import http_get
 from tickcast.bench.run import Run
 from tickcast.bench.wsbytes import BadHead
 
-LEAD_SECONDS = 1.0  # asking before the freeze: a client this far behind is still covered
+LEAD_SECONDS = 2.0  # asking before the freeze: a client this far behind is still covered
 COVER_SECONDS = 3.0  # at most this long after the freeze for the server to pass every id
 PAUSE_SECONDS = 0.02  # between one requester's requests
-REQUESTERS = 3  # per symbol, so an answer slowed by a busy server leaves no hole
+REQUESTERS = 4  # per symbol, so an answer slowed by a busy server leaves no hole
 _UPDATE_ID = re.compile(rb'"update_id":(\d+),')
 
 
