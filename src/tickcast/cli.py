@@ -237,10 +237,12 @@ def build_parser() -> CommandParser:
     bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
     bench.add_argument(
         "--streams",
-        choices=("ticker", "trades"),
+        choices=("ticker", "trades", "book", "depth"),
         default="ticker",
         help="what the clients subscribe: the ticker (default), or SYMBOL@trades: --rate is "
-        "then trades/s per symbol and --stall clients stop reading at the burst",
+        "then trades/s per symbol and --stall clients stop reading at the burst; or "
+        "SYMBOL@book / SYMBOL@depth (--rate 10: the books' clock), each client's book "
+        "checked against the server's at the end",
     )
     bench.add_argument(
         "--burst", type=int, default=0, help="with trades: N more trades of the first symbol (0)"

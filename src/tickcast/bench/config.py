@@ -5,6 +5,11 @@ per second per symbol (the simulator's ``--trade-rate``; its tickers stay at 1/s
 client subscribes ``?streams=SYMBOL@trades``, ``--burst N`` adds N trades of the first
 symbol over ``--burst-seconds`` at ``--burst-at`` seconds into the window, and the
 ``--stall`` clients stop reading at the burst for ``--stall-seconds`` then read again.
+
+``--streams book`` and ``--streams depth`` load the order books (``SYMBOL@book``, the top
+20 levels, latest wins; ``SYMBOL@depth``, the whole book then diffs): the simulator's books
+change every 100 ms, so ``--rate`` is 10; at the end every client's book is compared
+with the server's (see ``bookscan``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ Target = Literal["tickcast", "tickcast-redis", "tickcast-workers", "naive", "raw
 # The targets that run on a private Redis started by the bench.
 ON_REDIS: tuple[Target, ...] = ("tickcast-redis", "tickcast-workers")
 BASELINES: dict[str, Target] = {"naive": "naive", "raw": "raw"}
+BOOK_RATE = 10.0  # the simulator's books change every 100 ms
 DEFAULT_BURST_AT = 0.3  # of the window: room after it for the backlog to drain
 DEFAULT_STALL_SECONDS = 4.0  # under the default 10 s slow-client timeout
 
@@ -80,7 +86,7 @@ class BenchConfig:
             out.append("--grace must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
             out.append("--warmup, --connect-batch and --connect-timeout must be positive")
-        return out + self._trade_problems()
+        return out + self._trade_problems() + self._book_problems()
 
     def _trade_problems(self) -> list[str]:
         out = []
@@ -103,6 +109,22 @@ class BenchConfig:
                        "stalled clients are closed, not given their gap)")  # fmt: skip
         return out
 
+    def _book_problems(self) -> list[str]:
+        if not self.books:
+            return []
+        out = []
+        if self.rate != BOOK_RATE:
+            out.append(f"--streams {self.streams}: the simulator's books change every 100 ms: "
+                       f"--rate must be {BOOK_RATE:g}")  # fmt: skip
+        if self.transport != "ws":
+            out.append(f"--streams {self.streams} is measured over WebSocket only")
+        if self.redis or self.workers > 1:
+            out.append(f"--streams {self.streams} runs against one memory-hub process "
+                       "(no --redis, --workers)")  # fmt: skip
+        if self.stall:
+            out.append("--stall is not measured with --streams book|depth")
+        return out
+
     def burst_offset(self) -> float:
         """When the burst starts, in seconds after the window's start."""
         return self.burst_at if self.burst_at is not None else DEFAULT_BURST_AT * self.duration
@@ -110,6 +132,11 @@ class BenchConfig:
     @property
     def trades(self) -> bool:
         return self.streams == "trades"
+
+    @property
+    def books(self) -> bool:
+        """``--streams book`` or ``--streams depth``."""
+        return self.streams in ("book", "depth")
 
 
 def symbol_names(count: int) -> list[str]:

@@ -10,7 +10,8 @@ count what they get afterwards apart from the healthy ones (``TradeScanner``).
 
 The bench talks to each process over a ``multiprocessing`` pipe: it sends a ``LoadSpec``
 at start, then ``("window", start_ms, end_ms)``, ``("pause", seconds)`` and ``("finish", expected,
-drain_s)``;
+drain_s)``; with books also ``("freeze",)`` (answered ``("frozen", update ids)``) and
+``("answers", server books)`` before the finish;
 the process answers ``("connecting", summary)`` as it starts and after each batch of
 connections (so a bench that gives up waiting still knows how far it got), then
 ``("connected", summary)`` and ``("report", report)``. A closed pipe (the bench gone)
@@ -34,6 +35,7 @@ from typing import Any, Literal, cast
 
 import uvloop
 
+from tickcast.bench.bookscan import BookScanner, book_report, needed_ids
 from tickcast.bench.histogram import UNIT_US
 from tickcast.bench.procstat import raise_nofile
 from tickcast.bench.scan import Scanner, Tally
@@ -45,7 +47,7 @@ from tickcast.serve.workers import die_with_parent
 NS_PER_UNIT = UNIT_US * 1000
 RESUME_RCVBUF = 1 << 20
 Transport = Literal["ws", "sse"]
-Kind = Literal["ticker", "trades"]
+Kind = Literal["ticker", "trades", "book", "depth"]
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,8 @@ async def finish(
     }
     if isinstance(scanner, TradeScanner):
         report["trades"] = trade_report(clients, wanted, stall_scanner or scanner)
+    if isinstance(scanner, BookScanner):
+        report["books"] = book_report((c.ledger for c in clients), scanner.answers)
     return report
 
 
@@ -411,6 +415,8 @@ async def serve(conn: Connection, spec: LoadSpec) -> None:
     stall_scanner: Scanner
     if spec.kind == "trades":
         scanner, stall_scanner = TradeScanner(), TradeScanner()
+    elif spec.kind in ("book", "depth"):
+        scanner = stall_scanner = BookScanner(spec.kind == "depth")
     else:
         scanner = stall_scanner = Scanner()
     clients, summary = await open_all(
@@ -430,6 +436,14 @@ async def serve(conn: Connection, spec: LoadSpec) -> None:
                 for client in clients:
                     if client.stall:
                         client.pause(float(message[1]))
+            elif message[0] == "freeze":
+                # Books are compared where each client stopped: stop them all reading.
+                for client in clients:
+                    if client.transport is not None and client.closed_at is None:
+                        client.transport.pause_reading()
+                conn.send(("frozen", needed_ids(c.ledger for c in clients)))
+            elif message[0] == "answers" and isinstance(scanner, BookScanner):
+                scanner.set_answers(message[1])
             elif message[0] == "finish":
                 expected, drain = dict(message[1]), float(message[2])
                 report = await finish(clients, scanner, expected, drain, stall_scanner)

@@ -170,12 +170,12 @@ def redis_command(port: int, directory: Path) -> list[str]:
 def baseline_command(
     kind: str, port: int, sim_port: int, symbols: Sequence[str], slow_timeout: float
 ) -> list[str]:
-    """``naive`` or ``raw``: a comparison server reading the same simulator."""
+    """``naive``, ``raw`` or ``rawbook``: a comparison server reading the same simulator."""
     argv = python_module(
         f"tickcast.bench.{kind}", "--host", HOST, "--port", str(port),
         "--upstream", f"ws://{HOST}:{sim_port}", "--symbols", ",".join(symbols),
     )  # fmt: skip
-    if kind == "raw":
+    if kind.startswith("raw"):
         argv += ["--slow-timeout", str(slow_timeout)]
     return argv
 

@@ -24,8 +24,8 @@ import contextlib
 import itertools
 import socket
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import orjson
@@ -82,6 +82,16 @@ class RawServer:
         wire = ws_text_frame(message)
         for write in tuple(self.subscribers[event["s"]].values()):
             write(wire)
+
+    def wanted(self, query: str) -> frozenset[str]:
+        """The served symbols a client's query string asks for."""
+        if self.trades:
+            return wanted_streams(query, self.served)
+        return wanted_symbols(query, self.served)
+
+    def other(self, path: str, query: str) -> tuple[int, bytes] | None:
+        """The answer to a request for another path (None: 404)."""
+        return None
 
     def add(self, client: RawClient, symbols: frozenset[str]) -> None:
         self.clients.add(client)
@@ -152,8 +162,7 @@ class RawClient(asyncio.Protocol):
             key = request.headers.get("sec-websocket-key", "")
             self.transport.write(switching_protocols(key))
             self.upgraded = True
-            wanted = wanted_streams if self.server.trades else wanted_symbols
-            self.server.add(self, wanted(request.query, self.server.served))
+            self.server.add(self, self.server.wanted(request.query))
         elif request.path == "/price":
             symbol = parse_qs(request.query).get("symbol", ["BTCUSDT"])[0].upper()
             message = self.server.latest.get(symbol)
@@ -164,7 +173,8 @@ class RawClient(asyncio.Protocol):
         elif request.path == "/status":
             self._answer(200, self.server.status())
         else:
-            self._answer(404, b'{"error":"not_found"}')
+            answer = self.server.other(request.path, request.query)
+            self._answer(*(answer or (404, b'{"error":"not_found"}')))
 
     def _answer(self, status: int, body: bytes) -> None:
         assert self.transport is not None
@@ -186,12 +196,22 @@ async def serve(
     host: str, port: int, upstream: str, symbols: Sequence[str], slow: float, trades: bool
 ) -> None:
     server = RawServer(symbols, slow, trades)
+    url = combined_url(upstream, symbols, "aggTrade" if trades else "ticker")
+    await listen(server, host, port, url)
+
+
+async def listen(
+    server: RawServer, host: str, port: int, url: str, *more: Coroutine[Any, Any, None]
+) -> None:
+    """Serve clients from ``server`` fed by the combined stream ``url``, until cancelled;
+    ``more`` runs beside them."""
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: RawClient(server), host, port, backlog=2048)
-    url = combined_url(upstream, symbols, "aggTrade" if trades else "ticker")
     async with listener, asyncio.TaskGroup() as tasks:
         tasks.create_task(follow(url, server.on_frame))
         tasks.create_task(server.sweep())
+        for coroutine in more:
+            tasks.create_task(coroutine)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tickcast.bench.bookscan import BookCounts
 from tickcast.bench.histogram import LatencyHistogram
 from tickcast.bench.procstat import CLOCK_TICKS
 from tickcast.bench.scan import Tally
@@ -116,6 +117,7 @@ class Measurements:
     server_emfile_logged: bool = False
     spread: list[int] = field(default_factory=list)  # connections per worker (--workers)
     burst: dict[str, Any] | None = None  # --streams trades: when the burst began, its answer
+    book_answers: dict[str, Any] | None = None  # --streams book|depth: GET /book asked
     window_start_ms: int = 0
     window_end_ms: int = 0
     grace: float = 0.0
@@ -135,6 +137,9 @@ def summarize(m: Measurements) -> dict[str, Any]:
     trades = _trades(m)
     # The server delivers to the stalled trade clients too (once they read again).
     deliveries = histogram.total + (trades["stalled"]["deliveries"] if trades else 0)
+    books = _books(m, tally)
+    if books is not None:
+        deliveries = tally.deliveries  # a @depth diff carries no time: no latency sample
     wall = _wall(m)
     server_cpu = _cpu_delta(m, "server")
     server_per_delivery = cpu_per_delivery(server_cpu, deliveries, m.target)
@@ -182,6 +187,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
         "machine": _machine(m, wall),
         "stall": _stall(m, tally) if m.stall else None,
         "trades": trades,
+        "books": books,
         "window": {
             "start_ms": m.window_start_ms,
             "end_ms": m.window_end_ms,
@@ -220,6 +226,24 @@ def _trades(m: Measurements) -> dict[str, Any] | None:
             "duplicates": stalled_tally.duplicates,
             "latency_ms": latency.summary(),
         },
+    }
+
+
+def _books(m: Measurements, tally: Tally) -> dict[str, Any] | None:
+    """``--streams book|depth``: every client's book against the server's at the same
+    update id (``bookscan.BookCounts``), what the server was asked, bytes per message."""
+    parts = [report["books"] for report in m.reports if report.get("books")]
+    if not parts:
+        return None
+    counts = BookCounts()
+    for part in parts:
+        counts.merge(BookCounts(**part))
+    return {
+        **counts.as_dict(),
+        "bytes_per_message": _round(
+            tally.received_bytes / tally.messages if tally.messages else None, 1
+        ),
+        "server_answers": m.book_answers,
     }
 
 

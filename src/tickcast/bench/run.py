@@ -79,7 +79,7 @@ class Run:
     def start_simulator(self) -> tuple[Child, int]:
         port = free_port()
         c = self.config
-        argv = sim_command(port, 1.0 if c.trades else c.rate, self.symbols)
+        argv = sim_command(port, 1.0 if c.trades or c.books else c.rate, self.symbols)
         if c.trades:
             argv += ["--trade-rate", str(c.rate)]
         child = Child("simulator", argv, clean_env(), self.log_dir)
@@ -92,6 +92,7 @@ class Run:
         if self.target in ("tickcast", *ON_REDIS):
             env = {
                 "TICKCAST_BINANCE_URL": f"ws://{HOST}:{sim_port}",
+                "TICKCAST_BINANCE_REST_URL": f"http://{HOST}:{sim_port}",
                 "TICKCAST_SLOW_CLIENT_TIMEOUT": str(c.slow_timeout),
                 "TICKCAST_MAX_CONNECTIONS": str(max(50_000, 2 * c.clients)),
                 "TICKCAST_MAX_SUBSCRIPTIONS": str(max(200, c.symbols)),
@@ -101,6 +102,8 @@ class Run:
             if c.trades:
                 # The trades and nothing else beside the ticker, as raw relays them.
                 env["TICKCAST_STREAM_KINDS"] = "trades"
+            if c.books:
+                env["TICKCAST_STREAM_KINDS"] = "book"
             if self.target in ON_REDIS:
                 assert self.redis_port is not None
                 env["TICKCAST_REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
@@ -109,9 +112,10 @@ class Run:
             argv = tickcast_command(port, self.symbols)
         else:
             env = {}
-            argv = baseline_command(self.target, port, sim_port, self.symbols, c.slow_timeout)
-            if c.trades:
-                argv += ["--streams", "trades"]
+            kind = "rawbook" if c.books and self.target == "raw" else self.target
+            argv = baseline_command(kind, port, sim_port, self.symbols, c.slow_timeout)
+            if c.trades or c.books:
+                argv += ["--streams", c.streams]
         servers = sum(child.name.startswith(self.target) for child in self.children)
         name = self.target if not servers else f"{self.target}-{servers + 1}"
         child = Child(name, argv, clean_env(env), self.log_dir)
@@ -123,8 +127,8 @@ class Run:
         connects to port ``i mod len(ports)``, splitting the clients evenly."""
         c = self.config
         context = multiprocessing.get_context("spawn")
-        if c.trades:
-            query = "streams=" + ",".join(f"{symbol}@trades" for symbol in self.symbols)
+        if c.trades or c.books:
+            query = "streams=" + ",".join(f"{symbol}@{c.streams}" for symbol in self.symbols)
         else:
             query = "symbols=" + ",".join(self.symbols)
         target = f"/{c.transport}?{query}"

@@ -33,6 +33,7 @@ import orjson
 import uvloop
 
 from tickcast.bench import procstat
+from tickcast.bench.bookrun import settle
 from tickcast.bench.config import (
     BASELINES,
     ON_REDIS,
@@ -64,6 +65,9 @@ STALL_DRAIN_SECONDS = 2.0
 SPAWN_TIMEOUT = 30.0
 CONNECT_SLACK = 5.0  # beyond the load generators' own bound on connecting, for a busy host
 REPORT_TIMEOUT = 30.0  # for the reports, beyond the stalled clients' drain
+# The levels a side each client's book is compared on: @book's top 20 (the server's
+# default TICKCAST_BOOK_LEVELS), @depth's whole book (the most GET /book answers).
+BOOK_LIMITS = {"book": 20, "depth": 5000}
 
 
 def run_bench(config: BenchConfig) -> int:
@@ -246,6 +250,8 @@ async def _measure(run: Run, m: Measurements) -> None:
     server, port = started[0]
     for child, child_port in started:
         await ready(child, child_port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
+        for symbol in run.symbols if config.books else ():
+            await ready(child, child_port, f"/book/{symbol}?limit=1", READY_TIMEOUT)
     if run.target == "tickcast-workers":
         await _all_workers_serving(port, config.workers)
     await asyncio.sleep(SETTLE_SECONDS)
@@ -281,7 +287,11 @@ async def _measure(run: Run, m: Measurements) -> None:
     for task in run.tasks:
         task.cancel()
     run.enter(m, Phase.REPORT)
-    m.expected = reference.expected()
+    # A book stream has no count of events to gap against: its books are checked instead.
+    m.expected = {} if config.books else reference.expected()
+    if config.books:
+        async with within(REPORT_TIMEOUT, "the clients' books were not compared"):
+            m.book_answers = await settle(run, port, BOOK_LIMITS[config.streams])
     m.reference_complete = not reference.reconnected
     # A stalled trades client is not waited for: it is meant to be open, reading again.
     drain = STALL_DRAIN_SECONDS if config.stall and not config.trades else 0.0
@@ -289,6 +299,9 @@ async def _measure(run: Run, m: Measurements) -> None:
     async with within(drain + REPORT_TIMEOUT, "not every load generator reported"):
         m.reports = await run.gather()
     m.status_end = await _status(port)
+    different = sum(r.get("books", {}).get("mismatched", 0) for r in m.reports)
+    if different:
+        raise RuntimeError(f"{different} clients' books differ from the server's")
     m.server_emfile_logged = any(s.log_contains("Too many open files") for s in servers)
     for child in servers:
         if not child.alive():

@@ -62,6 +62,8 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         row("  close after s (1st..last)", lambda r: _close_cell(r["stall"]))
     if any(runs[n].get("trades") for n in names):
         _trade_rows(row, runs)
+    if any(runs[n].get("books") for n in names):
+        _book_rows(row)
     row("healthy closed by server", lambda r: str(r["healthy_closed_by_server"]))
     width = max(len(label) for label, _ in rows) + 2
     col = max(12, *(len(n) + 2 for n in names), *(len(c) + 2 for _, cs in rows for c in cs))
@@ -85,6 +87,22 @@ def _trade_rows(
     row("stalled: skipped (unannounced)", lambda r: _holes_cell(r["trades"]["stalled"]))
     row("stalled: duplicates", lambda r: str(r["trades"]["stalled"]["duplicates"]))
     row("stalled: p50 / p99 ms", lambda r: _p50_p99(r["trades"]["stalled"]["latency_ms"]))
+
+
+def _book_rows(row: Callable[[str, Callable[[Any], str]], None]) -> None:
+    """``--streams book|depth``: the clients' books against the server's."""
+    row("bytes per message", lambda r: _num(r["books"]["bytes_per_message"], 0))
+    row("books equal the server's", lambda r: f"{r['books']['equal']}/{r['books']['compared']}")
+    row(
+        "books differing (clients)", lambda r: _pair(r["books"], "mismatched", "clients_mismatched")
+    )
+    row("books not compared", lambda r: str(r["books"]["not_answered"] + r["books"]["no_book"]))
+    row("diff gaps (clients)", lambda r: _pair(r["books"], "gaps", "clients_with_gaps"))
+    row("book status messages", lambda r: str(r["books"]["statuses"]))
+
+
+def _pair(part: Mapping[str, Any], total: str, clients: str) -> str:
+    return f"{part[total]} ({part[clients]})"
 
 
 def _gap_cell(part: Mapping[str, Any]) -> str:

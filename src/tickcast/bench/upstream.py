@@ -102,14 +102,15 @@ def trade_message(event: dict[str, Any], seq: int) -> bytes:
     return orjson.dumps(out)
 
 
-def wanted_streams(query: str, served: frozenset[str]) -> frozenset[str]:
-    """The symbols of ``streams=A@trades,B@trades`` in a query string that are served
-    (a stream of another kind, or none asked: nothing)."""
+def wanted_streams(query: str, served: frozenset[str], kind: str = "trades") -> frozenset[str]:
+    """The symbols of ``streams=A@trades,B@trades`` (or another ``kind``) in a query
+    string that are served (a stream of another kind, or none asked: nothing)."""
     values = parse_qs(query).get("streams")
     if not values:
         return frozenset()
     asked = {s.strip() for s in values[0].split(",")}
-    symbols = {name[: -len("@trades")].upper() for name in asked if name.endswith("@trades")}
+    suffix = f"@{kind}"
+    symbols = {name[: -len(suffix)].upper() for name in asked if name.endswith(suffix)}
     return frozenset(symbols & served)
 
 
