@@ -288,6 +288,9 @@ async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Pa
     assert any(m["type"] == "depth" for m in after[fresh:])
 
 
+# 200 books' diffs are 2,000 a second for the server and the simulator: run alone, the
+# time to sync them measures them and not the other tests.
+@pytest.mark.solo
 async def test_two_hundred_books_start_within_the_weight_budget(tmp_path: Path) -> None:
     """200 symbols' books start together: snapshots of 100 levels (weight 5, the deepest
     whose weight lets all start in a minute's budget), never a 429 nor a 418; every book

@@ -42,13 +42,16 @@ def is_leader(server: ServerProcess) -> bool:
 
 
 async def equal_to_truth(http: httpx.AsyncClient, nodes: list[ServerProcess], base: str) -> int:
-    """Moments at which every node's every book equals the true book at its id."""
+    """Moments (up to two, in at most 12 tries) at which every node's every book equals
+    the true book at its id; a book that differs fails the test."""
     moments = 0
-    for _ in range(4):
+    for _ in range(12):
         results = [
             await compare_at_truth(http, n.base, base, symbol) for n in nodes for symbol in SYMBOLS
         ]
         moments += all(results)
+        if moments == 2:
+            break
     return moments
 
 

@@ -880,15 +880,19 @@ def test_order_book_ladder_is_the_servers_book(page: Page, server: ServerProcess
     )
     expect(page.locator("#book-state")).to_have_text("live")
     expect(page.locator(".book-legend")).to_contain_text("cumulative size")
-    deadline = time.monotonic() + 10
-    while True:  # the page and /book move together: equal once both are at one update id
-        shown = ladder(page)
-        hook = cast(dict[str, object], shown["hook"])
+    deadline = time.monotonic() + 30
+    while True:  # /book first, then the page catches up to its update id (or passes it)
         rest = server.get("/book/BTCUSDT?limit=20").json()
+        caught_up = time.monotonic() + 1
+        while True:
+            shown = ladder(page)
+            hook = cast(dict[str, object], shown["hook"])
+            if int(str(hook["update_id"])) >= rest["update_id"] or time.monotonic() > caught_up:
+                break
+            time.sleep(0.02)
         if rest["update_id"] == hook["update_id"]:
             break
         assert time.monotonic() < deadline, f"never at the same update id as /book: {rest}"
-        time.sleep(0.05)
     assert shown["rows"] == 20
     bids = cast(list[list[float]], shown["bids"])
     asks = cast(list[list[float]], shown["asks"])

@@ -401,6 +401,7 @@ class BookIngest:
                 asks=changes.asks,
                 seq=self._ingest.next_seq(),
                 source=source,
+                checked=False,  # a local book's changes: checked as they came
             )
             self._publish(diff, Origin("depth", history, diff.update_id))
             self._published[symbol] = diff.update_id

@@ -11,7 +11,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tickcast.messages.book import Book, BookSnapshot, Depth, DepthEvent, DepthMerger, Levels
+from tickcast.messages.book import (
+    Book,
+    BookSnapshot,
+    Depth,
+    DepthEvent,
+    DepthMerger,
+    Levels,
+    check_levels,
+    price_key,
+)
+from tickcast.messages.decimals import canonical_decimal
 
 
 def event(**changes: Any) -> DepthEvent:
@@ -229,3 +239,30 @@ def test_a_merged_diff_applies_as_each_diff_in_turn(
             prices = [Decimal(p) for p, _ in merged.bids]
             assert prices == sorted(prices, reverse=True)
     assert merged_book == one_by_one
+
+
+@given(st.lists(st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("1e7"),
+                            places=8, allow_nan=False), min_size=2, max_size=50))  # fmt: skip
+def test_price_key_orders_prices_as_decimal_does(values: list[Decimal]) -> None:
+    """The fast sort key of a held book orders prices exactly as their values."""
+    prices = list({canonical_decimal(f"{v:f}") for v in values if v > 0})
+    assert sorted(prices, key=price_key) == sorted(prices, key=Decimal)
+
+
+@pytest.mark.parametrize(
+    ("level", "says"),
+    [
+        (("0100", "1"), "not a canonical decimal"),
+        (("100.50", "1"), "not a canonical decimal"),
+        (("0", "1"), "not positive"),
+        (("-1", "1"), "not positive"),
+        (("1e2", "1"), "not a canonical decimal"),
+        (("100", "-1"), "negative"),
+        (("100", "1.0"), "not a canonical decimal"),
+        (("100", "x"), "not a canonical decimal"),
+        (("\u0661\u0660\u0660", "1"), "not a canonical decimal"),  # Arabic-Indic 100
+    ],
+)
+def test_check_levels_names_what_is_wrong(level: tuple[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        check_levels((level,), "bid", zero_ok=True)

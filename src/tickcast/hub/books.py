@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tickcast.messages.book import Book, BookStatus, Depth, Levels
+from tickcast.messages.book import Book, BookStatus, Depth, Levels, price_key
 from tickcast.messages.tick import SourceLabel
 
 HeldState = Literal["synced", "syncing", "broken"]
@@ -150,11 +150,3 @@ def sorted_levels(side: dict[str, str], *, descending: bool) -> Levels:
     """A side's levels best first: bids by price descending, asks ascending."""
     prices = sorted(side, key=price_key, reverse=descending)
     return tuple((price, side[price]) for price in prices)
-
-
-def price_key(price: str) -> tuple[int, str, str]:
-    """An exact sort key of a positive canonical decimal (no sign, no leading zero in its
-    integer part, no trailing zero in its fraction): the integer part by length then by
-    digits, then the fraction by digits. Several times faster than ``Decimal``."""
-    whole, _, fraction = price.partition(".")
-    return len(whole), whole, fraction

@@ -40,27 +40,47 @@ _NUMBER: Final = rb"(-?[0-9]+(?:\.[0-9]+)?)"
 _PAIR: Final = re.compile(rb"\[" + _NUMBER + rb"," + _NUMBER + rb"\]")
 
 
+# A positive canonical decimal: no sign, no leading zero in its integer part, no trailing
+# zero in its fraction (``canonical_decimal``'s output for a positive number).
+_POSITIVE: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]*[1-9])?")
+
+
 def check_levels(levels: Levels, side: str, *, zero_ok: bool) -> None:
     """Raise ``ValueError`` naming what makes ``levels`` no side of a book or diff: a price
     or quantity that is not a canonical decimal, a price that is not positive, a negative
-    quantity (or a zero one, unless ``zero_ok``: a diff's deletion), or a price twice."""
+    quantity (or a zero one, unless ``zero_ok``: a diff's deletion), or a price twice.
+
+    On every diff of every book: one pattern match per number, not a rewrite of it."""
     seen: set[str] = set()
+    positive = _POSITIVE.fullmatch
     for level in levels:
         if not isinstance(level, tuple) or len(level) != 2:
             raise ValueError(f"{side} level {level!r} is not a (price, qty) pair")
         price, qty = level
-        for name, value in (("price", price), ("qty", qty)):
-            if not isinstance(value, str) or canonical_decimal(value) != value:
-                raise ValueError(f"{side} {name} {value!r} is not a canonical decimal")
-        if price.startswith("-") or price == "0":
-            raise ValueError(f"{side} price {price} is not positive")
-        if qty.startswith("-"):
-            raise ValueError(f"{side} qty {qty} at {price} is negative")
+        if not isinstance(price, str) or not isinstance(qty, str):
+            raise ValueError(f"{side} level {level!r} is not a pair of decimal strings")
+        if positive(price) is None or price == "0":
+            _refuse(side, "price", price)
+        if positive(qty) is None:
+            if qty.startswith("-") and canonical_decimal(qty) == qty:
+                raise ValueError(f"{side} qty {qty} at {price} is negative")
+            raise ValueError(f"{side} qty {qty!r} is not a canonical decimal")
         if qty == "0" and not zero_ok:
             raise ValueError(f"{side} level {price} has quantity 0 in a whole book")
         if price in seen:
             raise ValueError(f"{side} price {price} appears twice")
         seen.add(price)
+
+
+def _refuse(side: str, name: str, value: str) -> None:
+    """Say why ``value`` is no price: not a canonical decimal, or not positive."""
+    try:
+        canonical = canonical_decimal(value)
+    except ValueError:
+        canonical = None
+    if canonical != value:
+        raise ValueError(f"{side} {name} {value!r} is not a canonical decimal")
+    raise ValueError(f"{side} {name} {value} is not positive")
 
 
 def _check_ids(first: int, last: int) -> None:
@@ -102,8 +122,13 @@ class DepthEvent:
     asks: Levels
     event_time_ms: int = 0
     history: int = 0
+    # False for a copy of a checked diff (another ``history``) or one built of checked
+    # levels (a local book's changes): every diff of every book passes here.
+    checked: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, checked: bool) -> None:
+        if not checked:
+            return
         _check_ids(self.first_update_id, self.final_update_id)
         check_levels(self.bids, "bid", zero_ok=True)
         check_levels(self.asks, "ask", zero_ok=True)
@@ -263,8 +288,12 @@ class Depth:
     seq: int
     source: SourceLabel
     _encoded: bytes | None = field(default=None, repr=False, compare=False)
+    # False for a diff built of a checked one's levels (the ingest's, a merge).
+    checked: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, checked: bool) -> None:
+        if not checked:
+            return
         _check_ids(self.first_update_id, self.update_id)
         check_levels(self.bids, "bid", zero_ok=True)
         check_levels(self.asks, "ask", zero_ok=True)
@@ -450,6 +479,7 @@ class DepthMerger:
                 asks=_ordered(self._asks.items(), descending=False),
                 seq=last.seq,
                 source=last.source,
+                checked=False,  # the levels of checked diffs
             )
         self._clear()
         return merged
@@ -463,4 +493,12 @@ class DepthMerger:
 
 def _ordered(levels: Iterable[Level], *, descending: bool) -> Levels:
     """Levels best first: bids by price descending, asks ascending."""
-    return tuple(sorted(levels, key=lambda level: Decimal(level[0]), reverse=descending))
+    return tuple(sorted(levels, key=lambda level: price_key(level[0]), reverse=descending))
+
+
+def price_key(price: str) -> tuple[int, str, str]:
+    """An exact sort key of a positive canonical decimal (no sign, no leading zero in its
+    integer part, no trailing zero in its fraction): the integer part by length then by
+    digits, then the fraction by digits. Several times faster than ``Decimal``."""
+    whole, _, fraction = price.partition(".")
+    return len(whole), whole, fraction

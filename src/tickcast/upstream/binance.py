@@ -289,7 +289,11 @@ class BinanceClient:
                 conn.last_data = time.monotonic()
                 if not conn.first_data.is_set():
                     conn.first_data.set()
-                market: MarketEvent = replace(event, history=conn.history)
+                market: MarketEvent = (
+                    replace(event, history=conn.history, checked=False)
+                    if type(event) is DepthEvent  # checked as it was parsed
+                    else replace(event, history=conn.history)
+                )
                 self._guarded("sink_error", self._on_update, market)
             elif isinstance(event, ServerShutdown):
                 self.counters["server_shutdowns"] += 1

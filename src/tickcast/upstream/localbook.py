@@ -317,7 +317,13 @@ class LocalBook:
         if crossed is not None:
             return crossed
         changes = DepthEvent(
-            self.symbol, book_id + 1, event.final_update_id, bids, asks, event.event_time_ms
+            self.symbol,
+            book_id + 1,
+            event.final_update_id,
+            bids,
+            asks,
+            event.event_time_ms,
+            checked=False,  # levels of a checked diff
         )
         return Applied(changes)
 
