@@ -367,6 +367,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "ping_interval",
             "idle_timeout",
             "flush_ms",
+            "ws_deflate",
             "sse_heartbeat",
             "sse_retry_ms",
             "client_trade_queue",
