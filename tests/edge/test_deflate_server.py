@@ -91,6 +91,8 @@ async def test_an_offering_client_gets_deflate_and_the_same_messages_as_a_plain_
         assert packed.response.headers["Sec-WebSocket-Extensions"] == ACCEPTED
         assert "Sec-WebSocket-Extensions" not in plain.response.headers
         assert any(isinstance(e, PerMessageDeflate) for e in packed.protocol.extensions)
+        edge = server.status()["edge"]
+        assert isinstance(edge, dict) and edge["ws_deflate"] == 1
         got_packed, got_plain = await asyncio.gather(texts(packed, 1.5), texts(plain, 1.5))
     common = by_seq(got_packed).keys() & by_seq(got_plain).keys()
     assert len(common) >= 10
