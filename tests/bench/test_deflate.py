@@ -16,6 +16,7 @@ from tickcast.bench.wsbytes import (
     DEFLATE_OFFER,
     Inflater,
     deflate_inflater,
+    pongs_for,
     server_frames,
     upgrade_request,
 )
@@ -59,6 +60,18 @@ def test_compressed_and_plain_frames_split_anywhere_come_out_whole() -> None:
         inflater = Inflater()
         out = b"".join(inflater.feed(stream[i : i + cut]) for i in range(0, len(stream), cut))
         assert out == b"".join(messages), cut
+        assert inflater.pings == [b"ping"], cut
+
+
+def test_a_ping_header_inside_compressed_bytes_is_no_ping() -> None:
+    """Compressed payloads are near random: a 0x89 byte followed by a small one turns up
+    in most of them, which a search of the raw bytes (``pongs_for``) would answer with a
+    pong each. The inflater reads frames, and finds no ping there."""
+    frames = b"".join(encode_message("ws_deflate", tick(seq), None, None) for seq in range(200))
+    assert pongs_for(frames), "the raw search is fooled"
+    inflater = Inflater()
+    inflater.feed(frames)
+    assert inflater.pings == []
 
 
 def test_server_frames_leave_an_incomplete_frame() -> None:

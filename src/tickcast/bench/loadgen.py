@@ -46,8 +46,10 @@ from tickcast.bench.tradescan import TradeCounts, TradeScanner
 from tickcast.bench.wsbytes import (
     DEFLATE_OFFER,
     MAX_HEAD,
+    OP_PONG,
     Inflater,
     deflate_inflater,
+    masked_frame,
     pongs_for,
     response_status,
     sse_request,
@@ -165,13 +167,17 @@ class TickClient(asyncio.Protocol):
         if self.open:
             if self.counting:
                 now = time.time_ns() // NS_PER_UNIT
-                if self.inflater is None:
+                inflater = self.inflater
+                if inflater is None:
                     self.scanner.feed(self.ledger, data, now)
+                    if self.answer_pings and b"\x89" in data:
+                        for pong in pongs_for(data):
+                            self._write(pong)
                 else:
-                    self.scanner.feed(self.ledger, self.inflater.feed(data), now, len(data))
-                if self.answer_pings and b"\x89" in data:
-                    for pong in pongs_for(data):
-                        self._write(pong)
+                    self.scanner.feed(self.ledger, inflater.feed(data), now, len(data))
+                    for payload in inflater.pings:
+                        self._write(masked_frame(OP_PONG, payload))
+                    inflater.pings.clear()
             return
         self.head += data
         end = self.head.find(b"\r\n\r\n")

@@ -39,6 +39,7 @@ DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"
 _RSV1 = 0x40
 _OPCODE = 0x0F
+_OP_PING = 0x9
 _LONG16 = struct.Struct("!H")
 _LONG64 = struct.Struct("!Q")
 
@@ -84,15 +85,18 @@ class Inflater:
     compressed ones (RSV1 set) inflated: each on its own, or, when the server takes its
     context over (``takeover``), by one inflater that has seen every message before."""
 
-    __slots__ = ("_kept", "_rest")
+    __slots__ = ("_kept", "_rest", "pings")
 
     def __init__(self, takeover: bool = False) -> None:
         self._rest = b""
         self._kept = zlib.decompressobj(wbits=-15) if takeover else None
+        # Payloads of the pings read, for the client to answer. ``pongs_for``'s search for
+        # a ping header in the raw bytes would find one in nearly every compressed frame.
+        self.pings: list[bytes] = []
 
     def feed(self, data: bytes) -> bytes:
-        """Every data-frame payload completed by ``data``, joined (control frames, such
-        as pings, are left to ``pongs_for``)."""
+        """Every data-frame payload completed by ``data``, joined; the payloads of pings
+        go to ``pings``."""
         if self._rest:
             data = self._rest + data
         frames, used = server_frames(data)
@@ -100,6 +104,8 @@ class Inflater:
         out = []
         for first, payload in frames:
             if first & _OPCODE >= 0x8:
+                if first & _OPCODE == _OP_PING:
+                    self.pings.append(payload)
                 continue
             if first & _RSV1:
                 inflater = self._kept or zlib.decompressobj(wbits=-15)
