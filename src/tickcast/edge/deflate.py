@@ -26,9 +26,9 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.typing import ExtensionParameter
 
-# Level 6 (zlib's default) against 1: the same size for a tick (~290 B -> 198 vs 199 B)
-# and 3% smaller for a 20-level book (915 B -> 402 vs 414 B), at about the same 6-10 µs
-# per message, a cost paid once per message, not once per client (docs/BENCHMARKS.md).
+# Level 6 (zlib's default) against 1: about the same size for a tick (293 B -> 200 vs
+# 204 B) and 3% smaller for a 20-level book (919 B -> 405 vs 416 B), for 7-17 µs against
+# 7-11 µs per message: a cost paid once per message, not per client (docs/BENCHMARKS.md).
 LEVEL: Final = 6
 # The LZ77 window: a message never refers back further than its own start, so the size
 # only bounds what a client must hold to inflate it. 15 bits (32 KB) is the RFC's default,
