@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import zlib
@@ -14,6 +15,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
+from tickcast.bench.wsbytes import server_frames
+from tickcast.edge.backlog import Backlog
 from tickcast.edge.deflate import (
     MIN_BYTES,
     SharedDeflateFactory,
@@ -126,6 +129,19 @@ def test_a_message_is_compressed_once_for_every_client() -> None:
     assert wire.get("ws_deflate") is first
     assert first == encode_message("ws_deflate", TICK.encode(), None, None)
     assert wire.get("ws_frame") != first
+
+
+def test_a_resume_backlog_joins_whole_compressed_frames() -> None:
+    """A backlog piece is several frames in one write: each a whole frame that inflates
+    alone, in order, ticks held as messages and as shared Wires alike."""
+    ticks = [dataclasses.replace(TICK, seq=seq, _encoded=None) for seq in (1, 2, 3)]
+    backlog = Backlog(ticks[:2], limit=10)
+    assert backlog.add(Wire(ticks[2]))
+    data, count = backlog.take("ws_deflate", 1 << 20)
+    frames, used = server_frames(data)
+    assert count == 3 and used == len(data)
+    assert [inflate(payload) for _, payload in frames] == [t.encode() for t in ticks]
+    assert {first for first, _ in frames} == {0xC1}
 
 
 def handshake(offered: str) -> tuple[ServerProtocol, Response]:
