@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -53,13 +54,20 @@ class RawWebSocket:
 
     @classmethod
     async def connect(
-        cls, url: str, *, rcvbuf: int = 0, headers: dict[str, str] | None = None
+        cls,
+        url: str,
+        *,
+        rcvbuf: int = 0,
+        headers: dict[str, str] | None = None,
+        deflate: bool = False,
     ) -> RawWebSocket:
-        """Open the socket and do the upgrade handshake (``response`` holds the reply)."""
+        """Open the socket and do the upgrade handshake (``response`` holds the reply);
+        ``deflate`` offers permessage-deflate as the websockets library does by default."""
         parts = urlsplit(url)
         assert parts.hostname is not None and parts.port is not None
         sock = await open_socket(parts.hostname, parts.port, rcvbuf)
-        client = cls(sock, ClientProtocol(parse_uri(url)))
+        extensions = [ClientPerMessageDeflateFactory()] if deflate else None
+        client = cls(sock, ClientProtocol(parse_uri(url), extensions=extensions))
         try:
             request = client.protocol.connect()
             for name, value in (headers or {}).items():

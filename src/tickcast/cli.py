@@ -236,6 +236,11 @@ def build_parser() -> CommandParser:
     bench.add_argument("--stall", type=int, default=0, help="clients that never read (0)")
     bench.add_argument("--transport", choices=("ws", "sse"), default="ws", help="default ws")
     bench.add_argument(
+        "--deflate",
+        action="store_true",
+        help="the WebSocket clients offer permessage-deflate, as browsers do (default: not)",
+    )
+    bench.add_argument(
         "--streams",
         choices=("ticker", "trades", "book", "depth"),
         default="ticker",
@@ -367,6 +372,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "ping_interval",
             "idle_timeout",
             "flush_ms",
+            "ws_deflate",
             "sse_heartbeat",
             "sse_retry_ms",
             "client_trade_queue",
@@ -737,6 +743,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         burst_seconds=args.burst_seconds,
         stall_seconds=args.stall_seconds,
         transport=args.transport,
+        deflate=args.deflate,
         compare=tuple(args.compare),
         redis=args.redis,
         nodes=args.nodes,

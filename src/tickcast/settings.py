@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     flush_ms: float = Field(
         0.0, ge=0, description="Write coalescing window per client (ms); 0 = per loop turn."
     )
+    ws_deflate: bool = Field(
+        True,
+        description="Compress /ws messages (permessage-deflate) for clients that offer it; "
+        "each message is compressed once for all of them.",
+    )
     sse_heartbeat: float = Field(15.0, gt=0, description="SSE comment heartbeat interval (s).")
     sse_retry_ms: int = Field(2000, ge=0, description="SSE retry hint sent to clients (ms).")
 

@@ -384,8 +384,14 @@ def test_summary_figures_and_ratios() -> None:
     table = ratios(runs)
     assert table == {"tickcast/naive": {"cpu_us_per_delivery": 0.25, "p99_ms": 0.2}}
     assert "0.250x" in format_ratios(table)
+    assert run["wire"] == {
+        "bytes_received": 300_000,
+        "bytes_per_message": 300.0,
+        "deflate_clients": 0,
+    }
     text = format_table(runs)
     assert "error" in text and "10/12" in text and "100.00" in text
+    assert "wire bytes/message" in text and "clients with deflate" not in text
 
 
 def test_cpu_per_delivery_needs_five_clock_ticks_and_a_delivery() -> None:

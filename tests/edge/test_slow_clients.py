@@ -103,10 +103,12 @@ async def receive_until(
     return out
 
 
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "deflate"])
 async def test_a_client_that_never_reads_is_closed_and_harms_nobody(
-    server: ServerProcess,
+    server: ServerProcess, deflate: bool
 ) -> None:
-    """A stalled client is closed on time; 50 others get every tick; memory stays bounded."""
+    """A stalled client is closed on time; 50 others get every tick; memory stays bounded.
+    The same for a stalled client with permessage-deflate, whose frames are smaller."""
     await idle(server)
     rss_before = rss_bytes(server)
     closes_before = server_closes(server)
@@ -120,7 +122,9 @@ async def test_a_client_that_never_reads_is_closed_and_harms_nobody(
             for ws, into in zip(healthy, got, strict=True)
         ]
         await eventually(lambda: all(len(messages) > 2 for messages in got))  # snapshots, live
-        stalled = await RawWebSocket.connect(server.ws_base + "/ws?symbols=*", rcvbuf=4096)
+        stalled = await RawWebSocket.connect(
+            server.ws_base + "/ws?symbols=*", rcvbuf=4096, deflate=deflate
+        )
         stalled_at = time.monotonic()
         try:
             await eventually(lambda: server_closes(server) > closes_before, timeout=15)
@@ -151,11 +155,15 @@ async def test_a_client_that_never_reads_is_closed_and_harms_nobody(
             assert len(got) >= RATE * 2.5, (symbol, len(got))
 
 
-async def test_a_slow_reader_gets_conflated_current_values(server: ServerProcess) -> None:
-    """A slow reader gets fewer, never older, values, stays open and is current on catch-up."""
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "deflate"])
+async def test_a_slow_reader_gets_conflated_current_values(
+    server: ServerProcess, deflate: bool
+) -> None:
+    """A slow reader gets fewer, never older, values, stays open and is current on catch-up,
+    with permessage-deflate as without."""
     await idle(server)
     conflated_before = edge_status(server)["conflated"]
-    ws = await RawWebSocket.connect(server.ws_base + "/ws", rcvbuf=4096)
+    ws = await RawWebSocket.connect(server.ws_base + "/ws", rcvbuf=4096, deflate=deflate)
     try:
         first_seq = int(server.get("/price").json()["seq"])
         seen: list[dict[str, object]] = []
@@ -174,6 +182,7 @@ async def test_a_slow_reader_gets_conflated_current_values(server: ServerProcess
             seen.append(message)
         caught_up = time.monotonic() - caught_up_at
         assert clients_total(server) == 1, "the slow reader was closed"
+        assert bool(ws.protocol.extensions) is deflate
     finally:
         ws.close()
     assert {m["type"] for m in seen} == {"tick"}

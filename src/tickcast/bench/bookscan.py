@@ -157,11 +157,12 @@ class BookScanner(Scanner):
         """The server's ``GET /book`` answers per symbol, by update id."""
         self.answers = {s.encode(): dict(by_id) for s, by_id in answers.items()}
 
-    def feed(self, ledger: Ledger, data: bytes, now_units: int) -> int:
+    def feed(self, ledger: Ledger, data: bytes, now_units: int, wire_bytes: int = -1) -> int:
         """Account every complete message in ``ledger.tail + data`` received at
-        ``now_units`` (wall clock, 0.1 ms units); returns the window's deliveries."""
+        ``now_units`` (wall clock, 0.1 ms units); returns the window's deliveries.
+        ``wire_bytes``: what ``data`` took on the wire, when it was inflated from that."""
         assert isinstance(ledger, BookLedger), "a book scanner's ledgers are its own"
-        ledger.received_bytes += len(data)
+        ledger.received_bytes += len(data) if wire_bytes < 0 else wire_bytes
         if ledger.tail:
             data = ledger.tail + data
         if self.depth:

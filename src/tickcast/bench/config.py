@@ -47,6 +47,7 @@ class BenchConfig:
     burst_seconds: float = 1.0
     stall_seconds: float = DEFAULT_STALL_SECONDS
     transport: Literal["ws", "sse"] = "ws"
+    deflate: bool = False  # the clients offer permessage-deflate
     compare: tuple[str, ...] = ()
     redis: bool = False
     nodes: int = 1
@@ -72,6 +73,8 @@ class BenchConfig:
             out.append("--rate and --duration must be positive")
         if not 0 <= self.stall <= self.clients:
             out.append("--stall must be between 0 and --clients")
+        if self.deflate and self.transport != "ws":
+            out.append("--deflate is a WebSocket extension: it needs --transport ws")
         if self.loadgen_procs < 1:
             out.append("--loadgen-procs must be at least 1")
         if self.nodes < 1 or (self.nodes > 1 and not self.redis):

@@ -3,6 +3,9 @@
 Each connection is a bare ``asyncio.Protocol`` on uvloop that writes one hand-made
 upgrade request (or SSE ``GET``), checks the status line and from then on hands every
 received chunk to the ``Scanner`` (one regex pass, no JSON parse, no per-frame callback).
+With ``deflate`` the request offers permessage-deflate, and the chunks go through an
+``Inflater`` first (a frame parse, and an inflate per compressed message); the scanner
+still counts the bytes as they came on the wire.
 Stalled connections set a small ``SO_RCVBUF`` before connecting and stop reading once
 the handshake is through; with ``--streams trades`` they read like the others until the
 bench says ``("pause", seconds)`` (at the burst), then read nothing for that long and
@@ -40,7 +43,17 @@ from tickcast.bench.histogram import UNIT_US
 from tickcast.bench.procstat import raise_nofile
 from tickcast.bench.scan import Scanner, Tally
 from tickcast.bench.tradescan import TradeCounts, TradeScanner
-from tickcast.bench.wsbytes import MAX_HEAD, pongs_for, response_status, sse_request
+from tickcast.bench.wsbytes import (
+    DEFLATE_OFFER,
+    MAX_HEAD,
+    OP_PONG,
+    Inflater,
+    deflate_inflater,
+    masked_frame,
+    pongs_for,
+    response_status,
+    sse_request,
+)
 from tickcast.bench.wsbytes import upgrade_request as ws_upgrade
 from tickcast.serve.workers import die_with_parent
 
@@ -66,6 +79,7 @@ class LoadSpec:
     stall_rcvbuf: int = 4096
     worker: int = 0
     kind: Kind = "ticker"
+    deflate: bool = False  # offer permessage-deflate (WebSocket only)
 
 
 class HandshakeRejected(Exception):
@@ -124,8 +138,11 @@ class TickClient(asyncio.Protocol):
         stall: bool,
         answer_pings: bool,
         stall_later: bool = False,
+        deflate: bool = False,
     ) -> None:
         self.scanner = scanner
+        self.deflate = deflate  # the request offered permessage-deflate
+        self.inflater: Inflater | None = None  # set when the server accepted it
         self.ledger: Any = scanner.new_ledger()
         self.request = request
         self.expect = expect
@@ -149,10 +166,18 @@ class TickClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.open:
             if self.counting:
-                self.scanner.feed(self.ledger, data, time.time_ns() // NS_PER_UNIT)
-                if self.answer_pings and b"\x89" in data:
-                    for pong in pongs_for(data):
-                        self._write(pong)
+                now = time.time_ns() // NS_PER_UNIT
+                inflater = self.inflater
+                if inflater is None:
+                    self.scanner.feed(self.ledger, data, now)
+                    if self.answer_pings and b"\x89" in data:
+                        for pong in pongs_for(data):
+                            self._write(pong)
+                else:
+                    self.scanner.feed(self.ledger, inflater.feed(data), now, len(data))
+                    for payload in inflater.pings:
+                        self._write(masked_frame(OP_PONG, payload))
+                    inflater.pings.clear()
             return
         self.head += data
         end = self.head.find(b"\r\n\r\n")
@@ -168,6 +193,8 @@ class TickClient(asyncio.Protocol):
         if status != self.expect:
             self._fail(HandshakeRejected(status))
             return
+        if self.deflate:
+            self.inflater = deflate_inflater(self.head[:end])
         rest, self.head, self.open = self.head[end + 4 :], b"", True
         if self.stall and not self.stall_later:
             # uvloop starts reading only after connection_made returns, so pausing is
@@ -247,7 +274,9 @@ async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
     """Connect, send the request, wait for the handshake (bounded by the timeout)."""
     loop = asyncio.get_running_loop()
     if spec.transport == "ws":
-        request, expect = ws_upgrade(spec.host, spec.port, spec.target), 101
+        offer = DEFLATE_OFFER if spec.deflate else None
+        request = ws_upgrade(spec.host, spec.port, spec.target, extensions=offer)
+        expect = 101
     else:
         request, expect = sse_request(spec.host, spec.port, spec.target), 200
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -261,7 +290,13 @@ async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
             await loop.sock_connect(sock, (spec.host, spec.port))
             _, client = await loop.create_connection(
                 lambda: TickClient(
-                    scanner, request, expect, stall, spec.transport == "ws", spec.kind == "trades"
+                    scanner,
+                    request,
+                    expect,
+                    stall,
+                    spec.transport == "ws",
+                    spec.kind == "trades",
+                    spec.deflate and spec.transport == "ws",
                 ),
                 sock=sock,
             )
@@ -355,6 +390,7 @@ async def finish(
         "histogram": histogram.to_sparse(),
         "max_units": histogram.max_units,
         "healthy_closed_by_server": healthy_closed,
+        "deflated": sum(c.inflater is not None for c in clients),
         "stalled": len(stalled),
         "stalled_at": sorted(c.stalled_at for c in stalled if c.stalled_at is not None),
         "stalled_found_closed": sum(c.closed_at is not None for c in stalled),

@@ -167,6 +167,7 @@ def summarize(m: Measurements) -> dict[str, Any]:
             "max_per_client": tally.duplicates_max_per_client,
         },
         "healthy_closed_by_server": sum(r["healthy_closed_by_server"] for r in m.reports),
+        "wire": _wire(m, tally),
         "server": {
             "cpu_percent": _percent(server_cpu, wall),
             "cpu_us_per_delivery": server_per_delivery.value,
@@ -194,6 +195,19 @@ def summarize(m: Measurements) -> dict[str, Any]:
             "wall_seconds": _round(wall, 3),
             "grace_seconds": m.grace,
         },
+    }
+
+
+def _wire(m: Measurements, tally: Tally) -> dict[str, Any]:
+    """What the healthy clients' ticks took on the wire (frame headers and compressed
+    payloads as received, control messages and snapshots included; TCP/IP not), and how
+    many clients had permessage-deflate (``--deflate``)."""
+    return {
+        "bytes_received": tally.received_bytes,
+        "bytes_per_message": _round(
+            tally.received_bytes / tally.messages if tally.messages else None, 1
+        ),
+        "deflate_clients": sum(r.get("deflated", 0) for r in m.reports),
     }
 
 

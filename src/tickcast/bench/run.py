@@ -145,6 +145,7 @@ class Run:
                 stall_rcvbuf=STALL_RCVBUF,
                 worker=index,
                 kind=c.streams,
+                deflate=c.deflate,
             )
             parent_end, child_end = context.Pipe()
             process = context.Process(

@@ -85,10 +85,11 @@ class Scanner:
         self.window_start_ms = start_ms
         self.window_end_ms = end_ms
 
-    def feed(self, ledger: Ledger, data: bytes, now_units: int) -> int:
+    def feed(self, ledger: Ledger, data: bytes, now_units: int, wire_bytes: int = -1) -> int:
         """Account every complete tick in ``ledger.tail + data`` received at
-        ``now_units`` (wall clock, 0.1 ms units); returns the in-window count."""
-        ledger.received_bytes += len(data)
+        ``now_units`` (wall clock, 0.1 ms units); returns the in-window count.
+        ``wire_bytes``: what ``data`` took on the wire, when it was inflated from that."""
+        ledger.received_bytes += len(data) if wire_bytes < 0 else wire_bytes
         if ledger.tail:
             data = ledger.tail + data
         found = _findall(data)

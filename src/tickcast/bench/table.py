@@ -33,6 +33,9 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         "duplicates (max/client)",
         lambda r: f"{r['duplicates']['total']} ({r['duplicates']['max_per_client']})",
     )
+    row("wire bytes/message", lambda r: _num(r["wire"]["bytes_per_message"], 1))
+    if any(r.get("wire", {}).get("deflate_clients") for r in runs.values()):
+        row("clients with deflate", lambda r: str(r["wire"]["deflate_clients"]))
     row("server CPU %", lambda r: _num(r["server"]["cpu_percent"], 1))
     row("server CPU-µs/delivery", lambda r: _na_num(r["server"], "cpu_us_per_delivery", 2))
     row("GC full passes in window", lambda r: _num(r["server"]["gc_full_passes_in_window"], 0))

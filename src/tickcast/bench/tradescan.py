@@ -64,11 +64,12 @@ class TradeScanner(Scanner):
     def new_ledger(self) -> TradeLedger:
         return TradeLedger()
 
-    def feed(self, ledger: Ledger, data: bytes, now_units: int) -> int:
+    def feed(self, ledger: Ledger, data: bytes, now_units: int, wire_bytes: int = -1) -> int:
         """Account every complete trade and gap in ``ledger.tail + data`` received at
-        ``now_units`` (wall clock, 0.1 ms units); returns the in-window trade count."""
+        ``now_units`` (wall clock, 0.1 ms units); returns the in-window trade count.
+        ``wire_bytes``: what ``data`` took on the wire, when it was inflated from that."""
         assert isinstance(ledger, TradeLedger), "a trade scanner's ledgers are its own"
-        ledger.received_bytes += len(data)
+        ledger.received_bytes += len(data) if wire_bytes < 0 else wire_bytes
         if ledger.tail:
             data = ledger.tail + data
         found = _findall(data)

@@ -509,6 +509,8 @@ class Edge:
         return {
             "clients": {**self.clients_by_transport(), "total": len(self.sessions)},
             "write_paths": self.write_paths(),
+            # WebSocket clients that negotiated permessage-deflate (TICKCAST_WS_DEFLATE).
+            "ws_deflate": sum(s.fmt == "ws_deflate" for s in self.sessions.values()),
             "subscriptions": sum(len(s.symbols) for s in self.sessions.values()),
             "pending_conflated": sum(s.pending_count for s in self.sessions.values()),
             "delivered": self.delivered_total(),

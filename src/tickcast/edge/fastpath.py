@@ -27,9 +27,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.extensions.base import ServerExtensionFactory
 from websockets.server import ServerProtocol
 
 from tickcast.edge.contracts import TransportKind
+from tickcast.edge.deflate import SharedDeflateFactory, negotiated
 from tickcast.edge.guard import (
     HEAD_TOO_LARGE,
     REQUEST_TIMEOUT,
@@ -126,16 +128,23 @@ def write_path() -> str:
 
 
 def protocol_classes(
-    tuning: SocketTuning, guard: HandshakeGuard | None = None
+    tuning: SocketTuning, guard: HandshakeGuard | None = None, *, deflate: bool = False
 ) -> tuple[type | str, type | str]:
     """uvicorn ``http`` and ``ws`` protocol classes that apply ``tuning`` to each socket
-    and ``guard``'s limits to each request head; uvicorn's stock protocols (the queued,
-    portable path, without those limits) when the fast path is not safe."""
+    and ``guard``'s limits to each request head, and with ``deflate`` negotiate
+    permessage-deflate with the clients that offer it (``tickcast.edge.deflate``);
+    uvicorn's stock protocols (the queued, portable path, without those limits and
+    without compression) when the fast path is not safe."""
     if fast_path_problem() is not None:
         return "httptools", "websockets-sansio"
     attrs = {"tuning": tuning, "guard": guard if guard is not None else HandshakeGuard()}
     http = type("TunedHttpProtocol", (FastHttpProtocol,), attrs)
-    ws = type("TunedWebSocketProtocol", (FastWebSocketProtocol,), {"tuning": tuning})
+    extensions: tuple[ServerExtensionFactory, ...] = (SharedDeflateFactory(),) if deflate else ()
+    ws = type(
+        "TunedWebSocketProtocol",
+        (FastWebSocketProtocol,),
+        {"tuning": tuning, "extensions": extensions},
+    )
     return http, ws
 
 
@@ -245,6 +254,14 @@ class RawWebSocket(RawTransport):
             protocol.read_paused = False
             protocol.transport.resume_reading()
         return handle.ended
+
+
+class RawDeflateWebSocket(RawWebSocket):
+    """A WebSocket whose client negotiated permessage-deflate: its market data goes out
+    as frames compressed once for every such client."""
+
+    wire_format: WireFormat = "ws_deflate"
+    __slots__ = ()
 
 
 class _Inbox:
@@ -372,6 +389,8 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
 
     raw: RawWebSocket | None = None
     tuning: ClassVar[SocketTuning] = SocketTuning()
+    # What the handshake may negotiate: permessage-deflate or nothing (protocol_classes).
+    extensions: ClassVar[tuple[ServerExtensionFactory, ...]] = ()
 
     # What uvicorn sets on every connection but is the same for all of a server's: held
     # once, on the class. uvicorn gives each protocol object about 40 attributes, past the
@@ -386,8 +405,9 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # uvicorn 0.54's __init__, with the per-server values on the class and the lean
-        # queue and event (frames are pre-encoded: per-message deflate is never on).
+        # uvicorn 0.54's __init__, with the per-server values on the class, the lean
+        # queue and event, and our own extensions: frames are pre-encoded, compressed
+        # once for all clients when deflate is negotiated, never by uvicorn per client.
         cls = type(self)
         if cls.__dict__.get("_server_config") is not config:
             if not config.loaded:
@@ -421,7 +441,9 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         self.disconnected = False
         self.close_timer = None
         self.initial_response = None
-        self.conn = ServerProtocol(extensions=[], max_size=config.ws_max_size, logger=self.logger)
+        self.conn = ServerProtocol(
+            extensions=list(self.extensions), max_size=config.ws_max_size, logger=self.logger
+        )
         self.read_paused = False
         self.writable = LeanEvent()  # type: ignore[assignment]
         self.writable.set()
@@ -457,7 +479,10 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the handshake was accepted and the app task created
-            self.raw = RawWebSocket(self)
+            # websockets' negotiation is done: its extension inflates what the client
+            # compresses, and the fan-out compresses for it (see RawDeflateWebSocket).
+            deflate = negotiated(self.conn.extensions)
+            self.raw = RawDeflateWebSocket(self) if deflate else RawWebSocket(self)
             scope["extensions"][EXTENSION] = {"transport": self.raw}
 
     # Every way the connection stops taking frames tells the session, so the fan-out's

@@ -3,7 +3,8 @@
 Server-to-client WebSocket frames are never masked (RFC 6455 §5.1: "A server MUST NOT
 mask any frames that it sends to the client"), so a text frame is the same bytes for every
 client and can be written to each socket as is. Likewise an SSE event, and its HTTP/1.1
-chunk, are the same bytes for every SSE client.
+chunk, are the same bytes for every SSE client. A permessage-deflate frame too, compressed
+without context takeover (``tickcast.edge.deflate``).
 
 SSE (SPEC §6): a market-data message (a tick, a trade, a candle) is an unnamed event, so
 it arrives as the default ``message`` type (``new EventSource(url).onmessage``; its JSON
@@ -17,14 +18,16 @@ from __future__ import annotations
 import struct
 from typing import Literal
 
+from tickcast.edge.deflate import ws_deflate_frame
 from tickcast.messages.book import BookStatus
 from tickcast.messages.message import Message
 
 # ws_frame: a complete WebSocket text frame, written straight to the socket.
+# ws_deflate: the same, compressed (RFC 7692), for a client that negotiated permessage-deflate.
 # json: the bare message, for a server that frames it itself (generic ASGI).
 # sse_chunk: an SSE event inside an HTTP/1.1 chunk, written straight to the socket.
 # sse_event: the bare SSE event, for a server that chunks it itself (generic ASGI).
-WireFormat = Literal["ws_frame", "json", "sse_chunk", "sse_event"]
+WireFormat = Literal["ws_frame", "ws_deflate", "json", "sse_chunk", "sse_event"]
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -59,6 +62,8 @@ def encode_message(fmt: WireFormat, data: bytes, event: str | None, event_id: in
         return data
     if fmt == "ws_frame":
         return ws_text_frame(data)
+    if fmt == "ws_deflate":
+        return ws_deflate_frame(data)
     sse = sse_event(event, data, event_id)
     return http_chunk(sse) if fmt == "sse_chunk" else sse
 

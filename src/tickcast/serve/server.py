@@ -28,7 +28,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     write_high = min(SocketTuning.write_high, settings.client_buffer_bytes // 2)
     tuning = SocketTuning(sndbuf=settings.client_sndbuf, write_high=write_high)
     app = create_app(settings, Node(settings, first_seq=clock_seq()))
-    http, ws = protocol_classes(tuning, app.guard)
+    http, ws = protocol_classes(tuning, app.guard, deflate=settings.ws_deflate)
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -37,7 +37,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         http=http,
         ws=ws,
         ws_max_size=settings.max_message_bytes,
-        # Frames are pre-encoded once for every client: no per-client compression.
+        # Frames are pre-encoded once for every client: no per-client compression. The
+        # fast path negotiates its own, shared, permessage-deflate (TICKCAST_WS_DEFLATE).
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=max(1.0, settings.idle_timeout - settings.ping_interval),
