@@ -100,6 +100,7 @@ class Node:
                 limit=settings.book_snapshot_limit or snapshot_limit(len(settings.carried_symbols)),
                 on_event=self._book_event,
                 seed=self._book_seed,
+                min_known=settings.book_levels,
             )
             self.book_ingest = BookIngest(
                 self.hub,
@@ -358,7 +359,8 @@ class Node:
         held = self.hub.books().depth(symbol)
         if held is None or held.source != label:
             return None
-        return BookSnapshot(symbol, held.update_id, held.bids, held.asks)
+        # What a hub holds of a side is what was served of it: maybe not all of it.
+        return BookSnapshot(symbol, held.update_id, held.bids, held.asks, False, False)
 
     async def _keep_books(self) -> None:
         """Fetch the books' snapshots; publish their tops as their interval ends, and with

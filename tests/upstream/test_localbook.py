@@ -22,6 +22,7 @@ from tickcast.upstream.localbook import (
     Ignored,
     LocalBook,
     NeedSnapshot,
+    Shallow,
     Synced,
     wants_snapshot,
 )
@@ -430,3 +431,41 @@ def test_a_dropped_diff_is_a_gap_and_never_a_wrong_book(data: st.DataObject) -> 
     seen.see(book.on_snapshot(_snapshot_of(states, ids[-1])))
     assert book.state is BookState.SYNCED
     assert (dict(book.view().bids), dict(book.view().asks)) == states[ids[-1]]
+
+
+def deep(first: int, count: int, step: int) -> Levels:
+    return tuple((str(first + i * step), "1") for i in range(count))
+
+
+def test_a_side_past_a_shallow_snapshot_is_not_served_until_known() -> None:
+    """A snapshot as long as its limit goes on beyond its last level, unseen: a level a diff
+    adds beyond it is held but not served (the ones around it that never changed are not
+    known), and the side's known levels end at the snapshot's last."""
+    book = LocalBook("BNBBTC", min_known=3)
+    book.on_diff(diff(100, 101))
+    bids, asks = deep(1000, 5, -1), deep(1001, 5, 1)
+    snap = BookSnapshot("BNBBTC", 100, bids, asks, bids_complete=False, asks_complete=True)
+    assert isinstance(book.on_snapshot(snap), Synced)
+    assert book.view().bids == bids
+    book.on_diff(diff(102, 102, bids=(("990", "4"),), asks=(("1010", "4"),)))
+    view = book.view()
+    assert view.bids == bids  # 990 is beyond the snapshot's last bid, 996: held, not served
+    assert view.asks[-1] == ("1010", "4")  # the asks came whole: every level is known
+    assert book.bounded() == (True, False)
+
+
+def test_a_side_whose_known_levels_run_short_resyncs() -> None:
+    """The price moved towards a shallow snapshot's end: fewer known levels than the
+    minimum is a ``Shallow`` decision; the book is discarded and asks for a snapshot."""
+    book = LocalBook("BNBBTC", min_known=3)
+    book.on_diff(diff(100, 101))
+    bids, asks = deep(1000, 5, -1), deep(1001, 5, 1)
+    snap = BookSnapshot("BNBBTC", 100, bids, asks, bids_complete=False, asks_complete=False)
+    book.on_snapshot(snap)
+    decision = book.on_diff(diff(102, 102, bids=(("1000", "0"), ("999", "0"))))
+    assert isinstance(decision, Applied)  # three known bids left: 998, 997, 996
+    decision = book.on_diff(diff(103, 103, bids=(("998", "0"), ("985", "2"))))
+    assert decision == Shallow("bids", 2)
+    assert book.state is BookState.BROKEN
+    with pytest.raises(ValueError, match="not whole"):
+        book.view()

@@ -141,12 +141,18 @@ class BookSnapshot:
 
         {"lastUpdateId":1027024,"bids":[["4.00000000","431.00000000"]],
          "asks":[["4.00000200","12.00000000"]]}
+
+    A side is ``complete`` when it holds every level the book has on that side (it came
+    with fewer levels than were asked for); otherwise the book goes on beyond its last
+    level, unseen, and a local book knows that range only where diffs change it.
     """
 
     symbol: str
     last_update_id: int
     bids: Levels
     asks: Levels
+    bids_complete: bool = True
+    asks_complete: bool = True
 
     def __post_init__(self) -> None:
         _check_ids(self.last_update_id, self.last_update_id)

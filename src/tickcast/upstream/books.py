@@ -30,6 +30,7 @@ from typing import Final, Literal, Protocol
 
 from tickcast.messages.book import BookSnapshot, DepthEvent
 from tickcast.upstream.localbook import (
+    MIN_KNOWN,
     Applied,
     BookState,
     BookView,
@@ -38,6 +39,7 @@ from tickcast.upstream.localbook import (
     Gap,
     LocalBook,
     NeedSnapshot,
+    Shallow,
     Synced,
     wants_snapshot,
 )
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 # up, few enough that the pacer's count stays close to the server's.
 MAX_CONCURRENT_SNAPSHOTS: Final = 2
 
-BrokenReason = Literal["gap", "crossed", "connection_restarted"]
+BrokenReason = Literal["gap", "crossed", "shallow", "connection_restarted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ class BookKeeper:
         retry: RetryPacer | None = None,
         concurrency: int = MAX_CONCURRENT_SNAPSHOTS,
         seed: Callable[[str], BookSnapshot | None] | None = None,
+        min_known: int = MIN_KNOWN,
     ) -> None:
         """``seed(symbol)``: a whole book held elsewhere that a book not yet whole may
         start from, when the stream's first diff continues it."""
@@ -140,7 +143,7 @@ class BookKeeper:
         self._retry = retry or RetryPacer()
         self._tally = ErrorTally()
         self._concurrency = max(1, concurrency)
-        self._books = {s: _Symbol(LocalBook(s)) for s in symbols}
+        self._books = {s: _Symbol(LocalBook(s, min_known=min_known)) for s in symbols}
         self._wake = asyncio.Event()
         self.counts: Counter[str] = Counter()
 
@@ -173,7 +176,11 @@ class BookKeeper:
         book = entry.book
         if book.state is BookState.SYNCED:
             view = book.view()
-            entry.carry = BookSnapshot(view.symbol, view.update_id, view.bids, view.asks)
+            bids_bounded, asks_bounded = book.bounded()
+            entry.carry = BookSnapshot(
+                view.symbol, view.update_id, view.bids, view.asks, not bids_bounded,
+                not asks_bounded,
+            )  # fmt: skip
         book.reset()
         self._pacer.drop(book.symbol)
 
@@ -278,11 +285,14 @@ class BookKeeper:
             self._emit(BookChanged(symbol, decision.changes))
         elif isinstance(decision, Synced):
             self._emit(BookSynced(symbol, decision.book))
-        elif isinstance(decision, Gap | Crossed) and was_whole:
+        elif isinstance(decision, Gap | Crossed | Shallow) and was_whole:
             entry.resyncs += 1
             if isinstance(decision, Gap):
                 detail = f"diff from {decision.got}, expected {decision.expected}"
                 self._emit(BookBroken(symbol, "gap", detail))
+            elif isinstance(decision, Shallow):
+                detail = f"{decision.known} {decision.side} known past the snapshot's depth"
+                self._emit(BookBroken(symbol, "shallow", detail))
             else:
                 detail = f"best bid {decision.best_bid} >= best ask {decision.best_ask}"
                 self._emit(BookBroken(symbol, "crossed", detail))

@@ -57,6 +57,9 @@ from tickcast.messages.book import BookSnapshot, DepthEvent, Levels
 # Diffs held while a snapshot is awaited: at 10 per second (``@100ms``), 100 s of them,
 # more than a REST snapshot paced behind others (24 per minute at limit 5000) should take.
 MAX_BUFFERED: Final = 1_000
+# Levels a side must know exactly to be served (a ``SYMBOL@book``'s 20): past the depth of
+# a snapshot that did not hold the whole side, fewer mean a resync.
+MIN_KNOWN: Final = 20
 
 
 class BookState(enum.Enum):
@@ -134,6 +137,16 @@ class Crossed:
 
 
 @dataclass(frozen=True, slots=True)
+class Shallow:
+    """Too few levels of one side are known exactly (``known``, below the book's minimum):
+    the price moved beyond the snapshot's depth. The book is discarded and must resync
+    like a gap: fetch a snapshot."""
+
+    side: Literal["bids", "asks"]
+    known: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """Nothing changed: the diff is older than the book (``stale``), or the snapshot is
     not needed (``already_synced``) or cannot be judged before a diff (``no_diff_yet``)."""
@@ -141,25 +154,33 @@ class Ignored:
     reason: Literal["stale", "already_synced", "no_diff_yet"]
 
 
-Decision = NeedSnapshot | Buffered | Applied | Synced | Gap | Crossed | Ignored
+Decision = NeedSnapshot | Buffered | Applied | Synced | Gap | Crossed | Shallow | Ignored
 
 
 def wants_snapshot(decision: Decision) -> bool:
     """Whether the driver should fetch a snapshot after ``decision``."""
-    return isinstance(decision, NeedSnapshot | Gap | Crossed)
+    return isinstance(decision, NeedSnapshot | Gap | Crossed | Shallow)
 
 
 class _Side:
     """One side's levels: price -> quantity keyed by canonical strings, plus the prices in
-    numeric order (``Decimal`` only as the sort key) so the top levels are a slice."""
+    numeric order (``Decimal`` only as the sort key) so the top levels are a slice.
 
-    __slots__ = ("_descending", "_order", "qty")
+    ``bound``: the worst price known exactly (the last level of a snapshot that may go on
+    beyond it); levels beyond it are held (learned as diffs change them) but not served,
+    for the ones between them that never changed are unknown. None: the side is whole.
+    """
 
-    def __init__(self, descending: bool, levels: Levels = ()) -> None:
+    __slots__ = ("_descending", "_order", "bound", "qty")
+
+    def __init__(self, descending: bool, levels: Levels = (), complete: bool = True) -> None:
         self._descending = descending
         self.qty: dict[str, str] = dict(levels)
         # Sorted once, not level by level: a 5000-level snapshot loads in a few ms.
         self._order = sorted((Decimal(price), price) for price in self.qty)  # ascending
+        self.bound: Decimal | None = None
+        if not complete and levels:
+            self.bound = Decimal(levels[-1][0])
 
     def set(self, price: str, qty: str) -> bool:
         """Set one level (0 removes it); whether anything changed."""
@@ -183,13 +204,21 @@ class _Side:
             return None
         return self._order[-1 if self._descending else 0]
 
-    def top(self, n: int | None) -> Levels:
-        """The best ``n`` levels (all when None), best first."""
-        order = self._order
+    def known(self) -> int:
+        """How many levels are known exactly: all, or those up to ``bound``."""
+        order, bound = self._order, self.bound
+        if bound is None:
+            return len(order)
         if self._descending:
-            chosen = order[::-1] if n is None else order[: -n - 1 : -1] if n > 0 else []
-        else:
-            chosen = order if n is None else order[:n]
+            return len(order) - bisect_left(order, (bound,))
+        return bisect_left(order, (bound, "~"))  # "~" sorts after every digit string
+
+    def top(self, n: int | None) -> Levels:
+        """The best ``n`` known levels (all when None), best first."""
+        order = self._order
+        known = self.known()
+        n = known if n is None else min(n, known)
+        chosen = (order[: -n - 1 : -1] if n > 0 else []) if self._descending else order[:n]
         qty = self.qty
         return tuple((price, qty[price]) for _, price in chosen)
 
@@ -200,9 +229,12 @@ class _Side:
 class LocalBook:
     """One symbol's order book, synced from its diff stream and REST snapshots."""
 
-    def __init__(self, symbol: str, max_buffered: int = MAX_BUFFERED) -> None:
+    def __init__(
+        self, symbol: str, max_buffered: int = MAX_BUFFERED, min_known: int = MIN_KNOWN
+    ) -> None:
         self.symbol = symbol
         self._max_buffered = max_buffered
+        self._min_known = min_known
         self._state = BookState.WAITING_SNAPSHOT
         self._buffer: list[DepthEvent] = []
         self._bids = _Side(descending=True)
@@ -229,7 +261,7 @@ class LocalBook:
         if self._state is not BookState.SYNCED:
             return self._buffer_diff(event)
         decision = self._apply(event)
-        if isinstance(decision, Gap | Crossed):
+        if isinstance(decision, Gap | Crossed | Shallow):
             self._discard(BookState.BROKEN, [event])
         return decision
 
@@ -253,7 +285,7 @@ class LocalBook:
             return crossed
         for event in pending:
             decision = self._apply(event)
-            if isinstance(decision, Gap | Crossed):
+            if isinstance(decision, Gap | Crossed | Shallow):
                 # The buffer is kept contiguous, so neither should happen; if one does,
                 # the snapshot is dropped and the diffs from this one on wait for another.
                 self._discard(self._state_after_loss(), pending[pending.index(event) :])
@@ -316,6 +348,9 @@ class LocalBook:
         crossed = self._crossed()
         if crossed is not None:
             return crossed
+        shallow = self._shallow()
+        if shallow is not None:
+            return shallow
         changes = DepthEvent(
             self.symbol,
             book_id + 1,
@@ -327,6 +362,20 @@ class LocalBook:
         )
         return Applied(changes)
 
+    def _shallow(self) -> Shallow | None:
+        """A side whose exactly known levels (a snapshot that went on beyond its last, and
+        the price moved towards that end) are fewer than ``min_known``: what would be served
+        next is a level that never changed since, unseen. It must resync like a gap."""
+        if self._bids.bound is not None and self._bids.known() < self._min_known:
+            return Shallow("bids", self._bids.known())
+        if self._asks.bound is not None and self._asks.known() < self._min_known:
+            return Shallow("asks", self._asks.known())
+        return None
+
+    def bounded(self) -> tuple[bool, bool]:
+        """Whether each side (bids, asks) goes on beyond what is known of it."""
+        return self._bids.bound is not None, self._asks.bound is not None
+
     def _crossed(self) -> Crossed | None:
         bid, ask = self._bids.best(), self._asks.best()
         if bid is not None and ask is not None and bid[0] >= ask[0]:
@@ -334,8 +383,8 @@ class LocalBook:
         return None
 
     def _set_snapshot(self, snapshot: BookSnapshot) -> None:
-        self._bids = _Side(descending=True, levels=snapshot.bids)
-        self._asks = _Side(descending=False, levels=snapshot.asks)
+        self._bids = _Side(True, snapshot.bids, snapshot.bids_complete)
+        self._asks = _Side(False, snapshot.asks, snapshot.asks_complete)
         self._update_id = snapshot.last_update_id
         # The snapshot has no time of its own: that of the latest diff it covers.
         covered = [e.event_time_ms for e in self._buffer if e.final_update_id <= self._update_id]

@@ -199,7 +199,8 @@ def parse_depth(symbol: str, body: object, *, limit: int) -> BookSnapshot:
         raise ValueError(f"lastUpdateId is not an update id: {_sample(last_id)}")
     bids = _depth_side(body.get("bids"), "bids", limit)
     asks = _depth_side(body.get("asks"), "asks", limit)
-    snapshot = BookSnapshot(symbol, last_id, bids, asks)  # positive, no price twice
+    # positive, no price twice; a side as long as the limit may go on beyond it
+    snapshot = BookSnapshot(symbol, last_id, bids, asks, len(bids) < limit, len(asks) < limit)
     prices = [Decimal(p) for p, _ in bids], [Decimal(p) for p, _ in asks]
     if any(a <= b for a, b in itertools.pairwise(prices[0])):
         raise ValueError("bids are not in descending price order")
