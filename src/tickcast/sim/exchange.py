@@ -9,12 +9,13 @@ is the admin interface (``admin``: stats, faults, trade bursts, the true book);
 ``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market, its
 candles (``candles``) and books (``book``).
 
-Layout: ``market`` (prices and payloads), ``plan`` (which streams carry data), ``book``
-(a symbol's full order book), ``depth`` (the depth streams' 100 ms clock and payloads),
-``control`` (URL forms, control messages, limits, heartbeat bookkeeping), ``faults``
-(fault kinds and schedule) and ``trades`` (the trade clock, bursts) are pure;
-``connection`` drives one connection; this module owns the listener, the market clock,
-the stream index that fans events out, and the faults.
+Layout: ``listings`` (the symbols listed: levels, status, exchangeInfo), ``market``
+(prices and payloads), ``plan`` (which streams carry data), ``book`` (a symbol's full
+order book), ``depth`` (the depth streams' 100 ms clock and payloads), ``control`` (URL
+forms, control messages, limits, heartbeat bookkeeping), ``faults`` (fault kinds and
+schedule) and ``trades`` (the trade clock, bursts) are pure; ``connection`` drives one
+connection; this module owns the listener, the market clock, the stream index that fans
+events out, and the faults.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from tickcast.sim.faults import (
     parse_fault_schedule,
 )
 from tickcast.sim.frames import Encoded
+from tickcast.sim.listings import Listings
 from tickcast.sim.market import (
     STEP_KINDS,
     Carry,
@@ -102,7 +104,8 @@ class SimExchange:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self._market = Market(config.seed, config.symbols, config.trade_rate or config.rate)
+        self._listings = Listings.build(config.seed, config.symbols, config.symbol_count)
+        self._market = Market(config.seed, self._listings, config.trade_rate or config.rate)
         self._candles = CandleBook(config.seed)
         self._tape = TradeTape()
         self._depth = DepthFeed(self._market)
@@ -248,6 +251,11 @@ class SimExchange:
             host = f"[{host}]"
         return f"ws://{host}:{self._port}"
 
+    @property
+    def listings(self) -> Listings:
+        """The symbols it lists."""
+        return self._listings
+
     def continue_from(self, carried: Mapping[str, Carry]) -> None:
         """Continue each symbol's market from where ``carried`` says it stood."""
         self._market.continue_from(carried)
@@ -262,6 +270,8 @@ class SimExchange:
             **self._stats.as_dict(),
             "rest_requests": dict(self._rest.requests),
             "depth_snapshots": dict(self._rest.depth_snapshots),
+            "symbols": self._listings.counts(),
+            "exchange_info_mode": self._listings.info_mode.value,
             "stalled": loop is not None and loop.time() < self._stall_until,
         }
 
@@ -406,9 +416,10 @@ class SimExchange:
         return {"symbol": symbol.upper(), **snapshot_payload(self._market.book(symbol))}
 
     def _current_plan(self) -> Plan:
-        if self._plan is None:
-            self._plan = build_plan(self._subscribers, self._market.known_symbols)
-        return self._plan
+        plan = self._plan
+        if plan is None or plan.version != self._listings.version:
+            plan = self._plan = build_plan(self._subscribers, self._listings)
+        return plan
 
     # ConnectionOwner: called by SimConnection
 
