@@ -1,9 +1,10 @@
 """The simulated exchange's listings: generation by plain calls, then exchangeInfo over
-loopback."""
+loopback, in process and as ``tickcast sim-exchange``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -18,9 +19,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tickcast.cli import main
 from tickcast.messages.tick import DEFAULT_SYMBOLS
+from tickcast.settings import Settings
 from tickcast.sim.exchange import SimConfig, SimExchange
 from tickcast.sim.listings import (
+    MAX_SYMBOLS,
     QUOTE_USD,
     InfoMode,
     Listing,
@@ -29,6 +33,9 @@ from tickcast.sim.listings import (
     derived_listing,
 )
 from tickcast.sim.market import Market
+from tickcast.upstream.sources import SimSource
+
+from ..support import sim_exchange
 
 NAME_RE = re.compile(r"[A-Z0-9]{2,20}")
 UNIT = 10**8
@@ -199,6 +206,27 @@ def test_each_exchange_info_mode_answers_what_it_says() -> None:
     assert listings.exchange_info(5, 6000) == normal
 
 
+def test_counts_are_bounded() -> None:
+    """SimConfig refuses a negative count or one over MAX_SYMBOLS; the setting agrees."""
+    for bad in (-1, MAX_SYMBOLS + 1):
+        with pytest.raises(ValueError, match="symbol_count"):
+            SimConfig(symbol_count=bad)
+    bounds = Settings.model_fields["sim_symbols"].metadata
+    assert any(getattr(bound, "le", None) == MAX_SYMBOLS for bound in bounds)
+
+
+def test_the_in_process_simulator_lists_sim_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TICKCAST_SIM_SYMBOLS=300 lists the served symbols first, then generated ones up to 300;
+    unset, only the served ones."""
+    monkeypatch.setenv("TICKCAST_SIM_SYMBOLS", "300")
+    served = Settings(_env_file=None, source="sim", symbols=["PEPEUSDT", "BTCUSDT"])  # type: ignore[call-arg]
+    symbols = SimSource(served, lambda event, label: None).exchange.listings.symbols
+    assert len(symbols) == 300 and symbols[:3] == ("pepeusdt", "btcusdt", "ethusdt")
+    monkeypatch.delenv("TICKCAST_SIM_SYMBOLS")
+    served = Settings(_env_file=None, source="sim", symbols=["PEPEUSDT"])  # type: ignore[call-arg]
+    assert SimSource(served, lambda event, label: None).exchange.listings.symbols == ("pepeusdt",)
+
+
 # Over loopback: the in-process exchange
 
 SimFactory = Callable[..., Awaitable[SimExchange]]
@@ -254,3 +282,29 @@ async def test_exchange_info_lists_2000_symbols_quickly_at_weight_20(
     assert 10 <= sum(1 for s in symbols if s["status"] == "BREAK") <= 60
     counts = sim.stats()["symbols"]
     assert counts["TRADING"] + counts["BREAK"] == 2000 and counts["HALT"] == 0
+
+
+# As its own process, the way the README runs it
+
+
+async def test_sim_exchange_symbols_count_lists_that_many() -> None:
+    """``tickcast sim-exchange --symbols 2000`` lists 2,000 symbols, BTCUSDT first."""
+    with sim_exchange("--symbols", "2000", "--seed", "4") as port:
+        async with asyncio.timeout(20):
+            while True:
+                with contextlib.suppress(OSError):
+                    body = await exchange_info(port)
+                    break
+                await asyncio.sleep(0.1)
+    symbols = body["symbols"]
+    assert len(symbols) == 2000 and symbols[0]["symbol"] == "BTCUSDT"
+    assert [s["symbol"] for s in symbols] == [
+        s.upper() for s in Listings.build(4, (), 2000).symbols
+    ]
+
+
+def test_sim_exchange_refuses_a_zero_or_huge_count(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--symbols 0`` and a count over the limit exit 2 with a message, before listening."""
+    for count in ("0", str(MAX_SYMBOLS + 1)):
+        assert main(["sim-exchange", "--port", "0", "--symbols", count]) == 2
+        assert "symbol" in capsys.readouterr().err
