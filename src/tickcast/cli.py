@@ -118,7 +118,8 @@ def build_parser() -> CommandParser:
         "--symbols",
         default=",".join(DEFAULT_SYMBOLS),
         help="comma separated, or a count N (e.g. 2000): N plausible symbols across quote "
-        "assets, the ten defaults first, a few not trading",
+        "assets, the ten defaults first, a few not trading; "
+        "POST /_sim/listing?symbol=&status=TRADING|BREAK lists or delists one",
     )
     sim.add_argument("--ping-interval", type=float, default=20.0, help="seconds (default 20)")
     sim.add_argument(

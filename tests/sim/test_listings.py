@@ -1,5 +1,5 @@
-"""The simulated exchange's listings: generation by plain calls, then exchangeInfo over
-loopback, in process and as ``tickcast sim-exchange``."""
+"""The simulated exchange's listings: generation by plain calls, then exchangeInfo, listing,
+delisting and spoilt answers over loopback, in process and as ``tickcast sim-exchange``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from tickcast.cli import main
 from tickcast.messages.tick import DEFAULT_SYMBOLS
@@ -259,10 +260,29 @@ async def call(port: int, method: str, path: str) -> tuple[int, bytes, dict[str,
     return await asyncio.to_thread(http_call, method, f"http://127.0.0.1:{port}{path}")
 
 
+async def admin(sim: SimExchange, path: str) -> tuple[int, Any]:
+    status, body, _ = await call(sim.port, "POST", path)
+    return status, json.loads(body)
+
+
 async def exchange_info(port: int) -> Any:
     status, body, _ = await call(port, "GET", "/api/v3/exchangeInfo")
     assert status == 200
     return json.loads(body)
+
+
+async def drain(ws: ClientConnection, seconds: float) -> list[Any]:
+    """Every message that arrives within the next ``seconds``."""
+    messages = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                messages.append(orjson.loads(await ws.recv()))
+    return messages
+
+
+def ws_connect(url: str) -> Any:
+    return connect(url, ping_interval=None, open_timeout=5, close_timeout=2, max_queue=None)
 
 
 async def test_exchange_info_lists_2000_symbols_quickly_at_weight_20(
@@ -282,6 +302,97 @@ async def test_exchange_info_lists_2000_symbols_quickly_at_weight_20(
     assert 10 <= sum(1 for s in symbols if s["status"] == "BREAK") <= 60
     counts = sim.stats()["symbols"]
     assert counts["TRADING"] + counts["BREAK"] == 2000 and counts["HALT"] == 0
+
+
+async def test_a_listed_symbol_streams_and_a_delisted_one_goes_quiet(
+    make_sim: SimFactory,
+) -> None:
+    """POST /_sim/listing: a new symbol is in the next exchangeInfo and streams; BREAK
+    turns a symbol's streams quiet (still subscribed) and TRADING brings them back."""
+    sim = await make_sim()
+    assert await admin(sim, "/_sim/listing?symbol=NEWUSDT&status=TRADING") == (
+        200,
+        {"ok": True, "symbol": "NEWUSDT", "status": "TRADING", "listed": True},
+    )
+    listed = {s["symbol"]: s["status"] for s in (await exchange_info(sim.port))["symbols"]}
+    assert listed["NEWUSDT"] == "TRADING" and len(listed) == 11
+    streams = "newusdt@trade/btcusdt@ticker/btcusdt@depth@100ms"
+    async with ws_connect(f"{sim.url}/stream?streams={streams}") as ws:
+        seen = {m["stream"] for m in await drain(ws, 0.5)}
+        assert seen == set(streams.split("/"))
+        status, body = await admin(sim, "/_sim/listing?symbol=btcusdt&status=BREAK")
+        assert (status, body["listed"], body["status"]) == (200, False, "BREAK")
+        await drain(ws, 0.1)  # what was under way
+        seen = {m["stream"] for m in await drain(ws, 0.5)}
+        assert seen == {"newusdt@trade"}
+        listed = {s["symbol"]: s["status"] for s in (await exchange_info(sim.port))["symbols"]}
+        assert listed["BTCUSDT"] == "BREAK"
+        await admin(sim, "/_sim/listing?symbol=BTCUSDT&status=TRADING")
+        seen = {m["stream"] for m in await drain(ws, 0.5)}
+        assert seen == set(streams.split("/"))
+
+
+def modes_expected() -> list[tuple[str, Callable[[bytes], bool]]]:
+    def not_json(body: bytes) -> bool:
+        with contextlib.suppress(ValueError):
+            json.loads(body)
+            return False
+        return True
+
+    def names(body: bytes) -> list[str]:
+        return [s["symbol"] for s in json.loads(body)["symbols"]]
+
+    return [
+        ("not_json", lambda b: not_json(b) and b.startswith(b"<html>")),
+        ("truncated", lambda b: not_json(b) and b.startswith(b'{"timezone":"UTC"')),
+        ("empty", lambda b: names(b) == []),
+        ("bad_name", lambda b: names(b)[-1] == "BTC-USDT" and len(names(b)) == 11),
+        ("non_ascii", lambda b: names(b)[-1] == "币安人生USDT" and len(names(b)) == 11),
+        ("normal", lambda b: names(b) == list(DEFAULT_SYMBOLS)),
+    ]
+
+
+@pytest.mark.parametrize(("mode", "check"), modes_expected())
+async def test_each_exchange_info_mode_over_http(
+    make_sim: SimFactory, mode: str, check: Callable[[bytes], bool]
+) -> None:
+    """POST /_sim/exchange_info?mode=M&count=2: the next two answers are that mode's (status
+    200, weight counted), the third is Binance's again."""
+    sim = await make_sim()
+    assert await admin(sim, f"/_sim/exchange_info?mode={mode}&count=2") == (
+        200,
+        {"ok": True, "mode": mode, "count": None if mode == "normal" else 2},
+    )
+    assert sim.stats()["exchange_info_mode"] == mode
+    for _ in range(2):
+        status, body, headers = await call(sim.port, "GET", "/api/v3/exchangeInfo")
+        assert status == 200 and check(body), body[:200]
+        assert int(headers["Content-Length"]) == len(body)
+    names = [s["symbol"] for s in (await exchange_info(sim.port))["symbols"]]
+    assert names == list(DEFAULT_SYMBOLS)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("POST", "/_sim/listing?symbol=BTC-USDT&status=TRADING", 400, "bad or missing symbol"),
+        ("POST", "/_sim/listing?symbol=BTCUSDT&status=GONE", 400, "TRADING|BREAK|HALT"),
+        ("GET", "/_sim/listing?symbol=BTCUSDT&status=BREAK", 405, "use POST"),
+        ("POST", "/_sim/exchange_info?mode=broken", 400, "not_json|truncated"),
+        ("POST", "/_sim/exchange_info?mode=empty&count=0", 400, "count must be >= 1"),
+        ("DELETE", "/_sim/exchange_info?mode=empty", 405, "use POST"),
+    ],
+)
+async def test_admin_listing_and_mode_errors(
+    make_sim: SimFactory, method: str, path: str, status: int, error: str
+) -> None:
+    """A bad symbol, status, mode or count is a 400 naming what was expected; a wrong
+    method a 405; nothing changes."""
+    sim = await make_sim()
+    got, body, _ = await call(sim.port, method, path)
+    assert got == status and error in json.loads(body)["error"]
+    assert sim.stats()["exchange_info_mode"] == "normal"
+    assert sim.stats()["symbols"] == {"TRADING": 10, "BREAK": 0, "HALT": 0}
 
 
 # As its own process, the way the README runs it

@@ -5,9 +5,9 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency, a depth gap, REST refusals) run from a
 schedule or on demand, for tests of the client's recovery. ``/_sim/...`` on the same port
-is the admin interface (``admin``: stats, faults, trade bursts, the true book);
-``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market, its
-candles (``candles``) and books (``book``).
+is the admin interface (``admin``: stats, faults, trade bursts, the true book, listing and
+delisting symbols, spoilt exchangeInfo answers); ``/api/v3/...`` is Binance's market-data
+REST (``rest``) over the same market, its candles (``candles``) and books (``book``).
 
 Layout: ``listings`` (the symbols listed: levels, status, exchangeInfo), ``market``
 (prices and payloads), ``plan`` (which streams carry data), ``book`` (a symbol's full
@@ -253,7 +253,7 @@ class SimExchange:
 
     @property
     def listings(self) -> Listings:
-        """The symbols it lists."""
+        """The symbols it lists (changed at run time by the admin calls)."""
         return self._listings
 
     def continue_from(self, carried: Mapping[str, Carry]) -> None:
