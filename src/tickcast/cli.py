@@ -114,7 +114,13 @@ def build_parser() -> CommandParser:
         help="trades/s per symbol, apart from --rate (default: one trade per event); "
         "POST /_sim/burst?symbol=&count=&seconds= adds a burst",
     )
-    sim.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma separated")
+    sim.add_argument(
+        "--symbols",
+        default=",".join(DEFAULT_SYMBOLS),
+        help="comma separated, or a count N (e.g. 2000): N plausible symbols across quote "
+        "assets, the ten defaults first, a few not trading; "
+        "POST /_sim/listing?symbol=&status=TRADING|BREAK lists or delists one",
+    )
     sim.add_argument("--ping-interval", type=float, default=20.0, help="seconds (default 20)")
     sim.add_argument(
         "--fault-schedule",
@@ -340,6 +346,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "streams_per_connection",
             "sim_rate",
             "sim_seed",
+            "sim_symbols",
             "replay_speed",
         ),
     ),
@@ -609,6 +616,7 @@ def _open_for_writing(path: Path) -> IO[bytes] | str:
 def cmd_sim_exchange(args: argparse.Namespace) -> int:
     from tickcast.logs import configure_logging
     from tickcast.sim.exchange import SimConfig, parse_fault_schedule, serve_forever
+    from tickcast.sim.listings import MAX_SYMBOLS
 
     configure_logging("text", "info")
     try:
@@ -616,8 +624,13 @@ def cmd_sim_exchange(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
         return 2
-    symbols = tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())
+    text = args.symbols.strip()
+    counted = text.isascii() and text.isdigit()
+    symbols = () if counted else tuple(s.strip().upper() for s in text.split(",") if s.strip())
     try:
+        count = int(text) if counted and len(text) <= 9 else 0
+        if counted and not 1 <= count <= MAX_SYMBOLS:
+            raise ValueError(f"--symbols: a count must be 1..{MAX_SYMBOLS}, got {text[:20]}")
         config = SimConfig(
             host=args.host,
             port=args.port,
@@ -625,12 +638,13 @@ def cmd_sim_exchange(args: argparse.Namespace) -> int:
             rate=args.rate,
             trade_rate=args.trade_rate,
             symbols=symbols,
+            symbol_count=count,
             ping_interval=args.ping_interval,
             fault_schedule=schedule,
             rest_weight_limit=args.rest_weight_limit,
             rest_weight_window=args.rest_weight_window,
         )
-    except ValueError as exc:  # a rate that is not a positive number
+    except ValueError as exc:  # a rate that is not a positive number, a bad count
         print(f"tickcast sim-exchange: {exc}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):

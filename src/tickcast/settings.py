@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         description="Seed of the in-process simulated exchange's random walk; unset: taken "
         "from the clock, so no two starts replay the same prices.",
     )
+    sim_symbols: int | None = Field(
+        None,
+        ge=1,
+        le=20_000,  # the simulator's limit, sim.listings.MAX_SYMBOLS
+        description="Symbols the in-process simulated exchange lists: the served ones, then "
+        "generated ones across quote assets up to this count; unset: the served ones.",
+    )
     replay_speed: float = Field(1.0, gt=0, description="replay: playback speed factor.")
 
     # State

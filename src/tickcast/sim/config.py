@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 from tickcast.sim.faults import Fault
+from tickcast.sim.listings import MAX_SYMBOLS
 from tickcast.sim.rest import WEIGHT_LIMIT_1M
 
 
@@ -18,7 +19,9 @@ class SimConfig:
     trade per event) paces each subscribed symbol's trades apart from the ticker's steps,
     which then report the trades made since the last one; ``symbols`` is the known
     universe (realistic start prices, the ``!miniTicker@arr`` members), though any
-    valid symbol gets data. ``max_incoming_per_second`` and ``max_connection_attempts``
+    valid symbol gets data. ``symbol_count`` (0: none) lists generated symbols after those
+    until there are that many, Binance's ten best known first (see ``listings``).
+    ``max_incoming_per_second`` and ``max_connection_attempts``
     (per client address per 5 minutes) are off when 0. ``identify`` sends
     ``SIMULATED_HEADER`` in every handshake, so that tickcast labels what it serves
     ``sim``; off only where a test needs a stand-in for live Binance.
@@ -33,6 +36,7 @@ class SimConfig:
     rate: float = 1.0
     trade_rate: float | None = None
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    symbol_count: int = 0
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
     max_streams: int = 1024
@@ -53,5 +57,9 @@ class SimConfig:
             raise ValueError(f"SimConfig.trade_rate must be a positive number, got {trade_rate!r}")
         if self.max_streams < 1:
             raise ValueError(f"SimConfig.max_streams must be >= 1, got {self.max_streams}")
+        if not 0 <= self.symbol_count <= MAX_SYMBOLS:
+            raise ValueError(
+                f"SimConfig.symbol_count must be 0..{MAX_SYMBOLS}, got {self.symbol_count}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"SimConfig.port must be 0..65535, got {self.port}")

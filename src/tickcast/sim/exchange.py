@@ -5,16 +5,17 @@ Binance's own client libraries connect to it as to ``wss://data-stream.binance.v
 messages, payloads, limits and heartbeat of the real service. Faults (drop, closes,
 stall, serverShutdown, garbage, burst, latency, a depth gap, REST refusals) run from a
 schedule or on demand, for tests of the client's recovery. ``/_sim/...`` on the same port
-is the admin interface (``admin``: stats, faults, trade bursts, the true book);
-``/api/v3/...`` is Binance's market-data REST (``rest``) over the same market, its
-candles (``candles``) and books (``book``).
+is the admin interface (``admin``: stats, faults, trade bursts, the true book, listing and
+delisting symbols, spoilt exchangeInfo answers); ``/api/v3/...`` is Binance's market-data
+REST (``rest``) over the same market, its candles (``candles``) and books (``book``).
 
-Layout: ``market`` (prices and payloads), ``book`` (a symbol's full order book),
-``depth`` (the depth streams' 100 ms clock and payloads), ``control`` (URL forms, control
-messages, limits, heartbeat bookkeeping), ``faults`` (fault kinds and schedule) and
-``trades`` (the trade clock, bursts) are pure; ``connection`` drives one connection;
-this module owns the listener, the market clock, the stream index that fans events out,
-and the faults.
+Layout: ``listings`` (the symbols listed: levels, status, exchangeInfo), ``market``
+(prices and payloads), ``plan`` (which streams carry data), ``book`` (a symbol's full
+order book), ``depth`` (the depth streams' 100 ms clock and payloads), ``control`` (URL
+forms, control messages, limits, heartbeat bookkeeping), ``faults`` (fault kinds and
+schedule) and ``trades`` (the trade clock, bursts) are pure; ``connection`` drives one
+connection; this module owns the listener, the market clock, the stream index that fans
+events out, and the faults.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Final
@@ -53,18 +53,17 @@ from tickcast.sim.faults import (
     parse_fault_schedule,
 )
 from tickcast.sim.frames import Encoded
+from tickcast.sim.listings import Listings
 from tickcast.sim.market import (
-    DEPTH_KINDS,
     STEP_KINDS,
     Carry,
     Market,
     StreamKind,
-    StreamSpec,
     agg_trade_payload,
     build_payload,
-    parse_stream,
     trade_payload,
 )
+from tickcast.sim.plan import TRADE_KINDS, Plan, build_plan
 from tickcast.sim.rest import RestAnswer, RestApi
 from tickcast.sim.tape import TradeTape
 from tickcast.sim.trades import BurstRequest, TradePace
@@ -88,21 +87,6 @@ _CLOSE_REASONS: Final = {
     FaultKind.CLOSE1001: (1001, "Going away (simulated fault)"),
     FaultKind.CLOSE1008: (1008, "Policy violation (simulated fault)"),
 }
-_TRADE_KINDS: Final = (StreamKind.TRADE, StreamKind.AGG_TRADE)
-# Streams with events on the books' 100 ms clock (bookTicker: a churn moved the top).
-_BOOK_CLOCK_KINDS: Final = DEPTH_KINDS | {StreamKind.BOOK_TICKER}
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """The streams that carry data and the symbols to step, rebuilt on (un)subscribe."""
-
-    streams: tuple[tuple[str, StreamSpec], ...]
-    symbols: tuple[str, ...]
-    # Per lowercase symbol, its @trade and @aggTrade streams.
-    trades: dict[str, tuple[tuple[str, StreamSpec], ...]]
-    # Streams with events on the books' clock (see depth.DepthFeed.tick).
-    depth: tuple[tuple[str, StreamSpec], ...]
 
 
 def _now_ms() -> int:
@@ -120,7 +104,8 @@ class SimExchange:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self._market = Market(config.seed, config.symbols, config.trade_rate or config.rate)
+        self._listings = Listings.build(config.seed, config.symbols, config.symbol_count)
+        self._market = Market(config.seed, self._listings, config.trade_rate or config.rate)
         self._candles = CandleBook(config.seed)
         self._tape = TradeTape()
         self._depth = DepthFeed(self._market)
@@ -143,7 +128,7 @@ class SimExchange:
         self._open: set[SimConnection] = set()
         self._garbage: set[SimConnection] = set()
         self._subscribers: dict[str, set[SimConnection]] = {}
-        self._plan: _Plan | None = None
+        self._plan: Plan | None = None
         # Replaced in start(): an Event binds to the loop that first waits on it.
         self._has_streams = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -266,6 +251,11 @@ class SimExchange:
             host = f"[{host}]"
         return f"ws://{host}:{self._port}"
 
+    @property
+    def listings(self) -> Listings:
+        """The symbols it lists (changed at run time by the admin calls)."""
+        return self._listings
+
     def continue_from(self, carried: Mapping[str, Carry]) -> None:
         """Continue each symbol's market from where ``carried`` says it stood."""
         self._market.continue_from(carried)
@@ -280,6 +270,8 @@ class SimExchange:
             **self._stats.as_dict(),
             "rest_requests": dict(self._rest.requests),
             "depth_snapshots": dict(self._rest.depth_snapshots),
+            "symbols": self._listings.counts(),
+            "exchange_info_mode": self._listings.info_mode.value,
             "stalled": loop is not None and loop.time() < self._stall_until,
         }
 
@@ -322,7 +314,7 @@ class SimExchange:
             self._candles.record(self._market.stepped, self._market.event_time)
             self._tape.record(self._market.stepped, self._market.event_time)
         for name, spec in plan.streams:
-            if spec.kind in STEP_KINDS and not (paced and spec.kind in _TRADE_KINDS):
+            if spec.kind in STEP_KINDS and not (paced and spec.kind in TRADE_KINDS):
                 self._send(name, Encoded(name, partial(build_payload, spec, self._market)))
 
     # Trades paced apart from the ticker (--trade-rate), and trade bursts
@@ -423,26 +415,11 @@ class SimExchange:
         """The true full book of a lowercase symbol and its update id (``/_sim/book``)."""
         return {"symbol": symbol.upper(), **snapshot_payload(self._market.book(symbol))}
 
-    def _current_plan(self) -> _Plan:
-        if self._plan is None:
-            streams = []
-            for name in self._subscribers:
-                spec = parse_stream(name)
-                if spec is not None:
-                    streams.append((name, spec))
-            symbols: dict[str, None] = {}
-            if any(spec.kind is StreamKind.ALL_MINI_TICKERS for _, spec in streams):
-                symbols.update(dict.fromkeys(self._market.known_symbols))
-            trades: dict[str, list[tuple[str, StreamSpec]]] = {}
-            for name, spec in streams:
-                if spec.symbol is not None:
-                    symbols[spec.symbol] = None
-                    if spec.kind in _TRADE_KINDS:
-                        trades.setdefault(spec.symbol, []).append((name, spec))
-            paired = {symbol: tuple(pairs) for symbol, pairs in trades.items()}
-            depth = tuple((n, spec) for n, spec in streams if spec.kind in _BOOK_CLOCK_KINDS)
-            self._plan = _Plan(tuple(streams), tuple(symbols), paired, depth)
-        return self._plan
+    def _current_plan(self) -> Plan:
+        plan = self._plan
+        if plan is None or plan.version != self._listings.version:
+            plan = self._plan = build_plan(self._subscribers, self._listings)
+        return plan
 
     # ConnectionOwner: called by SimConnection
 

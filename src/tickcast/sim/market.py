@@ -21,33 +21,15 @@ from typing import Final
 
 from tickcast.messages.stream import KLINE_INTERVALS, interval_ms
 from tickcast.sim.book import OrderBook
+from tickcast.sim.listings import Listing, Listings
 
 UNIT: Final = 10**8
 DAY_MS: Final = 86_400_000
-
-# Start price, tick size and lot size: close enough to the real books that a dashboard
-# looks plausible and the number of decimals in use matches what users expect.
-_LEVELS: Final[Mapping[str, tuple[str, str, str]]] = MappingProxyType(
-    {
-        "BTCUSDT": ("60000", "0.01", "0.00001"),
-        "ETHUSDT": ("3000", "0.01", "0.0001"),
-        "BNBUSDT": ("600", "0.01", "0.001"),
-        "SOLUSDT": ("150", "0.01", "0.001"),
-        "XRPUSDT": ("0.5", "0.0001", "0.1"),
-        "ADAUSDT": ("0.45", "0.0001", "0.1"),
-        "DOGEUSDT": ("0.12", "0.00001", "1"),
-        "TRXUSDT": ("0.12", "0.00001", "0.1"),
-        "LTCUSDT": ("80", "0.01", "0.001"),
-        "LINKUSDT": ("15", "0.001", "0.01"),
-    }
-)
 
 # Per-second volatility of the walk and the pull back towards the start level, which
 # keeps a simulator that runs for days from drifting to absurd prices.
 _VOLATILITY_PER_SECOND: Final = 0.0003
 _REVERSION: Final = 0.0005
-# Typical trade notional in quote units, used to size quantities.
-_TRADE_NOTIONAL: Final = 800.0
 
 _SYMBOL_RE: Final = re.compile(r"[a-z0-9]{2,20}")
 
@@ -166,11 +148,6 @@ def _units(text: str) -> int:
     return int(Decimal(text) * UNIT)
 
 
-def _pow10_units(exponent: int) -> int:
-    """10**exponent as a count of 1e-8, at least one unit."""
-    return max(1, 10 ** (exponent + 8)) if exponent >= -8 else 1
-
-
 @dataclass(slots=True)
 class SymbolState:
     """The simulated book and 24h statistics of one symbol (prices in 1e-8 units)."""
@@ -208,21 +185,14 @@ class SymbolState:
         return self.quote_volume * UNIT // self.volume if self.volume else self.last
 
 
-def _new_symbol(seed: int, symbol: str) -> SymbolState:
-    """Seed a symbol's walk from the seed and its name, so symbols stay independent."""
-    upper = symbol.upper()
+def _new_symbol(seed: int, listing: Listing) -> SymbolState:
+    """Seed a symbol's walk from the seed and its name, so symbols stay independent; it
+    starts at its listing's level, on its tick and lot sizes."""
+    upper = listing.symbol
     rng = random.Random(f"tickcast-sim:{seed}:{upper}")
-    level = _LEVELS.get(upper)
-    if level is not None:
-        start, tick, lot = float(level[0]), _units(level[1]), _units(level[2])
-    else:
-        start = 10 ** rng.uniform(-2.0, 3.0)
-        magnitude = math.floor(math.log10(start))
-        tick = _pow10_units(magnitude - 5)
-        lot = _pow10_units(-magnitude - 1)
-    lot_price = start * lot / UNIT
-    typical_lots = max(1, round(_TRADE_NOTIONAL / lot_price))
-    start_units = start * UNIT
+    tick, lot, start_units = listing.tick, listing.lot, float(listing.price)
+    lot_price = start_units * lot / UNIT / UNIT  # in quote units
+    typical_lots = max(1, round(listing.trade_notional / lot_price))
 
     def quantize(price: float) -> int:
         return max(tick, round(price / tick) * tick)
@@ -264,17 +234,23 @@ def _new_symbol(seed: int, symbol: str) -> SymbolState:
 class Market:
     """Every symbol's state plus the exchange clock; ``step`` advances a set of symbols.
 
-    A symbol is created on first use, so any syntactically valid symbol gets data;
-    the walk only advances while someone is subscribed to it. Its full order book too is
-    made on first use (``book``), as few symbols of thousands are asked for theirs; from
-    then on the book's best levels are the symbol's bid and ask and its update id is the
-    symbol's, after every trade and every churn.
+    A symbol is created on first use at its listing's level (``listings``; a symbol that
+    is not listed gets one from the seed and its name), so any syntactically valid symbol
+    gets data; the walk only advances while someone is subscribed to it. Its full order
+    book too is made on first use (``book``), as few symbols of thousands are asked for
+    theirs; from then on the book's best levels are the symbol's bid and ask and its
+    update id is the symbol's, after every trade and every churn.
     """
 
-    def __init__(self, seed: int, known_symbols: Iterable[str], steps_per_second: float) -> None:
+    def __init__(
+        self, seed: int, listings: Listings | Iterable[str], steps_per_second: float
+    ) -> None:
         self._seed = seed
         self._states: dict[str, SymbolState] = {}
-        self.known_symbols: tuple[str, ...] = tuple(s.lower() for s in known_symbols)
+        # Symbol names alone: listed with levels derived from the seed and the name.
+        if not isinstance(listings, Listings):
+            listings = Listings.build(seed, listings)
+        self.listings = listings
         self._sigma = _VOLATILITY_PER_SECOND / math.sqrt(max(steps_per_second, 1e-6))
         self.event_time = 0
         self.stepped: tuple[SymbolState, ...] = ()
@@ -285,8 +261,13 @@ class Market:
         """The state of a lowercase symbol, created from the seed on first use."""
         state = self._states.get(symbol)
         if state is None:
-            state = self._states[symbol] = _new_symbol(self._seed, symbol)
+            state = self._states[symbol] = _new_symbol(self._seed, self.listings.level(symbol))
         return state
+
+    @property
+    def known_symbols(self) -> tuple[str, ...]:
+        """The listed symbols, lowercase, whatever their status."""
+        return self.listings.symbols
 
     def book(self, symbol: str) -> OrderBook:
         """The full order book of a lowercase symbol, built from the seed on first use

@@ -2,8 +2,9 @@
 
 ``RestApi.answer`` takes a request line's method and target and the client's address, and
 returns the status, headers and JSON body of Binance's answer: ``/api/v3/ping``,
-``/api/v3/time``, ``/api/v3/exchangeInfo``, ``/api/v3/klines``, ``/api/v3/aggTrades`` and
-``/api/v3/depth`` (the true book, see ``book``), with Binance's request weights, the
+``/api/v3/time``, ``/api/v3/exchangeInfo`` (the market's listings, see ``listings``),
+``/api/v3/klines``, ``/api/v3/aggTrades`` and ``/api/v3/depth`` (the true book, see
+``book``), with Binance's request weights, the
 ``X-MBX-USED-WEIGHT-1m`` header on every answer, and over the budget a 429 with
 ``Retry-After`` (seconds to the next minute; a test may shorten that window). A client
 that keeps asking while told to wait is answered 418, as Binance bans an address that
@@ -25,7 +26,7 @@ import orjson
 
 from tickcast.sim.candles import CandleBook
 from tickcast.sim.depth import snapshot_payload
-from tickcast.sim.market import KLINE_INTERVALS_MS, Market, format_units
+from tickcast.sim.market import KLINE_INTERVALS_MS, Market
 from tickcast.sim.tape import TradeTape
 
 WEIGHT_LIMIT_1M: Final = 6000
@@ -173,7 +174,8 @@ class RestApi:
         if path == "/api/v3/time":
             return {"serverTime": now}
         if path == "/api/v3/exchangeInfo":
-            return self._exchange_info(now)
+            # Encoded by the listings, which keep it between changes (and can spoil it).
+            return orjson.Fragment(self._market.listings.exchange_info(now, self._limit))
         if path == "/api/v3/aggTrades":
             return self._agg_trades(query)
         if path == "/api/v3/depth":
@@ -194,7 +196,7 @@ class RestApi:
         symbol = query.get("symbol", "").upper()
         if not symbol:
             raise _Refused(400, -1102, _mandatory("symbol"))
-        if symbol.lower() not in self._market.known_symbols:
+        if self._market.listings.get(symbol) is None:
             raise _Refused(400, -1121, "Invalid symbol.")
         return symbol
 
@@ -206,53 +208,6 @@ class RestApi:
             raise _Refused(400, -1130, "Data sent for parameter 'limit' is not valid.")
         return self._tape.rows(symbol, _int_param(query, "fromId"), limit)
 
-    def _exchange_info(self, now: int) -> dict[str, object]:
-        symbols = []
-        for name in self._market.known_symbols:
-            state = self._market.state(name)
-            base, quote = _split_symbol(state.symbol)
-            symbols.append(
-                {
-                    "symbol": state.symbol,
-                    "status": "TRADING",
-                    "baseAsset": base,
-                    "baseAssetPrecision": 8,
-                    "quoteAsset": quote,
-                    "quotePrecision": 8,
-                    "quoteAssetPrecision": 8,
-                    "orderTypes": ["LIMIT", "MARKET"],
-                    "isSpotTradingAllowed": True,
-                    "filters": [
-                        {
-                            "filterType": "PRICE_FILTER",
-                            "minPrice": format_units(state.tick),
-                            "maxPrice": "1000000.00000000",
-                            "tickSize": format_units(state.tick),
-                        },
-                        {
-                            "filterType": "LOT_SIZE",
-                            "minQty": format_units(state.lot),
-                            "maxQty": "9000000.00000000",
-                            "stepSize": format_units(state.lot),
-                        },
-                    ],
-                }
-            )
-        return {
-            "timezone": "UTC",
-            "serverTime": now,
-            "rateLimits": [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
-                    "limit": self._limit,
-                }
-            ],
-            "exchangeFilters": [],
-            "symbols": symbols,
-        }
-
     def _klines(self, query: Mapping[str, str], now: int) -> list[list[object]]:
         symbol = query.get("symbol", "")
         interval = query.get("interval", "")
@@ -263,7 +218,7 @@ class RestApi:
         if interval not in KLINE_INTERVALS_MS:
             raise _Refused(400, -1120, "Invalid interval.")
         symbol = symbol.upper()
-        if symbol.lower() not in self._market.known_symbols:
+        if self._market.listings.get(symbol) is None:
             raise _Refused(400, -1121, "Invalid symbol.")
         limit = _int_param(query, "limit")
         if limit is None:
@@ -289,13 +244,6 @@ def _depth_weight(query: Mapping[str, str]) -> int:
     text = query.get("limit") or str(_DEPTH_DEFAULT_LIMIT)
     limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else 1
     return next((w for top, w in _DEPTH_WEIGHTS if limit <= top), _DEPTH_WEIGHTS[-1][1])
-
-
-def _split_symbol(symbol: str) -> tuple[str, str]:
-    for quote in ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB", "TRY", "EUR"):
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol[: -len(quote)], quote
-    return symbol[:-3], symbol[-3:]
 
 
 def _mandatory(name: str) -> str:

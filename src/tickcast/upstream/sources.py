@@ -190,6 +190,7 @@ class SimSource:
                 seed=seed,
                 rate=settings.sim_rate,
                 symbols=tuple(settings.symbols),
+                symbol_count=settings.sim_symbols or 0,
             )
         )
         self.inner: ExchangeSource | None = None
