@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import websockets
 
-from tickcast.edge.fastpath import LeanEvent, LeanQueue, in_flight, tcp_progress
+from tickcast.edge.leanio import LeanEvent, LeanQueue
+from tickcast.edge.sockets import in_flight, tcp_progress
 
 from ..support import running_server
 

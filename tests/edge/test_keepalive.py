@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.frames import Opcode
 
-from tickcast.edge.fastpath import PingWheel
+from tickcast.edge.leanio import PingWheel
 
 from ..rawclient import RawWebSocket
 from ..support import running_server

@@ -13,12 +13,9 @@ fallback is used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final, cast
 
 import uvicorn
@@ -39,6 +36,8 @@ from tickcast.edge.guard import (
     HandshakeGuard,
     refusal,
 )
+from tickcast.edge.leanio import LeanEvent, LeanQueue, PingWheel
+from tickcast.edge.sockets import SocketTuning, tcp_progress
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
 
@@ -49,30 +48,6 @@ EXTENSION = "tickcast.raw"
 # a client that is not reading would otherwise pin its buffers until TCP gives up.
 SLOW_CLOSE_GRACE = 1.0
 _LAST_CHUNK = b"0\r\n\r\n"
-
-
-@dataclass(frozen=True)
-class SocketTuning:
-    """Per-connection socket limits, so backpressure shows within seconds.
-
-    With the kernel's auto-tuned send buffer (up to several MB) a client that stops
-    reading would silently absorb minutes of stale ticks before flow control pauses, and
-    conflation could not start; a modest buffer keeps what a client sees fresh.
-    """
-
-    sndbuf: int = 0  # 0 = the operating system's default
-    write_high: int = 64 * 1024
-
-    def apply(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        if self.sndbuf and sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
-        # Duck-typed: uvloop's transports implement the methods but do not subclass
-        # asyncio.WriteTransport, so an isinstance check would skip them silently.
-        set_limits = getattr(transport, "set_write_buffer_limits", None)
-        if set_limits is not None:
-            set_limits(high=self.write_high, low=self.write_high // 4)
 
 
 # The uvicorn releases whose protocol internals these subclasses are tested against;
@@ -146,34 +121,6 @@ def protocol_classes(
         {"tuning": tuning, "extensions": extensions},
     )
     return http, ws
-
-
-# struct tcp_info (linux/tcp.h): tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes (u32)
-# at 144, tcpi_bytes_sent (u64) at 200, tcpi_bytes_retrans (u64) at 208 (Linux 4.19+).
-_TCP_INFO_LEN = 216
-_TCP_INFO = struct.Struct("=120xQ16xI52xQQ")
-
-
-def tcp_progress(sock: socket.socket | None) -> tuple[int, int] | None:
-    """(bytes the peer has acknowledged, bytes still in the kernel for it), or None where
-    TCP_INFO is not available. A peer that reads nothing acknowledges nothing."""
-    if sock is None or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO_LEN:
-        return None
-    acked, notsent, sent, retrans = _TCP_INFO.unpack_from(raw)
-    return acked, notsent + in_flight(acked, sent, retrans)
-
-
-def in_flight(acked: int, sent: int, retrans: int) -> int:
-    """Bytes sent and not yet acknowledged. ``tcpi_bytes_sent`` counts retransmissions
-    too: without taking them out, one retransmitted segment would look outstanding for
-    ever, and a quiet feed would get a healthy client closed as stalled."""
-    return max(0, sent - retrans - acked)
 
 
 class RawTransport:
@@ -287,80 +234,6 @@ class _Inbox:
             # The endpoint fails with it, and uvicorn closes the connection (1011) and
             # logs it, as for any error of the app.
             ended.set_exception(exc)
-
-
-class LeanQueue:
-    """What uvicorn's WebSocket protocol needs of its receive queue (``put_nowait``,
-    ``get``, ``empty``), without ``asyncio.Queue``'s three deques and an event: about
-    3 KB per connection for a queue that rarely holds more than one message."""
-
-    __slots__ = ("_handler", "_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._handler: Callable[[Any], None] | None = None
-
-    @property
-    def direct(self) -> bool:
-        return self._handler is not None
-
-    def deliver_to(self, handler: Callable[[Any], None]) -> None:
-        """From now on hand every message to ``handler`` as it arrives (what was
-        queued first): nothing waits on ``get`` any more."""
-        self._handler = handler
-        items, self._items = self._items, []
-        for item in items:
-            handler(item)
-
-    def put_nowait(self, item: Any) -> None:
-        if self._handler is not None:
-            self._handler(item)
-            return
-        self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)
-
-    def empty(self) -> bool:
-        return not self._items
-
-
-class LeanEvent:
-    """``asyncio.Event``'s interface with one slot instead of a deque of waiters."""
-
-    __slots__ = ("_flag", "_waiters")
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        self._flag = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._flag = False
-
-    async def wait(self) -> None:
-        while not self._flag:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
 
 
 class _FlowSignals(asyncio.Protocol):
@@ -555,67 +428,6 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
             self.close_timer = self.loop.call_later(SLOW_CLOSE_GRACE, self.transport.abort)
         else:
             self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
-
-
-class _PingEntry:
-    """A connection's place in the ``PingWheel``; ``cancel`` like a TimerHandle."""
-
-    __slots__ = ("_bucket", "_protocol")
-
-    def __init__(self, bucket: set[_PingEntry], protocol: FastWebSocketProtocol) -> None:
-        self._bucket = bucket
-        self._protocol = protocol
-
-    def cancel(self) -> None:
-        self._bucket.discard(self)
-
-
-class PingWheel:
-    """Every WebSocket connection's next keep-alive ping, in buckets of ``SLOT`` seconds,
-    served by one timer per event loop. Pings stay spread over time (20,000 clients
-    pinged every 20 s are 100 pings per 0.1 s slot), each up to ``SLOT`` late."""
-
-    SLOT: ClassVar[float] = 0.1
-    _wheels: ClassVar[dict[asyncio.AbstractEventLoop, PingWheel]] = {}
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._buckets: dict[int, set[_PingEntry]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> PingWheel:
-        wheel = cls._wheels.get(loop)
-        if wheel is None or loop.is_closed():
-            cls._wheels = {lp: w for lp, w in cls._wheels.items() if not lp.is_closed()}
-            wheel = cls._wheels[loop] = cls(loop)
-        return wheel
-
-    def schedule(self, protocol: FastWebSocketProtocol, delay: float) -> _PingEntry:
-        slot = int((self._loop.time() + delay) / self.SLOT) + 1
-        bucket = self._buckets.get(slot)
-        if bucket is None:
-            bucket = self._buckets[slot] = set()
-        entry = _PingEntry(bucket, protocol)
-        bucket.add(entry)
-        if self._timer is None:
-            self._timer = self._loop.call_at(slot * self.SLOT, self._turn)
-        return entry
-
-    def pending(self) -> int:
-        return sum(len(bucket) for bucket in self._buckets.values())
-
-    def _turn(self) -> None:
-        self._timer = None
-        now = self._loop.time()
-        for slot in sorted(s for s in self._buckets if s * self.SLOT <= now):
-            for entry in self._buckets.pop(slot):
-                protocol = entry._protocol
-                if cast(object, protocol.ping_timer) is entry:
-                    protocol.ping_timer = None
-                    protocol.send_keepalive_ping()
-        if self._buckets:
-            self._timer = self._loop.call_at(min(self._buckets) * self.SLOT, self._turn)
 
 
 class RawEventStream(RawTransport):

@@ -7,7 +7,8 @@ import logging
 import uvicorn
 
 from tickcast import __version__
-from tickcast.edge.fastpath import SocketTuning, protocol_classes, write_path
+from tickcast.edge.fastpath import protocol_classes, write_path
+from tickcast.edge.sockets import SocketTuning
 from tickcast.hub.memory import clock_seq
 from tickcast.logs import configure_logging
 from tickcast.node import Node
