@@ -89,7 +89,12 @@ async def test_every_node_serves_the_true_book_and_a_late_node_asks_no_exchange(
                     await eventually(lambda n=n: synced(n), timeout=20)
                 assert await equal_to_truth(http, survivors, exchange) >= 2
                 after = (await sim_stats(http, exchange))["depth_snapshots"]
-                assert all(after[s] - before[s] <= 1 for s in SYMBOLS), (before, after)
+                leader_now = next(n for n in survivors if is_leader(n))
+                # A snapshot each where the successor's diffs did not continue the hub's
+                # books (a takeover misses diffs); one more if the lease moved again
+                # under load, or a snapshot came older than the diffs buffered.
+                books_now = leader_now.status()["books"]
+                assert all(after[s] - before[s] <= 2 for s in SYMBOLS), (before, after, books_now)
                 for n in survivors:
                     books = n.status()["books"]
                     assert isinstance(books, dict) and books["disconnected"] == 0

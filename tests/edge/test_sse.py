@@ -266,7 +266,7 @@ async def test_a_resume_from_before_the_history_gets_a_reset(
         reset = await events.next()
         live = await events.ticks_for(0.5)
     assert reset is not None
-    assert reset["event"] == "reset"
+    assert reset["event"] == "reset", reset
     body = orjson.loads(reset["data"])
     assert body["type"] == "reset"
     assert int(reset["id"]) == body["last_seq"]
