@@ -141,8 +141,9 @@ def test_book_options_are_checked(overrides: dict[str, object], problem: str) ->
     assert any(problem in text for text in config.problems()), config.problems()
 
 
+# Eight clients for two seconds: a check of correctness that loads nothing, so it runs
+# beside other tests rather than in the chain of those that load the machine.
 @pytest.mark.slow
-@pytest.mark.exclusive
 @pytest.mark.parametrize("streams", ["book", "depth"])
 def test_a_short_real_book_run(tmp_path: Path, streams: str) -> None:
     """``tickcast bench --streams book|depth`` end to end against tickcast and raw: every
