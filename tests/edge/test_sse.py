@@ -58,7 +58,8 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def short_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_HISTORY_SIZE": "5"}
+    # Tickers alone: the tests count a symbol's ticks by seqs (every 10th is BTCUSDT's).
+    env = {"TICKCAST_SIM_RATE": "10", "TICKCAST_HISTORY_SIZE": "5", **TICKERS_ONLY}
     with running_server(tmp_path_factory.mktemp("sse-short"), SIM, env) as s:
         yield s
 

@@ -21,6 +21,7 @@ from tickcast.edge.ops import (
     with_id,
 )
 from tickcast.errors import CloseReason, ErrorCode
+from tickcast.messages.stream import is_ticker_key, stream_name
 
 
 class ClientOps:
@@ -70,8 +71,8 @@ class ClientOps:
         # ``symbols`` (SPEC §6) sees the ack it always did.
         listed = "streams" if "streams" in request else "symbols"
         if op == "list":
-            tickers = sorted(k for k in self.symbols if "@" not in k)
-            streams = sorted(k if "@" in k else f"{k}@ticker" for k in self.symbols)
+            tickers = sorted(k for k in self.symbols if is_ticker_key(k))
+            streams = sorted(stream_name(k) for k in self.symbols)
             self.send_message(
                 with_id(
                     {"type": "ack", "op": "list", "symbols": tickers, "streams": streams}, op_id
@@ -128,7 +129,7 @@ class ClientOps:
         """``{"type":"ack","op":...,"symbols":[...]}`` (or ``"streams"``, as the op named
         them, by their full names: ``BTCUSDT@ticker``), with the op's id when it had one."""
         if listed == "streams":
-            keys = [k if "@" in k else f"{k}@ticker" for k in keys]
+            keys = [stream_name(k) for k in keys]
         self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol
 from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
-from tickcast.edge.resume import ResumePoint, missed_ticks, reset_message, snapshot
+from tickcast.edge.resume import ResumePoint, latest_of, missed_ticks, reset_message, snapshot
 from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
 from tickcast.errors import CloseReason
@@ -29,7 +29,9 @@ from tickcast.hub.base import Hub
 from tickcast.messages.book import BookStatus
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, is_event
+from tickcast.messages.stream import ALL_TICKERS
 from tickcast.messages.tick import Tick
+from tickcast.messages.tickers import Tickers
 from tickcast.messages.trade import Trade
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
@@ -127,6 +129,9 @@ class Edge:
         self.fanout_seconds: list[float] = []
         self.on_fanout: Callable[[Message, float], None] | None = None
         self.books = BookRoutes()
+        # ``!tickers``: the ticks of this step, sent as one message at its end.
+        self._all_tickers = self._by_key[ALL_TICKERS]
+        self._tickers_batch: list[Tick] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -259,7 +264,7 @@ class Edge:
                 continue
             session.symbols.add(key)
             self._by_key[key].setdefault(session.fmt, {})[session.id] = session
-            message = hub.latest(key) if snapshot else None
+            message = latest_of(hub, key) if snapshot else None
             if message is not None and not is_event(message):
                 latest.append(message)
             elif snapshot and (status := not_whole(hub.books(), key)) is not None:
@@ -344,7 +349,10 @@ class Edge:
         of the step. With a coalescing window set, they wait for the window's end instead.
         """
         kind = type(tick)
-        if kind is not Tick and kind is not Trade and kind is not Kline:
+        if isinstance(tick, Tick):
+            if any(self._all_tickers.values()):
+                self._batch_ticker(tick)
+        elif kind is not Trade and kind is not Kline:
             if not self.books.passes(tick):
                 return
             if isinstance(tick, BookStatus):
@@ -381,6 +389,18 @@ class Edge:
             self._pass_ticks.append((tick, routed))
         elif self.on_fanout is not None:
             self.on_fanout(tick, routed)
+
+    def _batch_ticker(self, tick: Tick) -> None:
+        """Hold ``tick`` for this step's ``tickers`` message (one per upstream batch)."""
+        if not self._tickers_batch:
+            assert self._loop is not None, "the edge is not started"
+            self._loop.call_soon(self._send_tickers)
+        self._tickers_batch.append(tick)
+
+    def _send_tickers(self) -> None:
+        batch, self._tickers_batch = self._tickers_batch, []
+        if batch:
+            self.publish(Tickers.of(batch))
 
     def _book_lost(self, status: BookStatus) -> None:
         """A book is no longer whole: its clients drop what they hold of it and are told,

@@ -9,7 +9,12 @@ from typing import Literal
 import orjson
 
 from tickcast.errors import CloseReason, ErrorCode
-from tickcast.messages.stream import StreamKind, StreamNameError, parse_stream
+from tickcast.messages.stream import (
+    StreamKind,
+    StreamNameError,
+    is_ticker_key,
+    parse_stream,
+)
 
 
 class TokenBucket:
@@ -131,7 +136,7 @@ def resolve(names: Iterable[str], served: frozenset[str]) -> tuple[list[str], li
     wanted = list(dict.fromkeys(stream_key(n) for n in names if n.strip()))
     unknown = [s for s in wanted if s != "*" and s not in served]
     if "*" in wanted:
-        tickers = sorted(k for k in served if "@" not in k)
+        tickers = sorted(k for k in served if is_ticker_key(k))
         return list(dict.fromkeys([*tickers, *(s for s in wanted if s in served)])), unknown
     return [s for s in wanted if s in served], unknown
 
@@ -140,7 +145,7 @@ def unknown_errors(unknown: list[str], op_id: object = None) -> list[dict[str, o
     """The errors naming ``unknown``: bare names in one ``unknown_symbol`` error (its
     ``symbols``), stream names in one ``unknown_stream`` error (its ``streams``); the same
     messages on ``/ws`` (replies) and ``/sse`` (``event: error``)."""
-    symbols = [n for n in unknown if "@" not in n and not n.startswith("!")]
+    symbols = [n for n in unknown if is_ticker_key(n)]
     streams = [n for n in unknown if n not in symbols]
     out = []
     for code, field_name, names in (

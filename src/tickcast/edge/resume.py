@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tickcast.hub.base import Hub
-from tickcast.messages.message import Message, is_event
+from tickcast.messages.message import Message, is_event, ticks_of
+from tickcast.messages.stream import ALL_TICKERS
+from tickcast.messages.tickers import Tickers
 
 # A seq is a 64-bit count in practice; a longer "number" is no token of ours (and parsing
 # thousands of digits is work for the server that the client chose).
@@ -58,14 +60,32 @@ def missed_ticks(hub: Hub, keys: Iterable[str], point: ResumePoint) -> list[Mess
     held)."""
     if point.seq is None or point.seq > hub.last_seq():
         return None
-    return hub.since(keys, point.seq)
+    keys = list(keys)
+    missed = hub.since([k for k in keys if k != ALL_TICKERS], point.seq)
+    if missed is not None and ALL_TICKERS in keys:
+        # Latest wins per symbol on this stream: what was missed is every symbol's latest.
+        everything = latest_of(hub, ALL_TICKERS)
+        if everything is not None and everything.seq > point.seq:
+            missed.append(everything)
+            missed.sort(key=lambda m: m.seq)
+    return missed
 
 
 def snapshot(hub: Hub, keys: Iterable[str]) -> list[Message]:
     """The latest message of each of the streams ``keys`` that has a state (a tick, the
-    current candle; a trade is an event, with no latest to show), in seq order."""
-    held = (m for k in keys if (m := hub.latest(k)) is not None and not is_event(m))
+    current candle; a trade is an event, with no latest to show), in seq order; for
+    ``!tickers``, every symbol's latest tick as one message."""
+    held = (m for k in keys if (m := latest_of(hub, k)) is not None and not is_event(m))
     return sorted(held, key=lambda m: m.seq)
+
+
+def latest_of(hub: Hub, key: str) -> Message | None:
+    """The snapshot of the stream ``key``: the hub's latest, or for ``!tickers`` every
+    symbol's latest tick in one message (None before any)."""
+    if key != ALL_TICKERS:
+        return hub.latest(key)
+    ticks = ticks_of(hub.snapshot().values())
+    return Tickers.of(ticks) if ticks else None
 
 
 def reset_message(ticks: list[Message], last_seq: int) -> bytes:

@@ -37,6 +37,7 @@ from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason
 from tickcast.messages.book import Depth
 from tickcast.messages.kline import Kline
+from tickcast.messages.tickers import Tickers
 from tickcast.messages.trade import Trade
 
 __all__ = ["Backlog", "Limits", "OpOutcome", "Session", "Transport", "TransportKind"]
@@ -332,6 +333,9 @@ class Session(ClientOps):
             return
         if held is not None:
             self.conflated += 1
+            if type(message) is Tickers and type(held.message) is Tickers:
+                # ``!tickers``: merged per symbol, the latest of each (SPEC §12).
+                wire = Wire(held.message.merged(message))
         self._pending[slot] = wire
 
     def drop_held(self, keys: Iterable[str]) -> None:

@@ -16,9 +16,11 @@ import orjson
 from tickcast.messages.book import Book, BookStatus, Depth
 from tickcast.messages.kline import Kline
 from tickcast.messages.tick import Tick
+from tickcast.messages.tickers import Tickers
 from tickcast.messages.trade import Trade
 
-Message = Tick | Trade | Kline | Book | Depth | BookStatus
+# ``Tickers`` is the edge's (``!tickers``), built from the hub's ticks, never in the hub.
+Message = Tick | Trade | Kline | Book | Depth | BookStatus | Tickers
 
 _DECODERS: Final[dict[str, Callable[[bytes], Message]]] = {
     "tick": Tick.from_json,

@@ -120,6 +120,16 @@ def parse_stream(text: str) -> Stream:
     return Stream(kind, symbol)
 
 
+def is_ticker_key(key: str) -> bool:
+    """Whether a stream key is one symbol's ticker (its bare name), not another stream."""
+    return "@" not in key and not key.startswith("!")
+
+
+def stream_name(key: str) -> str:
+    """A stream's name from its key: ``BTCUSDT@ticker`` for the bare ``BTCUSDT``."""
+    return f"{key}@ticker" if is_ticker_key(key) else key
+
+
 def served_keys(
     symbols: Iterable[str],
     carried: Iterable[str],
@@ -129,9 +139,9 @@ def served_keys(
     books: bool = False,
 ) -> frozenset[str]:
     """The keys of every stream served (SPEC §12): each symbol's ticker (its bare name),
-    and for each ``carried`` symbol its trades, a candle stream per interval and its
-    book's two streams."""
-    keys = set(symbols)
+    ``!tickers`` (all of them as one stream), and for each ``carried`` symbol its trades,
+    a candle stream per interval and its book's two streams."""
+    keys = {*symbols, ALL_TICKERS}
     intervals = tuple(intervals)
     for symbol in carried:
         if trades:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tickcast.messages.book import Book
 from tickcast.messages.kline import Kline
-from tickcast.messages.stream import KlineInterval
+from tickcast.messages.stream import KlineInterval, stream_name
 from tickcast.messages.trade import Trade
 from tickcast.node import Node
 from tickcast.serve.openapi import UNKNOWN_SYMBOL
@@ -46,7 +46,7 @@ def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> API
 
     @router.get("/streams", summary="Every stream served, by kind")
     async def streams() -> dict[str, object]:
-        names = sorted(k if "@" in k else f"{k}@ticker" for k in served)
+        names = sorted(stream_name(k) for k in served)
         return {
             "streams": names,
             "kinds": ["ticker", *settings.stream_kinds],
