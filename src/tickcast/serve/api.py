@@ -28,9 +28,10 @@ from tickcast.edge.ws import client_request, parse_symbols, websocket_endpoint
 from tickcast.errors import http_error_code
 from tickcast.logs import flush_rate_limits
 from tickcast.messages.message import ticks_of
-from tickcast.messages.tick import Tick, price_decimals
+from tickcast.messages.tick import Tick
 from tickcast.node import Node
 from tickcast.serve.gcpolicy import HEAP
+from tickcast.serve.listing import Listing
 from tickcast.serve.markets import market_routes
 from tickcast.serve.metrics import Metrics
 from tickcast.serve.openapi import (
@@ -51,7 +52,6 @@ from tickcast.upstream.normalize import wall_ms
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 # Recent ticks per symbol that /symbols reads to learn its price decimals.
-DECIMALS_SAMPLE = 50
 
 STATIC_FILES = {
     # The dashboard's scripts, in the order index.html loads them.
@@ -226,13 +226,14 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def price(symbol: str = "BTCUSDT") -> Response:
         return latest_response(symbol)
 
+    listing = Listing(settings.symbols, node.hub.latest, node.hub.history)
+
     @app.get("/prices", summary="Latest tick of every symbol", responses={**TICKS, **NO_DATA})
     async def prices() -> Response:
-        snapshot = node.latest_ticks()
-        ticks = [snapshot[s] for s in settings.symbols if s in snapshot]
-        if not ticks:
+        body = listing.prices()
+        if body is None:
             return error_response(503, "no_data", "no data yet; retry shortly")
-        return ticks_response(ticks)
+        return Response(body, media_type="application/json")
 
     @app.get(
         "/prices/{symbol}",
@@ -246,12 +247,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def symbols() -> dict[str, object]:
         # Learned from the prices held (see price_decimals): clients show every price of
         # a symbol with as many decimals from its first tick on.
-        decimals: dict[str, int] = {}
-        for symbol in settings.symbols:
-            places = price_decimals(ticks_of(node.hub.history(symbol, DECIMALS_SAMPLE)))
-            if places is not None:
-                decimals[symbol] = places
-        return {"symbols": list(settings.symbols), "price_decimals": decimals}
+        return {"symbols": list(settings.symbols), "price_decimals": listing.decimals()}
 
     # The annotation names nothing local: with postponed annotations FastAPI resolves it
     # in the module's globals, where ``settings`` is not (a per-app bound is applied below).
