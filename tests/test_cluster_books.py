@@ -23,9 +23,10 @@ def node(tmp_path: Path, redis: RedisServer, port: int, index: int) -> ServerPro
     args = ["--source", "binance", "--redis-url", redis.url, "--node-id", f"node{index}"]
     env = server_env(
         port,
-        # A short stream (about 3 s of messages): a late node cannot find the first whole
-        # books there, only the ones published again since (every 10 s).
-        TICKCAST_HISTORY_SIZE="20",
+        # A short stream (about 1.5 s of messages): a late node cannot find the first whole
+        # books there, only the ones published again since (every 2 s here).
+        TICKCAST_HISTORY_SIZE="10",
+        TICKCAST_BOOK_CHECKPOINT_S="2",
     )
     return ServerProcess(args, env, tmp_path / f"node{index}.log")
 
@@ -77,7 +78,7 @@ async def test_every_node_serves_the_true_book_and_a_late_node_asks_no_exchange(
                 assert await equal_to_truth(http, nodes, exchange) >= 2
                 before = (await sim_stats(http, exchange))["depth_snapshots"]
                 term = epochs(nodes)
-                await asyncio.sleep(6)  # the stream no longer holds the first whole books
+                await asyncio.sleep(3)  # the stream no longer holds the first whole books
                 late = node(tmp_path, redis, port, 2)
                 nodes.append(late)
                 late.wait_ready("/price", timeout=30)

@@ -361,6 +361,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "kline_history",
             "book_levels",
             "book_interval_ms",
+            "book_checkpoint_s",
             "book_snapshot_limit",
         ),
     ),

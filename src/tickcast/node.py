@@ -47,10 +47,6 @@ _MESSAGE_KEYS = ("source", "since", "reconnects", "last_message_age", "simulated
 
 UpstreamListener = Callable[[dict[str, object]], None]
 
-# With Redis, each whole book is published again this often when it moved on (SPEC §12):
-# a node that reads the stream late starts from it, with no REST snapshot of its own.
-BOOK_CHECKPOINT_INTERVAL = 10.0
-
 
 class Node:
     """Owns the data path of one process: source -> ingest -> hub.
@@ -364,7 +360,8 @@ class Node:
 
     async def _keep_books(self) -> None:
         """Fetch the books' snapshots; publish their tops as their interval ends, and with
-        Redis each whole book again now and then (``BOOK_CHECKPOINT_INTERVAL``)."""
+        Redis each whole book again every ``book_checkpoint_s`` when it moved on (SPEC §12):
+        a node that reads the stream late starts from it, with no snapshot of its own."""
         assert self.books is not None
         assert self.book_ingest is not None
         books, feed = self.books, self.book_ingest
@@ -372,7 +369,8 @@ class Node:
         tick = max(0.02, self.settings.book_interval_ms / 1000 / 2)
         async with asyncio.TaskGroup() as group:
             group.create_task(books.run(), name="book-snapshots")
-            next_checkpoint = loop.time() + BOOK_CHECKPOINT_INTERVAL
+            every = self.settings.book_checkpoint_s
+            next_checkpoint = loop.time() + every
             while True:
                 await asyncio.sleep(tick)
                 if not self.leading:
@@ -380,7 +378,7 @@ class Node:
                 now = loop.time()
                 feed.flush(now)
                 if self.redis is not None and now >= next_checkpoint:
-                    next_checkpoint = now + BOOK_CHECKPOINT_INTERVAL
+                    next_checkpoint = now + every
                     feed.checkpoint(books.symbols)
 
     def _keep_candle(self, message: Message) -> None:

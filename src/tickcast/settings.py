@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     book_interval_ms: int = Field(
         100, ge=0, le=60_000, description="SYMBOL@book is sent at most this often (ms)."
     )
+    book_checkpoint_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="With Redis, each whole book is published again this often when it "
+        "moved (a node that joins late starts from it).",
+    )
     book_snapshot_limit: int = Field(
         0,
         ge=0,
