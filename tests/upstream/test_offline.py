@@ -175,24 +175,41 @@ async def test_auto_label_follows_what_clients_get() -> None:
         await cancel_and_wait(task)
 
 
-async def test_connect_failures_are_logged_each_then_summarized(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+class Recorder(logging.Handler):
+    """Every record of the logger it is attached to: independent of pytest's log capture,
+    which another test in the same worker may have reconfigured (uvicorn's dictConfig)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_connect_failures_are_logged_each_then_summarized() -> None:
     """Against a refused port: one line per failure while the backoff grows (3 steps +
     the first attempt), then at most one line per interval counting the failures since."""
     interval = 0.4
     options = ClientOptions(backoff_initial=0.02, backoff_max=0.08, failure_log_interval=interval)
     url = f"ws://127.0.0.1:{free_port()}"
     client = BinanceClient(url, ["btcusdt@ticker"], lambda _u: None, options=options)
-    caplog.set_level(logging.WARNING, logger="tickcast.upstream.binance")
+    logger = logging.getLogger("tickcast.upstream.binance")
+    recorder, level, disabled = Recorder(), logger.level, logger.disabled
+    logger.addHandler(recorder)
+    logger.setLevel(logging.WARNING)
+    logger.disabled = False
     task = asyncio.create_task(client.run())
     try:
         await eventually(lambda: client.counters["connect_failures"] >= 40, timeout=10)
         await asyncio.sleep(interval * 2)
     finally:
         await cancel_and_wait(task)
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+        logger.disabled = disabled
     failures = client.counters["connect_failures"]
-    records = [r for r in caplog.records if "upstream connect to" in r.getMessage()]
+    records = [r for r in recorder.records if "upstream connect to" in r.getMessage()]
     single = [r for r in records if r.msg == FAILED_LINE]
     summaries = [r for r in records if SUMMARY_LINE in r.getMessage()]
     assert len(single) == 4
