@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -27,6 +28,7 @@ from tickcast.messages.book import BookSnapshot, Levels
 from tickcast.messages.decimals import canonical_decimal
 from tickcast.messages.kline import check_kline
 from tickcast.messages.trade import check_trade, taker_side
+from tickcast.upstream.listing import Listing, parse_exchange_info
 from tickcast.upstream.normalize import MAX_DECIMAL_LENGTH, TradeEvent
 
 # Binance answers at most 1000 candles (or aggregate trades) per request.
@@ -304,6 +306,16 @@ class RestClient:
         body = await self._get(f"{base_url}/api/v3/depth", params)
         try:
             return parse_depth(symbol, body, limit=limit)
+        except ValueError as exc:
+            raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
+
+    async def exchange_info(self, base_url: str, quote_assets: Iterable[str] = ()) -> Listing:
+        """The symbols the exchange lists as trading (weight 20), narrowed to
+        ``quote_assets``. Raises ``RestError`` (``bad_answer`` for one that is no listing:
+        keep the last good one)."""
+        body = await self._get(f"{base_url}/api/v3/exchangeInfo", {})
+        try:
+            return parse_exchange_info(body, quote_assets)
         except ValueError as exc:
             raise RestError(RestErrorKind.BAD_ANSWER, str(exc)) from exc
 
