@@ -29,7 +29,7 @@ from tickcast.bench.raw import RawClient, RawServer, listen
 from tickcast.bench.rawhttp import http_get
 from tickcast.bench.upstream import combined_url, wanted_streams
 from tickcast.edge.wire import ws_text_frame
-from tickcast.messages.book import Book, Depth, Levels
+from tickcast.messages.book import Book, Depth, Levels, apply_levels
 from tickcast.messages.decimals import canonical_decimal
 
 SNAPSHOT_LIMIT = 5000
@@ -67,12 +67,8 @@ class RawBook:
         if not first and int(event["U"]) != self.update_id + 1:
             raise RuntimeError(f"{self.symbol}: diff from {event['U']} after {self.update_id}")
         bids, asks = _levels(event["b"]), _levels(event["a"])
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for price, qty in levels:
-                if qty == "0":
-                    side.pop(price, None)
-                else:
-                    side[price] = qty
+        apply_levels(self.bids, bids)
+        apply_levels(self.asks, asks)
         self.update_id = int(event["u"])
         self.event_ms = int(event["E"])
         return bids, asks

@@ -13,6 +13,7 @@ from __future__ import annotations
 from tickcast.hub.books import HeldBooks
 from tickcast.messages.book import Book, BookStatus, Depth
 from tickcast.messages.message import Message
+from tickcast.messages.stream import book_streams
 
 
 class BookRoutes:
@@ -48,7 +49,7 @@ def not_whole(books: HeldBooks, key: str) -> dict[str, object] | None:
     return {
         "type": "status",
         "symbol": symbol,
-        "streams": [f"{symbol}@book", f"{symbol}@depth"],
+        "streams": list(book_streams(symbol)),
         "book": books.state(symbol),
         "reason": status.reason if status is not None else "starting",
         "detail": status.detail if status is not None else "waiting for a whole book",

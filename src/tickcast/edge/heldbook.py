@@ -10,8 +10,7 @@ that keep up).
 from __future__ import annotations
 
 from tickcast.edge.wire import Wire, WireFormat, encode_market
-from tickcast.hub.books import sorted_levels
-from tickcast.messages.book import Book, Depth, DepthMerger
+from tickcast.messages.book import Book, Depth, DepthMerger, apply_levels, sorted_levels
 
 
 class HeldDepth(Wire):
@@ -64,20 +63,14 @@ class HeldDepth(Wire):
 
 def _applied(book: Book, diff: Depth) -> Book:
     """``book`` with ``diff`` applied: the whole book at the diff's update id."""
-    sides = []
-    for levels, changes in ((book.bids, diff.bids), (book.asks, diff.asks)):
-        side = dict(levels)
-        for price, qty in changes:
-            if qty == "0":
-                side.pop(price, None)
-            else:
-                side[price] = qty
-        sides.append(side)
+    bids, asks = dict(book.bids), dict(book.asks)
+    apply_levels(bids, diff.bids)
+    apply_levels(asks, diff.asks)
     return Book(
         symbol=book.symbol,
         update_id=diff.update_id,
-        bids=sorted_levels(sides[0], descending=True),
-        asks=sorted_levels(sides[1], descending=False),
+        bids=sorted_levels(bids, descending=True),
+        asks=sorted_levels(asks, descending=False),
         timestamp_ms=book.timestamp_ms,
         seq=diff.seq,
         source=diff.source,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tickcast.messages.book import Book, BookStatus, Depth, Levels, price_key
+from tickcast.messages.book import Book, BookStatus, Depth, apply_levels, sorted_levels
 from tickcast.messages.tick import SourceLabel
 
 HeldState = Literal["synced", "syncing", "broken"]
@@ -85,12 +85,8 @@ class HeldBooks:
                 held, BookStatus(diff.symbol, "broken", "gap", detail, diff.seq, diff.source)
             )
             return
-        for levels, side in ((diff.bids, held.bids), (diff.asks, held.asks)):
-            for price, qty in levels:
-                if qty == "0":
-                    side.pop(price, None)
-                else:
-                    side[price] = qty
+        apply_levels(held.bids, diff.bids)
+        apply_levels(held.asks, diff.asks)
         held.update_id = diff.update_id
         held.seq = diff.seq
         held.full = None
@@ -144,9 +140,3 @@ class HeldBooks:
 
     def symbols(self) -> list[str]:
         return list(self._books)
-
-
-def sorted_levels(side: dict[str, str], *, descending: bool) -> Levels:
-    """A side's levels best first: bids by price descending, asks ascending."""
-    prices = sorted(side, key=price_key, reverse=descending)
-    return tuple((price, side[price]) for price in prices)

@@ -25,6 +25,7 @@ from typing import Final, Literal
 import orjson
 
 from tickcast.messages.decimals import canonical_decimal, fragment, raw_numbers
+from tickcast.messages.stream import book_streams
 from tickcast.messages.tick import SourceLabel
 
 # One price level: (price, quantity), both canonical decimal strings.
@@ -386,7 +387,7 @@ class BookStatus:
     @property
     def streams(self) -> tuple[str, str]:
         """The streams whose clients are told: the book's two."""
-        return f"{self.symbol}@book", f"{self.symbol}@depth"
+        return book_streams(self.symbol)
 
     def encode(self) -> bytes:
         if self._encoded is None:
@@ -481,8 +482,8 @@ class DepthMerger:
                 symbol=last.symbol,
                 first_update_id=first.first_update_id,
                 update_id=last.update_id,
-                bids=_ordered(self._bids.items(), descending=True),
-                asks=_ordered(self._asks.items(), descending=False),
+                bids=sorted_levels(self._bids, descending=True),
+                asks=sorted_levels(self._asks, descending=False),
                 seq=last.seq,
                 source=last.source,
                 checked=False,  # the levels of checked diffs
@@ -497,9 +498,20 @@ class DepthMerger:
         self._count = 0
 
 
-def _ordered(levels: Iterable[Level], *, descending: bool) -> Levels:
-    """Levels best first: bids by price descending, asks ascending."""
-    return tuple(sorted(levels, key=lambda level: price_key(level[0]), reverse=descending))
+def apply_levels(side: dict[str, str], changes: Iterable[Level]) -> None:
+    """Apply a diff's levels to one side of a book (price -> quantity): a quantity is
+    absolute, 0 removes the level (one never held is fine: Binance says so)."""
+    for price, qty in changes:
+        if qty == "0":
+            side.pop(price, None)
+        else:
+            side[price] = qty
+
+
+def sorted_levels(side: dict[str, str], *, descending: bool) -> Levels:
+    """A side's levels best first: bids by price descending, asks ascending."""
+    prices = sorted(side, key=price_key, reverse=descending)
+    return tuple((price, side[price]) for price in prices)
 
 
 def price_key(price: str) -> tuple[int, str, str]:

@@ -120,6 +120,11 @@ def parse_stream(text: str) -> Stream:
     return Stream(kind, symbol)
 
 
+def book_streams(symbol: str) -> tuple[str, str]:
+    """A symbol's order book streams: its top levels and its whole book with diffs."""
+    return f"{symbol}@book", f"{symbol}@depth"
+
+
 def is_ticker_key(key: str) -> bool:
     """Whether a stream key is one symbol's ticker (its bare name), not another stream."""
     return "@" not in key and not key.startswith("!")
@@ -147,7 +152,7 @@ def served_keys(
         if trades:
             keys.add(f"{symbol}@trades")
         if books:
-            keys.update((f"{symbol}@book", f"{symbol}@depth"))
+            keys.update(book_streams(symbol))
         keys.update(f"{symbol}@kline_{interval}" for interval in intervals)
     return frozenset(keys)
 
