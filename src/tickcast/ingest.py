@@ -390,65 +390,69 @@ class BookIngest:
 
     def on_event(self, event: BookEvent, now: float) -> None:
         symbol = event.symbol
-        source, history = self.origin.get(symbol, ("binance", 0))
         if isinstance(event, BookChanged):
             changes = event.changes
-            diff = Depth(
-                symbol=symbol,
-                first_update_id=changes.first_update_id,
-                update_id=changes.final_update_id,
-                bids=changes.bids,
-                asks=changes.asks,
-                seq=self._ingest.next_seq(),
-                source=source,
-                checked=False,  # a local book's changes: checked as they came
-            )
-            self._publish(diff, Origin("depth", history, diff.update_id))
-            self._published[symbol] = diff.update_id
+            self._publish_diff(
+                symbol, changes.first_update_id, changes.final_update_id, changes.bids,
+                changes.asks,
+            )  # fmt: skip
             self._dirty.add(symbol)
             self.flush(now, only=symbol)
         elif isinstance(event, BookSynced):
-            self._synced(event.view, source, history)
-            self._publish_top(symbol, now, source, history)
+            self._synced(event.view)
+            self._publish_top(symbol, now)
         else:
             self._broken.add(symbol)
             self._dirty.discard(symbol)
             self._published.pop(symbol, None)
-            status = BookStatus(
-                symbol, "broken", event.reason, event.detail, self._ingest.next_seq(), source
-            )
+            source = self._origin(symbol)[0]
+            seq = self._ingest.next_seq()
+            status = BookStatus(symbol, "broken", event.reason, event.detail, seq, source)
             self._publish(status, None)
 
-    def _synced(self, view: BookView, source: SourceLabel, history: int) -> None:
+    def _origin(self, symbol: str) -> tuple[SourceLabel, int]:
+        """(source, upstream history) of ``symbol``'s diffs, as the node last saw them."""
+        return self.origin.get(symbol, ("binance", 0))
+
+    def _synced(self, view: BookView) -> None:
         symbol = view.symbol
         held = self._hub.books().depth(symbol)
         own = self._published.get(symbol)
         if (
             held is not None
             and symbol not in self._broken
-            and held.source == source
+            and held.source == self._origin(symbol)[0]
             and held.update_id < view.update_id
             and (own is None or own == held.update_id)
         ):
             bids, asks = _changes(held, view)
-            diff = Depth(
-                symbol,
-                held.update_id + 1,
-                view.update_id,
-                bids,
-                asks,
-                self._ingest.next_seq(),
-                source,
-            )
-            self._publish(diff, Origin("depth", history, diff.update_id))
+            self._publish_diff(symbol, held.update_id + 1, view.update_id, bids, asks, checked=True)
             self.counts["books_carried"] += 1
         else:
-            self._publish_whole(view, source, history)
+            self._publish_whole(view)
             self.counts["books_whole"] += 1
         self._broken.discard(symbol)
         self._published[symbol] = view.update_id
 
-    def _book(self, view: BookView, source: SourceLabel, kind: BookKind) -> Book:
+    def _publish_diff(
+        self,
+        symbol: str,
+        first: int,
+        last: int,
+        bids: Levels,
+        asks: Levels,
+        *,
+        checked: bool = False,
+    ) -> None:
+        """``checked``: check the diff as built (one computed between two books); a local
+        book's changes were checked as they came, on every diff of every book."""
+        source, history = self._origin(symbol)
+        seq = self._ingest.next_seq()
+        diff = Depth(symbol, first, last, bids, asks, seq, source, checked=checked)
+        self._publish(diff, Origin("depth", history, last))
+        self._published[symbol] = last
+
+    def _book(self, view: BookView, kind: BookKind) -> Book:
         return Book(
             symbol=view.symbol,
             update_id=view.update_id,
@@ -456,14 +460,14 @@ class BookIngest:
             asks=view.asks,
             timestamp_ms=view.event_time_ms or _now_ms(),
             seq=self._ingest.next_seq(),
-            source=source,
+            source=self._origin(view.symbol)[0],
             kind=kind,
             checked=False,  # a local book's view: checked as it was built
         )
 
-    def _publish_whole(self, view: BookView, source: SourceLabel, history: int) -> None:
-        book = self._book(view, source, "depth")
-        self._publish(book, Origin("depth_book", history, view.update_id))
+    def _publish_whole(self, view: BookView) -> None:
+        history = self._origin(view.symbol)[1]
+        self._publish(self._book(view, "depth"), Origin("depth_book", history, view.update_id))
         self._checkpointed[view.symbol] = view.update_id
 
     def flush(self, now: float, only: str | None = None) -> None:
@@ -471,18 +475,17 @@ class BookIngest:
         for symbol in (only,) if only is not None else tuple(self._dirty):
             if symbol not in self._dirty or now - self._top_at.get(symbol, -1e9) < self._interval:
                 continue
-            source, history = self.origin.get(symbol, ("binance", 0))
-            self._publish_top(symbol, now, source, history)
+            self._publish_top(symbol, now)
 
-    def _publish_top(self, symbol: str, now: float, source: SourceLabel, history: int) -> None:
+    def _publish_top(self, symbol: str, now: float) -> None:
         self._dirty.discard(symbol)
         try:
             view = self._view(symbol, self._levels)
         except (KeyError, ValueError):
             return  # not whole (any more): nothing is served from it
         self._top_at[symbol] = now
-        book = self._book(view, source, "book")
-        self._publish(book, Origin("book", history, view.update_id))
+        history = self._origin(symbol)[1]
+        self._publish(self._book(view, "book"), Origin("book", history, view.update_id))
 
     def checkpoint(self, symbols: Iterable[str]) -> None:
         """Publish again each whole book of ``symbols`` that moved on since its last."""
@@ -494,8 +497,7 @@ class BookIngest:
                 view = self._view(symbol, None)
             except (KeyError, ValueError):
                 continue
-            source, history = self.origin.get(symbol, ("binance", 0))
-            self._publish_whole(view, source, history)
+            self._publish_whole(view)
             self.counts["checkpoints"] += 1
 
     def _publish(self, message: Message, origin: Origin | None) -> None:
