@@ -31,7 +31,6 @@ from tickcast.messages.message import ticks_of
 from tickcast.messages.tick import Tick
 from tickcast.node import Node
 from tickcast.serve.gcpolicy import HEAP
-from tickcast.serve.listing import Listing
 from tickcast.serve.markets import market_routes
 from tickcast.serve.metrics import Metrics
 from tickcast.serve.openapi import (
@@ -47,6 +46,7 @@ from tickcast.serve.openapi import (
     VALIDATION,
     description,
 )
+from tickcast.serve.prices import Prices
 from tickcast.settings import Settings
 from tickcast.upstream.normalize import wall_ms
 
@@ -226,11 +226,11 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def price(symbol: str = "BTCUSDT") -> Response:
         return latest_response(symbol)
 
-    listing = Listing(settings.symbols, node.hub.latest, node.hub.history)
+    prices_of = Prices(settings.symbols, node.hub.latest, node.hub.history)
 
     @app.get("/prices", summary="Latest tick of every symbol", responses={**TICKS, **NO_DATA})
     async def prices() -> Response:
-        body = listing.prices()
+        body = prices_of.prices()
         if body is None:
             return error_response(503, "no_data", "no data yet; retry shortly")
         return Response(body, media_type="application/json")
@@ -247,7 +247,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def symbols() -> dict[str, object]:
         # Learned from the prices held (see price_decimals): clients show every price of
         # a symbol with as many decimals from its first tick on.
-        return {"symbols": list(settings.symbols), "price_decimals": listing.decimals()}
+        return {"symbols": list(settings.symbols), "price_decimals": prices_of.decimals()}
 
     # The annotation names nothing local: with postponed annotations FastAPI resolves it
     # in the module's globals, where ``settings`` is not (a per-app bound is applied below).

@@ -17,7 +17,7 @@ from tickcast.messages.tick import Tick, price_decimals
 DECIMALS_SAMPLE = 50
 
 
-class Listing:
+class Prices:
     """The bodies of ``/prices`` and ``/symbols``' decimals for ``symbols``, from a hub's
     ``latest`` and ``history`` (read at each call: they are local memory)."""
 
