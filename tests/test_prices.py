@@ -27,7 +27,7 @@ class CountingHub(MemoryHub):
 
 def test_prices_are_joined_once_until_a_newer_tick() -> None:
     hub = CountingHub()
-    listing = Prices(SYMBOLS, hub.latest, hub.history)
+    listing = Prices(lambda: SYMBOLS, hub.latest, hub.history)
     assert listing.prices() is None
     for seq, symbol in enumerate(SYMBOLS, start=1):
         hub.publish(tick(symbol, seq))
@@ -41,7 +41,7 @@ def test_prices_are_joined_once_until_a_newer_tick() -> None:
 
 def test_decimals_are_learned_once_then_from_each_new_tick_alone() -> None:
     hub = CountingHub()
-    listing = Prices(SYMBOLS, hub.latest, hub.history)
+    listing = Prices(lambda: SYMBOLS, hub.latest, hub.history)
     for seq, symbol in enumerate(SYMBOLS, start=1):
         hub.publish(tick(symbol, seq, "1.5"))
     assert listing.decimals()[SYMBOLS[0]] == 1

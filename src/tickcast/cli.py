@@ -248,12 +248,19 @@ def build_parser() -> CommandParser:
     )
     bench.add_argument(
         "--streams",
-        choices=("ticker", "trades", "book", "depth"),
+        choices=("ticker", "tickers", "trades", "book", "depth"),
         default="ticker",
-        help="what the clients subscribe: the ticker (default), or SYMBOL@trades: --rate is "
+        help="what the clients subscribe: the ticker (default), every symbol as the one "
+        "stream !tickers, or SYMBOL@trades: --rate is "
         "then trades/s per symbol and --stall clients stop reading at the burst; or "
         "SYMBOL@book / SYMBOL@depth (--rate 10: the books' clock), each client's book "
         "checked against the server's at the end",
+    )
+    bench.add_argument(
+        "--every-market",
+        action="store_true",
+        help="the server serves --symbols * (every symbol the simulator lists) instead of "
+        "naming them",
     )
     bench.add_argument(
         "--burst", type=int, default=0, help="with trades: N more trades of the first symbol (0)"
@@ -759,6 +766,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         stall_seconds=args.stall_seconds,
         transport=args.transport,
         deflate=args.deflate,
+        every_market=args.every_market,
         compare=tuple(args.compare),
         redis=args.redis,
         nodes=args.nodes,

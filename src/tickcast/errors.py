@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     RATE_LIMITED = "rate_limited"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
+    # Sent unasked: a symbol the client followed stopped trading (``*``, SPEC §12).
+    DELISTED = "delisted"
 
 
 def http_error_code(status: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
@@ -77,10 +78,14 @@ class Ingest:
     def __init__(
         self, hub: Hub, symbols: Iterable[str], carried: Iterable[str] | None = None
     ) -> None:
-        """``carried``: the symbols whose trades and candles are served (default: all)."""
+        """``symbols``: those served; a set is kept as given, so a set its owner changes
+        in place (``Served.symbol_set``: the exchange's listing) is followed. ``carried``:
+        the symbols whose trades and candles are served (default: all)."""
         self._hub = hub
-        self._symbols = frozenset(symbols)
-        self._carried = self._symbols if carried is None else frozenset(carried)
+        self._symbols: AbstractSet[str] = (
+            symbols if isinstance(symbols, set | frozenset) else frozenset(symbols)
+        )
+        self._carried = frozenset(self._symbols if carried is None else carried)
         self.order = StreamOrder()
         # Trades a connection did not deliver are fetched by whoever sets ``on_fill``
         # (the node); without it a gap is served as it came, and counted.
@@ -101,7 +106,7 @@ class Ingest:
         self.counts: Counter[str] = Counter()
 
     @property
-    def symbols(self) -> frozenset[str]:
+    def symbols(self) -> AbstractSet[str]:
         return self._symbols
 
     def apply(self, event: IngestEvent, source: SourceLabel) -> Message | None:

@@ -23,14 +23,17 @@ from tickcast.messages.book import BookSnapshot, DepthEvent
 from tickcast.messages.kline import Kline
 from tickcast.messages.message import Message, ticks_of
 from tickcast.messages.tick import SourceLabel, Tick
+from tickcast.served import Served, ServedChange
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.backfill import KlineBackfill
 from tickcast.upstream.books import BookEvent, BookKeeper
+from tickcast.upstream.listingwatch import ListingWatch
 from tickcast.upstream.normalize import MarketEvent, TradeEvent
 from tickcast.upstream.rest import RestClient
 from tickcast.upstream.snapshotpace import snapshot_limit
 from tickcast.upstream.sources import ReplaySource, SupervisedSource, build_source
+from tickcast.upstream.streams import settings_streams
 from tickcast.upstream.tradefill import TradeFill
 from tickcast.upstream.tradegaps import FillRequest
 
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # /readyz: the newest tick must be younger than this many stale-after periods.
 READY_FRESHNESS_FACTOR = 3
+# With ``*``: symbols the Redis stream is sized for beyond those named (about Binance
+# spot's count), as the listing is read after the hub starts.
+LISTING_HINT = 2000
 # How often a node compares the state it announced with the one it derives now.
 STATUS_CHECK_INTERVAL = 1.0
 # What a ``status`` message is announced again for: not the ages and counts it carries.
@@ -63,14 +69,17 @@ class Node:
         self.settings = settings
         self.redis: RedisHub | None = None
         if hub is None and settings.redis_url:
+            listing = LISTING_HINT if settings.every_market else 0
             hub = self.redis = RedisHub(
                 settings.redis_url,
                 history_size=settings.history_size,
                 prefix=settings.redis_prefix,
-                streams=len(settings.served_streams),
+                streams=len(settings.served_streams) + listing,
             )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
-        self.ingest = Ingest(self.hub, settings.symbols, settings.carried_symbols)
+        # What is served: the named symbols, or with ``*`` the exchange's listing (SPEC §12).
+        self.served = Served.of(settings)
+        self.ingest = Ingest(self.hub, self.served.symbol_set, settings.carried_symbols)
         # Candles for /klines: the stream's, as the hub delivers them (on every node), and
         # before the first of them the upstream REST's, fetched once it came (SPEC §12).
         self.candles = CandleHistory(settings.kline_history)
@@ -110,6 +119,19 @@ class Node:
         self.source: SupervisedSource = build_source(
             settings, self._take, self._upstream_changed, latest=self.latest_ticks
         )
+        self.listing: ListingWatch | None = None
+        self._listing_task: asyncio.Task[None] | None = None
+        # On a follower: the digest of the leader's listing this node serves.
+        self._listing_digest: str | None = None
+        if settings.every_market:
+            self.listing = ListingWatch(
+                self.rest,
+                self._listing_base,
+                self._listing_read,
+                quote_assets=settings.quote_assets,
+                refresh=settings.listing_refresh_s,
+            )
+            self.served.on_change(self._served_changed)
         self.lease: Lease | None = None
         if self.redis is not None and settings.role != "edge":
             self.lease = Lease(
@@ -154,6 +176,11 @@ class Node:
         if self.books is not None:
             self._books_task = asyncio.create_task(self._keep_books(), name="books")
         await self.hub.start()
+        if self.listing is not None:
+            if self.redis is not None:
+                # A listing announced by a leader: served at once, and a new leader's start.
+                await self._follow_listing()
+            self._listing_task = asyncio.create_task(self.listing.run(), name="listing")
         if self.redis is not None:
             # Clients that asked for status hear when the hub's link drops and returns.
             self.redis.on_connection(lambda _connected: self._upstream_changed())
@@ -182,9 +209,11 @@ class Node:
         await self.hub.stop()
         self._unhook()
         tasks = [
-            t for t in (self._backfill_task, self._fill_task, self._books_task) if t is not None
+            t
+            for t in (self._backfill_task, self._fill_task, self._books_task, self._listing_task)
+            if t is not None
         ]
-        self._backfill_task = self._fill_task = self._books_task = None
+        self._backfill_task = self._fill_task = self._books_task = self._listing_task = None
         await cancel_and_wait(*tasks)
         await self.rest.aclose()
 
@@ -431,11 +460,60 @@ class Node:
                 if self.leading and url is not None and label is not None:
                     await self.redis.announce_rest(label, url, 5 * STATUS_CHECK_INTERVAL)
                 elif not self.leading:
+                    if self.listing is not None:
+                        await self._follow_listing()
                     known, self._leader_rest = self._leader_rest, await self.redis.leader_rest()
                     if self._leader_rest != known and self._leader_rest is not None:
                         self.backfill.retry_now()
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             log.debug("leader REST note: %s", exc)
+
+    def _listing_base(self) -> str | None:
+        """Where the listing is read: the REST of the exchange served now, by the node
+        that holds the upstream (the others serve the listing it announces)."""
+        if not self.leading or self.source.label is None:
+            return None
+        return self.source.rest_url
+
+    async def _listing_read(self, symbols: tuple[str, ...]) -> None:
+        self.served.replace(symbols)
+        if self.redis is None or not self.leading:
+            return
+        try:
+            async with asyncio.timeout(self.settings.lease_ttl):
+                await self.redis.announce_listing(self.served.symbols)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            # The followers keep the previous one until the next read announces it.
+            log.warning("the listing could not be announced to the other nodes: %s", exc)
+
+    async def _follow_listing(self) -> None:
+        """Serve the listing the leader announced, when it is not the one served."""
+        assert self.redis is not None
+        try:
+            async with asyncio.timeout(STATUS_CHECK_INTERVAL):
+                digest = await self.redis.listing_digest()
+                if digest is None or digest == self._listing_digest:
+                    return
+                announced = await self.redis.listing()
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            log.debug("listing note: %s", exc)
+            return
+        if announced is not None:
+            self._listing_digest = announced[0]
+            self.served.replace(announced[1])
+
+    def _served_changed(self, change: ServedChange) -> None:
+        """A new listing: the upstream follows it (new symbols subscribed, delisted ones
+        unsubscribed, paced; no reconnect)."""
+        log.info(
+            "serving %d symbols: %d listed%s, %d delisted%s",
+            len(self.served),
+            len(change.added),
+            _sample(change.added),
+            len(change.removed),
+            _sample(change.removed),
+        )
+        self.source.set_streams(settings_streams(self.settings, self.served.symbols))
 
     def backfill_status(self) -> dict[str, object]:
         """Where the candle history stands: series still pending (their REST history not
@@ -488,6 +566,7 @@ class Node:
             "ingest": dict(self.ingest.counts),
             "hub": self.hub.status(),
             "symbols": sorted(self.ingest.symbols),
+            "listing": self.listing_status(),
             "klines": {"held": len(self.candles), "backfill": self.backfill_status()},
             "trade_fill": {
                 **self.trade_fill.status(),
@@ -496,6 +575,16 @@ class Node:
             },
             "books": self.books_status(),
         }
+
+    def listing_status(self) -> dict[str, object] | None:
+        """With ``*``: how many symbols are served, how often that changed, and on the
+        leader how its reads of the exchange's listing went; None otherwise."""
+        if self.listing is None:
+            return None
+        report: dict[str, object] = {"served": len(self.served), "changes": self.served.changes}
+        if self.leading:
+            report.update(self.listing.status())
+        return report
 
     def books_status(self) -> dict[str, object] | None:
         """Per book: its state as this node serves it (the hub's), and on the leader the
@@ -518,3 +607,11 @@ class Node:
 
 def _nothing() -> None:
     return None
+
+
+def _sample(symbols: tuple[str, ...], most: int = 5) -> str:
+    """A few of ``symbols`` for a log line."""
+    if not symbols:
+        return ""
+    more = f", +{len(symbols) - most} more" if len(symbols) > most else ""
+    return f" ({', '.join(symbols[:most])}{more})"

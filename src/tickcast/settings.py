@@ -18,6 +18,7 @@ from tickcast.messages.tick import DEFAULT_SYMBOLS
 
 __all__ = [
     "DEFAULT_SYMBOLS",
+    "EVERY_MARKET",
     "TOOL_VARIABLES",
     "SettingError",
     "Settings",
@@ -51,6 +52,9 @@ def _proxy_network(entry: str) -> str:
     return str(network)
 
 
+# ``TICKCAST_SYMBOLS=*``: every symbol the exchange lists as trading (SPEC §12).
+EVERY_MARKET: Final = "*"
+
 # The kinds ``TICKCAST_STREAM_KINDS`` may name, all carried by default (``book``: the
 # ``@book`` and ``@depth`` streams of an order book).
 STREAM_KINDS: Final = ("trades", "klines", "book")
@@ -79,7 +83,19 @@ class Settings(BaseSettings):
     )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SYMBOLS),
-        description="Symbols to serve, comma separated.",
+        description="Symbols to serve, comma separated; * = every symbol the exchange lists "
+        "as trading (the names beside it, or the ten defaults, until its listing is known).",
+    )
+    quote_assets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="With symbols *: only symbols quoted in these assets (USDT,FDUSD); "
+        "empty = all.",
+    )
+    listing_refresh_s: float = Field(
+        3600.0,
+        ge=1,
+        le=86400,
+        description="With symbols *: how often the exchange's listing is read again (s).",
     )
     book: bool = Field(False, description="Also subscribe <sym>@bookTicker (best bid/ask).")
     binance_url: str = Field(
@@ -265,7 +281,25 @@ class Settings(BaseSettings):
     @field_validator("stream_symbols")
     @classmethod
     def _check_stream_symbols(cls, value: list[str]) -> list[str]:
+        if EVERY_MARKET in value:
+            raise ValueError("* is for TICKCAST_SYMBOLS: name the symbols to carry")
         return cls._check_symbols(value) if value else value
+
+    @field_validator("quote_assets", mode="before")
+    @classmethod
+    def _parse_quote_assets(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [str(v).strip().upper() for v in value]
+        return value
+
+    @field_validator("quote_assets")
+    @classmethod
+    def _check_quote_assets(cls, value: list[str]) -> list[str]:
+        for asset in value:
+            if not asset.isalnum() or not asset.isascii():
+                raise ValueError(f"invalid quote asset {asset!r}: expected letters and digits")
+        return list(dict.fromkeys(value))
 
     @field_validator("stream_kinds", "kline_intervals", mode="before")
     @classmethod
@@ -302,11 +336,26 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def every_market(self) -> bool:
+        """``symbols`` is ``*``: every symbol the exchange lists as trading."""
+        return EVERY_MARKET in self.symbols
+
+    @property
+    def named_symbols(self) -> tuple[str, ...]:
+        """The symbols named: without ``*``, the ones served; with it, the ones served
+        until the exchange's listing is known (those beside ``*``, else the defaults)."""
+        named = tuple(s for s in self.symbols if s != EVERY_MARKET)
+        return named or DEFAULT_SYMBOLS
+
+    @property
     def carried_symbols(self) -> tuple[str, ...]:
-        """The symbols whose trades and candles are carried: ``stream_symbols`` that are
-        served, or every served symbol when none are named."""
+        """The symbols whose trades, candles and books are carried: ``stream_symbols``
+        (with ``*``, while listed; else those served), or the named symbols when none
+        are given."""
         if not self.stream_symbols:
-            return tuple(self.symbols)
+            return self.named_symbols
+        if self.every_market:
+            return tuple(self.stream_symbols)
         served = set(self.symbols)
         return tuple(s for s in self.stream_symbols if s in served)
 
@@ -325,9 +374,10 @@ class Settings(BaseSettings):
 
     @property
     def served_streams(self) -> frozenset[str]:
-        """The key of every stream served (SPEC §12; a ticker's is its bare symbol)."""
+        """The key of every stream served at start (SPEC §12; a ticker's is its bare
+        symbol); with ``*`` the served set changes with the listing (``tickcast.served``)."""
         return served_keys(
-            self.symbols,
+            self.named_symbols,
             self.carried_symbols,
             self.carries_trades,
             self.carried_intervals,
@@ -340,6 +390,8 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one symbol is required")
         for symbol in value:
+            if symbol == EVERY_MARKET:
+                continue
             if not symbol.isalnum() or not symbol.isascii():
                 raise ValueError(f"invalid symbol {symbol!r}: expected letters and digits")
         return list(dict.fromkeys(value))

@@ -6,6 +6,10 @@ client subscribes ``?streams=SYMBOL@trades``, ``--burst N`` adds N trades of the
 symbol over ``--burst-seconds`` at ``--burst-at`` seconds into the window, and the
 ``--stall`` clients stop reading at the burst for ``--stall-seconds`` then read again.
 
+``--streams tickers`` has each client follow every symbol as the one stream ``!tickers``
+(one message per upstream batch); ``--every-market`` serves ``TICKCAST_SYMBOLS=*``, the
+simulator's whole listing (the ``--symbols`` it is started with), instead of naming them.
+
 ``--streams book`` and ``--streams depth`` load the order books (``SYMBOL@book``, the top
 20 levels, latest wins; ``SYMBOL@depth``, the whole book then diffs): the simulator's books
 change every 100 ms, so ``--rate`` is 10; at the end every client's book is compared
@@ -48,6 +52,7 @@ class BenchConfig:
     stall_seconds: float = DEFAULT_STALL_SECONDS
     transport: Literal["ws", "sse"] = "ws"
     deflate: bool = False  # the clients offer permessage-deflate
+    every_market: bool = False  # the server serves ``*``: the simulator's whole listing
     compare: tuple[str, ...] = ()
     redis: bool = False
     nodes: int = 1
@@ -89,6 +94,8 @@ class BenchConfig:
             out.append("--grace must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
             out.append("--warmup, --connect-batch and --connect-timeout must be positive")
+        if self.streams == "tickers" and self.compare:
+            out.append("--streams tickers (the !tickers stream) has no baseline to --compare")
         return out + self._trade_problems() + self._book_problems()
 
     def _trade_problems(self) -> list[str]:

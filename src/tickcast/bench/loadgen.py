@@ -60,7 +60,7 @@ from tickcast.serve.workers import die_with_parent
 NS_PER_UNIT = UNIT_US * 1000
 RESUME_RCVBUF = 1 << 20
 Transport = Literal["ws", "sse"]
-Kind = Literal["ticker", "trades", "book", "depth"]
+Kind = Literal["ticker", "tickers", "trades", "book", "depth"]
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ class Run:
                 env["TICKCAST_REDIS_URL"] = f"redis://{HOST}:{self.redis_port}/0"
             if self.target == "tickcast-workers":
                 env["TICKCAST_WORKERS"] = str(c.workers)
-            argv = tickcast_command(port, self.symbols)
+            argv = tickcast_command(port, ["*"] if c.every_market else self.symbols)
         else:
             env = {}
             kind = "rawbook" if c.books and self.target == "raw" else self.target
@@ -127,7 +127,9 @@ class Run:
         connects to port ``i mod len(ports)``, splitting the clients evenly."""
         c = self.config
         context = multiprocessing.get_context("spawn")
-        if c.trades or c.books:
+        if c.streams == "tickers":
+            query = "streams=!tickers"
+        elif c.trades or c.books:
             query = "streams=" + ",".join(f"{symbol}@{c.streams}" for symbol in self.symbols)
         else:
             query = "symbols=" + ",".join(self.symbols)

@@ -250,6 +250,9 @@ async def _measure(run: Run, m: Measurements) -> None:
     server, port = started[0]
     for child, child_port in started:
         await ready(child, child_port, f"/price?symbol={run.symbols[0]}", READY_TIMEOUT)
+        if config.every_market:
+            # Served once the listing is read and its streams subscribed: the last one.
+            await ready(child, child_port, f"/price?symbol={run.symbols[-1]}", READY_TIMEOUT)
         for symbol in run.symbols if config.books else ():
             await ready(child, child_port, f"/book/{symbol}?limit=1", READY_TIMEOUT)
     if run.target == "tickcast-workers":

@@ -7,6 +7,7 @@ of: replies go out through the session's ``send_message``, and what an op asks o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 
 from tickcast.edge.contracts import Limits
 from tickcast.edge.ops import (
@@ -30,7 +31,7 @@ class ClientOps:
     __slots__ = ()
 
     symbols: set[str]
-    served: frozenset[str]
+    served: AbstractSet[str]
     limits: Limits
     _op_rate: OpRateLimit
     _clock: Callable[[], float]

@@ -21,6 +21,7 @@ from typing import Protocol
 from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
+from tickcast.edge.ops import delisted_errors
 from tickcast.edge.resume import ResumePoint, latest_of, missed_ticks, reset_message, snapshot
 from tickcast.edge.session import Backlog, Limits, OpOutcome, Session, Transport
 from tickcast.edge.wire import Wire, WireFormat, http_chunk
@@ -33,6 +34,7 @@ from tickcast.messages.stream import ALL_TICKERS
 from tickcast.messages.tick import Tick
 from tickcast.messages.tickers import Tickers
 from tickcast.messages.trade import Trade
+from tickcast.served import Served, ServedChange
 from tickcast.settings import Settings
 from tickcast.tasks import cancel_and_wait
 
@@ -83,11 +85,15 @@ class ClientRequest:
 class Edge:
     """Owns the sessions; subscribes to the hub and the upstream state."""
 
-    def __init__(self, settings: Settings, node: Feed) -> None:
+    def __init__(self, settings: Settings, node: Feed, served: Served | None = None) -> None:
+        """``served``: what the node serves (with ``*``, the exchange's listing, which
+        changes at run time); default what ``settings`` name."""
         self.settings = settings
         self.node = node
-        # Every stream served, by key (SPEC §12): a symbol's ticker is its bare name.
-        self.served = settings.served_streams
+        self._served = Served.of(settings) if served is None else served
+        # Every stream served, by key (SPEC §12): a symbol's ticker is its bare name. The
+        # served set itself, changed in place by a new listing (sessions hold it too).
+        self.served = self._served.keys
         self.limits = Limits(
             max_subscriptions=settings.max_subscriptions,
             ops_per_second=settings.ops_per_second,
@@ -140,6 +146,13 @@ class Edge:
         self._unsubscribe.append(self.node.hub.subscribe(self.publish))
         self._unsubscribe.append(self.node.hub.on_reset(self.reset_clients))
         self._unsubscribe.append(self.node.on_upstream_change(self.broadcast_status))
+        self._unsubscribe.append(self._served.on_change(self.served_changed))
+        # The node may have taken a listing since this edge was built (its start reads
+        # the one a leader announced): no session can hold a stream yet.
+        for key in self.served:
+            self._by_key.setdefault(key, {})
+        for key in [k for k in self._by_key if k not in self.served]:
+            del self._by_key[key]
         self._tasks.append(asyncio.create_task(self._sweep(), name="edge-sweep"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="edge-heartbeat"))
 
@@ -264,7 +277,7 @@ class Edge:
                 continue
             session.symbols.add(key)
             self._by_key[key].setdefault(session.fmt, {})[session.id] = session
-            message = latest_of(hub, key) if snapshot else None
+            message = latest_of(hub, key, self.served) if snapshot else None
             if message is not None and not is_event(message):
                 latest.append(message)
             elif snapshot and (status := not_whole(hub.books(), key)) is not None:
@@ -279,7 +292,7 @@ class Edge:
         gets every tick it missed, paced, then live ticks; or, when it cannot resume, a
         ``reset`` message with a fresh snapshot (see ``tickcast.edge.resume``)."""
         hub = self.node.hub
-        missed = missed_ticks(hub, symbols, point)
+        missed = missed_ticks(hub, symbols, point, self.served)
         if missed is None:
             self._reset(session, symbols)
         elif missed:
@@ -350,6 +363,8 @@ class Edge:
         """
         kind = type(tick)
         if isinstance(tick, Tick):
+            if tick.symbol not in self.served:
+                return  # held by the hub, not served here (not listed, or not yet)
             if any(self._all_tickers.values()):
                 self._batch_ticker(tick)
         elif kind is not Trade and kind is not Kline:
@@ -461,9 +476,30 @@ class Edge:
         or the hub lost the history its ticks belonged to."""
         hub = self.node.hub
         last_seq = hub.last_seq()
-        ticks = snapshot(hub, symbols)
+        ticks = snapshot(hub, symbols, self.served)
         session.reset(reset_message(ticks, last_seq), last_seq)
         session.sent_now(t.key for t in ticks)
+
+    def served_changed(self, change: ServedChange) -> None:
+        """A new listing (``*``): new streams can be subscribed; the clients of a symbol
+        that stopped trading get one ``error`` naming it and its streams they held, and
+        are unsubscribed from them (SPEC §12)."""
+        for key in change.added_keys:
+            self._by_key.setdefault(key, {})
+        lost: dict[int, list[str]] = {}
+        sessions: dict[int, Session] = {}
+        for key in change.removed_keys:
+            for group in self._by_key.pop(key, {}).values():
+                for session in group.values():
+                    lost.setdefault(session.id, []).append(key)
+                    sessions[session.id] = session
+        for session_id, keys in lost.items():
+            session = sessions[session_id]
+            session.unsubscribed(keys)
+            for error in delisted_errors(keys):
+                session.send_message(error)
+        if lost:
+            self.counters["delisted_unsubscribed"] += sum(len(k) for k in lost.values())
 
     def broadcast_status(self, status: dict[str, object]) -> None:
         for session in tuple(self.sessions.values()):

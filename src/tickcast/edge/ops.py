@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +15,7 @@ from tickcast.messages.stream import (
     StreamNameError,
     is_ticker_key,
     parse_stream,
+    stream_name,
 )
 
 
@@ -129,7 +131,7 @@ def stream_key(name: str) -> str:
     return stream.name
 
 
-def resolve(names: Iterable[str], served: frozenset[str]) -> tuple[list[str], list[str]]:
+def resolve(names: Iterable[str], served: AbstractSet[str]) -> tuple[list[str], list[str]]:
     """The served streams ``names`` ask for, as keys (``*`` = every served symbol's
     ticker, sorted), and the names not served here, each once, in the order given (SPEC
     §6: a request naming both subscribes the first and reports the second)."""
@@ -157,6 +159,24 @@ def unknown_errors(unknown: list[str], op_id: object = None) -> list[dict[str, o
             error = {"type": "error", "code": code.value, "message": message}
             out.append(with_id({**error, field_name: names}, op_id))
     return out
+
+
+def delisted_errors(keys: Iterable[str]) -> list[dict[str, object]]:
+    """One ``delisted`` error per symbol that stopped trading, naming it and the streams
+    of it a client held (SPEC §12: ``*`` follows the exchange's listing)."""
+    by_symbol: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        by_symbol.setdefault(key.partition("@")[0], []).append(stream_name(key))
+    return [
+        {
+            "type": "error",
+            "code": ErrorCode.DELISTED.value,
+            "message": f"{symbol} is no longer trading on the exchange: its streams ended",
+            "symbol": symbol,
+            "streams": streams,
+        }
+        for symbol, streams in by_symbol.items()
+    ]
 
 
 def symbols_field(request: dict[str, object]) -> list[str]:

@@ -20,6 +20,7 @@ Pure functions of the hub's synchronous reads: no I/O, no ``await``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from tickcast.hub.base import Hub
@@ -54,7 +55,9 @@ def parse_event_id(value: str | None) -> ResumePoint | None:
     return ResumePoint(None)
 
 
-def missed_ticks(hub: Hub, keys: Iterable[str], point: ResumePoint) -> list[Message] | None:
+def missed_ticks(
+    hub: Hub, keys: Iterable[str], point: ResumePoint, served: AbstractSet[str] | None = None
+) -> list[Message] | None:
     """Every message of the streams ``keys`` after ``point``, in seq order, or None when
     the client must reset instead (unknown token, a seq from the future, messages no longer
     held)."""
@@ -64,27 +67,32 @@ def missed_ticks(hub: Hub, keys: Iterable[str], point: ResumePoint) -> list[Mess
     missed = hub.since([k for k in keys if k != ALL_TICKERS], point.seq)
     if missed is not None and ALL_TICKERS in keys:
         # Latest wins per symbol on this stream: what was missed is every symbol's latest.
-        everything = latest_of(hub, ALL_TICKERS)
+        everything = latest_of(hub, ALL_TICKERS, served)
         if everything is not None and everything.seq > point.seq:
             missed.append(everything)
             missed.sort(key=lambda m: m.seq)
     return missed
 
 
-def snapshot(hub: Hub, keys: Iterable[str]) -> list[Message]:
+def snapshot(
+    hub: Hub, keys: Iterable[str], served: AbstractSet[str] | None = None
+) -> list[Message]:
     """The latest message of each of the streams ``keys`` that has a state (a tick, the
     current candle; a trade is an event, with no latest to show), in seq order; for
     ``!tickers``, every symbol's latest tick as one message."""
-    held = (m for k in keys if (m := latest_of(hub, k)) is not None and not is_event(m))
+    held = (m for k in keys if (m := latest_of(hub, k, served)) is not None and not is_event(m))
     return sorted(held, key=lambda m: m.seq)
 
 
-def latest_of(hub: Hub, key: str) -> Message | None:
+def latest_of(hub: Hub, key: str, served: AbstractSet[str] | None = None) -> Message | None:
     """The snapshot of the stream ``key``: the hub's latest, or for ``!tickers`` every
-    symbol's latest tick in one message (None before any)."""
+    symbol's latest tick in one message (None before any), of the symbols in ``served``
+    when given (a symbol delisted keeps its last tick in the hub, never served again)."""
     if key != ALL_TICKERS:
         return hub.latest(key)
     ticks = ticks_of(hub.snapshot().values())
+    if served is not None:
+        ticks = [t for t in ticks if t.symbol in served]
     return Tickers.of(ticks) if ticks else None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Set as AbstractSet
 
 import orjson
 
@@ -108,7 +109,7 @@ class Session(ClientOps):
         self,
         session_id: int,
         transport: Transport,
-        served: frozenset[str],
+        served: AbstractSet[str],
         *,
         limits: Limits,
         clock: Callable[[], float],

@@ -71,10 +71,10 @@ def opening(
     """How a stream of ``symbols`` opens (see ``Opening``)."""
     hub = edge.node.hub
     head = b"retry: %d\n\n" % edge.settings.sse_retry_ms + notices
-    missed = None if resume is None else missed_ticks(hub, symbols, resume)
+    missed = None if resume is None else missed_ticks(hub, symbols, resume, edge.served)
     if missed is not None:
         return Opening(head, [], missed)
-    ticks = snapshot(hub, symbols)
+    ticks = snapshot(hub, symbols, edge.served)
     if resume is None:
         head += b"".join(encode_market("sse_event", t) for t in ticks)
     else:

@@ -121,7 +121,7 @@ def _open(
     )
     # The subscribe op's rule: unknown names are reported in one error and the served
     # ones subscribed; more than max_subscriptions subscribes none (an error says so).
-    symbols = edge.settings.symbols if requested is None else session.choose(requested)
+    symbols = list(edge.settings.named_symbols) if requested is None else session.choose(requested)
     if requested is not None and symbols and wants_status:
         # Answered like a subscribe op with no id, to a client that asked for control
         # messages: one that did not (a page written for the seed server) gets ticks only.

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
@@ -382,6 +384,34 @@ class RedisHub:
         value = await self._notes().get(self._keys.leader_rest)
         source, _, url = _text(value).partition(" ") if value else ("", "", "")
         return (source, url) if url else None
+
+    async def announce_listing(self, symbols: Sequence[str]) -> None:
+        """Say which symbols are served (``TICKCAST_SYMBOLS=*``): every node serves the
+        leader's listing, and a new leader starts from it. Kept with no expiry."""
+        body = orjson.dumps(list(symbols))
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+        await self._notes().hset(self._keys.listing, mapping={"digest": digest, "symbols": body})
+
+    async def listing_digest(self) -> str | None:
+        """The digest of the announced listing (cheap to poll), None when there is none."""
+        value = await self._notes().hget(self._keys.listing, "digest")
+        return _text(value) if value else None
+
+    async def listing(self) -> tuple[str, tuple[str, ...]] | None:
+        """The announced listing and its digest; None when there is none or it is not a
+        list of names (a key written by something else is ignored, never served)."""
+        digest, body = await self._notes().hmget(self._keys.listing, ["digest", "symbols"])
+        if not digest or not body:
+            return None
+        try:
+            symbols = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(symbols, list) or not symbols:
+            return None
+        if not all(isinstance(s, str) and s.isascii() and s.isalnum() for s in symbols):
+            return None
+        return _text(digest), tuple(symbols)
 
     def _notes(self) -> aioredis.Redis:
         # A small client of its own: the reader's connection blocks in XREAD.

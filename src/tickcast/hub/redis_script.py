@@ -48,6 +48,10 @@ class RedisKeys:
         return self._key("dedupe")
 
     @property
+    def listing(self) -> str:
+        return self._key("listing")
+
+    @property
     def leader_rest(self) -> str:
         """The REST base of the exchange the leader serves (``<source> <url>``), for the
         other nodes' candle history when that is a simulator only the leader runs."""

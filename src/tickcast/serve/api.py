@@ -166,7 +166,7 @@ class TickcastApp:
 def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     """Build the app for ``settings``; the node starts and stops with the app's lifespan."""
     node = node if node is not None else Node(settings)
-    edge = Edge(settings, node)
+    edge = Edge(settings, node, node.served)
     guard = edge.guard
     metrics = Metrics(node, edge)
     edge.on_fanout = lambda tick, seconds: metrics.observe_fanout(tick, seconds, wall_ms())
@@ -204,7 +204,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         allow_methods=["GET"],
         allow_headers=["*"],
     )
-    served = set(settings.symbols)
+    served = node.served.symbol_set
     app.include_router(market_routes(settings, node, edge.served))
 
     def latest_response(symbol: str) -> Response:
@@ -226,7 +226,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def price(symbol: str = "BTCUSDT") -> Response:
         return latest_response(symbol)
 
-    prices_of = Prices(settings.symbols, node.hub.latest, node.hub.history)
+    prices_of = Prices(lambda: node.served.symbols, node.hub.latest, node.hub.history)
 
     @app.get("/prices", summary="Latest tick of every symbol", responses={**TICKS, **NO_DATA})
     async def prices() -> Response:
@@ -247,7 +247,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     async def symbols() -> dict[str, object]:
         # Learned from the prices held (see price_decimals): clients show every price of
         # a symbol with as many decimals from its first tick on.
-        return {"symbols": list(settings.symbols), "price_decimals": prices_of.decimals()}
+        return {"symbols": list(node.served.symbols), "price_decimals": prices_of.decimals()}
 
     # The annotation names nothing local: with postponed annotations FastAPI resolves it
     # in the module's globals, where ``settings`` is not (a per-app bound is applied below).
@@ -314,7 +314,7 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         if denial is not None:
             return error_response(denial.status, denial.code, denial.message)
         asked = parse_symbols(symbols, streams)
-        names = settings.symbols if asked is None else asked
+        names = settings.named_symbols if asked is None else asked
         # SPEC §6's partial subscribe, as on /ws: the served symbols stream and the others
         # are reported in an ``event: error``; only a request serving nothing is refused.
         wanted, unknown = resolve(names, edge.served)

@@ -7,6 +7,7 @@ Each answer is built from the messages' own encodings, the same bytes the stream
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -35,12 +36,12 @@ def _listing(messages: Iterable[Trade | Kline]) -> Response:
     return Response(body, media_type="application/json")
 
 
-def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> APIRouter:
+def market_routes(settings: Settings, node: Node, served: AbstractSet[str]) -> APIRouter:
     """The routes of ``/streams``, ``/trades/{symbol}`` and ``/klines/{symbol}``."""
     router = APIRouter()
 
     def not_carried(symbol: str, stream: str) -> JSONResponse:
-        if symbol not in settings.symbols:
+        if symbol not in node.served:
             return _error(404, "unknown_symbol", f"{symbol} is not served here; see /symbols")
         return _error(404, "unknown_stream", f"{stream} is not served here; see /streams")
 
@@ -51,7 +52,7 @@ def market_routes(settings: Settings, node: Node, served: frozenset[str]) -> API
             "streams": names,
             "kinds": ["ticker", *settings.stream_kinds],
             "kline_intervals": list(settings.carried_intervals),
-            "stream_symbols": list(settings.carried_symbols),
+            "stream_symbols": list(node.served.carried),
             "backfill": node.backfill_status(),
         }
 

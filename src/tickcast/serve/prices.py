@@ -18,16 +18,17 @@ DECIMALS_SAMPLE = 50
 
 
 class Prices:
-    """The bodies of ``/prices`` and ``/symbols``' decimals for ``symbols``, from a hub's
-    ``latest`` and ``history`` (read at each call: they are local memory)."""
+    """The bodies of ``/prices`` and ``/symbols``' decimals for ``symbols()`` (the served
+    ones, which ``*`` changes at run time), from a hub's ``latest`` and ``history`` (read
+    at each call: they are local memory)."""
 
     def __init__(
         self,
-        symbols: Sequence[str],
+        symbols: Callable[[], Sequence[str]],
         latest: Callable[[str], Message | None],
         history: Callable[[str, int], list[Message]],
     ) -> None:
-        self._symbols = tuple(symbols)
+        self._symbols = symbols
         self._latest = latest
         self._history = history
         self._prices: tuple[tuple[int, ...], bytes] | None = None
@@ -37,7 +38,7 @@ class Prices:
     def ticks(self) -> list[Tick]:
         """Every symbol's latest tick held, in the served order."""
         out = []
-        for symbol in self._symbols:
+        for symbol in self._symbols():
             tick = self._latest(symbol)
             if isinstance(tick, Tick):
                 out.append(tick)
@@ -58,7 +59,7 @@ class Prices:
     def decimals(self) -> dict[str, int]:
         """Each symbol's price decimals, as far as its prices show them."""
         out: dict[str, int] = {}
-        for symbol in self._symbols:
+        for symbol in self._symbols():
             tick = self._latest(symbol)
             seq = tick.seq if isinstance(tick, Tick) else 0
             known = self._decimals.get(symbol)

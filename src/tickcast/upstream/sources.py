@@ -46,6 +46,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# With ``TICKCAST_SYMBOLS=*`` and no ``TICKCAST_SIM_SYMBOLS``: the simulated exchange lists
+# about as many symbols as Binance spot does.
+EVERY_MARKET_SIM_SYMBOLS = 2000
+
 
 def supervised(
     source: Source, settings: Settings, on_state: StateListener | None
@@ -189,8 +193,9 @@ class SimSource:
                 port=0,
                 seed=seed,
                 rate=settings.sim_rate,
-                symbols=tuple(settings.symbols),
-                symbol_count=settings.sim_symbols or 0,
+                symbols=settings.named_symbols,
+                symbol_count=settings.sim_symbols
+                or (EVERY_MARKET_SIM_SYMBOLS if settings.every_market else 0),
             )
         )
         self.inner: ExchangeSource | None = None

@@ -37,13 +37,16 @@ def stream_names(
     return names
 
 
-def settings_streams(settings: Settings) -> list[str]:
-    """The streams ``settings`` ask for: every served symbol's ticker, and the trades and
-    candles of the carried symbols."""
+def settings_streams(settings: Settings, symbols: Sequence[str] | None = None) -> list[str]:
+    """The streams ``settings`` ask for: every served symbol's ticker, and the trades,
+    candles and book diffs of the carried symbols. ``symbols``: those served now (with
+    ``*``, the exchange's listing); default the named ones."""
+    served = settings.named_symbols if symbols is None else tuple(symbols)
+    listed = set(served)
     return stream_names(
-        settings.symbols,
+        served,
         settings.book,
-        carried=settings.carried_symbols,
+        carried=[s for s in settings.carried_symbols if s in listed],
         trades=settings.carries_trades,
         intervals=settings.carried_intervals,
         depth=settings.carries_books,
