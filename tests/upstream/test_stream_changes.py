@@ -9,17 +9,23 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+from tickcast.settings import Settings
 from tickcast.sim.exchange import FaultKind, SimConfig, SimExchange
 from tickcast.sim.listings import Listings
 from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.binance import BinanceClient, ClientOptions, UpstreamState
 from tickcast.upstream.normalize import MarketEvent, Update
+from tickcast.upstream.pacing import Backoff
+from tickcast.upstream.replay import ReplaySource
+from tickcast.upstream.sources import AutoSource, ExchangeSource, SimSource
 from tickcast.upstream.streams import assign, next_request, shard
+from tickcast.upstream.supervisor import SupervisedSource
 
-from ..support import eventually
+from ..support import eventually, free_port
 
 FAST = ClientOptions(
     stale_after=1.5,
@@ -308,3 +314,79 @@ async def test_a_shard_added_while_running_belongs_to_the_run() -> None:
         assert shards == []
     finally:
         await sim.stop()
+
+
+# The sources
+
+
+def sim_settings(port: int | None = None) -> Settings:
+    return Settings(
+        source="sim",
+        sim_rate=10,
+        symbols=["BTCUSDT", "ETHUSDT"],
+        binance_url=f"ws://127.0.0.1:{port or free_port()}",
+        auto_grace=0.5,
+        backoff_initial=0.1,
+        backoff_max=0.5,
+    )
+
+
+async def test_sim_source_uses_the_latest_set_now_and_in_later_runs() -> None:
+    """SimSource: a set given before run is what its client starts with, one given
+    during the run reaches the running client, and a second run starts with the latest."""
+    events: list[str] = []
+    source = SimSource(sim_settings(), lambda e, _label: events.append(e.symbol))
+    source.set_streams(["solusdt@ticker"])
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: "SOLUSDT" in events, timeout=5)
+        assert source.inner is not None
+        assert source.inner.client.streams == ["solusdt@ticker"]
+        source.set_streams(["solusdt@ticker", "bnbusdt@ticker"])
+        await eventually(lambda: "BNBUSDT" in events, timeout=5)
+        assert set(events) == {"SOLUSDT", "BNBUSDT"}
+    finally:
+        await cancel_and_wait(task)
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: source.inner is not None and source.inner.client.connected, 5)
+        assert source.inner is not None
+        assert source.inner.client.streams == ["solusdt@ticker", "bnbusdt@ticker"]
+    finally:
+        await cancel_and_wait(task)
+
+
+async def test_auto_source_forwards_to_live_and_to_a_simulator_started_later() -> None:
+    """AutoSource: live's client takes the set at once, and the simulator of a fallback
+    that starts after it subscribes the same set."""
+    events: list[str] = []
+    source = AutoSource(sim_settings(), lambda e, _label: events.append(e.symbol))
+    source.set_streams(["xrpusdt@ticker"])
+    assert source.live.client.streams == ["xrpusdt@ticker"]
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: "XRPUSDT" in events, timeout=8)
+        assert set(events) == {"XRPUSDT"}
+        source.set_streams(["xrpusdt@ticker", "adausdt@ticker"])
+        await eventually(lambda: "ADAUSDT" in events, timeout=5)
+    finally:
+        await cancel_and_wait(task)
+
+
+def test_supervised_exchange_source_forwards_and_replay_ignores(tmp_path: Path) -> None:
+    """A supervised ExchangeSource hands the set to its client; a replay accepts any set
+    and changes nothing."""
+    settings = sim_settings()
+    source = ExchangeSource(
+        settings.binance_url,
+        ["btcusdt@ticker"],
+        "binance",
+        lambda _e, _label: None,
+        FAST,
+        rest_url=None,
+    )
+    supervised = SupervisedSource(source, Backoff(0.1, 0.5))
+    supervised.set_streams(["ethusdt@ticker", "btcusdt@ticker"])
+    assert source.client.streams == ["btcusdt@ticker", "ethusdt@ticker"]
+    replay = SupervisedSource(ReplaySource(tmp_path / "none.jsonl", print), Backoff())
+    replay.set_streams(["ethusdt@ticker"])
