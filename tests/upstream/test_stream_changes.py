@@ -236,6 +236,20 @@ async def test_a_change_during_the_first_subscribes_ends_with_the_set_asked_last
         run.healthy()
 
 
+async def test_a_refused_later_subscribe_is_counted_and_the_feed_goes_on() -> None:
+    """A later SUBSCRIBE the exchange refuses (a name it calls invalid) is counted in
+    control_errors; the connection stays and its other streams keep flowing."""
+    symbols = list(SYMBOLS[:5])
+    async with running(tickers(symbols)) as run:
+        await eventually(lambda: run.delivered(symbols), timeout=5)
+        run.client.set_streams([*tickers(symbols), "not a stream"])
+        await eventually(lambda: run.client.counters["control_errors"] == 1, timeout=3)
+        mark = time.monotonic()
+        await eventually(lambda: run.delivered(symbols, since=mark), timeout=5)
+        assert run.client.counters["reconnects"] == 0
+        assert run.sim_stat("connections_total") == 1
+
+
 async def test_a_reconnect_subscribes_the_current_set() -> None:
     """After the exchange drops the connection, the new one subscribes the streams set
     last, not those the client started with."""

@@ -34,29 +34,12 @@ from tickcast.upstream.normalize import (
     Update,
 )
 from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog
-from tickcast.upstream.shard import (
-    CONNECT_TIMEOUT,
-    SUBSCRIBE_BATCH,
-    SUBSCRIBE_INTERVAL,
-    ClientOptions,
-    Conn,
-    Shard,
-    UpstreamState,
-    never_connected,
-    new_history,
-)
+from tickcast.upstream.shard import ClientOptions, Conn, Shard, UpstreamState, never_connected
 from tickcast.upstream.streams import assign, combined_url
 
-__all__ = [
-    "CONNECT_TIMEOUT",
-    "SUBSCRIBE_BATCH",
-    "SUBSCRIBE_INTERVAL",
-    "BinanceClient",
-    "ClientOptions",
-    "UpstreamState",
-    "never_connected",
-    "new_history",
-]
+# The client's options and states are defined beside the shard that uses them; the
+# client is where the rest of tickcast finds them.
+__all__ = ["BinanceClient", "ClientOptions", "UpstreamState", "never_connected"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -167,7 +150,7 @@ class BinanceClient:
         and past the last full shard to a new shard, which starts at once when the client
         runs (else with the next ``run``). Each shard keeps its streams' order; a stream
         named twice counts once. Raises ValueError for no streams at all, as the
-        constructor does.
+        constructor does. Call it from the event loop's thread, as any of the client.
         """
         if not streams:
             raise ValueError("the Binance client needs at least one stream")
