@@ -336,11 +336,11 @@ class _ReaderBreaksOnce(BinanceClient):
 
     broke = False
 
-    def _handle_frame(self, conn: Any, frame: str | bytes) -> None:
+    def handle_frame(self, conn: Any, frame: str | bytes) -> None:
         if not self.broke:
             self.broke = True
             raise RuntimeError("the reader broke")
-        super()._handle_frame(conn, frame)
+        super().handle_frame(conn, frame)
 
 
 async def test_an_error_of_the_connection_ends_in_a_reconnect() -> None:

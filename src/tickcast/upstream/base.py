@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from tickcast.messages.tick import SourceLabel, Tick
@@ -34,6 +34,13 @@ class Source(Protocol):
         yet, or a replay)."""
 
     async def run(self) -> None: ...
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """Make ``streams`` (Binance stream names) the set this source follows, before or
+        while it runs: new listings are added and delistings removed on the open
+        connections, with no reconnect. Once called, the latest set wins over the one
+        the settings named, also for a run that starts later. A source that cannot
+        choose its streams (a replay) ignores it."""
 
     def brief(self) -> dict[str, object]:
         """state, since, reconnects and last_message_age of what is serving now."""

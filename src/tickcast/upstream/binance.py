@@ -1,10 +1,11 @@
 """The Binance market-data client: sharded combined streams that never give up.
 
-Each shard of at most 1024 streams is one ``_Shard`` supervising one connection at a time
-(two during a make-before-break rotation). It reconnects on every close code with
-exponential backoff and full jitter, replaces a connection that is open but silent, and
-rotates a connection before Binance's 24-hour limit or when the server announces
-``serverShutdown``. Duplicates during the overlap are dropped by the ingest.
+The streams are spread over shards of at most 1024 (``shard``), each one connection at a
+time that reconnects, replaces a silent connection and rotates make-before-break. The
+stream set may change while the client runs (``set_streams``: new listings, delistings):
+streams are added to the shards with room, or to a new shard, and removed where they are,
+by SUBSCRIBE and UNSUBSCRIBE on the open connections, without a reconnect. Duplicates
+during a rotation's overlap are dropped by the ingest.
 
 A frame that fails to parse or to be handed on is counted in ``errors`` by kind and
 skipped; an error of a connection ends in a reconnect. Nothing one frame holds can stop
@@ -14,27 +15,15 @@ the feed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import itertools
 import logging
-import secrets
-import socket
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import TypeVar
 
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
 from tickcast.messages.book import DepthEvent
-from tickcast.sim.control import SIMULATED_HEADER
-from tickcast.tasks import cancel_and_wait
 from tickcast.upstream.normalize import (
     ControlReply,
     KlineEvent,
@@ -44,112 +33,23 @@ from tickcast.upstream.normalize import (
     TradeEvent,
     Update,
 )
-from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog, SendPacer
-from tickcast.upstream.streams import MAX_STREAMS_PER_CONNECTION, combined_url, shard
+from tickcast.upstream.pacing import AttemptBudget, Backoff, FailureLog
+from tickcast.upstream.shard import ClientOptions, Conn, Shard, UpstreamState, never_connected
+from tickcast.upstream.streams import assign, combined_url
+
+# The client's options and states are defined beside the shard that uses them; the
+# client is where the rest of tickcast finds them.
+__all__ = ["BinanceClient", "ClientOptions", "UpstreamState", "never_connected"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-# Streams per SUBSCRIBE message: one message carries many streams, so a full shard of
-# 1024 streams needs 4 messages, sent within Binance's 5 messages per second.
-SUBSCRIBE_BATCH = 256
-CONNECT_TIMEOUT = 10.0
-# SendPacer's default spacing of control messages, to bound how long subscribing takes.
-SUBSCRIBE_INTERVAL = 0.25
-# A connect that failed with one of these reached no server: refused, or no route to it.
-_NO_ROUTE = frozenset(
-    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+# Stream-set counters that status() shows from the start, at 0 before any change.
+_STREAM_COUNTERS = (
+    "subscribe_messages",
+    "unsubscribe_messages",
+    "streams_added",
+    "streams_removed",
 )
-
-
-class UpstreamState(StrEnum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    STALE = "stale"
-
-
-@dataclass
-class ClientOptions:
-    """Timing of the upstream client (all in seconds)."""
-
-    stale_after: float = 10.0
-    rotate_after: float = 23 * 3600.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    backoff_reset_after: float = 60.0
-    streams_per_connection: int = MAX_STREAMS_PER_CONNECTION
-    # After a 1008 (policy violation: too many requests), retrying at once is what gets
-    # an IP banned; wait at least this long whatever the backoff says.
-    policy_close_floor: float = 5.0
-    subscribe_batch: int = SUBSCRIBE_BATCH
-    # Connect failures past the backoff's growth are logged at most once per this period.
-    failure_log_interval: float = 60.0
-
-
-def never_connected(exc: BaseException) -> bool:
-    """Whether a failed connect attempt established no connection at all: the URL is not
-    one, the name did not resolve, the connection was refused, or there is no route.
-
-    Not a timeout (a server may have accepted the connection and be slow to answer its
-    handshake), not a TLS or handshake error (a server answered), not a reset.
-    """
-    if isinstance(exc, InvalidURI):
-        return True
-    if not isinstance(exc, OSError) or isinstance(exc, TimeoutError | ssl.SSLError):
-        return False
-    if isinstance(exc, socket.gaierror | ConnectionRefusedError) or exc.errno in _NO_ROUTE:
-        return True
-    # asyncio's create_connection raises a bare OSError("Multiple exceptions: ...") with no
-    # errno when every address of the name failed to connect, each in its own way.
-    return type(exc) is OSError and exc.errno is None and str(exc).startswith("Multiple exc")
-
-
-def new_history() -> int:
-    """A fresh history id (see ``Update.history``). Random rather than counted, so the ids
-    of a client started later (the simulator's second run under ``auto``) never repeat
-    those of an earlier one, with no counter shared between clients."""
-    return secrets.randbits(62)
-
-
-@dataclass
-class _Conn:
-    """One open upstream connection and what its reader has seen."""
-
-    ws: ClientConnection
-    number: int
-    opened_at: float
-    last_data: float
-    history: int
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    first_data: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set once every SUBSCRIBE of the shard was sent and acked: all its streams flow here.
-    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
-    pending_acks: set[int] = field(default_factory=set)
-    all_sent: bool = False
-    subscribe_failed: bool = False
-    shutdown_notice: bool = False
-    error: str | None = None
-    reader: asyncio.Task[None] | None = None
-    subscriber: asyncio.Task[None] | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.reader is not None and not self.reader.done()
-
-    def acked(self, request_id: int, ok: bool) -> None:
-        """Note the reply to one of our SUBSCRIBEs."""
-        self.pending_acks.discard(request_id)
-        self.subscribe_failed = self.subscribe_failed or not ok
-        self._check_confirmed()
-
-    def sent_all(self) -> None:
-        self.all_sent = True
-        self._check_confirmed()
-
-    def _check_confirmed(self) -> None:
-        if self.all_sent and not self.pending_acks and not self.subscribe_failed:
-            self.confirmed.set()
 
 
 class BinanceClient:
@@ -188,9 +88,11 @@ class BinanceClient:
         self.closes: Counter[str] = Counter()
         self._conn_numbers = itertools.count(1)
         self._shards = [
-            _Shard(self, i, part)
-            for i, part in enumerate(shard(streams, self.options.streams_per_connection))
+            Shard(self, i, part)
+            for i, part in enumerate(assign([], streams, self.options.streams_per_connection))
         ]
+        # The task group of the running run(): where a shard added by set_streams starts.
+        self._group: asyncio.TaskGroup | None = None
         self._state = UpstreamState.CONNECTING
         self.state_since = time.time()
         # The server's handshake said it is a simulator (``SIMULATED_HEADER``).
@@ -203,6 +105,11 @@ class BinanceClient:
     @property
     def shards(self) -> int:
         return len(self._shards)
+
+    @property
+    def streams(self) -> list[str]:
+        """Every stream the client holds now, shard by shard."""
+        return [name for part in self._shards for name in part.streams]
 
     @property
     def state(self) -> UpstreamState:
@@ -218,7 +125,7 @@ class BinanceClient:
         """Whether no connection is open and every shard's last connect attempt reached
         no server (see ``never_connected``): the upstream cannot be reached at all, as
         opposed to being reached and slow or silent."""
-        return all(s.unreachable and not s.connected for s in self._shards)
+        return all(s.unreachable and not s.connected for s in self._active())
 
     @property
     def last_connect_error(self) -> str | None:
@@ -226,26 +133,71 @@ class BinanceClient:
 
     @property
     def last_message_age(self) -> float | None:
-        ages = [s.last_data_age() for s in self._shards]
+        ages = [s.last_data_age() for s in self._active()]
         known = [a for a in ages if a is not None]
         return max(known) if known and len(known) == len(ages) else None
+
+    def _active(self) -> list[Shard]:
+        """The shards with streams: an idle one (see ``Shard._idle``) has no connection
+        and is not waiting for one, so it speaks neither for nor against the upstream."""
+        return [s for s in self._shards if not s.idle]
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """Make ``streams`` the client's, before or while it runs, without a reconnect.
+
+        Streams no longer named are unsubscribed on the connection that holds them; new
+        ones go to the first shards with room and are subscribed on their connections,
+        and past the last full shard to a new shard, which starts at once when the client
+        runs (else with the next ``run``). Each shard keeps its streams' order; a stream
+        named twice counts once. Raises ValueError for no streams at all, as the
+        constructor does. Call it from the event loop's thread, as any of the client.
+        """
+        if not streams:
+            raise ValueError("the Binance client needs at least one stream")
+        held = set(self.streams)
+        size = self.options.streams_per_connection
+        parts = assign([s.streams for s in self._shards], streams, size)
+        wanted = {name for part in parts for name in part}
+        self.counters["streams_added"] += len(wanted - held)
+        self.counters["streams_removed"] += len(held - wanted)
+        for part, names in zip(self._shards, parts, strict=False):
+            part.set_streams(names)
+        for index in range(len(self._shards), len(parts)):
+            self._add_shard(Shard(self, index, parts[index]))
+        self.refresh_state()
+
+    def _add_shard(self, part: Shard) -> None:
+        self._shards.append(part)
+        log.info("upstream shard %d added (%d streams)", part.index, len(part.streams))
+        if self._group is None:
+            return  # the next run() starts it with the others
+        run = part.run()
+        try:
+            self._group.create_task(run, name=f"binance-shard-{part.index}")
+        except RuntimeError:
+            # The group is shutting down (another shard failed): run() ends with that
+            # failure, and the run() that follows starts every shard, this one too.
+            run.close()
 
     async def run(self) -> None:
         """Run every shard until cancelled. May be called again after it failed."""
         self._set_all(UpstreamState.CONNECTING)
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 for part in self._shards:
                     group.create_task(part.run(), name=f"binance-shard-{part.index}")
         except Exception:
             # Whoever restarts us reports the failure; until then, never claim "connected".
             self._set_all(UpstreamState.RECONNECTING)
             raise
+        finally:
+            self._group = None
 
     def _set_all(self, state: UpstreamState) -> None:
         for part in self._shards:
             part.state = state
-        self._refresh_state()
+        self.refresh_state()
 
     def status(self) -> dict[str, object]:
         age = self.last_message_age
@@ -256,19 +208,24 @@ class BinanceClient:
             "simulated": self.simulated,
             "connections": sum(1 for s in self._shards if s.connected),
             "shards": len(self._shards),
+            # Streams per shard, in shard order (0: an idle shard, with no connection).
+            "streams": [len(s.streams) for s in self._shards],
             "reconnects": self.counters["reconnects"],
             "last_message_age": None if age is None else round(age, 3),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
-            "counters": dict(self.counters),
+            "counters": {**dict.fromkeys(_STREAM_COUNTERS, 0), **self.counters},
             "closes": dict(self.closes),
             "parse_errors": dict(self.errors),
         }
 
-    def _refresh_state(self) -> None:
-        # The worst shard speaks for the whole upstream.
+    def next_conn_number(self) -> int:
+        return next(self._conn_numbers)
+
+    def refresh_state(self) -> None:
+        # The worst shard with streams speaks for the whole upstream.
         order = [UpstreamState.STALE, UpstreamState.RECONNECTING, UpstreamState.CONNECTING]
-        states = {s.state for s in self._shards}
+        states = {s.state for s in self._active()}
         new = next((s for s in order if s in states), UpstreamState.CONNECTED)
         if new != self._state:
             log.info("upstream %s -> %s", self._state.value, new.value)
@@ -277,7 +234,7 @@ class BinanceClient:
             if self._on_state is not None:
                 self._on_state(new)
 
-    def _handle_frame(self, conn: _Conn, frame: str | bytes) -> None:
+    def handle_frame(self, conn: Conn, frame: str | bytes) -> None:
         self.counters["frames"] += 1
         if self._on_frame is not None:
             text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
@@ -303,12 +260,12 @@ class BinanceClient:
             elif isinstance(event, ControlReply):
                 self._control_reply(conn, event)
 
-    def _error(self, text: str) -> None:
+    def record_error(self, text: str) -> None:
         self.last_error, self.last_error_at = text, time.time()
 
-    def _connect_failed(self, exc: Exception) -> None:
+    def connect_failed(self, exc: Exception) -> None:
         self.counters["connect_failures"] += 1
-        self._error(f"connect: {type(exc).__name__}: {exc}")
+        self.record_error(f"connect: {type(exc).__name__}: {exc}")
         failures = self.failure_log.failed(time.monotonic())
         if not failures:
             return
@@ -324,7 +281,7 @@ class BinanceClient:
             exc,
         )
 
-    def _connect_succeeded(self) -> None:
+    def connect_succeeded(self) -> None:
         failures = self.failure_log.succeeded()
         if failures:
             log.info(
@@ -340,7 +297,7 @@ class BinanceClient:
             if self.errors[kind] == 1:
                 log.exception("upstream frame skipped (%s)", kind)
 
-    def _control_reply(self, conn: _Conn, reply: ControlReply) -> None:
+    def _control_reply(self, conn: Conn, reply: ControlReply) -> None:
         ok = reply.error_code is None
         if not ok:
             self.counters["control_errors"] += 1
@@ -350,251 +307,3 @@ class BinanceClient:
         # Our ids are ints; anything else (a string, a list from a broken server) is not ours.
         if type(reply.id) is int and reply.id in conn.pending_acks:
             conn.acked(reply.id, ok)
-
-
-class _Shard:
-    """One slice of the streams, on one connection at a time."""
-
-    def __init__(self, client: BinanceClient, index: int, streams: list[str]) -> None:
-        self.client = client
-        self.index = index
-        self.streams = streams
-        self.state = UpstreamState.CONNECTING
-        self.backoff = Backoff(client.options.backoff_initial, client.options.backoff_max)
-        self.current: _Conn | None = None
-        # A rotation's replacement until it takes over: owned here so that a cancellation
-        # in the middle of a rotation closes it too.
-        self.candidate: _Conn | None = None
-        self._ids = itertools.count(1)
-        # The last connect attempt reached no server (``never_connected``), and why.
-        self.unreachable = False
-        self.last_error: str | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.current is not None and self.current.alive
-
-    def last_data_age(self) -> float | None:
-        if self.current is None or not self.current.first_data.is_set():
-            return None
-        return time.monotonic() - self.current.last_data
-
-    def _set_state(self, state: UpstreamState) -> None:
-        self.state = state
-        self.client._refresh_state()
-
-    async def run(self) -> None:
-        delay_floor = 0.0
-        first = True
-        try:
-            while True:
-                if self.current is None:
-                    self.current = await self._establish(first, delay_floor)
-                    first = False
-                reason = await self._watch(self.current)
-                if reason == "rotate":
-                    await self._rotate()
-                    continue
-                delay_floor = await self._retire(self.current, reason)
-                self.current = None
-        finally:
-            # Left clean, so that run() may be called again after a failure.
-            conns = [c for c in (self.candidate, self.current) if c is not None]
-            self.candidate = self.current = None
-            for conn in conns:
-                await self._close(conn, 1001)
-
-    async def _establish(self, first: bool, delay_floor: float) -> _Conn:
-        """Connect and subscribe, retrying with backoff until it works."""
-        while True:
-            if not first:
-                self._set_state(UpstreamState.RECONNECTING)
-                await asyncio.sleep(max(delay_floor, self.backoff.next_delay()))
-                # Every attempt after the first counts, failed ones too: a feed that has
-                # failed to connect 20 times has not "0 reconnects".
-                self.client.counters["reconnects"] += 1
-            first = False
-            delay_floor = 0.0
-            conn = await self._try_connect()
-            if conn is not None:
-                self._set_state(UpstreamState.CONNECTED)
-                return conn
-
-    async def _try_connect(self, history: int | None = None) -> _Conn | None:
-        """Open a connection and start subscribing. ``history``: the one it continues (a
-        rotation's replacement); a fresh connection starts a new one."""
-        budget = self.client.budget
-        while (wait := budget.wait_time(time.monotonic())) > 0:
-            log.warning("upstream connection attempts at Binance's limit; waiting %.1fs", wait)
-            await asyncio.sleep(wait)
-        budget.record(time.monotonic())
-        self.client.counters["connect_attempts"] += 1
-        try:
-            ws = await connect(
-                self.client.url,
-                ping_interval=None,  # Binance pings us; our own pings would count as requests
-                compression=None,
-                open_timeout=CONNECT_TIMEOUT,
-                close_timeout=2,
-                max_size=1 << 22,
-                proxy=None,
-            )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self.unreachable = never_connected(exc)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.client._connect_failed(exc)
-            return None
-        self.unreachable, self.last_error = False, None
-        self.client._connect_succeeded()
-        # Set before the state turns connected, so the first status already says sim.
-        self.client.simulated = ws.response is not None and (
-            ws.response.headers.get(SIMULATED_HEADER) == "1"
-        )
-        now = time.monotonic()
-        conn = _Conn(
-            ws,
-            next(self.client._conn_numbers),
-            opened_at=now,
-            last_data=now,
-            history=new_history() if history is None else history,
-        )
-        conn.reader = asyncio.create_task(self._read(conn), name=f"binance-read-{conn.number}")
-        conn.subscriber = asyncio.create_task(
-            self._subscribe(conn), name=f"binance-subscribe-{conn.number}"
-        )
-        log.info(
-            "upstream connection %d open (%d streams, shard %d)",
-            conn.number,
-            len(self.streams),
-            self.index,
-        )
-        return conn
-
-    async def _subscribe(self, conn: _Conn) -> None:
-        """Send the streams in batched SUBSCRIBE messages, paced under 5 per second."""
-        pacer = SendPacer(1 / SUBSCRIBE_INTERVAL)
-        batch_size = self.client.options.subscribe_batch
-        try:
-            for i in range(0, len(self.streams), batch_size):
-                await asyncio.sleep(pacer.reserve(time.monotonic()))
-                request_id = next(self._ids)
-                batch = self.streams[i : i + batch_size]
-                request = {"method": "SUBSCRIBE", "params": batch, "id": request_id}
-                conn.pending_acks.add(request_id)
-                await conn.ws.send(orjson.dumps(request).decode())
-                self.client.counters["subscribe_messages"] += 1
-            conn.sent_all()
-        except ConnectionClosed:
-            pass
-        except Exception as exc:
-            await self._fail(conn, "subscribe", exc)
-
-    async def _read(self, conn: _Conn) -> None:
-        try:
-            async for frame in conn.ws:
-                self.client._handle_frame(conn, frame)
-        except ConnectionClosed:
-            pass
-        except Exception as exc:
-            await self._fail(conn, "read", exc)
-        finally:
-            conn.wake.set()
-
-    async def _fail(self, conn: _Conn, where: str, exc: Exception) -> None:
-        """An error of the connection itself: close it; the watch loop reconnects."""
-        conn.error = f"{where}: {exc!r}"
-        self.client.counters["connection_errors"] += 1
-        self.client._error(conn.error)
-        log.error("upstream connection %d failed (%s)", conn.number, conn.error, exc_info=exc)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.ws.close(1011), timeout=2)
-
-    async def _watch(self, conn: _Conn) -> str:
-        """Wait until ``conn`` closes ("closed"), falls silent ("stale") or must rotate."""
-        options = self.client.options
-        check = min(1.0, options.stale_after / 4)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.wake.wait(), timeout=check)
-            conn.wake.clear()
-            now = time.monotonic()
-            if not conn.alive:
-                return "closed"
-            if conn.shutdown_notice or now - conn.opened_at >= options.rotate_after:
-                return "rotate"
-            if now - conn.last_data > options.stale_after:
-                self.client.counters["stale"] += 1
-                self._set_state(UpstreamState.STALE)
-                log.warning(
-                    "upstream connection %d silent for %.1fs: replacing it",
-                    conn.number,
-                    now - conn.last_data,
-                )
-                return "stale"
-            if now - conn.opened_at >= options.backoff_reset_after and conn.first_data.is_set():
-                self.backoff.reset()
-
-    async def _rotate(self) -> None:
-        """Make before break: open a replacement, switch when it has confirmed every stream
-        and delivers, close the old.
-
-        Switching at the replacement's first update would be too early on a shard of more
-        than one SUBSCRIBE batch: the later batches are still being paced out, and their
-        streams would be on no connection until then. The replacement continues the old
-        connection's history, so the ingest drops what both deliver during the overlap.
-        """
-        old = self.current
-        assert old is not None
-        self.client.counters["rotations"] += 1
-        log.info("upstream connection %d: rotating", old.number)
-        new = self.candidate = await self._try_connect(history=old.history)
-        if new is not None:
-            if await self._ready(new):
-                self.current, self.candidate = new, None
-                await self._close(old, 1000)
-                log.info("upstream connection %d replaced by %d", old.number, new.number)
-                return
-            self.candidate = None
-            await self._close(new, 1000)
-        self.client.counters["rotation_failures"] += 1
-        # The old connection keeps serving until it closes; then the normal path
-        # reconnects. Postpone the next rotation try so a failing one cannot loop.
-        old.shutdown_notice = False
-        old.opened_at = time.monotonic() - self.client.options.rotate_after + self._retry_pause()
-
-    async def _ready(self, conn: _Conn) -> bool:
-        """Wait until ``conn`` confirmed all its streams and delivered, or gave up."""
-        batches = -(-len(self.streams) // self.client.options.subscribe_batch)
-        timeout = self.client.options.stale_after + batches * SUBSCRIBE_INTERVAL
-
-        async def both() -> None:
-            await conn.confirmed.wait()
-            await conn.first_data.wait()
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(both(), timeout)
-        return conn.alive and conn.confirmed.is_set() and conn.first_data.is_set()
-
-    def _retry_pause(self) -> float:
-        return max(1.0, self.backoff.next_delay())
-
-    async def _retire(self, conn: _Conn, reason: str) -> float:
-        """Close ``conn`` after it ended or went stale; returns the minimum retry delay."""
-        code = conn.ws.close_code
-        await self._close(conn, 1000)
-        if reason == "stale" or conn.error is not None:
-            return 0.0
-        label = "1006" if code is None else str(code)
-        self.client.closes[label] += 1
-        log.warning(
-            "upstream connection %d closed (code %s, %s)",
-            conn.number,
-            label,
-            conn.ws.close_reason or "no reason",
-        )
-        return self.client.options.policy_close_floor if code == 1008 else 0.0
-
-    async def _close(self, conn: _Conn, code: int) -> None:
-        await cancel_and_wait(conn.subscriber, conn.reader)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.ws.close(code), timeout=2)

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -180,6 +181,9 @@ class ReplaySource:
     def rest_url(self) -> str | None:
         """None: a capture has no exchange to ask for candle history."""
         return None
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """Ignored: a capture replays the frames it holds, whatever streams are asked."""
 
     def load(self) -> list[Record]:
         """The capture's records (read once); raises ValueError naming a bad line."""

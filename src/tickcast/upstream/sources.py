@@ -134,6 +134,10 @@ class ExchangeSource:
     async def run(self) -> None:
         await self.client.run()
 
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """See ``Source.set_streams``: the client changes its subscriptions in place."""
+        self.client.set_streams(streams)
+
     def brief(self) -> dict[str, object]:
         age = self.client.last_message_age
         return {
@@ -200,6 +204,8 @@ class SimSource:
         )
         self.inner: ExchangeSource | None = None
         self._rest_url: str | None = None
+        # The streams of the latest set_streams, which win over the settings' from then on.
+        self._streams: list[str] | None = None
 
     @property
     def label(self) -> SourceLabel:
@@ -225,9 +231,10 @@ class SimSource:
         await self.exchange.start()
         rest_url = f"http://127.0.0.1:{self.exchange.port}"
         try:
+            streams = self._streams
             self.inner = ExchangeSource(
                 self.exchange.url,
-                settings_streams(self._settings),
+                settings_streams(self._settings) if streams is None else streams,
                 "sim",
                 self._sink,
                 client_options(self._settings),
@@ -242,6 +249,15 @@ class SimSource:
         finally:
             self._rest_url = None
             await self.exchange.stop()
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """See ``Source.set_streams``: kept for every later run, and applied now to the
+        running client when there is one."""
+        if not streams:
+            raise ValueError("a source needs at least one stream")
+        self._streams = list(streams)
+        if self.inner is not None:
+            self.inner.set_streams(self._streams)
 
     def brief(self) -> dict[str, object]:
         if self.inner is None:
@@ -296,6 +312,8 @@ class AutoSource:
         self._serving: Literal["live", "fallback"] | None = None
         self.fallbacks = 0
         self.fallback_reason: str | None = None
+        # The streams of the latest set_streams, for a simulator started after it.
+        self._streams: list[str] | None = None
 
     @property
     def label(self) -> SourceLabel | None:
@@ -380,6 +398,8 @@ class AutoSource:
                         self._sim_errors,
                         self._latest,
                     )
+                    if self._streams is not None:
+                        sim.set_streams(self._streams)
                     self.sim = supervised(sim, self._settings, self._on_state)
                     sim_task = asyncio.create_task(self.sim.run(), name="auto-sim")
                     self._serve("fallback")
@@ -391,6 +411,14 @@ class AutoSource:
         finally:
             if sim_task is not None:
                 await cancel_and_wait(sim_task)
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """See ``Source.set_streams``: live changes at once, and so does a running
+        simulator; one started later begins with these streams."""
+        self.live.set_streams(streams)
+        self._streams = list(streams)
+        if self.sim is not None:
+            self.sim.set_streams(self._streams)
 
     def brief(self) -> dict[str, object]:
         live = self._live.brief()

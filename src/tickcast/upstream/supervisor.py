@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from tickcast.messages.tick import SourceLabel
 from tickcast.upstream.base import Source, StateListener
@@ -83,6 +84,10 @@ class SupervisedSource:
             self._set_down(time.time())
             await asyncio.sleep(delay)
             self._set_down(None)
+
+    def set_streams(self, streams: Sequence[str]) -> None:
+        """Forwarded to the source, which keeps the set across its restarts."""
+        self.inner.set_streams(streams)
 
     def _set_down(self, since: float | None) -> None:
         self._down_since = since
