@@ -341,6 +341,8 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
         (
             "source",
             "symbols",
+            "quote_assets",
+            "listing_refresh_s",
             "book",
             "binance_url",
             "binance_rest_url",

@@ -83,8 +83,7 @@ class Settings(BaseSettings):
     )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SYMBOLS),
-        description="Symbols to serve, comma separated; * = every symbol the exchange lists "
-        "as trading (the names beside it, or the ten defaults, until its listing is known).",
+        description="Symbols to serve, comma separated; * = all trading.",
     )
     quote_assets: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
