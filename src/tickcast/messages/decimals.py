@@ -25,17 +25,25 @@ def canonical_decimal(text: str) -> str:
 
     Raises ``ValueError`` when ``text`` is not a plain decimal number.
     """
-    if not _DECIMAL.fullmatch(text):
+    if _DECIMAL.fullmatch(text) is None:
         raise ValueError(f"not a decimal number: {text[:40]!r}")
-    negative = text.startswith("-")
-    digits = text[1:] if negative else text
-    whole, _, frac = digits.partition(".")
-    whole = whole.lstrip("0") or "0"
-    frac = frac.rstrip("0")
-    out = f"{whole}.{frac}" if frac else whole
-    if negative and out != "0":
-        out = "-" + out
-    return out
+    # Binance writes every decimal with trailing zeros ("60123.45000000") and rarely a
+    # leading one: string methods on the common case alone (ten per ticker, 2,000 tickers
+    # a second with every market served).
+    if "." in text:
+        text = text.rstrip("0")
+        if text[-1] == ".":
+            text = text[:-1]
+    negative = text[0] == "-"
+    if negative:
+        text = text[1:]
+    if text[0] == "0" and len(text) > 1 and text[1] != ".":
+        text = text.lstrip("0")
+        if not text or text[0] == ".":
+            text = "0" + text
+    if negative and text != "0":
+        return "-" + text
+    return text
 
 
 def fragment(value: str | None) -> orjson.Fragment | None:
