@@ -25,7 +25,7 @@ require_program(CHROMIUM, "chromium", "browser")
 
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect  # noqa: E402
 
-from .test_dashboard import open_page  # noqa: E402
+from .test_dashboard import link_proxy, open_page  # noqa: E402
 
 SEED = 20261207
 COUNT = 2000
@@ -269,3 +269,40 @@ def test_unlisted_and_hostile_symbols_are_rows_of_text(page: Page, market: Serve
     expect(page.locator("#prices tbody tr[data-symbol]")).to_have_count(0)
     expect(page.locator("#empty")).to_have_text("No symbol matches the search.")
     expect(page.locator("#conn-state")).to_have_text("connected")
+
+
+def test_a_dropped_link_resumes_the_market_on_ws_and_sse(page: Page, market: ServerProcess) -> None:
+    """A cut connection resumes `!tickers` with the last seq (WebSocket) or event id (SSE):
+    no reset, the table keeps every symbol, and the prices go on moving; the SSE
+    connection also names `!tickers` alone, not 2,000 symbols."""
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    with link_proxy(market.port) as (proxy, _thread, loop):
+        base = f"http://127.0.0.1:{proxy.port}"
+        page.goto(base + "/")
+        page.wait_for_function("tickcast.market.summary().priced > 1900", timeout=20_000)
+        for transport, resumes in (("ws", 1), ("sse", 2)):
+            if transport == "sse":
+                page.select_option("#transport", "sse")
+                expect(page.locator("#stat-transport")).to_have_text("SSE")
+                page.wait_for_function("tickcast.stats().conn === 'connected'", timeout=15_000)
+            seq = page.evaluate("tickcast.stats().lastSeq")
+            loop.call_soon_threadsafe(proxy.reset_all)
+            try:
+                page.wait_for_function(
+                    f"tickcast.stats().resumes >= {resumes} "
+                    "&& tickcast.stats().conn === 'connected'",
+                    timeout=20_000,
+                )
+            except Exception as exc:
+                held = page.evaluate("tickcast.stats()")
+                raise AssertionError(f"{transport}: {held} {urls[-3:]}") from exc
+            page.wait_for_function(
+                "n => tickcast.stats().lastSeq > n + 500", arg=seq, timeout=15_000
+            )
+            counts = page.evaluate("tickcast.stats()")
+            # Every reconnect resumed (a loaded machine may add a drop of its own).
+            assert counts["resets"] == 0 and counts["reconnects"] == counts["resumes"], counts
+            assert summary(page)["symbols"] == len(market.get("/prices").json())
+    sse = [u for u in urls if "/sse?" in u]
+    assert sse and all("streams=%21tickers" in u and "symbols=" not in u for u in sse), sse
