@@ -60,6 +60,14 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield s
 
 
+@pytest.fixture(scope="module")
+def ten(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The default ten symbols: the table of old, one row per symbol."""
+    env = {"TICKCAST_SIM_RATE": "2", "TICKCAST_STREAM_KINDS": ""}
+    with running_server(tmp_path_factory.mktemp("ten"), ["--source", "sim"], env) as s:
+        yield s
+
+
 def summary(page: Page) -> dict[str, object]:
     result = page.evaluate("tickcast.market.summary()")
     assert isinstance(result, dict)
@@ -306,3 +314,28 @@ def test_a_dropped_link_resumes_the_market_on_ws_and_sse(page: Page, market: Ser
             assert summary(page)["symbols"] == len(market.get("/prices").json())
     sse = [u for u in urls if "/sse?" in u]
     assert sse and all("streams=%21tickers" in u and "symbols=" not in u for u in sse), sse
+
+
+def test_ten_symbols_keep_their_table_and_the_search_filters_it(
+    page: Page, ten: ServerProcess
+) -> None:
+    """With ten symbols the page subscribes to them as before (no `!tickers`), keeps its
+    add box and a row per symbol; the search hides the rows that do not match."""
+    urls: list[str] = []
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    page.goto(ten.base + "/")
+    rows = page.locator("#prices tbody tr[data-symbol]")
+    expect(rows).to_have_count(len(DEFAULT_SYMBOLS), timeout=15_000)
+    assert summary(page)["on"] is False
+    assert urls and "tickers" not in urls[-1], urls
+    expect(page.locator("#add-symbol")).to_be_visible()
+    page.fill("#search", "Eth")
+    expect(page.locator("#prices tbody tr[data-symbol]:visible")).to_have_count(1)
+    expect(page.locator('tr[data-symbol="ETHUSDT"]')).to_be_visible()
+    page.fill("#search", "usdt")
+    expect(page.locator("#prices tbody tr[data-symbol]:visible")).to_have_count(10)
+    page.fill("#search", "zzz")
+    expect(page.locator("#prices tbody tr[data-symbol]:visible")).to_have_count(0)
+    page.press("#search", "Enter")  # the box sits in the add form: nothing is added
+    expect(page.locator("#error")).to_have_text("")
+    expect(rows).to_have_count(len(DEFAULT_SYMBOLS))
