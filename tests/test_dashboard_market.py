@@ -294,6 +294,11 @@ def test_a_dropped_link_resumes_the_market_on_ws_and_sse(page: Page, market: Ser
                 page.select_option("#transport", "sse")
                 expect(page.locator("#stat-transport")).to_have_text("SSE")
                 page.wait_for_function("tickcast.stats().conn === 'connected'", timeout=15_000)
+            # Live messages on this connection first: they carry the resume token.
+            seq = page.evaluate("tickcast.stats().lastSeq")
+            page.wait_for_function(
+                "n => tickcast.stats().lastSeq > n + 500", arg=seq, timeout=15_000
+            )
             seq = page.evaluate("tickcast.stats().lastSeq")
             loop.call_soon_threadsafe(proxy.reset_all)
             try:
