@@ -62,6 +62,7 @@ STATIC_FILES = {
     "connection.js": "text/javascript",
     "probe.js": "text/javascript",
     "table.js": "text/javascript",
+    "market-table.js": "text/javascript",
     "columns.js": "text/javascript",
     "candles.js": "text/javascript",
     "tape.js": "text/javascript",

@@ -30,6 +30,7 @@
     if (state.chart.symbol && state.chart.style === "line" && state.chart.range !== "all") {
       priceChart.scheduleChart(); // the window slides even when no tick arrives
     }
+    tc.market.redraw(); // the shown rows' ages
     tc.follow.sync();
     statusView.renderBanners();
     statusView.renderStats();
@@ -89,6 +90,7 @@
       transport: byId("transport"),
       addForm: byId("add-form"),
       addInput: byId("add-symbol"),
+      search: byId("search"),
       servedList: byId("served-symbols"),
       error: byId("error"),
       table: byId("prices"),
@@ -140,8 +142,9 @@
   function focusRowButton(from, step) {
     const tr = from.closest("tr");
     const target = step > 0 ? tr.nextElementSibling : tr.previousElementSibling;
-    if (target) {
-      target.querySelector(".symbol-btn").focus();
+    const button = target ? target.querySelector(".symbol-btn") : null; // none in a spacer
+    if (button) {
+      button.focus();
     }
   }
 
@@ -311,6 +314,7 @@
     statusView.renderBanners();
     statusView.renderStats();
     tc.columns.watch();
+    tc.market.watch();
     setInterval(everySecond, 1000);
     // /symbols first (briefly): with each symbol's price decimals known, the first prices
     // drawn already have them, and the table's columns never change width.

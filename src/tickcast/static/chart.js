@@ -53,6 +53,7 @@
       row.button.setAttribute("aria-expanded", s === symbol ? "true" : "false");
       row.tr.classList.toggle("charted", s === symbol);
     });
+    tc.market.redraw();
     core.savePrefs();
     renderChart();
     if (focus) {
@@ -73,6 +74,7 @@
       row.button.setAttribute("aria-expanded", "false");
       row.tr.classList.remove("charted");
     });
+    tc.market.redraw();
     core.savePrefs();
     const row = symbol ? state.rows.get(symbol) : null;
     if (returnFocus && row) {

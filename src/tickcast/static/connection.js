@@ -29,7 +29,7 @@
     // `error` reply instead of spoiling the whole connection.
     const symbols = state.symbols && state.symbols.length ? state.symbols.join(",") : null;
     // The followed streams are named too, so that a resume replays what they missed.
-    const streams = tc.follow.urlStreams();
+    const streams = tableStreams().concat(tc.follow.urlStreams());
     return core.serverBase().ws + "/ws" + core.queryString({
       status: "1",
       symbols: symbols,
@@ -42,7 +42,7 @@
 
   function sseUrl(token) {
     const list = (state.symbols || []).concat(Array.from(state.pending));
-    const streams = tc.follow.urlStreams();
+    const streams = tableStreams().concat(tc.follow.urlStreams());
     return core.serverBase().http + "/sse" + core.queryString({
       symbols: list.length ? list.join(",") : null,
       streams: streams.length ? streams.join(",") : null,
@@ -50,6 +50,13 @@
       last_event_id: token,
       token: state.token,
     });
+  }
+
+  function tableStreams() {
+    // The table of every market follows one stream, not a subscription per symbol (a
+    // client may hold TICKCAST_MAX_SUBSCRIPTIONS streams): without ?symbols= in the URL,
+    // the connection gets nothing else.
+    return state.market.on ? ["!tickers"] : [];
   }
 
   // ---------------------------------------------------------------- connection lifecycle
@@ -331,7 +338,7 @@
   }
 
   function fetchServed() {
-    return Promise.all([fetchSymbols(), tc.follow.fetchStreams()]);
+    return Promise.all([fetchSymbols(), tc.follow.fetchStreams()]).then(tc.market.decide);
   }
 
   function fetchSymbols() {
@@ -344,6 +351,7 @@
           state.served = body.symbols.map(String);
           table.dropUnserved();
           tc.decimals.applyServed(body.price_decimals);
+          tc.market.redraw();
           table.renderSuggestions();
           table.applyOrder();
           statusView.renderStats();
@@ -366,6 +374,7 @@
 
   const HANDLERS = {
     tick: applyTick,
+    tickers: applyTickers,
     status: applyStatus,
     ack: applyAck,
     error: applyError,
@@ -398,6 +407,10 @@
   function applyTick(tick, fromSnapshot) {
     const symbol = typeof tick.symbol === "string" ? tick.symbol.toUpperCase() : "";
     if (!symbol) {
+      return;
+    }
+    if (state.market.on) {
+      applyTickers({ ticks: [tick], seq: tick.seq }, fromSnapshot); // one table at a time
       return;
     }
     const accepted = table.acceptsSymbol(symbol);
@@ -433,6 +446,48 @@
     const row = state.rows.get(symbol) || table.createRow(symbol);
     table.updateRow(row, tick, now, live, sent);
     priceChart.chartTick(symbol, tick);
+    statusView.renderFooter();
+  }
+
+  function applyTickers(message, fromSnapshot) {
+    // `!tickers`: the ticks of one upstream batch, or on subscribe every symbol's latest.
+    if (!state.market.on || !Array.isArray(message.ticks)) {
+      return; // a table of its own symbols has no use for it
+    }
+    const snapshot =
+      fromSnapshot === true || (!state.resumedStream && !state.seen.has("!tickers"));
+    state.seen.add("!tickers");
+    // Its seq is its newest tick's: the resume point, as a single tick's would be.
+    tc.seq.track(message.seq, snapshot);
+    const now = Date.now();
+    let taken = 0;
+    message.ticks.forEach(function (tick) {
+      if (!tick || typeof tick !== "object" || typeof tick.symbol !== "string" || !tick.symbol) {
+        return;
+      }
+      const symbol = tick.symbol.toUpperCase();
+      const sent = toNumber(tick.timestamp_ms);
+      if (!snapshot && sent !== null && sent >= state.openedAt) {
+        state.latencies.push(now - sent);
+      }
+      if (typeof tick.source === "string") {
+        state.source = tick.source;
+      }
+      tc.market.accept(symbol === tick.symbol ? tick : Object.assign({}, tick, { symbol: symbol }),
+        now, sent, snapshot);
+      priceChart.chartTick(symbol, tick);
+      taken += 1;
+    });
+    // The page's own figures once per message, not once per tick.
+    if (state.latencies.length > LATENCY_WINDOW) {
+      state.latencies.splice(0, state.latencies.length - LATENCY_WINDOW);
+    }
+    state.tickCount += taken;
+    if (state.upstreamSince !== null && state.upstream === "connected" && !snapshot && taken) {
+      state.upstreamSince = null; // the feed is back: data, not only a connection
+    }
+    statusView.renderLatency();
+    statusView.renderBanners();
     statusView.renderFooter();
   }
 
@@ -512,6 +567,11 @@
     const symbol = state.pendingOps.get(error.id);
     state.pendingOps.delete(error.id);
     const reason = error.message || error.code || "unknown error";
+    if (symbol === undefined && state.market.on) {
+      // Not a reply: a symbol the server stopped serving (delisted) leaves the table.
+      const named = Array.isArray(error.symbols) ? error.symbols : [error.symbol];
+      tc.market.drop(named);
+    }
     if (symbol && state.pending.delete(symbol)) {
       statusView.showError("Cannot add " + symbol + ": " + reason);
     } else if (symbol && symbol.indexOf("@") >= 0) {
@@ -545,6 +605,8 @@
         } else if (message.type === "status" && typeof message.book === "string") {
           state.seen.add(message.symbol + "@book");
           tc.ladder.acceptStatus(message);
+        } else if (message.type === "tickers") {
+          applyTickers(message, true);
         } else if (message.type === "tick" || message.type === undefined) {
           applyTick(message, true);
         }

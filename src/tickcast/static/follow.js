@@ -74,7 +74,8 @@
   function nameable() {
     // Streams in the URL replace the server's default symbols: they are named only once
     // the table's own list is known (after the first connection's snapshot).
-    return state.symbols === null ? [] : state.follow.wanted;
+    // The table of every market names its own stream, `!tickers`: these can be added.
+    return state.symbols === null && !state.market.on ? [] : state.follow.wanted;
   }
 
   function syncSse() {
@@ -118,6 +119,7 @@
       })
       .then(function (body) {
         if (body && Array.isArray(body.streams)) {
+          state.follow.tickers = body.streams.indexOf("!tickers") >= 0;
           state.follow.served = body.streams.map(String).filter(function (name) {
             return name.indexOf("@") > 0 && !/@ticker$/.test(name);
           });

@@ -45,8 +45,21 @@
     return Math.min(8, Math.max(priceFloor(value), fractionDigits(value)));
   }
 
+  // One formatter per set of options, built once: Number.toLocaleString with options builds
+  // a new one on every call, and a table of every market formats thousands of values.
+  const formatters = new Map();
+
+  function formatter(key, options) {
+    let format = formatters.get(key);
+    if (format === undefined) {
+      format = new Intl.NumberFormat(LOCALE, options);
+      formatters.set(key, format);
+    }
+    return format;
+  }
+
   function formatFixed(n, digits) {
-    return n.toLocaleString(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    return formatter(digits, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(n);
   }
 
   function formatPrice(value, known) {
@@ -68,7 +81,7 @@
     if (n === null) {
       return "–";
     }
-    return n.toLocaleString(LOCALE, { notation: "compact", maximumFractionDigits: 2 });
+    return formatter("compact", { notation: "compact", maximumFractionDigits: 2 }).format(n);
   }
 
   function formatClock(ms) {

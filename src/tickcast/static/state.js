@@ -3,14 +3,14 @@
  *
  * The dashboard is a set of classic scripts (not ES modules: Chromium refuses module scripts
  * from file://), loaded in order by index.html: state.js, format.js, decimals.js, seq.js,
- * connection.js, probe.js, table.js, columns.js, candles.js, tape.js, ladder.js, follow.js,
- * chart.js, status.js, app.js. Each is an IIFE that fills its own part of the `window.tickcast`
- * namespace created here; a script reaches another's functions through that namespace at
- * call time, so the order matters only for what runs on load. Everything lives in one
- * `state` object; the DOM is only written by the render helpers. Protocol: SPEC §6
- * (WebSocket /ws, SSE /sse, REST /history, /symbols) and §12 (the selected symbol's trades,
- * candles and order book: /streams, /trades, /klines, /book, SYMBOL@trades,
- * SYMBOL@kline_1m and SYMBOL@book).
+ * connection.js, probe.js, table.js, market-table.js, columns.js, candles.js, tape.js,
+ * ladder.js, follow.js, chart.js, status.js, app.js. Each is an IIFE that fills its own part
+ * of the `window.tickcast` namespace created here; a script reaches another's functions
+ * through that namespace at call time, so the order matters only for what runs on load.
+ * Everything lives in one `state` object; the DOM is only written by the render helpers.
+ * Protocol: SPEC §6 (WebSocket /ws, SSE /sse, REST /history, /symbols) and §12 (the selected
+ * symbol's trades, candles and order book: /streams, /trades, /klines, /book, SYMBOL@trades,
+ * SYMBOL@kline_1m and SYMBOL@book; with many symbols, the table's `!tickers`).
  */
 
 // The namespace every dashboard script fills in, in the order index.html loads them.
@@ -22,6 +22,7 @@ window.tickcast = {
   connection: {},
   probe: {},
   table: {},
+  market: {},
   columns: {},
   candles: {},
   tape: {},
@@ -146,9 +147,37 @@ window.tickcast = {
       frame: null,
       rows: null, // the row views, built on the first render
     },
+    // The table of every market (market-table.js): on for a server of many symbols.
+    market: {
+      on: false,
+      entries: new Map(), // symbol -> { symbol, base, quote, index, tick, values, ... }
+      list: [], // every entry, in arrival order
+      view: [], // the entries the search lets through, in the table's order
+      query: "", // the search box's text, uppercase
+      orderStale: false, // values changed since the view was last sorted
+      forceOrder: false, // rows came or went, or the search or sort changed: order now
+      lastOrder: 0,
+      resortTimer: null,
+      rebind: false,
+      frame: null,
+      dirty: new Set(), // entries on screen whose values changed since the last frame
+      pool: [], // row views, reused as the window moves
+      shown: [], // the row views in the DOM, top to bottom
+      start: 0, // the window of `view` they show
+      end: 0,
+      rowHeight: 0,
+      scrollTop: 0,
+      viewHeight: 0,
+      headHeight: 0,
+      topSpacer: null,
+      bottomSpacer: null,
+      indexOf: null, // symbol -> its place in /symbols
+      indexFrom: null, // the /symbols list that map was built from
+    },
     // Streams followed beside the table's tickers (follow.js).
     follow: {
       symbol: null,
+      tickers: null, // whether the server serves `!tickers` (/streams); null: not known
       served: null, // every non-ticker stream the server serves (/streams); null: not known
       wanted: [], // the selected symbol's streams that the server serves
       active: [], // those subscribed on the current WebSocket

@@ -162,8 +162,11 @@
 
   function renderEmpty() {
     const el = state.el.empty;
-    el.hidden = state.rows.size > 0;
-    if (state.symbols !== null && state.symbols.length === 0 && state.pending.size === 0) {
+    const market = state.market;
+    el.hidden = market.on ? market.view.length > 0 : state.rows.size > 0;
+    if (market.on && market.list.length > 0) {
+      el.textContent = "No symbol matches the search.";
+    } else if (state.symbols !== null && state.symbols.length === 0 && state.pending.size === 0) {
       el.textContent = "No symbols: add one above.";
     } else if (state.conn === "connected") {
       el.textContent = "Waiting for prices…";

@@ -160,8 +160,9 @@
 
   function drawSuggestions() {
     suggestionsFrame = null;
-    // The add box offers what the server serves and the table does not show yet.
-    const addable = (state.served || []).filter(function (s) {
+    // The add box offers what the server serves and the table does not show yet (the
+    // table of every market shows it all: no add box, no list).
+    const addable = state.market.on ? [] : (state.served || []).filter(function (s) {
       return !state.rows.has(s) && !state.pending.has(s);
     });
     const list = state.el.servedList;
@@ -223,6 +224,7 @@
     remove.setAttribute("aria-label", "Remove " + symbol);
     remove.title = "Remove " + symbol;
     state.rows.set(symbol, row);
+    tr.hidden = !tc.market.matches(symbol, row.units.base); // the search box's filter
     state.el.rows.appendChild(tr);
     if (state.chart.symbol === symbol) {
       row.button.setAttribute("aria-expanded", "true");
@@ -520,6 +522,7 @@
     core.savePrefs();
     renderSortHeaders();
     applyOrder();
+    tc.market.sortChanged();
   }
 
   function renderSortHeaders() {
