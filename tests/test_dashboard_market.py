@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -46,17 +47,24 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """2,000 symbols at one tick a second each; trades, candles and book for BTCUSDT."""
-    names = [s.upper() for s in Listings.build(SEED, DEFAULT_SYMBOLS, COUNT).symbols]
-    assert len(names) == COUNT
+    """Every market (``*``) of a simulator listing 2,000 symbols at one tick a second
+    each; trades, candles and book for BTCUSDT."""
+    listed = Listings.build(SEED, DEFAULT_SYMBOLS, COUNT)
+    trading = listed.trading
+    assert len(listed.symbols) == COUNT and len(trading) > COUNT * 0.95
     env = {
         "TICKCAST_SIM_SEED": str(SEED),
         "TICKCAST_SIM_SYMBOLS": str(COUNT),
         "TICKCAST_SIM_RATE": "1",
-        "TICKCAST_SYMBOLS": ",".join(names),
+        "TICKCAST_SYMBOLS": "*",
         "TICKCAST_STREAM_SYMBOLS": "BTCUSDT",
     }
     with running_server(tmp_path_factory.mktemp("market"), ["--source", "sim"], env) as s:
+        # Served once the listing is read and every ticker subscribed and ticking.
+        deadline = time.monotonic() + 30
+        while len(s.get("/prices").json()) < len(trading) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert s.get("/symbols").json()["symbols"] == [x.upper() for x in trading]
         yield s
 
 
