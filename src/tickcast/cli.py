@@ -404,7 +404,18 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
     FlagGroup(
         "security",
         "Who may connect, from which pages, and whose forwarded addresses are believed.",
-        ("token", "allowed_origins", "cors_origins", "trusted_proxies"),
+        (
+            "token",
+            "jwt_secret",
+            "jwt_jwks",
+            "jwt_audience",
+            "jwt_issuer",
+            "jwt_leeway",
+            "max_connections_per_subject",
+            "allowed_origins",
+            "cors_origins",
+            "trusted_proxies",
+        ),
     ),
     FlagGroup(
         "scale-out",

@@ -233,6 +233,24 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed on /ws and /sse; empty = any."
     )
     token: str = Field("", description="Bearer token for /ws, /sse, /status; empty = open.")
+    jwt_secret: str = Field(
+        "",
+        description="HS256 secret of per-client tokens (JWT) on /ws and /sse, at least 32 "
+        "bytes; empty = no JWT (or see jwt_jwks).",
+    )
+    jwt_jwks: str = Field(
+        "",
+        description="JWKS file or URL of the public keys of per-client tokens (RS256, ES256, "
+        "EdDSA); empty = none.",
+    )
+    jwt_audience: str = Field("", description="Required aud claim of tokens; empty = unchecked.")
+    jwt_issuer: str = Field("", description="Required iss claim of tokens; empty = unchecked.")
+    jwt_leeway: float = Field(
+        30.0, ge=0, le=600, description="Clock skew allowed on exp and nbf of tokens (s)."
+    )
+    max_connections_per_subject: int = Field(
+        0, ge=0, description="Connections per token subject (sub); 0 = no limit."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="REST CORS origins."
     )
@@ -370,6 +388,21 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected redis://host:port/db (or rediss://, unix://)")
         return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: str) -> str:
+        # RFC 7518 §3.2: an HS256 key of at least 256 bits; a short one can be guessed.
+        if value and len(value.encode()) < 32:
+            raise ValueError("at least 32 bytes (for example: openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_jwt_keys(self) -> Settings:
+        if self.jwt_secret and self.jwt_jwks:
+            # One kind of key: a secret beside public keys is how HS/RS confusion starts.
+            raise ValueError("set TICKCAST_JWT_SECRET or TICKCAST_JWT_JWKS, not both")
+        return self
 
     @model_validator(mode="after")
     def _check_role(self) -> Settings:

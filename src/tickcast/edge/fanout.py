@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.edge.access import Access, Admission, Denial
 from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
@@ -56,16 +57,6 @@ class Feed(Protocol):
     ) -> Callable[[], None]: ...
 
     def upstream_status(self) -> dict[str, object]: ...
-
-
-@dataclass(frozen=True)
-class Denial:
-    """Why a connection is refused before it is accepted."""
-
-    status: int
-    code: str
-    message: str
-    close: CloseReason
 
 
 @dataclass(frozen=True)
@@ -129,6 +120,8 @@ class Edge:
         self.fanout_seconds: list[float] = []
         self.on_fanout: Callable[[Message, float], None] | None = None
         self.books = BookRoutes()
+        # Tokens: who may connect, each subject's connections, each token's expiry.
+        self.access = Access(settings, self.unsubscribe)
         # ``!tickers``: the ticks of this step, sent as one message at its end.
         self._all_tickers = self._by_key[ALL_TICKERS]
         self._tickers_batch: list[Tick] = []
@@ -142,6 +135,8 @@ class Edge:
         self._unsubscribe.append(self.node.on_upstream_change(self.broadcast_status))
         self._tasks.append(asyncio.create_task(self._sweep(), name="edge-sweep"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="edge-heartbeat"))
+        if (fetcher := self.access.fetcher()) is not None:
+            self._tasks.append(asyncio.create_task(fetcher.run(), name="edge-jwks"))
 
     async def stop(self) -> None:
         """Close every client with 1001 and stop the timers."""
@@ -164,7 +159,12 @@ class Edge:
         return None
 
     def admit(self, request: ClientRequest) -> Denial | None:
-        """Check token, origin and connection limits (SPEC §10).
+        """``admission``'s refusal alone (None: admitted)."""
+        return self.admission(request).denial
+
+    def admission(self, request: ClientRequest, *, may_wait: bool = False) -> Admission:
+        """Check token, origin and connection limits (SPEC §10); with a JWT, what it
+        grants. ``may_wait``: the client may still authenticate by an op (``/ws``).
 
         With allowed origins set, a present Origin must be one of them or the server's
         own (the dashboard it serves: the Origin's host and port are the request's Host).
@@ -175,12 +175,19 @@ class Edge:
         s = self.settings
         if s.role == "ingest":
             # SPEC §7: an ingest node serves REST and health only; clients go to edges.
-            return Denial(
+            return Admission(Denial(
                 503, "ingest_only", "this node only ingests: connect to an edge node",
                 CloseReason.TRY_AGAIN_LATER,
-            )  # fmt: skip
-        if (denial := self.admit_token(request)) is not None:
-            return denial
+            ))  # fmt: skip
+        admission = self.access.admit(request.authorization, request.token_param, may_wait=may_wait)
+        if admission.denial is not None:
+            return admission
+        if (denial := self._limits(request)) is not None:
+            return Admission(denial)
+        return admission
+
+    def _limits(self, request: ClientRequest) -> Denial | None:
+        s = self.settings
         if (
             s.allowed_origins
             and request.origin is not None
@@ -212,6 +219,7 @@ class Edge:
         wants_status: bool = False,
         snapshot: bool = True,
         replay: list[Message] | None = None,
+        admission: Admission | None = None,
     ) -> Session:
         """Register a client; subscribe it to ``symbols`` and send their snapshot.
 
@@ -236,6 +244,8 @@ class Edge:
         transport.on_pause = session.paused
         transport.on_resume = session.flush
         session.on_close = self._closed
+        if admission is not None:
+            self.access.attach(session, admission)
         self.counters["opened_" + session.kind] += 1
         if wants_status:
             session.send_message(self.node.upstream_status())
@@ -248,6 +258,9 @@ class Edge:
     def apply(self, session: Session, outcome: OpOutcome) -> None:
         if outcome.close is not None:
             self.drop(session, outcome.close)
+            return
+        if outcome.token is not None:
+            self.access.on_token(session, outcome.token_op, outcome.token, outcome.op_id)
             return
         if outcome.unsubscribe:
             self.unsubscribe(session, outcome.unsubscribe)
@@ -310,6 +323,7 @@ class Edge:
         """Forget a client whose connection has ended, however it ended."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self.access.detach(session)
         self.unsubscribe(session, list(session.symbols))
         ip = self._session_ip.pop(session.id, "")
         seconds = time.monotonic() - session.opened_at  # the clock the edge gave it
@@ -481,6 +495,7 @@ class Edge:
         turn = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self.access.sweep()
             now = time.monotonic()
             turn = (turn + 1) % slices
             for session in tuple(self.sessions.values()):
@@ -537,6 +552,7 @@ class Edge:
             "conflated": self.conflated_total(),
             "trades_dropped": self.dropped_total(),
             "closes": dict(self.closes),
+            "auth": self.access.status(),
         }
 
 
