@@ -348,3 +348,35 @@ class Access:
 
 def _same(offered: str, expected: str) -> bool:
     return hmac.compare_digest(offered.encode(), expected.encode())
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``origin`` (``http://h:p``) names ``host`` (``h:p``, the request's Host).
+
+    A browser sends the Host of the URL it opened, so a page served by this server at
+    its own address connects with an Origin naming that Host. A scheme's default port
+    may be left out of either (RFC 6454 §6.2 drops it from the Origin).
+    """
+    if not host:
+        return False
+    scheme, sep, rest = origin.partition("://")
+    default = {"http": "80", "https": "443"}.get(scheme.lower())
+    if not sep or default is None:
+        return False  # "null" (a file or a sandbox), or not a web origin at all
+    return _host_port(rest, default) == _host_port(host, default)
+
+
+def _host_port(authority: str, default_port: str) -> str:
+    authority = authority.lower()
+    # "[::1]" and "example.com" carry no port; "[::1]:80" and "example.com:80" do.
+    if authority.endswith("]") or ":" not in authority:
+        return f"{authority}:{default_port}"
+    return authority
+
+
+def shared_token_ok(token: str, authorization: str | None, token_param: str | None) -> bool:
+    """Whether a request offers ``TICKCAST_TOKEN`` (a bearer credential wins over the query)."""
+    offered = token_param
+    if authorization and authorization.lower().startswith("bearer "):
+        offered = authorization[7:].strip()
+    return offered is not None and _same(offered, token)

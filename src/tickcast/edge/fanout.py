@@ -9,7 +9,6 @@ No task and no ``await`` per client, so one slow client can delay nobody.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tickcast.edge.access import Access, Admission, Denial
+from tickcast.edge.access import Access, Admission, Denial, same_origin, shared_token_ok
 from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
@@ -152,7 +151,9 @@ class Edge:
 
     def admit_token(self, request: ClientRequest) -> Denial | None:
         """The bearer token check alone (``/status`` needs it too)."""
-        if self.settings.token and not _token_ok(self.settings.token, request):
+        if self.settings.token and not shared_token_ok(
+            self.settings.token, request.authorization, request.token_param
+        ):
             return Denial(
                 401, "unauthorized", "a valid token is required", CloseReason.UNAUTHORIZED
             )
@@ -588,34 +589,3 @@ class WriteCoalescer:
 
 def _heartbeat_bytes(session: Session) -> bytes:
     return _HEARTBEAT_CHUNK if session.fmt == "sse_chunk" else _HEARTBEAT
-
-
-def same_origin(origin: str, host: str | None) -> bool:
-    """Whether ``origin`` (``http://h:p``) names ``host`` (``h:p``, the request's Host).
-
-    A browser sends the Host of the URL it opened, so a page served by this server at
-    its own address connects with an Origin naming that Host. A scheme's default port
-    may be left out of either (RFC 6454 §6.2 drops it from the Origin).
-    """
-    if not host:
-        return False
-    scheme, sep, rest = origin.partition("://")
-    default = {"http": "80", "https": "443"}.get(scheme.lower())
-    if not sep or default is None:
-        return False  # "null" (a file or a sandbox), or not a web origin at all
-    return _host_port(rest, default) == _host_port(host, default)
-
-
-def _host_port(authority: str, default_port: str) -> str:
-    authority = authority.lower()
-    # "[::1]" and "example.com" carry no port; "[::1]:80" and "example.com:80" do.
-    if authority.endswith("]") or ":" not in authority:
-        return f"{authority}:{default_port}"
-    return authority
-
-
-def _token_ok(token: str, request: ClientRequest) -> bool:
-    offered = request.token_param
-    if request.authorization and request.authorization.lower().startswith("bearer "):
-        offered = request.authorization[7:].strip()
-    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())

@@ -176,7 +176,7 @@ class JwksFetcher:
         source = self.keys.source
         try:
             document = await self._read(client, source)
-        except (OSError, httpx.HTTPError, JwksError) as exc:
+        except (OSError, httpx.HTTPError, httpx.InvalidURL, JwksError) as exc:
             # The class alone: an HTTP error's text quotes the URL, query and all.
             problem = str(exc) if isinstance(exc, JwksError) else type(exc).__name__
             self.keys.failed(problem)
