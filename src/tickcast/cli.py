@@ -219,6 +219,32 @@ def build_parser() -> CommandParser:
     )
     tail.set_defaults(command_parser=tail, handler=cmd_tail)
 
+    token = commands.add_parser(
+        "token",
+        help="print a signed client token (JWT) for a server with TICKCAST_JWT_SECRET or a JWKS",
+        description="Print a signed token for one client: HS256 with the server's "
+        "TICKCAST_JWT_SECRET (environment or .env), or, with --key, RS256, ES256 or EdDSA "
+        "by the private key's type (its public key in the server's TICKCAST_JWT_JWKS, "
+        "under --kid). aud and iss are the server's TICKCAST_JWT_AUDIENCE and "
+        "TICKCAST_JWT_ISSUER unless given.",
+    )
+    token.add_argument("--sub", required=True, help="the client (subject)")
+    token.add_argument(
+        "--streams",
+        default=None,
+        help="comma-separated stream patterns it may read (BTCUSDT@*, *@ticker, !tickers); "
+        "default: every stream",
+    )
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 7d (default 1h)")
+    token.add_argument(
+        "--max-subscriptions", type=_positive_int, default=None, help="streams at once, at most"
+    )
+    token.add_argument("--key", type=Path, default=None, help="PEM private key to sign with")
+    token.add_argument("--kid", default=None, help="key id in the token's header (with --key)")
+    token.add_argument("--aud", default=None, help="audience (default $TICKCAST_JWT_AUDIENCE)")
+    token.add_argument("--iss", default=None, help="issuer (default $TICKCAST_JWT_ISSUER)")
+    token.set_defaults(command_parser=token, handler=cmd_token)
+
     bench = commands.add_parser(
         "bench",
         help="load benchmark against a local simulated exchange",
@@ -751,6 +777,50 @@ def cmd_tail(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from tickcast.edge.tokens import mint, parse_duration
+
+    parser: CommandParser = args.command_parser
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        parser.error(f"--ttl: {exc}")
+    settings = _load_settings(args)
+    if settings is None:
+        return 2
+    key: object = settings.jwt_secret
+    if args.key is not None:
+        try:
+            key = load_pem_private_key(args.key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            _report(f"cannot use {args.key} as a private key: {exc}", "error", False)
+            return 1
+    elif not key:
+        _report("no key: set TICKCAST_JWT_SECRET or pass --key private.pem", "error", False)
+        return 1
+    streams = None
+    if args.streams is not None:
+        streams = [s.strip() for s in args.streams.split(",") if s.strip()]
+    try:
+        token = mint(
+            key,
+            args.sub,
+            ttl,
+            streams=streams,
+            max_subscriptions=args.max_subscriptions,
+            audience=settings.jwt_audience if args.aud is None else args.aud,
+            issuer=settings.jwt_issuer if args.iss is None else args.iss,
+            kid=args.kid,
+        )
+    except ValueError as exc:
+        _report(str(exc), "error", False)
+        return 1
+    print(token)
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ an RSA key RS256 only, a P-256 key ES256, an Ed25519 key EdDSA; ``none`` never.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -261,3 +262,60 @@ def offered_token(authorization: str | None, token_param: str | None) -> str | N
     if header is not None and token_param and token_param != header:
         raise AuthError(Refusal.AMBIGUOUS, "two different tokens: send one")
     return header if header is not None else (token_param or None)
+
+
+def signing_algorithm(key: object) -> str:
+    """The algorithm a private key signs with, by its type (as verifying pins it)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return "ES256"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    raise ValueError("expected an RSA, P-256 or Ed25519 private key")
+
+
+def mint(
+    key: str | object,
+    subject: str,
+    ttl: float,
+    *,
+    streams: list[str] | None = None,
+    max_subscriptions: int | None = None,
+    audience: str = "",
+    issuer: str = "",
+    kid: str | None = None,
+    now: float | None = None,
+) -> str:
+    """A signed token: HS256 with a secret (``str``), else by the private key's type."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {"sub": subject, "iat": issued, "exp": issued + int(ttl)}
+    if streams is not None:
+        claims["streams"] = streams
+    if max_subscriptions is not None:
+        claims["max_subscriptions"] = max_subscriptions
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    if isinstance(key, str):
+        return jwt.encode(claims, key.encode(), algorithm="HS256")
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, key, algorithm=signing_algorithm(key), headers=headers)  # type: ignore[arg-type]
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``1h``, ``7d`` as seconds; ValueError when it is none."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale is not None else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 1h or 7d") from None
+    if not 0 < value < 10 * 365 * 86400:
+        raise ValueError(f"{text!r}: a duration must be positive (and under ten years)")
+    return value
