@@ -264,6 +264,41 @@ async def test_connections_of_one_subject_past_its_limit_are_refused(
     await assert_not_logged(server, token)
 
 
+async def test_concurrent_connections_of_one_subject_stay_within_its_limit(
+    server: ServerProcess,
+) -> None:
+    """20 handshakes of one subject at once: at most 5 stay open (429 at the handshake,
+    or 1013 right after it for those checked before the others were open)."""
+    token = hs256(claims(sub="erin"))
+    url = f"{server.ws_base}/ws?symbols=BTCUSDT&token={token}"
+
+    statuses: list[int] = []
+
+    async def attempt() -> ClientConnection | None:
+        try:
+            return await connect(url)
+        except InvalidStatus as exc:
+            statuses.append(exc.response.status_code)
+            return None
+
+    opened = [ws for ws in await asyncio.gather(*(attempt() for _ in range(20))) if ws]
+    assert set(statuses) <= {429}
+    try:
+        await asyncio.sleep(0.5)
+        alive, codes = [], []
+        for ws in opened:
+            try:
+                await recv_json(ws, timeout=2)
+                alive.append(ws)
+            except ConnectionClosed as closed:
+                codes.append(closed.rcvd.code if closed.rcvd else None)
+        assert set(codes) <= {1013}
+        assert 1 <= len(alive) <= SUBJECT_LIMIT
+    finally:
+        for ws in opened:
+            await ws.close()
+
+
 # -- what a token allows -------------------------------------------------------------
 
 

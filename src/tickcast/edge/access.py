@@ -220,8 +220,16 @@ class Access:
 
     def attach(self, session: Session, admission: Admission) -> None:
         """Watch a newly opened session: its token's expiry, or its ``auth`` deadline."""
-        if admission.grant is not None:
-            self._granted(session, admission.grant)
+        grant = admission.grant
+        if grant is not None:
+            limit = self.settings.max_connections_per_subject
+            if limit and self._subjects[grant.subject] >= limit:
+                # Handshakes of one subject that were checked together, before any of
+                # them was open: the ones past the limit go now.
+                self.refused[Refusal.SUBJECT_LIMIT.value] += 1
+                session.close(CloseReason.TRY_AGAIN_LATER)
+                return
+            self._granted(session, grant)
         elif admission.pending:
             session.awaiting_auth = True
             self._watched[session.id] = _Watch(session, "auth")
