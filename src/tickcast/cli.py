@@ -206,6 +206,13 @@ def build_parser() -> CommandParser:
         default=None,
         help="bearer token for a server started with one (default: $TICKCAST_TOKEN)",
     )
+    tail.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="read the token from this file at each connect, and again when the server "
+        "says it is expiring (sent as a refresh when it changed)",
+    )
     tail.add_argument("--sse", action="store_true", help="use SSE instead of WebSocket")
     tail.add_argument(
         "--seconds", type=float, default=None, help="stop after N seconds (default: Ctrl-C)"
@@ -757,7 +764,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(f"not a stream: {exc}")
     output = OutputFormat(args.format or ("table" if sys.stdout.isatty() else "plain"))
+    token: str | typing.Callable[[], str | None] | None
     token = args.token or os.environ.get("TICKCAST_TOKEN") or None
+    if args.token_file is not None:
+        token = _file_token(args.token_file)
     tail = run_tail(
         args.url,
         symbols,
@@ -821,6 +831,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 1
     print(token)
     return 0
+
+
+def _file_token(path: Path) -> typing.Callable[[], str | None]:
+    def read() -> str | None:
+        try:
+            return path.read_text().strip() or None
+        except OSError:
+            return None  # the connection is refused (401), and says so
+
+    return read
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

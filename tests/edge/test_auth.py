@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -490,3 +491,34 @@ async def test_refusals_are_counted_by_reason_and_status_shows_counts_only(
     assert auth["mode"] == "hs256" and auth["shared_token"] is True
     assert auth["refused"]["bad_signature"] >= 1
     assert {"subjects", "most_connections_of_a_subject"} <= set(auth)
+
+
+async def test_tail_sends_a_refresh_from_its_token_source(server: ServerProcess) -> None:
+    """``tickcast tail`` with a token that changes (``--token-file``): told the token is
+    expiring, it sends the new one and the stream goes on past the first exp."""
+    from tickcast.tail import OutputFormat, run_tail
+
+    tokens = [hs256(claims(ttl=2)), hs256(claims(ttl=3600))]
+    calls = []
+
+    def current() -> str:
+        calls.append(1)
+        return tokens[0] if len(calls) == 1 else tokens[1]
+
+    def expired_closes() -> int:
+        status = server.get("/status", headers={"Authorization": "Bearer " + SHARED}).json()
+        return int(status["edge"]["closes"].get("token_expired", 0))
+
+    before = expired_closes()
+    started_ms = time.time() * 1000
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_tail(
+        server.base, ["BTCUSDT"], False, token=current, output=OutputFormat.JSON,
+        out=out, err=err, max_seconds=4.0,
+    )  # fmt: skip
+    assert code == 0, err.getvalue()
+    assert expired_closes() == before
+    assert "closed the connection" not in err.getvalue()
+    assert len(calls) >= 2  # asked again when told the token was expiring
+    last = orjson.loads(out.getvalue().splitlines()[-1])
+    assert last["timestamp_ms"] > started_ms + 2500  # ticks went on past the first exp

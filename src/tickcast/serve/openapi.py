@@ -46,8 +46,8 @@ Client ops, each a JSON text message:
 | unsubscribe | `{{"op":"unsubscribe","symbols":["ETHUSDT"],"id":2}}` | `ack` |
 | list | `{{"op":"list","id":3}}` | `ack` with the current symbols |
 | ping | `{{"op":"ping"}}` | `{{"type":"pong"}}` |
-| auth | `{{"op":"auth","token":"eyJ..."}}` | `ack` with `expires_at` (first op, within 5 s, when no token came with the handshake) |
-| refresh | `{{"op":"refresh","token":"eyJ..."}}` | `ack` with the new `expires_at` (same `sub`) |
+| auth | `{{"op":"auth","token":"T"}}` | `ack` (the first op, within 5 s) |
+| refresh | `{{"op":"refresh","token":"T"}}` | `ack` with the new `expires_at` |
 
 An ack: `{{"type":"ack","id":1,"op":"subscribe","symbols":["ETHUSDT"]}}`. Errors are
 replies, not closes: `{{"type":"error","id":1,"code":"...","message":"..."}}` with code
