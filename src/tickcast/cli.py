@@ -280,6 +280,12 @@ def build_parser() -> CommandParser:
         help="the WebSocket clients offer permessage-deflate, as browsers do (default: not)",
     )
     bench.add_argument(
+        "--tokens",
+        action="store_true",
+        help="the server requires per-client tokens (JWT, HS256) and the clients send one: "
+        "compare 'connect s per 1,000' with a run without (default: no tokens)",
+    )
+    bench.add_argument(
         "--streams",
         choices=("ticker", "trades", "book", "depth"),
         default="ticker",
@@ -860,6 +866,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         stall_seconds=args.stall_seconds,
         transport=args.transport,
         deflate=args.deflate,
+        tokens=args.tokens,
         compare=tuple(args.compare),
         redis=args.redis,
         nodes=args.nodes,

@@ -48,6 +48,7 @@ class BenchConfig:
     stall_seconds: float = DEFAULT_STALL_SECONDS
     transport: Literal["ws", "sse"] = "ws"
     deflate: bool = False  # the clients offer permessage-deflate
+    tokens: bool = False  # the clients connect with a JWT, verified at each handshake
     compare: tuple[str, ...] = ()
     redis: bool = False
     nodes: int = 1
