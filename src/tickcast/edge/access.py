@@ -186,7 +186,8 @@ class Access:
         if self.verifier is None:
             if not shared:
                 return Admission()
-            return self._refuse(AuthError(Refusal.MISSING, "a valid token is required"))
+            reason = Refusal.MISSING if offered is None else Refusal.BAD_SIGNATURE
+            return self._refuse(AuthError(reason, "a valid token is required"))
         if offered is None:
             if may_wait:
                 return Admission(pending=True)
@@ -283,6 +284,7 @@ class Access:
             self.refused[exc.reason.value] += 1
             session.reply_error(op_id, ErrorCode.UNAUTHORIZED, exc.message, reason=exc.reason.value)
             if op == "auth":
+                session.flush_out()
                 session.close(CloseReason.UNAUTHORIZED)
             return
         start = self._watched[session.id].on_granted if op == "auth" else None
@@ -335,6 +337,9 @@ class Access:
                 session.send_message(
                     {"type": "error", "code": "token_expired", "message": "token expired"}
                 )
+                # Ticks of this loop turn may hold the message in ``outbuf``, which a
+                # close drops: it goes out first (an SSE client's only word of why).
+                session.flush_out()
                 session.close(CloseReason.TOKEN_EXPIRED)
 
     # -- observation --------------------------------------------------------------
