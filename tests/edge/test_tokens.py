@@ -222,3 +222,18 @@ def test_the_expiry_wheel_gives_what_came_due_in_order() -> None:
     wheel.schedule(1, 101.0)  # moved earlier
     assert wheel.due(102.0) == [1]
     assert len(wheel) == 0 and wheel.due(1e9) == []
+
+
+def test_a_token_verified_once_is_remembered_until_it_expires_or_the_keys_change() -> None:
+    """The second verification of one token is a lookup, still held to exp; new keys in
+    the JWKS make it verify again (and a removed key refuse it)."""
+    verifier, keys = jwks_verifier(jwks(rsa_key(), ec_key()))
+    token = ec_key().sign(claims(ttl=3600))
+    assert verifier.verify(token) is verifier.verify(token)
+    keys.loaded(jwks(rsa_key()))  # the EC key withdrawn
+    assert refusal(verifier, token) is Refusal.UNKNOWN_KEY
+    short = hs256(claims(ttl=1))
+    hs = hs_verifier(leeway=0)
+    hs.verify(short)
+    time.sleep(2.1)
+    assert refusal(hs, short) is Refusal.EXPIRED

@@ -32,7 +32,6 @@ from tickcast.bench.processes import (
     tickcast_command,
 )
 from tickcast.bench.report import STALL_RCVBUF, CpuSample, Measurements, Phase
-from tickcast.edge.tokens import mint
 
 READY_TIMEOUT = 30.0
 
@@ -137,10 +136,7 @@ class Run:
             query = "streams=" + ",".join(f"{symbol}@{c.streams}" for symbol in self.symbols)
         else:
             query = "symbols=" + ",".join(self.symbols)
-        if self.jwt_secret and self.target in ("tickcast", *ON_REDIS):
-            # One token for every client: each handshake still verifies it in full.
-            ttl = 3600 + c.duration + c.warmup
-            query += "&token=" + mint(self.jwt_secret, "bench", ttl)
+        tokens = self.jwt_secret and self.target in ("tickcast", *ON_REDIS)
         target = f"/{c.transport}?{query}"
         for index in range(c.loadgen_procs):
             spec = LoadSpec(
@@ -156,6 +152,8 @@ class Run:
                 worker=index,
                 kind=c.streams,
                 deflate=c.deflate,
+                jwt_secret=self.jwt_secret if tokens else "",
+                token_ttl=3600 + c.duration + c.warmup,
             )
             parent_end, child_end = context.Pipe()
             process = context.Process(

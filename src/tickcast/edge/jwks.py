@@ -98,6 +98,7 @@ class JwksKeys:
         self.error: str | None = None
         self.fetches = 0
         self.failures = 0
+        self.generation = 0
         # Set when a token names a kid not held: the fetcher's cue.
         self.wanted = False
 
@@ -126,6 +127,8 @@ class JwksKeys:
         except JwksError as exc:
             self.failed(str(exc), counted=False)
             raise
+        if keys != self._keys:
+            self.generation += 1
         self._keys, self.skipped = keys, skipped
         self.loaded_at = self.attempted_at
         self.error = None
