@@ -1,12 +1,13 @@
 """Per-client tokens (JWT, RFC 7519): verifying one, and what its claims grant (SPEC §10).
 
 Pure: no I/O and no ``await``. The keys come from a ``KeyRing`` (a shared secret, or the
-keys of a JWKS that ``tickcast.edge.jwks`` keeps up to date), the clock is injected, and
-a token is either a ``Grant`` or an ``AuthError`` naming why it was refused.
+keys of a JWKS that ``tickcast.edge.jwks`` keeps up to date), and a token is either a
+``Grant`` or an ``AuthError`` naming why it was refused.
 
 The algorithm is pinned by the key, never read from the token: RFC 8725 §3.1 ("libraries
 MUST enable the caller to specify a supported set of algorithms and MUST NOT use any other
-algorithms"), and §2.1 on the attack that reading it allows, a token signed with HS256
+algorithms when performing cryptographic operations"), and §2.1 on the attack that reading
+it allows, a token signed with HS256
 using an RSA public key (known to all) as the HMAC secret. A secret verifies HS256 only;
 an RSA key RS256 only, a P-256 key ES256, an Ed25519 key EdDSA; ``none`` never.
 """
