@@ -287,7 +287,8 @@ class Access:
                 session.flush_out()
                 session.close(CloseReason.UNAUTHORIZED)
             return
-        start = self._watched[session.id].on_granted if op == "auth" else None
+        watch = self._watched[session.id]
+        start, watch.on_granted = watch.on_granted, None  # run once, then let it go
         self._granted(session, grant)
         session.reply_ack(op_id, op, expires_at=int(grant.expires_at))
         if op == "refresh":
