@@ -155,3 +155,18 @@ def test_the_shared_token_works_beside_jwt_and_alone() -> None:
     assert denial.reason.value == "bad_signature"
     assert alone.admit(None, None).denial is not None
     assert alone.admit(None, "shared-secret") == Admission()
+
+
+def test_an_auth_op_may_carry_the_shared_token() -> None:
+    wall = Wall()
+    access, _ = make_access(wall, token="shared-secret")
+    session, transport = make_session()
+    access.attach(session, access.admit(None, None, may_wait=True))
+    started: list[bool] = []
+    access.when_granted(session, lambda: started.append(True))
+    access.on_token(session, "auth", "shared-secret", 1)
+    assert started == [True] and not session.awaiting_auth and session.grant is None
+    assert sent(transport)[-1] == {"type": "ack", "id": 1, "op": "auth"}
+    wall.now += 10
+    access.sweep()
+    assert transport.closed_with is None

@@ -278,6 +278,16 @@ class Access:
         if op == "refresh" and session.grant is None:
             session.reply_error(op_id, ErrorCode.INVALID_OP, "no token to refresh")
             return
+        shared = self.settings.token
+        if op == "auth" and shared and _same(token, shared):
+            # The shared secret by op, as a browser that cannot set headers sends it.
+            self._wheel.cancel(session.id)
+            watch = self._watched.pop(session.id)
+            session.awaiting_auth = False
+            session.reply_ack(op_id, op)
+            if watch.on_granted is not None:
+                watch.on_granted()
+            return
         try:
             grant = self._checked(session, token)
         except AuthError as exc:
