@@ -473,13 +473,16 @@ def test_a_missing_token_is_explained_and_the_token_parameter_connects(
 def test_a_client_token_connects_says_when_it_expires_and_is_renewed_by_the_page(
     browser: Browser, tmp_path: Path
 ) -> None:
-    """With TICKCAST_JWT_SECRET set, the page opened with ?token= and a token of 3 s says
-    the token is expiring; a page that defines window.tickcastRenewToken stays connected
+    """With TICKCAST_JWT_SECRET and TICKCAST_JWT_REST set, the page opened with ?token=
+    and a token of 3 s loads (its REST reads carry the token) and says the token is
+    expiring; a page that defines window.tickcastRenewToken stays connected
     past the first token's exp (the renewed one went as a refresh)."""
     from .edge.tokenkit import SECRET, hs256
 
     env = {**SIM, "TICKCAST_JWT_SECRET": SECRET, "TICKCAST_JWT_LEEWAY": "0"}
-    with running_server(tmp_path, ["--source", "sim"], env) as server:
+    # REST needs the token too: the page's reads (symbols, prices, candles) carry it.
+    env["TICKCAST_JWT_REST"] = "1"
+    with running_server(tmp_path, ["--source", "sim"], env, ready="/healthz") as server:
         short = hs256({"sub": "alice", "exp": int(time.time()) + 4})
         with open_page(browser) as page:
             load(page, server.base + "/?token=" + short)

@@ -450,6 +450,7 @@ SETTING_GROUPS: tuple[FlagGroup, ...] = (
             "jwt_audience",
             "jwt_issuer",
             "jwt_leeway",
+            "jwt_rest",
             "max_connections_per_subject",
             "allowed_origins",
             "cors_origins",

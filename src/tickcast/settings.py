@@ -248,6 +248,11 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(
         30.0, ge=0, le=600, description="Clock skew allowed on exp and nbf of tokens (s)."
     )
+    jwt_rest: bool = Field(
+        False,
+        description="Also require a token (a client token, or the shared one) on REST "
+        "reads of market data.",
+    )
     max_connections_per_subject: int = Field(
         0, ge=0, description="Connections per token subject (sub); 0 = no limit."
     )
@@ -402,6 +407,8 @@ class Settings(BaseSettings):
         if self.jwt_secret and self.jwt_jwks:
             # One kind of key: a secret beside public keys is how HS/RS confusion starts.
             raise ValueError("set TICKCAST_JWT_SECRET or TICKCAST_JWT_JWKS, not both")
+        if self.jwt_rest and not (self.jwt_secret or self.jwt_jwks):
+            raise ValueError("TICKCAST_JWT_REST needs TICKCAST_JWT_SECRET or TICKCAST_JWT_JWKS")
         return self
 
     @model_validator(mode="after")

@@ -522,3 +522,47 @@ async def test_tail_sends_a_refresh_from_its_token_source(server: ServerProcess)
     assert len(calls) >= 2  # asked again when told the token was expiring
     last = orjson.loads(out.getvalue().splitlines()[-1])
     assert last["timestamp_ms"] > started_ms + 2500  # ticks went on past the first exp
+
+
+# -- REST with TICKCAST_JWT_REST ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "TICKCAST_SIM_RATE": "10",
+        "TICKCAST_JWT_SECRET": SECRET,
+        "TICKCAST_JWT_REST": "1",
+        "TICKCAST_TOKEN": SHARED,
+    }
+    with running_server(
+        tmp_path_factory.mktemp("rest"), ["--source", "sim"], env, ready="/healthz"
+    ) as s:
+        yield s
+
+
+async def test_rest_reads_need_a_token_that_allows_what_they_read(
+    rest_server: ServerProcess,
+) -> None:
+    """No token: 401; a token for BTCUSDT@* reads BTCUSDT's price, candles and the
+    listings, not ETHUSDT's price nor every price (403); health and metrics stay open."""
+    everything = hs256({"sub": "alice", "exp": int(time.time()) + 600})
+    btc = hs256({"sub": "bob", "exp": int(time.time()) + 600, "streams": ["BTCUSDT@*"]})
+
+    def get(path: str, token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        return rest_server.get(path, headers=headers)
+
+    await eventually(lambda: get("/price", everything).status_code == 200)
+    refused = get("/price")
+    assert refused.status_code == 401 and refused.json()["reason"] == "missing"
+    assert get("/prices", SHARED).status_code == 200
+    assert rest_server.get("/price?token=" + everything).status_code == 200
+    for path in ("/price?symbol=btcusdt", "/prices/BTCUSDT", "/klines/BTCUSDT", "/symbols"):
+        assert get(path, btc).status_code == 200, path
+    for path in ("/price?symbol=ETHUSDT", "/history/ETHUSDT", "/prices", "/trades/ETHUSDT"):
+        response = get(path, btc)
+        assert response.status_code == 403 and response.json()["reason"] == "forbidden_stream"
+    for path in ("/healthz", "/metrics", "/"):
+        assert rest_server.get(path).status_code == 200, path
+    await assert_not_logged(rest_server, everything, btc)

@@ -198,6 +198,30 @@ class Access:
             return self._refuse(exc)
         return Admission(grant=grant)
 
+    def admit_read(
+        self, authorization: str | None, token_param: str | None, stream: str | None
+    ) -> Denial | None:
+        """A REST read (``TICKCAST_JWT_REST``) of ``stream`` (None: of no one stream, a
+        listing), by a client offering these credentials. Not a connection: no subject
+        limit, nothing to watch."""
+        shared = self.settings.token
+        try:
+            offered = offered_token(authorization, token_param)
+            if offered is None:
+                raise AuthError(Refusal.MISSING, "a token is required")
+            if shared and _same(offered, shared):
+                return None
+            assert self.verifier is not None
+            grant = self.verifier.verify(offered)
+            if stream is not None and not grant.allows(stream):
+                raise AuthError(Refusal.FORBIDDEN_STREAM, "your token does not allow this stream")
+        except AuthError as exc:
+            self.refused[exc.reason.value] += 1
+            if exc.reason is Refusal.FORBIDDEN_STREAM:
+                return Denial(403, "forbidden", exc.message, CloseReason.UNAUTHORIZED, exc.reason)
+            return Denial(401, "unauthorized", exc.message, CloseReason.UNAUTHORIZED, exc.reason)
+        return None
+
     def verify(self, token: str) -> Grant:
         """A token's grant, checked against the subject's connection limit too."""
         assert self.verifier is not None

@@ -47,6 +47,7 @@ from tickcast.serve.openapi import (
     description,
 )
 from tickcast.serve.prices import Prices
+from tickcast.serve.readguard import ReadGuard
 from tickcast.settings import Settings
 from tickcast.upstream.normalize import wall_ms
 
@@ -198,6 +199,8 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     app.state.node = node
     app.state.edge = edge
     app.state.settings = settings
+    if settings.jwt_rest:
+        app.add_middleware(ReadGuard, access=edge.access)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

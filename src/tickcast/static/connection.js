@@ -335,7 +335,7 @@
   }
 
   function fetchSymbols() {
-    return fetch(core.serverBase().http + "/symbols")
+    return core.restFetch(core.serverBase().http + "/symbols")
       .then(function (response) {
         return response.ok ? response.json() : null;
       })
