@@ -283,10 +283,13 @@ def client_target(spec: LoadSpec, index: int) -> str:
     return spec.target + "&token=" + mint(spec.jwt_secret, subject, spec.token_ttl)
 
 
-async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool, index: int = 0) -> TickClient:
-    """Connect, send the request, wait for the handshake (bounded by the timeout)."""
+async def open_one(
+    spec: LoadSpec, scanner: Scanner, stall: bool, target: str | None = None
+) -> TickClient:
+    """Connect, send the request (to ``target``, else the spec's), wait for the handshake
+    (bounded by the timeout)."""
     loop = asyncio.get_running_loop()
-    target = client_target(spec, index)
+    target = spec.target if target is None else target
     if spec.transport == "ws":
         offer = DEFLATE_OFFER if spec.deflate else None
         request = ws_upgrade(spec.host, spec.port, target, extensions=offer)
@@ -341,6 +344,8 @@ async def open_all(
     summary = ConnectSummary(spec.connections, failures=Counter())
     assert summary.failures is not None
     clients: list[TickClient] = []
+    # Made before the clock starts: signing tokens is the clients' cost, not the server's.
+    targets = [client_target(spec, i) for i in range(spec.connections)]
     started = time.monotonic()
     attempted = 0
     if progress is not None:
@@ -349,7 +354,7 @@ async def open_all(
         batch = range(attempted, min(attempted + max(1, spec.batch), spec.connections))
         results = await asyncio.gather(
             *(
-                open_one(spec, stall_scanner if i in stalled else scanner, i in stalled, i)
+                open_one(spec, stall_scanner if i in stalled else scanner, i in stalled, targets[i])
                 for i in batch
             ),
             return_exceptions=True,
