@@ -470,6 +470,35 @@ def test_a_missing_token_is_explained_and_the_token_parameter_connects(
             expect(page.locator("#stale-banner")).to_be_hidden()
 
 
+def test_a_client_token_connects_says_when_it_expires_and_is_renewed_by_the_page(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """With TICKCAST_JWT_SECRET and TICKCAST_JWT_REST set, the page opened with ?token=
+    and a token of 3 s loads (its REST reads carry the token) and says the token is
+    expiring; a page that defines window.tickcastRenewToken stays connected
+    past the first token's exp (the renewed one went as a refresh)."""
+    from .edge.tokenkit import SECRET, hs256
+
+    env = {**SIM, "TICKCAST_JWT_SECRET": SECRET, "TICKCAST_JWT_LEEWAY": "0"}
+    # REST needs the token too: the page's reads (symbols, prices, candles) carry it.
+    env["TICKCAST_JWT_REST"] = "1"
+    with running_server(tmp_path, ["--source", "sim"], env, ready="/healthz") as server:
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 4})
+        with open_page(browser) as page:
+            load(page, server.base + "/?token=" + short)
+            expect(page.locator("#error")).to_contain_text("expires in", timeout=5_000)
+        fresh = hs256({"sub": "alice", "exp": int(time.time()) + 3600})
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 4})
+        with open_page(browser) as page:
+            page.add_init_script(f"window.tickcastRenewToken = () => {json.dumps(fresh)};")
+            load(page, server.base + "/?token=" + short)
+            page.wait_for_timeout(5_000)
+            expect(page.locator("#conn-state")).to_have_text("connected")
+            expect(page.locator("#error")).not_to_contain_text("expire")
+        closes = server.status()["edge"]["closes"]  # type: ignore[index]
+        assert closes.get("token_expired", 0) == 0  # the first page left before its exp
+
+
 def test_allowed_origins_admit_the_servers_own_page_and_explain_a_refused_one(
     browser: Browser, tmp_path: Path
 ) -> None:

@@ -20,6 +20,8 @@ class CloseReason(Enum):
     UNAUTHORIZED = (1008, "unauthorized")
     MESSAGE_TOO_BIG = (1009, "message too big")
     TRY_AGAIN_LATER = (1013, "too many connections, try again later")
+    # Private-use range (RFC 6455 §7.4.2): the token's exp passed with no refresh.
+    TOKEN_EXPIRED = (4001, "token expired")
 
     @property
     def code(self) -> int:
@@ -43,6 +45,10 @@ class ErrorCode(StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     # Sent unasked: a symbol the client followed stopped trading (``*``, SPEC §12).
     DELISTED = "delisted"
+    # A token refused (``auth``, ``refresh``): the reply's ``reason`` says why.
+    UNAUTHORIZED = "unauthorized"
+    # Streams the connection's token does not allow.
+    FORBIDDEN = "forbidden"
 
 
 def http_error_code(status: int) -> str:

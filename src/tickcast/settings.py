@@ -248,6 +248,29 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed on /ws and /sse; empty = any."
     )
     token: str = Field("", description="Bearer token for /ws, /sse, /status; empty = open.")
+    jwt_secret: str = Field(
+        "",
+        description="HS256 secret of per-client tokens (JWT) on /ws and /sse, at least 32 "
+        "bytes; empty = no JWT (or see jwt_jwks).",
+    )
+    jwt_jwks: str = Field(
+        "",
+        description="JWKS file or URL of the public keys of per-client tokens (RS256, ES256, "
+        "EdDSA); empty = none.",
+    )
+    jwt_audience: str = Field("", description="Required aud claim of tokens; empty = unchecked.")
+    jwt_issuer: str = Field("", description="Required iss claim of tokens; empty = unchecked.")
+    jwt_leeway: float = Field(
+        30.0, ge=0, le=600, description="Clock skew allowed on exp and nbf of tokens (s)."
+    )
+    jwt_rest: bool = Field(
+        False,
+        description="Also require a token (a client token, or the shared one) on REST "
+        "reads of market data.",
+    )
+    max_connections_per_subject: int = Field(
+        0, ge=0, description="Connections per token subject (sub); 0 = no limit."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"], description="REST CORS origins."
     )
@@ -421,6 +444,23 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected redis://host:port/db (or rediss://, unix://)")
         return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: str) -> str:
+        # RFC 7518 §3.2: an HS256 key of at least 256 bits; a short one can be guessed.
+        if value and len(value.encode()) < 32:
+            raise ValueError("at least 32 bytes (for example: openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_jwt_keys(self) -> Settings:
+        if self.jwt_secret and self.jwt_jwks:
+            # One kind of key: a secret beside public keys is how HS/RS confusion starts.
+            raise ValueError("set TICKCAST_JWT_SECRET or TICKCAST_JWT_JWKS, not both")
+        if self.jwt_rest and not (self.jwt_secret or self.jwt_jwks):
+            raise ValueError("TICKCAST_JWT_REST needs TICKCAST_JWT_SECRET or TICKCAST_JWT_JWKS")
+        return self
 
     @model_validator(mode="after")
     def _check_role(self) -> Settings:

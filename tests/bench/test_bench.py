@@ -724,3 +724,26 @@ def test_gc_passes_in_the_window_come_from_the_status_at_both_edges() -> None:
     assert _gc_passes(status(3), status(5)) == 2
     assert _gc_passes(None, status(5)) is None  # a baseline server has no /status
     assert _gc_passes({"process": {}}, status(1)) is None
+
+
+@pytest.mark.slow
+def test_a_real_run_with_tokens_connects_every_client_and_reports_the_cost(
+    tmp_path: Path,
+) -> None:
+    """``--tokens``: the server requires a JWT, every client sends one and is admitted,
+    and the report gives the connect time per 1,000 clients."""
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, "-m", "tickcast.cli", "bench", "--clients", "20", "--symbols", "2",
+        "--rate", "10", "--duration", "1", "--warmup", "0", "--tokens", "--json", str(out),
+        "--logs", str(tmp_path / "logs"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads(out.read_text())["runs"]["tickcast"]
+    assert run["clients"]["connected"] == 20 and run["deliveries"]["total"] > 0
+    assert run["clients"]["connect_seconds_per_1000"] > 0
+    assert "connect s per 1,000" in done.stdout
+    # The token went to the server in each request, and not into its log.
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
+    assert "listening" in logs and "token=ey" not in logs

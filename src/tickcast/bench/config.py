@@ -53,6 +53,7 @@ class BenchConfig:
     transport: Literal["ws", "sse"] = "ws"
     deflate: bool = False  # the clients offer permessage-deflate
     every_market: bool = False  # the server serves ``*``: the simulator's whole listing
+    tokens: bool = False  # the clients connect with a JWT, verified at each handshake
     compare: tuple[str, ...] = ()
     redis: bool = False
     nodes: int = 1

@@ -55,6 +55,7 @@ from tickcast.bench.wsbytes import (
     sse_request,
 )
 from tickcast.bench.wsbytes import upgrade_request as ws_upgrade
+from tickcast.edge.tokens import mint
 from tickcast.serve.workers import die_with_parent
 
 NS_PER_UNIT = UNIT_US * 1000
@@ -80,6 +81,10 @@ class LoadSpec:
     worker: int = 0
     kind: Kind = "ticker"
     deflate: bool = False  # offer permessage-deflate (WebSocket only)
+    # --tokens: each client sends its own token signed with this (a server remembers a
+    # token it verified: one shared by all would be verified once).
+    jwt_secret: str = ""
+    token_ttl: float = 3600.0
 
 
 class HandshakeRejected(Exception):
@@ -270,15 +275,27 @@ class ConnectSummary:
         }
 
 
-async def open_one(spec: LoadSpec, scanner: Scanner, stall: bool) -> TickClient:
-    """Connect, send the request, wait for the handshake (bounded by the timeout)."""
+def client_target(spec: LoadSpec, index: int) -> str:
+    """The request target of client ``index``: with its own token under --tokens."""
+    if not spec.jwt_secret:
+        return spec.target
+    subject = f"bench-{spec.worker}-{index}"
+    return spec.target + "&token=" + mint(spec.jwt_secret, subject, spec.token_ttl)
+
+
+async def open_one(
+    spec: LoadSpec, scanner: Scanner, stall: bool, target: str | None = None
+) -> TickClient:
+    """Connect, send the request (to ``target``, else the spec's), wait for the handshake
+    (bounded by the timeout)."""
     loop = asyncio.get_running_loop()
+    target = spec.target if target is None else target
     if spec.transport == "ws":
         offer = DEFLATE_OFFER if spec.deflate else None
-        request = ws_upgrade(spec.host, spec.port, spec.target, extensions=offer)
+        request = ws_upgrade(spec.host, spec.port, target, extensions=offer)
         expect = 101
     else:
-        request, expect = sse_request(spec.host, spec.port, spec.target), 200
+        request, expect = sse_request(spec.host, spec.port, target), 200
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     client: TickClient | None = None
     try:
@@ -327,6 +344,8 @@ async def open_all(
     summary = ConnectSummary(spec.connections, failures=Counter())
     assert summary.failures is not None
     clients: list[TickClient] = []
+    # Made before the clock starts: signing tokens is the clients' cost, not the server's.
+    targets = [client_target(spec, i) for i in range(spec.connections)]
     started = time.monotonic()
     attempted = 0
     if progress is not None:
@@ -335,7 +354,7 @@ async def open_all(
         batch = range(attempted, min(attempted + max(1, spec.batch), spec.connections))
         results = await asyncio.gather(
             *(
-                open_one(spec, stall_scanner if i in stalled else scanner, i in stalled)
+                open_one(spec, stall_scanner if i in stalled else scanner, i in stalled, targets[i])
                 for i in batch
             ),
             return_exceptions=True,

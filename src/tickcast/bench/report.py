@@ -270,6 +270,7 @@ def _clients(m: Measurements) -> dict[str, Any]:
     not_attempted = sum(s.get("not_attempted", 0) for s in m.connect)
     connected = healthy + stalled
     shortfall = m.clients - connected
+    connect_seconds = max((s.get("seconds", 0.0) for s in m.connect), default=None)
     return {
         "requested": m.clients,
         "connected": connected,
@@ -280,7 +281,12 @@ def _clients(m: Measurements) -> dict[str, Any]:
         "not_attempted": not_attempted,
         "shortfall": shortfall,
         "shortfall_cause": shortfall_cause(m, failures, not_attempted) if shortfall else None,
-        "connect_seconds": max((s.get("seconds", 0.0) for s in m.connect), default=None),
+        "connect_seconds": connect_seconds,
+        # What connecting costs, comparable across runs of any size (with and without
+        # --tokens, say): batch pauses included, as in connect_seconds.
+        "connect_seconds_per_1000": (
+            round(connect_seconds / connected * 1000, 3) if connect_seconds and connected else None
+        ),
     }
 
 

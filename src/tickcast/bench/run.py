@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import secrets
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ class Run:
         self.redis: Child | None = None
         self.redis_port: int | None = None
         self.phase_started = time.monotonic()
+        # --tokens: the server verifies an HS256 token at each handshake.
+        self.jwt_secret = secrets.token_hex(32) if config.tokens else ""
 
     async def start_redis(self) -> int:
         """A private Redis for the ``tickcast-redis`` run; returns its port."""
@@ -99,6 +102,8 @@ class Run:
             }
             if c.flush_ms is not None:
                 env["TICKCAST_FLUSH_MS"] = str(c.flush_ms)
+            if self.jwt_secret:
+                env["TICKCAST_JWT_SECRET"] = self.jwt_secret
             if c.trades:
                 # The trades and nothing else beside the ticker, as raw relays them.
                 env["TICKCAST_STREAM_KINDS"] = "trades"
@@ -133,6 +138,7 @@ class Run:
             query = "streams=" + ",".join(f"{symbol}@{c.streams}" for symbol in self.symbols)
         else:
             query = "symbols=" + ",".join(self.symbols)
+        tokens = self.jwt_secret and self.target in ("tickcast", *ON_REDIS)
         target = f"/{c.transport}?{query}"
         for index in range(c.loadgen_procs):
             spec = LoadSpec(
@@ -148,6 +154,8 @@ class Run:
                 worker=index,
                 kind=c.streams,
                 deflate=c.deflate,
+                jwt_secret=self.jwt_secret if tokens else "",
+                token_ttl=3600 + c.duration + c.warmup,
             )
             parent_end, child_end = context.Pipe()
             process = context.Process(

@@ -24,6 +24,7 @@ def format_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append((label, cells))
 
     row("clients connected", lambda r: f"{r['clients']['connected']}/{r['clients']['requested']}")
+    row("connect s per 1,000", lambda r: _num(r["clients"]["connect_seconds_per_1000"], 3))
     row("deliveries/s", lambda r: _num(r["deliveries"]["per_second"], 0))
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
         row(f"latency {label} ms", lambda r, k=key: _num(r["latency_ms"][k], 1))

@@ -21,8 +21,12 @@ from tickcast.edge.ops import (
     unknown_errors,
     with_id,
 )
+from tickcast.edge.tokens import Grant
 from tickcast.errors import CloseReason, ErrorCode
 from tickcast.messages.stream import is_ticker_key, stream_name
+
+# Ops that carry a token, for the edge to check.
+TOKEN_OPS = ("auth", "refresh")
 
 
 class ClientOps:
@@ -33,6 +37,8 @@ class ClientOps:
     symbols: set[str]
     served: AbstractSet[str]
     limits: Limits
+    grant: Grant | None
+    awaiting_auth: bool
     _op_rate: OpRateLimit
     _clock: Callable[[], float]
     # The session's methods: send a control message in order with the data; note that
@@ -65,6 +71,15 @@ class ClientOps:
 
     def _dispatch(self, request: dict[str, object], op_id: object) -> OpOutcome:
         op = request["op"]
+        if self.awaiting_auth and op != "auth":
+            # SPEC §10: a client that offered no token at the handshake sends one first.
+            self._error(op_id, ErrorCode.UNAUTHORIZED, 'send {"op":"auth","token":...} first')
+            return OpOutcome(close=CloseReason.UNAUTHORIZED)
+        if op in TOKEN_OPS:
+            token = request.get("token")
+            if not isinstance(token, str) or not token:
+                raise OpError(ErrorCode.INVALID_OP, '"token" must be a non-empty string', op_id)
+            return OpOutcome(token=token, token_op=str(op), op_id=op_id)
         if op == "ping":
             self.send_message(with_id({"type": "pong"}, op_id))
             return OpOutcome()
@@ -95,7 +110,8 @@ class ClientOps:
             self.ack(op_id, "unsubscribe", gone, listed)
             return OpOutcome(unsubscribe=gone)
         raise OpError(
-            ErrorCode.UNKNOWN_OP, f"unknown op {op!r}: use subscribe, unsubscribe, list or ping"
+            ErrorCode.UNKNOWN_OP,
+            f"unknown op {op!r}: use subscribe, unsubscribe, list, ping, auth or refresh",
         )
 
     def resolve(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -112,15 +128,31 @@ class ClientOps:
         """
         served, unknown = self.resolve(names)
         self._report_unknown(op_id, unknown)
+        grant = self.grant
+        limit = self.limits.max_subscriptions
+        if grant is not None:
+            limit = grant.subscription_limit(limit)
+            if grant.scope is not None:
+                served, forbidden = grant.scope.split(served)
+                self.report_forbidden(op_id, forbidden)
         new = [s for s in served if s not in self.symbols]
-        if len(self.symbols) + len(new) > self.limits.max_subscriptions:
+        if len(self.symbols) + len(new) > limit:
             self._error(
-                op_id,
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {self.limits.max_subscriptions} streams per client",
+                op_id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} streams per client"
             )
             return []
         return served
+
+    def may(self, key: str) -> bool:
+        """Whether the connection's token allows the stream ``key``."""
+        return self.grant is None or self.grant.allows(key)
+
+    def report_forbidden(self, op_id: object, keys: list[str]) -> None:
+        """One ``forbidden`` error naming the streams ``keys`` the token does not allow."""
+        if keys:
+            names = [stream_name(k) for k in keys]
+            message = f"not allowed by your token: {', '.join(names)}"
+            self._error(op_id, ErrorCode.FORBIDDEN, message, streams=names)
 
     def _report_unknown(self, op_id: object, unknown: list[str]) -> None:
         for error in unknown_errors(unknown, op_id):
@@ -132,6 +164,12 @@ class ClientOps:
         if listed == "streams":
             keys = [stream_name(k) for k in keys]
         self.send_message(with_id({"type": "ack", "op": op, listed: keys}, op_id))
+
+    def reply_ack(self, op_id: object, op: str, **extra: object) -> None:
+        self.send_message(with_id({"type": "ack", "op": op, **extra}, op_id))
+
+    def reply_error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
+        self._error(op_id, code, message, **extra)
 
     def _error(self, op_id: object, code: ErrorCode, message: str, **extra: object) -> None:
         error = {"type": "error", "code": code.value, "message": message, **extra}

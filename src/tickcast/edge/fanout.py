@@ -9,7 +9,6 @@ No task and no ``await`` per client, so one slow client can delay nobody.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from tickcast.edge.access import Access, Admission, Denial, same_origin, shared_token_ok
 from tickcast.edge.bookroute import BookRoutes, not_whole
 from tickcast.edge.fastpath import RawTransport
 from tickcast.edge.guard import HandshakeGuard, HeadLimits, trusted_networks
@@ -58,16 +58,6 @@ class Feed(Protocol):
     ) -> Callable[[], None]: ...
 
     def upstream_status(self) -> dict[str, object]: ...
-
-
-@dataclass(frozen=True)
-class Denial:
-    """Why a connection is refused before it is accepted."""
-
-    status: int
-    code: str
-    message: str
-    close: CloseReason
 
 
 @dataclass(frozen=True)
@@ -135,6 +125,8 @@ class Edge:
         self.fanout_seconds: list[float] = []
         self.on_fanout: Callable[[Message, float], None] | None = None
         self.books = BookRoutes()
+        # Tokens: who may connect, each subject's connections, each token's expiry.
+        self.access = Access(settings, self.unsubscribe)
         # ``!tickers``: the ticks of this step, sent as one message at its end.
         self._all_tickers = self._by_key[ALL_TICKERS]
         self._tickers_batch: list[Tick] = []
@@ -155,6 +147,8 @@ class Edge:
             del self._by_key[key]
         self._tasks.append(asyncio.create_task(self._sweep(), name="edge-sweep"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="edge-heartbeat"))
+        if (fetcher := self.access.fetcher()) is not None:
+            self._tasks.append(asyncio.create_task(fetcher.run(), name="edge-jwks"))
 
     async def stop(self) -> None:
         """Close every client with 1001 and stop the timers."""
@@ -170,14 +164,21 @@ class Edge:
 
     def admit_token(self, request: ClientRequest) -> Denial | None:
         """The bearer token check alone (``/status`` needs it too)."""
-        if self.settings.token and not _token_ok(self.settings.token, request):
+        if self.settings.token and not shared_token_ok(
+            self.settings.token, request.authorization, request.token_param
+        ):
             return Denial(
                 401, "unauthorized", "a valid token is required", CloseReason.UNAUTHORIZED
             )
         return None
 
     def admit(self, request: ClientRequest) -> Denial | None:
-        """Check token, origin and connection limits (SPEC §10).
+        """``admission``'s refusal alone (None: admitted)."""
+        return self.admission(request).denial
+
+    def admission(self, request: ClientRequest, *, may_wait: bool = False) -> Admission:
+        """Check token, origin and connection limits (SPEC §10); with a JWT, what it
+        grants. ``may_wait``: the client may still authenticate by an op (``/ws``).
 
         With allowed origins set, a present Origin must be one of them or the server's
         own (the dashboard it serves: the Origin's host and port are the request's Host).
@@ -188,12 +189,19 @@ class Edge:
         s = self.settings
         if s.role == "ingest":
             # SPEC §7: an ingest node serves REST and health only; clients go to edges.
-            return Denial(
+            return Admission(Denial(
                 503, "ingest_only", "this node only ingests: connect to an edge node",
                 CloseReason.TRY_AGAIN_LATER,
-            )  # fmt: skip
-        if (denial := self.admit_token(request)) is not None:
-            return denial
+            ))  # fmt: skip
+        admission = self.access.admit(request.authorization, request.token_param, may_wait=may_wait)
+        if admission.denial is not None:
+            return admission
+        if (denial := self._limits(request)) is not None:
+            return Admission(denial)
+        return admission
+
+    def _limits(self, request: ClientRequest) -> Denial | None:
+        s = self.settings
         if (
             s.allowed_origins
             and request.origin is not None
@@ -225,6 +233,7 @@ class Edge:
         wants_status: bool = False,
         snapshot: bool = True,
         replay: list[Message] | None = None,
+        admission: Admission | None = None,
     ) -> Session:
         """Register a client; subscribe it to ``symbols`` and send their snapshot.
 
@@ -249,6 +258,8 @@ class Edge:
         transport.on_pause = session.paused
         transport.on_resume = session.flush
         session.on_close = self._closed
+        if admission is not None:
+            self.access.attach(session, admission)
         self.counters["opened_" + session.kind] += 1
         if wants_status:
             session.send_message(self.node.upstream_status())
@@ -261,6 +272,9 @@ class Edge:
     def apply(self, session: Session, outcome: OpOutcome) -> None:
         if outcome.close is not None:
             self.drop(session, outcome.close)
+            return
+        if outcome.token is not None:
+            self.access.on_token(session, outcome.token_op, outcome.token, outcome.op_id)
             return
         if outcome.unsubscribe:
             self.unsubscribe(session, outcome.unsubscribe)
@@ -323,6 +337,7 @@ class Edge:
         """Forget a client whose connection has ended, however it ended."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self.access.detach(session)
         self.unsubscribe(session, list(session.symbols))
         ip = self._session_ip.pop(session.id, "")
         seconds = time.monotonic() - session.opened_at  # the clock the edge gave it
@@ -517,6 +532,7 @@ class Edge:
         turn = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self.access.sweep()
             now = time.monotonic()
             turn = (turn + 1) % slices
             for session in tuple(self.sessions.values()):
@@ -573,6 +589,7 @@ class Edge:
             "conflated": self.conflated_total(),
             "trades_dropped": self.dropped_total(),
             "closes": dict(self.closes),
+            "auth": self.access.status(),
         }
 
 
@@ -608,34 +625,3 @@ class WriteCoalescer:
 
 def _heartbeat_bytes(session: Session) -> bytes:
     return _HEARTBEAT_CHUNK if session.fmt == "sse_chunk" else _HEARTBEAT
-
-
-def same_origin(origin: str, host: str | None) -> bool:
-    """Whether ``origin`` (``http://h:p``) names ``host`` (``h:p``, the request's Host).
-
-    A browser sends the Host of the URL it opened, so a page served by this server at
-    its own address connects with an Origin naming that Host. A scheme's default port
-    may be left out of either (RFC 6454 §6.2 drops it from the Origin).
-    """
-    if not host:
-        return False
-    scheme, sep, rest = origin.partition("://")
-    default = {"http": "80", "https": "443"}.get(scheme.lower())
-    if not sep or default is None:
-        return False  # "null" (a file or a sandbox), or not a web origin at all
-    return _host_port(rest, default) == _host_port(host, default)
-
-
-def _host_port(authority: str, default_port: str) -> str:
-    authority = authority.lower()
-    # "[::1]" and "example.com" carry no port; "[::1]:80" and "example.com:80" do.
-    if authority.endswith("]") or ":" not in authority:
-        return f"{authority}:{default_port}"
-    return authority
-
-
-def _token_ok(token: str, request: ClientRequest) -> bool:
-    offered = request.token_param
-    if request.authorization and request.authorization.lower().startswith("bearer "):
-        offered = request.authorization[7:].strip()
-    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())

@@ -75,6 +75,10 @@ class OpOutcome:
     subscribe: list[str] = field(default_factory=list)
     unsubscribe: list[str] = field(default_factory=list)
     close: CloseReason | None = None
+    # An ``auth`` or ``refresh`` op: its token, for the edge to check (``Access``).
+    token: str | None = None
+    token_op: str = ""
+    op_id: object = None
 
 
 class OpError(Exception):

@@ -34,6 +34,7 @@ from tickcast.edge.contracts import (
 )
 from tickcast.edge.heldbook import HeldDepth
 from tickcast.edge.ops import OpOutcome, OpRateLimit
+from tickcast.edge.tokens import Grant
 from tickcast.edge.wire import Wire, WireFormat, encode_message
 from tickcast.errors import CloseReason
 from tickcast.messages.book import Depth
@@ -86,12 +87,14 @@ class Session(ClientOps):
         "_stuck_since",
         "_throttle",
         "_trades",
+        "awaiting_auth",
         "closed",
         "conflated",
         "delivered",
         "direct",
         "dropped",
         "fmt",
+        "grant",
         "id",
         "kind",
         "limits",
@@ -126,6 +129,10 @@ class Session(ClientOps):
         self.limits = limits
         self.symbols: set[str] = set()
         self.wants_status = wants_status
+        # What the connection's token grants (None: no token, or the shared one), and
+        # whether it still owes an ``auth`` op (see ``tickcast.edge.access``).
+        self.grant: Grant | None = None
+        self.awaiting_auth = False
         self.closed: CloseReason | None = None
         # Told of every close, whoever decided it (the edge counts them by reason).
         self.on_close: Callable[[Session, CloseReason], None] | None = None

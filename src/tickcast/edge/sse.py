@@ -21,6 +21,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tickcast.edge.access import Admission
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION
 from tickcast.edge.ops import unknown_errors
@@ -34,8 +35,9 @@ from tickcast.edge.resume import (
 from tickcast.edge.session import Session, Transport
 from tickcast.edge.transport import QueuedTransport
 from tickcast.edge.wire import WireFormat, encode_market, http_chunk, sse_event
-from tickcast.errors import CloseReason
+from tickcast.errors import CloseReason, ErrorCode
 from tickcast.messages.message import Message
+from tickcast.messages.stream import stream_name
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -92,6 +94,21 @@ def unknown_event(unknown: list[str]) -> bytes:
     return b"".join(sse_event("error", orjson.dumps(e)) for e in unknown_errors(unknown))
 
 
+def forbidden_event(forbidden: list[str]) -> bytes:
+    """The ``event: error`` naming streams asked for that the token does not allow: the
+    body of the ``/ws`` error reply to the same request."""
+    if not forbidden:
+        return b""
+    names = [stream_name(k) for k in forbidden]
+    error = {
+        "type": "error",
+        "code": ErrorCode.FORBIDDEN.value,
+        "message": f"not allowed by your token: {', '.join(names)}",
+        "streams": names,
+    }
+    return sse_event("error", orjson.dumps(error))
+
+
 class EventStream(Response):
     """The streaming response of one SSE client."""
 
@@ -105,9 +122,13 @@ class EventStream(Response):
         last_event_id: ResumePoint | None,
         throttle_ms: float,
         unknown: list[str] | None = None,
+        forbidden: list[str] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__()
         self.unknown = unknown or []
+        self.forbidden = forbidden or []
+        self.admission = admission
         self.edge = edge
         self.client = request
         self.symbols = symbols
@@ -136,7 +157,8 @@ class EventStream(Response):
 
     def _open(self, transport: Transport) -> Session:
         # No await between the opening and the registration: no tick can fall between.
-        start = opening(self.edge, self.symbols, self.last_event_id, unknown_event(self.unknown))
+        notices = unknown_event(self.unknown) + forbidden_event(self.forbidden)
+        start = opening(self.edge, self.symbols, self.last_event_id, notices)
         transport.write(_framed(transport.wire_format, start.head))
         session = self.edge.open(
             transport,
@@ -146,6 +168,7 @@ class EventStream(Response):
             wants_status=True,
             snapshot=False,
             replay=start.replay,
+            admission=self.admission,
         )
         session.sent_now(start.sent)
         return session

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.types import Message
 
+from tickcast.edge.access import Admission
 from tickcast.edge.fanout import ClientRequest, Edge
 from tickcast.edge.fastpath import EXTENSION, RawWebSocket
 from tickcast.edge.resume import parse_event_id
@@ -61,21 +62,23 @@ def parse_throttle(value: str | None) -> float:
 
 async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
     """One client connection, for its whole life (called by ``TickcastApp``, not routed)."""
-    denial = edge.admit(client_request(websocket))
-    if denial is not None:
-        await _deny(websocket, denial.status, denial.code, denial.message)
+    # A browser cannot set headers on a WebSocket: without a token here, the client has
+    # a few seconds to send an ``auth`` op (SPEC §10).
+    admission = edge.admission(client_request(websocket), may_wait=True)
+    if admission.denial is not None:
+        await _deny(websocket, admission.denial.status, admission.denial.body())
         return
     try:
         throttle_ms = parse_throttle(websocket.query_params.get("throttle_ms"))
     except ValueError as exc:
         # The same status and body as /sse gives a bad parameter.
-        await _deny(websocket, 422, "invalid_request", str(exc))
+        await _deny(websocket, 422, {"error": "invalid_request", "message": str(exc)})
         return
     await websocket.accept()
     raw = websocket.scope.get("extensions", {}).get(EXTENSION)
     if raw is not None:
         raw_ws: RawWebSocket = raw["transport"]
-        session = _open(edge, websocket, raw_ws, throttle_ms)
+        session = _open(edge, websocket, raw_ws, throttle_ms, admission)
         _forget_request(websocket)
         # Nothing below needs the request object (about 450 bytes a client): the
         # connection lives on in its protocol and its session.
@@ -89,7 +92,7 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
         return
     transport = _queued(websocket)
     async with transport.running():
-        session = _open(edge, websocket, transport, throttle_ms)
+        session = _open(edge, websocket, transport, throttle_ms, admission)
         try:
             # A client the server closes (a slow one) may never send its close reply,
             # nor anything else: the closed transport ends the endpoint too.
@@ -98,8 +101,7 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
             edge.detach(session)
 
 
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    body = {"error": code, "message": message}
+async def _deny(websocket: WebSocket, status: int, body: dict[str, object]) -> None:
     await websocket.send_denial_response(JSONResponse(body, status_code=status))
 
 
@@ -108,30 +110,42 @@ def _open(
     websocket: WebSocket,
     transport: RawWebSocket | QueuedTransport,
     throttle_ms: float,
+    admission: Admission,
 ) -> Session:
     params = websocket.query_params
     requested = parse_symbols(params.get("symbols"), params.get("streams"))
     wants_status = params.get("status") in ("1", "true", "yes")
+    listed = "streams" if params.get("streams") is not None else "symbols"
+    resume = parse_event_id(params.get("last_event_id"))
     session = edge.open(
         transport,
         client_request(websocket).ip,
         [],
         throttle_ms=throttle_ms,
         wants_status=wants_status,
+        admission=admission,
     )
-    # The subscribe op's rule: unknown names are reported in one error and the served
-    # ones subscribed; more than max_subscriptions subscribes none (an error says so).
-    symbols = list(edge.settings.named_symbols) if requested is None else session.choose(requested)
-    if requested is not None and symbols and wants_status:
-        # Answered like a subscribe op with no id, to a client that asked for control
-        # messages: one that did not (a page written for the seed server) gets ticks only.
-        listed = "streams" if params.get("streams") is not None else "symbols"
-        session.ack(None, "subscribe", symbols, listed)
-    resume = parse_event_id(params.get("last_event_id"))
-    if resume is None:
-        edge.subscribe(session, symbols)
-    else:
-        edge.resume(session, symbols, resume)
+
+    def start() -> None:
+        # The subscribe op's rule: unknown names are reported in one error and the served
+        # ones subscribed, as are names the token does not allow (``forbidden``); more
+        # than max_subscriptions subscribes none (an error says so).
+        if requested is None:
+            symbols = [s for s in edge.settings.named_symbols if session.may(s)]
+        else:
+            symbols = session.choose(requested)
+        if requested is not None and symbols and session.wants_status:
+            # Answered like a subscribe op with no id, to a client that asked for control
+            # messages: one that did not (a page written for the seed server) gets ticks only.
+            session.ack(None, "subscribe", symbols, listed)
+        # A resume replays the allowed streams only: the others were never subscribed.
+        if resume is None:
+            edge.subscribe(session, symbols)
+        else:
+            edge.resume(session, symbols, resume)
+
+    # Now, or once the client's ``auth`` op is accepted.
+    edge.access.when_granted(session, start)
     return session
 
 

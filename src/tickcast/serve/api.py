@@ -47,6 +47,7 @@ from tickcast.serve.openapi import (
     description,
 )
 from tickcast.serve.prices import Prices
+from tickcast.serve.readguard import ReadGuard
 from tickcast.settings import Settings
 from tickcast.upstream.normalize import wall_ms
 
@@ -199,6 +200,8 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
     app.state.node = node
     app.state.edge = edge
     app.state.settings = settings
+    if settings.jwt_rest:
+        app.add_middleware(ReadGuard, access=edge.access)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -311,14 +314,25 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
         last_event_id: str | None = None,
     ) -> Response:
         client = client_request(request)
-        denial = edge.admit(client)
-        if denial is not None:
-            return error_response(denial.status, denial.code, denial.message)
+        admission = edge.admission(client)
+        if (denial := admission.denial) is not None:
+            return JSONResponse(denial.body(), status_code=denial.status)
         asked = parse_symbols(symbols, streams)
         names = settings.named_symbols if asked is None else asked
         # SPEC §6's partial subscribe, as on /ws: the served symbols stream and the others
         # are reported in an ``event: error``; only a request serving nothing is refused.
+        # So are the streams the token does not allow (SPEC §10), except that no names
+        # asked means those the token allows.
         wanted, unknown = resolve(names, edge.served)
+        grant, forbidden = admission.grant, list[str]()
+        if grant is not None and grant.scope is not None:
+            wanted, forbidden = grant.scope.split(wanted)
+            forbidden = forbidden if asked is not None else []
+        if forbidden and not wanted:
+            edge.access.refused["forbidden_stream"] += 1
+            message = "your token allows none of these streams"
+            body = {"error": "forbidden", "reason": "forbidden_stream", "message": message}
+            return JSONResponse(body, status_code=403)
         if unknown and not wanted:
             listed = ", ".join(unknown)
             if all("@" in n or n.startswith("!") for n in unknown):
@@ -326,13 +340,17 @@ def create_app(settings: Settings, node: Node | None = None) -> TickcastApp:
                 return error_response(404, "unknown_stream", message)
             message = f"none of these symbols is served here: {listed}; see /symbols"
             return error_response(404, "unknown_symbol", message)
-        if asked is not None and len(wanted) > settings.max_subscriptions:
-            limit = settings.max_subscriptions
+        limit = settings.max_subscriptions
+        if grant is not None:
+            limit = grant.subscription_limit(limit)
+        if asked is not None and len(wanted) > limit:
             return error_response(
                 400, "too_many_subscriptions", f"at most {limit} streams per client"
             )
         resume = parse_last_event_id(request.headers.get("last-event-id") or last_event_id)
-        return EventStream(edge, client, wanted, resume, max(0.0, throttle_ms), unknown)
+        return EventStream(
+            edge, client, wanted, resume, max(0.0, throttle_ms), unknown, forbidden, admission
+        )
 
     # A WebSocket upgrade of /ws never gets here (TickcastApp sends it to its endpoint):
     # this is a plain HTTP request of it, a client that forgot to upgrade.

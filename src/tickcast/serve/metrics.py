@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from tickcast import __version__
 from tickcast.edge.fanout import Edge
+from tickcast.edge.tokens import Refusal
 from tickcast.messages.message import Message
 from tickcast.messages.tick import SourceLabel, Tick
 from tickcast.node import Node
@@ -99,6 +100,14 @@ class _StateCollector(Collector):
         for reason in ("timeout", "too_large", "per_ip"):
             refused.add_metric([reason], float(edge.guard.refused[reason]))
         yield refused
+        auth = CounterMetricFamily(
+            "tickcast_auth_refused",
+            "Tokens refused (at the handshake, or in an auth or refresh op), by reason",
+            labels=["reason"],
+        )
+        for reason in Refusal:
+            auth.add_metric([reason.value], float(edge.access.refused[reason.value]))
+        yield auth
         yield GaugeMetricFamily(
             "tickcast_handshakes_in_progress",
             "Connections whose request head is still arriving",

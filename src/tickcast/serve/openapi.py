@@ -46,6 +46,8 @@ Client ops, each a JSON text message:
 | unsubscribe | `{{"op":"unsubscribe","symbols":["ETHUSDT"],"id":2}}` | `ack` |
 | list | `{{"op":"list","id":3}}` | `ack` with the current symbols |
 | ping | `{{"op":"ping"}}` | `{{"type":"pong"}}` |
+| auth | `{{"op":"auth","token":"T"}}` | `ack` (the first op, within 5 s) |
+| refresh | `{{"op":"refresh","token":"T"}}` | `ack` with the new `expires_at` |
 
 An ack: `{{"type":"ack","id":1,"op":"subscribe","symbols":["ETHUSDT"]}}`. Errors are
 replies, not closes: `{{"type":"error","id":1,"code":"...","message":"..."}}` with code
@@ -59,6 +61,9 @@ sent an op, `{{"type":"status","upstream":...}}` when the upstream state changes
 `status=1&symbols=...`, the connect's own ack `{{"type":"ack","op":"subscribe",
 "symbols":[...]}}` (no `id`) before the snapshot. A client that passes no `status=1` and
 sends nothing receives ticks only (and the `unknown_symbol` error its `symbols=` earns).
+With per-client tokens (JWT), a stream the token does not allow gets a `forbidden` error
+and the allowed ones are subscribed; 30 s before the token expires the client gets
+`{{"type":"token_expiring","in_ms":...}}`, and without a `refresh` is closed with 4001.
 Under `throttle_ms` the snapshot counts as a symbol's send. A plain HTTP `GET /ws` (no
 upgrade) gets 426 `upgrade_required` with `Upgrade: websocket`.
 

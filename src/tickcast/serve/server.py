@@ -62,7 +62,8 @@ def run_server(settings: Settings, *, reuse_port: bool = False) -> int:
     # The token arrives in request targets (?token=) that uvicorn logs: keep it out. The
     # workers of --workers share one stderr: each of their lines names its node.
     node = settings.node_id if reuse_port else None
-    configure_logging(settings.log_format, settings.log_level, secrets=[settings.token], node=node)
+    secrets = [settings.token, settings.jwt_secret]
+    configure_logging(settings.log_format, settings.log_level, secrets=secrets, node=node)
     try:
         listener = bind_listener(settings.host, settings.port, reuse_port=reuse_port)
     except BindError as exc:

@@ -167,7 +167,9 @@ def workers_problem(settings: Settings) -> str | None:
 
 def run_workers(settings: Settings) -> int:
     """Run ``settings.workers`` workers until SIGINT/SIGTERM; returns the exit status."""
-    configure_logging(settings.log_format, settings.log_level, secrets=[settings.token])
+    configure_logging(
+        settings.log_format, settings.log_level, secrets=[settings.token, settings.jwt_secret]
+    )
     try:
         reserved = bind_listener(settings.host, settings.port, reuse_port=True)
     except BindError as exc:

@@ -130,7 +130,7 @@
 
   function fetchJson(url) {
     // The server's JSON error says why (a symbol whose candles it does not carry).
-    return fetch(url).then(function (response) {
+    return core.restFetch(url).then(function (response) {
       return response.json().catch(function () {
         return null;
       }).then(function (body) {

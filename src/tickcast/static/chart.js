@@ -87,7 +87,7 @@
     const id = ++chart.loadId;
     const url = core.serverBase().http + "/history/" + encodeURIComponent(symbol) +
       core.queryString({ limit: HISTORY_LIMIT });
-    fetch(url)
+    core.restFetch(url)
       .then(function (response) {
         if (!response.ok) {
           throw new Error("HTTP " + response.status);

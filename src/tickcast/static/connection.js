@@ -342,7 +342,7 @@
   }
 
   function fetchSymbols() {
-    return fetch(core.serverBase().http + "/symbols")
+    return core.restFetch(core.serverBase().http + "/symbols")
       .then(function (response) {
         return response.ok ? response.json() : null;
       })
@@ -383,6 +383,7 @@
     kline: applyKline,
     book: applyBook,
     gap: applyGap,
+    token_expiring: applyTokenExpiring,
   };
 
   function dispatch(message) {
@@ -579,6 +580,29 @@
     } else {
       statusView.showError("Server error: " + reason);
     }
+  }
+
+  function applyTokenExpiring(message) {
+    // A page that embeds the dashboard may hand over fresh tokens: window.tickcastRenewToken,
+    // a function returning a token (or a promise of one) for the same subject.
+    const renew = window.tickcastRenewToken;
+    const ws = state.ws;
+    if (typeof renew === "function" && ws) {
+      Promise.resolve()
+        .then(renew)
+        .then(function (token) {
+          if (typeof token === "string" && token && state.ws === ws) {
+            state.token = token; // reconnects use it too
+            ws.send(JSON.stringify({ op: "refresh", token: token }));
+          }
+        })
+        .catch(function () {});
+      return;
+    }
+    const seconds = Math.max(0, Math.round((toNumber(message.in_ms) || 0) / 1000));
+    statusView.showError(
+      "The access token expires in " + seconds + " s: open this page again with a new ?token=."
+    );
   }
 
   function applyReset(reset) {

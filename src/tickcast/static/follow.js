@@ -110,7 +110,7 @@
   }
 
   function fetchStreams() {
-    return fetch(core.serverBase().http + "/streams")
+    return core.restFetch(core.serverBase().http + "/streams")
       .then(function (response) {
         if (response.status === 404) {
           return { streams: [] }; // a server of tickers only

@@ -89,7 +89,7 @@
     const id = ++book.loadId;
     const url = core.serverBase().http + "/book/" + encodeURIComponent(symbol) +
       core.queryString({ limit: LEVELS });
-    fetch(url)
+    core.restFetch(url)
       .then(function (response) {
         return response.json().catch(function () {
           return null;

@@ -271,8 +271,18 @@ window.tickcast = {
     return text ? "?" + text : "";
   }
 
+  // REST reads carry the page's token, for a server that requires one on REST too
+  // (TICKCAST_JWT_REST); a header, so the token stays out of URLs and their logs.
+  function restFetch(url) {
+    if (!state.token) {
+      return fetch(url);
+    }
+    return fetch(url, { headers: { Authorization: "Bearer " + state.token } });
+  }
+
   Object.assign(tc.core, {
     state: state,
+    restFetch: restFetch,
     SYMBOL_PATTERN: SYMBOL_PATTERN,
     loadPrefs: loadPrefs,
     savePrefs: savePrefs,

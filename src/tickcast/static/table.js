@@ -119,7 +119,7 @@
 
   function checkSymbolServed(symbol) {
     const url = core.serverBase().http + "/price" + core.queryString({ symbol: symbol });
-    return fetch(url)
+    return core.restFetch(url)
       .then(function (response) {
         return response.status !== 404;
       })

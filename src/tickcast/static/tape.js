@@ -46,7 +46,7 @@
     const id = ++tape.loadId;
     const url = core.serverBase().http + "/trades/" + encodeURIComponent(symbol) +
       core.queryString({ limit: TAPE_ROWS });
-    fetch(url)
+    core.restFetch(url)
       .then(function (response) {
         return response.json().catch(function () {
           return null;

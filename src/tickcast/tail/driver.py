@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import IO, Final
 
 import httpx
+import orjson
 import rich.console
 from rich.live import Live
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
@@ -46,6 +48,9 @@ from tickcast.tail.table import TailState
 from tickcast.tail.view import ConnectionState, OutputFormat, TailView
 from tickcast.upstream.pacing import Backoff
 
+# A token, or where to read the current one (a file a renewer rewrites, say).
+Token = str | Callable[[], str | None] | None
+
 REPAINT_SECONDS: Final = 0.25
 
 # What a lost or refused connection raises; anything else is a bug and propagates.
@@ -59,7 +64,7 @@ async def run_tail(
     symbols: list[str],
     use_sse: bool,
     *,
-    token: str | None = None,
+    token: Token = None,
     output: OutputFormat = OutputFormat.TABLE,
     console: rich.console.Console | None = None,
     out: IO[str] | None = None,
@@ -96,7 +101,7 @@ async def _run_table(
     symbols: list[str],
     state: TailState,
     use_sse: bool,
-    token: str | None,
+    token: Token,
     console: rich.console.Console | None,
     err: IO[str] | None,
     max_seconds: float | None,
@@ -139,19 +144,28 @@ class _Driver:
     """The reconnect loop around one WebSocket or SSE connection at a time."""
 
     def __init__(
-        self, url: str, symbols: list[str], use_sse: bool, token: str | None, view: TailView
+        self, url: str, symbols: list[str], use_sse: bool, token: Token, view: TailView
     ) -> None:
         self.base = url
         self.where = server_label(url)
         self.subscription = Subscription(symbols, self.where)
         self.use_sse = use_sse
         self.view = view
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # A token that can change (read from a file each time) is sent again when the
+        # server says the one in use is expiring.
+        self._token: Callable[[], str | None] = token if callable(token) else lambda: token
+        self._sent_token: str | None = None
         # The same full-jitter backoff as the upstream client, from 1 s up to 30 s.
         self.backoff = Backoff(initial=1.0, maximum=30.0)
         self.sse = SseParser()
         self._connected = False
         self.ended: Problem | None = None  # why the tail gave up, when it did
+
+    @property
+    def headers(self) -> dict[str, str]:
+        token = self._token()
+        self._sent_token = token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
     def url(self) -> str:
@@ -256,7 +270,11 @@ class _Driver:
             ) as ws:
                 self._connect()
                 async for raw in ws:
-                    ended = await self._deliver(decode_message(raw))
+                    message = decode_message(raw)
+                    if message is not None and message.get("type") == "token_expiring":
+                        await self._refresh(ws, message)
+                        continue
+                    ended = await self._deliver(message)
                     if ended is not None:
                         return ended
         except InvalidStatus as exc:
@@ -264,6 +282,17 @@ class _Driver:
             raise ServerRefused(response.status_code, bytes(response.body or b"")) from exc
         detail = close_detail(ws.close_code, ws.close_reason or "")
         return Problem(f"{self.where} closed the connection{detail}")
+
+    async def _refresh(self, ws: ClientConnection, message: dict[str, object]) -> None:
+        """Send the token source's current token, when it is a new one (SPEC §10)."""
+        token = self._token()
+        if token and token != self._sent_token:
+            self._sent_token = token
+            await ws.send(orjson.dumps({"op": "refresh", "token": token}).decode())
+            return
+        in_ms = message.get("in_ms")
+        seconds = round(in_ms / 1000) if isinstance(in_ms, int | float) else "a few"
+        self.view.note(f"{self.where}: the token expires in {seconds} s and there is no new one")
 
     async def _follow_sse(self) -> Problem | None:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
