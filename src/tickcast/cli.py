@@ -296,6 +296,12 @@ def build_parser() -> CommandParser:
         "checked against the server's at the end",
     )
     bench.add_argument(
+        "--stream-kinds",
+        default=None,
+        help="TICKCAST_STREAM_KINDS of the server, e.g. '' for the tickers alone (default: "
+        "the server's); with --symbols above 10 they are carried for the first ten",
+    )
+    bench.add_argument(
         "--every-market",
         action="store_true",
         help="the server serves --symbols * (every symbol the simulator lists) instead of "
@@ -877,6 +883,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         transport=args.transport,
         deflate=args.deflate,
         every_market=args.every_market,
+        stream_kinds=args.stream_kinds,
         tokens=args.tokens,
         compare=tuple(args.compare),
         redis=args.redis,

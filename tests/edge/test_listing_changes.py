@@ -107,3 +107,23 @@ async def test_every_tickers_stream_leaves_out_what_is_not_served(edge: Edge) ->
     await asyncio.sleep(0)
     sent = [[t["symbol"] for t in m["ticks"]] for m in client.messages() if m["type"] == "tickers"]  # type: ignore[union-attr]
     assert sent == [["BTCUSDT"], ["BTCUSDT"]]
+
+
+async def test_a_tickers_client_joining_mid_batch_gets_each_tick_once(edge: Edge) -> None:
+    """A client that subscribes to ``!tickers`` while a batch is being gathered gets the
+    batch's ticks in its snapshot, not a second time in the batch; the clients already
+    there get the batch."""
+    node = node_of(edge)
+    before = RecordingTransport()
+    edge.open(before, "10.0.0.1", ["!tickers"])
+    tick = Tick(symbol="BTCUSDT", seq=7, timestamp_ms=7, source="sim", last_price="1")
+    node.hub.publish(tick)  # gathered for this step's batch, sent at its end
+    joiner = RecordingTransport()
+    edge.open(joiner, "10.0.0.2", ["!tickers"])
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+    def seqs(transport: RecordingTransport) -> list[object]:
+        return [t["seq"] for m in transport.messages() for t in m.get("ticks", [])]  # type: ignore[union-attr]
+
+    assert seqs(joiner) == [7] and seqs(before) == [7]

@@ -53,6 +53,9 @@ class BenchConfig:
     transport: Literal["ws", "sse"] = "ws"
     deflate: bool = False  # the clients offer permessage-deflate
     every_market: bool = False  # the server serves ``*``: the simulator's whole listing
+    # TICKCAST_STREAM_KINDS of the server (None: its default); with --symbols above 10 the
+    # trades, candles and books are carried for the first ten alone, as ``*`` does.
+    stream_kinds: str | None = None
     tokens: bool = False  # the clients connect with a JWT, verified at each handshake
     compare: tuple[str, ...] = ()
     redis: bool = False
@@ -95,6 +98,8 @@ class BenchConfig:
             out.append("--grace must be 0 or more")
         if self.warmup < 0 or self.connect_batch < 1 or self.connect_timeout <= 0:
             out.append("--warmup, --connect-batch and --connect-timeout must be positive")
+        if self.stream_kinds is not None and (self.trades or self.books):
+            out.append(f"--stream-kinds is for the tickers: --streams {self.streams} sets them")
         if self.streams == "tickers" and self.compare:
             out.append("--streams tickers (the !tickers stream) has no baseline to --compare")
         return out + self._trade_problems() + self._book_problems()

@@ -32,6 +32,7 @@ from tickcast.bench.processes import (
     tickcast_command,
 )
 from tickcast.bench.report import STALL_RCVBUF, CpuSample, Measurements, Phase
+from tickcast.settings import DEFAULT_SYMBOLS, Settings
 
 READY_TIMEOUT = 30.0
 
@@ -102,8 +103,20 @@ class Run:
             }
             if c.flush_ms is not None:
                 env["TICKCAST_FLUSH_MS"] = str(c.flush_ms)
+            line = len(self.target_path()) + 64
+            if line > Settings.model_fields["max_header_line_bytes"].default:
+                # Thousands of symbols named in the request line, one by one.
+                env["TICKCAST_MAX_HEADER_LINE_BYTES"] = str(line)
+                env["TICKCAST_MAX_HEADER_BYTES"] = str(line + 8192)
+                # The WebSocket handshake's own parser has a line limit of its own.
+                env["WEBSOCKETS_MAX_LINE_LENGTH"] = str(line)
             if self.jwt_secret:
                 env["TICKCAST_JWT_SECRET"] = self.jwt_secret
+            if c.stream_kinds is not None:
+                env["TICKCAST_STREAM_KINDS"] = c.stream_kinds
+            if c.symbols > len(DEFAULT_SYMBOLS) and not (c.trades or c.books):
+                # Trades, candles and books of the first ten only, named or ``*``.
+                env["TICKCAST_STREAM_SYMBOLS"] = ",".join(self.symbols[: len(DEFAULT_SYMBOLS)])
             if c.trades:
                 # The trades and nothing else beside the ticker, as raw relays them.
                 env["TICKCAST_STREAM_KINDS"] = "trades"
@@ -127,19 +140,24 @@ class Run:
         self.children.append(child)
         return child, port
 
-    def start_workers(self, ports: list[int]) -> None:
-        """The load generators; with several server ports (``--nodes``), worker ``i``
-        connects to port ``i mod len(ports)``, splitting the clients evenly."""
+    def target_path(self) -> str:
+        """What each client asks for: its path and query."""
         c = self.config
-        context = multiprocessing.get_context("spawn")
         if c.streams == "tickers":
             query = "streams=!tickers"
         elif c.trades or c.books:
             query = "streams=" + ",".join(f"{symbol}@{c.streams}" for symbol in self.symbols)
         else:
             query = "symbols=" + ",".join(self.symbols)
+        return f"/{c.transport}?{query}"
+
+    def start_workers(self, ports: list[int]) -> None:
+        """The load generators; with several server ports (``--nodes``), worker ``i``
+        connects to port ``i mod len(ports)``, splitting the clients evenly."""
+        c = self.config
+        context = multiprocessing.get_context("spawn")
         tokens = self.jwt_secret and self.target in ("tickcast", *ON_REDIS)
-        target = f"/{c.transport}?{query}"
+        target = self.target_path()
         for index in range(c.loadgen_procs):
             spec = LoadSpec(
                 host=HOST,

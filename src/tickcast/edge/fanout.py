@@ -289,6 +289,11 @@ class Edge:
         for key in keys:
             if key in session.symbols or key not in self.served:
                 continue
+            if key == ALL_TICKERS and self._tickers_batch:
+                # The ticks of this step are in the hub's latest, so in the snapshot below:
+                # the clients already subscribed get them now, the new one with its snapshot
+                # alone (not twice).
+                self._send_tickers()
             session.symbols.add(key)
             self._by_key[key].setdefault(session.fmt, {})[session.id] = session
             message = latest_of(hub, key, self.served) if snapshot else None
