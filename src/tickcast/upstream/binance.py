@@ -246,11 +246,22 @@ class BinanceClient:
                 conn.last_data = time.monotonic()
                 if not conn.first_data.is_set():
                     conn.first_data.set()
-                market: MarketEvent = (
-                    replace(event, history=conn.history, checked=False)
-                    if type(event) is DepthEvent  # checked as it was parsed
-                    else replace(event, history=conn.history)
-                )
+                market: MarketEvent
+                if type(event) is Update:
+                    # Built directly: the common case (every ticker), where the generic
+                    # ``replace`` was a tenth of the cost of parsing the frame.
+                    market = Update(
+                        event.symbol,
+                        event.kind,
+                        event.order,
+                        event.event_time_ms,
+                        event.values,
+                        conn.history,
+                    )
+                elif type(event) is DepthEvent:  # checked as it was parsed
+                    market = replace(event, history=conn.history, checked=False)
+                else:
+                    market = replace(event, history=conn.history)
                 self._guarded("sink_error", self._on_update, market)
             elif isinstance(event, ServerShutdown):
                 self.counters["server_shutdowns"] += 1
