@@ -242,6 +242,16 @@ async def test_a_slow_depth_client_builds_the_same_book(tmp_path: Path) -> None:
                 ws.close()
 
 
+def whole_again(got: list[dict[str, Any]]) -> bool:
+    """A ``status`` came, then a whole book of the depth stream, then a diff."""
+    kinds = [(m["type"], m.get("stream")) for m in got]
+    told = next((i for i, (kind, _) in enumerate(kinds) if kind == "status"), None)
+    if told is None or ("book", "BTCUSDT@depth") not in kinds[told:]:
+        return False
+    fresh = kinds.index(("book", "BTCUSDT@depth"), told)
+    return any(kind == "depth" for kind, _ in kinds[fresh:])
+
+
 async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Path) -> None:
     """A gap on BTCUSDT while the exchange's REST is down: /book answers 503 naming the
     state, the book's stream clients get a ``status`` (and no book or diff of it) until
@@ -254,10 +264,16 @@ async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Pa
             try:
                 got: list[dict[str, Any]] = []
 
-                async def read_for(seconds: float) -> None:
+                async def read_for(seconds: float, until: Any = None) -> None:
+                    """Read for ``seconds``, then on until ``until(got)`` holds (at most
+                    20 s more): the resync waits for the REST, however long that takes
+                    on a busy machine, and the client hears nothing meanwhile."""
                     deadline = time.monotonic() + seconds
-                    while time.monotonic() < deadline:
-                        frame = await ws.next_frame(timeout=5)
+                    longest = deadline + 20
+                    while time.monotonic() < deadline or (
+                        until is not None and not until(got) and time.monotonic() < longest
+                    ):
+                        frame = await ws.next_frame(timeout=max(0.1, longest - time.monotonic()))
                         assert frame is not None
                         got.append(orjson.loads(frame.data))
 
@@ -274,7 +290,7 @@ async def test_a_broken_book_is_not_served_and_its_clients_are_told(tmp_path: Pa
                 assert answer.json()["state"] == "broken"
                 assert answer.json()["error"] == "book_broken"
                 assert (await http.get(f"{server.base}/book/ETHUSDT")).status_code == 200
-                await read_for(4.0)
+                await read_for(4.0, until=whole_again)
             finally:
                 ws.close()
             await eventually(lambda: all_synced(server), timeout=10)
