@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -181,6 +181,16 @@ async def wait_ready_async(node: ServerProcess, timeout: float = 30) -> None:
                     return
             await asyncio.sleep(0.1)
     raise TimeoutError(node.log())
+
+
+def wait_until(check: Callable[[], object], timeout: float = 15.0, interval: float = 0.1) -> None:
+    """Block until ``check()`` is truthy (for tests that drive servers by plain HTTP)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 async def eventually(check: object, timeout: float = 10.0, interval: float = 0.05) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .redis_support import RedisServer, running_redis
-from .support import ServerProcess, sim_exchange
+from .support import ServerProcess, sim_exchange, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,6 @@ def symbols(server: ServerProcess) -> list[str]:
     return listed
 
 
-def wait_for(check: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 def test_every_node_serves_every_market_and_a_late_node_has_it_at_once(
     tmp_path: Path,
 ) -> None:
@@ -61,9 +52,9 @@ def test_every_node_serves_every_market_and_a_late_node_has_it_at_once(
         late: ServerProcess | None = None
         try:
             leader.wait_ready("/price", timeout=30)
-            wait_for(lambda: len(symbols(leader)) > COUNT * 0.95, timeout=30)
+            wait_until(lambda: len(symbols(leader)) > COUNT * 0.95, timeout=30)
             listed = symbols(leader)
-            wait_for(lambda: len(leader.get("/prices").json()) >= len(listed) - 5, timeout=20)
+            wait_until(lambda: len(leader.get("/prices").json()) >= len(listed) - 5, timeout=20)
             late = node(tmp_path, redis, port, 1, "edge")
             late.wait_ready("/prices", timeout=30)
             assert symbols(late) == listed
@@ -77,8 +68,8 @@ def test_every_node_serves_every_market_and_a_late_node_has_it_at_once(
                 f"http://127.0.0.1:{port}/_sim/listing?symbol={gone}&status=BREAK", timeout=5
             )
             assert answer.status_code == 200
-            wait_for(lambda: gone not in symbols(leader), timeout=15)
-            wait_for(lambda: gone not in symbols(late), timeout=15)
+            wait_until(lambda: gone not in symbols(leader), timeout=15)
+            wait_until(lambda: gone not in symbols(late), timeout=15)
         finally:
             for server in (late, leader):
                 if server is not None:

@@ -35,6 +35,7 @@ from .support import (
     require_program,
     running_server,
     sim_exchange,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -483,16 +484,19 @@ def test_a_client_token_connects_says_when_it_expires_and_is_renewed_by_the_page
     # REST needs the token too: the page's reads (symbols, prices, candles) carry it.
     env["TICKCAST_JWT_REST"] = "1"
     with running_server(tmp_path, ["--source", "sim"], env, ready="/healthz") as server:
-        short = hs256({"sub": "alice", "exp": int(time.time()) + 4})
+        fresh = hs256({"sub": "alice", "exp": int(time.time()) + 3600})
+        # Data first (a page's reads during a slow start would outlive its short token).
+        headers = {"Authorization": f"Bearer {fresh}"}
+        wait_until(lambda: server.get("/price", headers=headers).status_code == 200, 20)
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 6})
         with open_page(browser) as page:
             load(page, server.base + "/?token=" + short)
             expect(page.locator("#error")).to_contain_text("expires in", timeout=5_000)
-        fresh = hs256({"sub": "alice", "exp": int(time.time()) + 3600})
-        short = hs256({"sub": "alice", "exp": int(time.time()) + 4})
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 6})
         with open_page(browser) as page:
             page.add_init_script(f"window.tickcastRenewToken = () => {json.dumps(fresh)};")
             load(page, server.base + "/?token=" + short)
-            page.wait_for_timeout(5_000)
+            page.wait_for_timeout(7_000)
             expect(page.locator("#conn-state")).to_have_text("connected")
             expect(page.locator("#error")).not_to_contain_text("expire")
         closes = server.status()["edge"]["closes"]  # type: ignore[index]

@@ -6,7 +6,6 @@ start leaves the named symbols served, and its listing is taken once it can be."
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import websockets
 
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 
-from .support import ServerProcess, eventually, running_server, sim_exchange
+from .support import ServerProcess, eventually, running_server, sim_exchange, wait_until
 
 EVERY_MARKET = {
     "TICKCAST_SYMBOLS": "*",
@@ -58,22 +57,13 @@ def sim_admin(server: ServerProcess, path: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def wait_for(check: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_every_trading_symbol_is_served_with_its_prices(server: ServerProcess) -> None:
     """The 300 listed, less the few not trading, are served, on one upstream connection,
     each with its price; the defaults come first."""
-    wait_for(lambda: len(served(server)) > 250)
+    wait_until(lambda: len(served(server)) > 250)
     symbols = served(server)
     assert len(symbols) < 300 and symbols[:2] == ["BTCUSDT", "ETHUSDT"]
-    wait_for(lambda: len(server.get("/prices").json()) >= len(symbols) - 5)
+    wait_until(lambda: len(server.get("/prices").json()) >= len(symbols) - 5)
     listing = server.status()["listing"]
     assert isinstance(listing, dict)
     assert listing["served"] == len(symbols) and listing["listed"] == len(symbols)
@@ -85,7 +75,7 @@ def test_every_trading_symbol_is_served_with_its_prices(server: ServerProcess) -
 async def test_a_listing_and_a_delisting_reach_a_running_server(server: ServerProcess) -> None:
     """A symbol listed at run time is served and streams; one delisted leaves /symbols and
     its subscribers get one ``delisted`` error naming it. No upstream reconnect."""
-    wait_for(lambda: len(served(server)) > 250)
+    wait_until(lambda: len(served(server)) > 250)
     reconnects = upstream_detail(server)["reconnects"]
     url = server.ws_base + "/ws?streams=ETHUSDT@ticker,ETHUSDT@trades,BTCUSDT&status=1"
     async with websockets.connect(url) as ws:
@@ -105,10 +95,10 @@ async def test_a_listing_and_a_delisting_reach_a_running_server(server: ServerPr
     symbols = served(server)
     assert "ETHUSDT" not in symbols and "NEWXUSDT" in symbols
     assert server.get("/price", params={"symbol": "ETHUSDT"}).status_code == 404
-    wait_for(lambda: server.get("/price", params={"symbol": "NEWXUSDT"}).status_code == 200)
+    wait_until(lambda: server.get("/price", params={"symbol": "NEWXUSDT"}).status_code == 200)
     assert upstream_detail(server)["reconnects"] == reconnects
     sim_admin(server, "/_sim/listing?symbol=ETHUSDT&status=TRADING")
-    wait_for(lambda: "ETHUSDT" in served(server))
+    wait_until(lambda: "ETHUSDT" in served(server))
 
 
 def test_an_unreadable_listing_at_start_serves_the_named_symbols(tmp_path: Path) -> None:
@@ -116,7 +106,7 @@ def test_an_unreadable_listing_at_start_serves_the_named_symbols(tmp_path: Path)
     why in its log and /status, and takes the listing once it reads well."""
     with sim_exchange("--symbols", "120", "--rate", "2") as port:
         rest = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(rest))
+        wait_until(lambda: _answers(rest))
         spoil = httpx.post(f"{rest}/_sim/exchange_info?mode=not_json&count=3", timeout=5)
         assert spoil.status_code == 200
         env = {
@@ -128,7 +118,7 @@ def test_an_unreadable_listing_at_start_serves_the_named_symbols(tmp_path: Path)
         }
         with running_server(tmp_path, [], env) as server:
             assert served(server) == list(DEFAULT_SYMBOLS)
-            wait_for(lambda: len(served(server)) > 100, timeout=40)
+            wait_until(lambda: len(served(server)) > 100, timeout=40)
             listing = server.status()["listing"]
             assert isinstance(listing, dict)
             assert listing["failures"] == {"not_json": 3} and listing["last_error"] is None

@@ -26,14 +26,8 @@ from tickcast.upstream.streams import assign, next_request, shard
 from tickcast.upstream.supervisor import SupervisedSource
 
 from ..support import eventually, free_port
+from .test_binance_client import FAST
 
-FAST = ClientOptions(
-    stale_after=1.5,
-    backoff_initial=0.1,
-    backoff_max=0.5,
-    backoff_reset_after=60,
-    policy_close_floor=1.0,
-)
 SEED = 7
 # Generated listings: plausible names, the trading ones stream (about 1.5 % do not).
 SYMBOLS = tuple(s.upper() for s in Listings.build(SEED, (), 1400).trading)

@@ -204,37 +204,17 @@
 
   // ---------------------------------------------------------------- order
 
-  function sortValue(entry, key, now) {
-    if (key === "symbol") {
-      return entry.symbol;
-    }
-    if (key === "age") {
-      return entry.updatedAt === null ? null : now - entry.updatedAt;
-    }
-    const value = entry.values[key];
-    return value === undefined ? null : value;
-  }
-
   function order() {
     // Filter then sort the data array (stable: ties keep the server's order); blanks last.
     const key = state.sort.key;
-    const sign = state.sort.dir === "asc" ? 1 : -1;
     const now = Date.now();
     const view = m.list.filter(function (entry) {
       return matches(entry.symbol, entry.base);
     });
     const keyed = view.map(function (entry) {
-      return { e: entry, v: key ? sortValue(entry, key, now) : null };
+      return { e: entry, index: entry.index, v: key ? tc.table.sortValue(entry, key, now) : null };
     });
-    keyed.sort(function (a, b) {
-      if (a.v !== b.v) {
-        if (a.v === null || b.v === null) {
-          return a.v === null ? 1 : -1;
-        }
-        return a.v < b.v ? -sign : sign;
-      }
-      return a.e.index - b.e.index;
-    });
+    keyed.sort(tc.table.byValue(state.sort.dir));
     m.view = keyed.map(function (k) {
       return k.e;
     });

@@ -448,6 +448,8 @@
     return out;
   }
 
+  // The value a row (or a market table's entry: both have symbol, updatedAt, values)
+  // sorts by under the column ``key``; null for none.
   function sortValue(row, key, now) {
     if (key === "symbol") {
       return row.symbol;
@@ -459,6 +461,24 @@
     return v === undefined ? null : v;
   }
 
+  // A comparator of {v, index} items for the sort direction: blanks last, ties by index
+  // (the server's order), so a sort is stable whatever the engine's.
+  function byValue(dir) {
+    const sign = dir === "asc" ? 1 : -1;
+    return function (a, b) {
+      if (a.v === null || b.v === null) {
+        return a.v === b.v ? a.index - b.index : a.v === null ? 1 : -1;
+      }
+      if (a.v < b.v) {
+        return -sign;
+      }
+      if (a.v > b.v) {
+        return sign;
+      }
+      return a.index - b.index;
+    };
+  }
+
   function desiredOrder() {
     const manual = manualOrder();
     const key = state.sort.key;
@@ -466,23 +486,11 @@
       return manual;
     }
     const now = Date.now();
-    const sign = state.sort.dir === "asc" ? 1 : -1;
     return manual
       .map(function (symbol, index) {
         return { symbol: symbol, index: index, v: sortValue(state.rows.get(symbol), key, now) };
       })
-      .sort(function (a, b) {
-        if (a.v === null || b.v === null) {
-          return a.v === b.v ? a.index - b.index : a.v === null ? 1 : -1; // blanks last
-        }
-        if (a.v < b.v) {
-          return -sign;
-        }
-        if (a.v > b.v) {
-          return sign;
-        }
-        return a.index - b.index;
-      })
+      .sort(byValue(state.sort.dir))
       .map(function (entry) {
         return entry.symbol;
       });
@@ -548,5 +556,7 @@
     applyOrder: applyOrder,
     cycleSort: cycleSort,
     renderSortHeaders: renderSortHeaders,
+    sortValue: sortValue,
+    byValue: byValue,
   });
 })(window.tickcast);
