@@ -25,8 +25,8 @@ def test_star_serves_the_named_symbols_until_the_listing_is_known() -> None:
     named = settings(symbols="*,btcusdt,ETHUSDT")
     assert named.every_market and named.named_symbols == ("BTCUSDT", "ETHUSDT")
     assert named.carried_symbols == ("BTCUSDT", "ETHUSDT")
-    assert named.served_streams >= {"BTCUSDT", "ETHUSDT@trades", "!tickers"}
-    assert "*" not in named.served_streams
+    assert Served.of(named).keys >= {"BTCUSDT", "ETHUSDT@trades", "!tickers"}
+    assert "*" not in Served.of(named).keys
     plain = settings(symbols="BTCUSDT")
     assert not plain.every_market and plain.named_symbols == ("BTCUSDT",)
 

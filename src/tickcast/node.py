@@ -67,6 +67,8 @@ class Node:
         """``first_seq``: where the memory hub's seqs start (a server passes the clock,
         ``clock_seq()``, so that ids from a previous run are never taken for this one's)."""
         self.settings = settings
+        # What is served: the named symbols, or with ``*`` the exchange's listing (SPEC §12).
+        self.served = Served.of(settings)
         self.redis: RedisHub | None = None
         if hub is None and settings.redis_url:
             listing = LISTING_HINT if settings.every_market else 0
@@ -74,11 +76,9 @@ class Node:
                 settings.redis_url,
                 history_size=settings.history_size,
                 prefix=settings.redis_prefix,
-                streams=len(settings.served_streams) + listing,
+                streams=len(self.served.keys) + listing,
             )
         self.hub: Hub = hub if hub is not None else MemoryHub(settings.history_size, first_seq)
-        # What is served: the named symbols, or with ``*`` the exchange's listing (SPEC §12).
-        self.served = Served.of(settings)
         self.ingest = Ingest(self.hub, self.served.symbol_set, settings.carried_symbols)
         # Candles for /klines: the stream's, as the hub delivers them (on every node), and
         # before the first of them the upstream REST's, fetched once it came (SPEC §12).

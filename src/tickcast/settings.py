@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tickcast.messages.stream import KLINE_INTERVALS, served_keys
+from tickcast.messages.stream import KLINE_INTERVALS
 from tickcast.messages.tick import DEFAULT_SYMBOLS
 
 __all__ = [
@@ -287,7 +287,7 @@ class Settings(BaseSettings):
             return len(os.sched_getaffinity(0))
         return value
 
-    @field_validator("symbols", mode="before")
+    @field_validator("symbols", "stream_symbols", "quote_assets", mode="before")
     @classmethod
     def _parse_symbols(cls, value: object) -> object:
         value = _split_csv(value)
@@ -295,25 +295,12 @@ class Settings(BaseSettings):
             return [str(v).strip().upper() for v in value]
         return value
 
-    @field_validator("stream_symbols", mode="before")
-    @classmethod
-    def _parse_stream_symbols(cls, value: object) -> object:
-        return cls._parse_symbols(value)
-
     @field_validator("stream_symbols")
     @classmethod
     def _check_stream_symbols(cls, value: list[str]) -> list[str]:
         if EVERY_MARKET in value:
             raise ValueError("* is for TICKCAST_SYMBOLS: name the symbols to carry")
         return cls._check_symbols(value) if value else value
-
-    @field_validator("quote_assets", mode="before")
-    @classmethod
-    def _parse_quote_assets(cls, value: object) -> object:
-        value = _split_csv(value)
-        if isinstance(value, list):
-            return [str(v).strip().upper() for v in value]
-        return value
 
     @field_validator("quote_assets")
     @classmethod
@@ -393,18 +380,6 @@ class Settings(BaseSettings):
     @property
     def carries_books(self) -> bool:
         return "book" in self.stream_kinds
-
-    @property
-    def served_streams(self) -> frozenset[str]:
-        """The key of every stream served at start (SPEC §12; a ticker's is its bare
-        symbol); with ``*`` the served set changes with the listing (``tickcast.served``)."""
-        return served_keys(
-            self.named_symbols,
-            self.carried_symbols,
-            self.carries_trades,
-            self.carried_intervals,
-            books=self.carries_books,
-        )
 
     @field_validator("symbols")
     @classmethod

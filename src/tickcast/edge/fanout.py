@@ -506,15 +506,12 @@ class Edge:
         are unsubscribed from them (SPEC §12)."""
         for key in change.added_keys:
             self._by_key.setdefault(key, {})
-        lost: dict[int, list[str]] = {}
-        sessions: dict[int, Session] = {}
+        lost: dict[Session, list[str]] = {}
         for key in change.removed_keys:
             for group in self._by_key.pop(key, {}).values():
                 for session in group.values():
-                    lost.setdefault(session.id, []).append(key)
-                    sessions[session.id] = session
-        for session_id, keys in lost.items():
-            session = sessions[session_id]
+                    lost.setdefault(session, []).append(key)
+        for session, keys in lost.items():
             session.unsubscribed(keys)
             for error in delisted_errors(keys):
                 session.send_message(error)
