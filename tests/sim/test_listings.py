@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from tickcast.cli import main
 from tickcast.messages.tick import DEFAULT_SYMBOLS
@@ -37,6 +37,7 @@ from tickcast.sim.market import Market
 from tickcast.upstream.sources import SimSource
 
 from ..support import sim_exchange
+from .test_simulator import drain
 
 NAME_RE = re.compile(r"[A-Z0-9]{2,20}")
 UNIT = 10**8
@@ -269,16 +270,6 @@ async def exchange_info(port: int) -> Any:
     status, body, _ = await call(port, "GET", "/api/v3/exchangeInfo")
     assert status == 200
     return json.loads(body)
-
-
-async def drain(ws: ClientConnection, seconds: float) -> list[Any]:
-    """Every message that arrives within the next ``seconds``."""
-    messages = []
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while True:
-                messages.append(orjson.loads(await ws.recv()))
-    return messages
 
 
 def ws_connect(url: str) -> Any:
