@@ -190,8 +190,8 @@ async def test_what_a_client_is_sent_mid_step_keeps_its_place_behind_the_burst(
     edge: Edge,
 ) -> None:
     """A reply, and the snapshot of a symbol subscribed in the same step, go out after the
-    ticks already handed to the client and before later ones: no tick twice, none out of
-    order."""
+    ticks already handed to the client (the reply makes the fan-out write them first) and
+    before later ones: no tick twice, none out of order."""
     transport = RecordingTransport("sse_event")
     session = edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
     await publish(edge.node, "ETHUSDT", 1)
@@ -201,9 +201,10 @@ async def test_what_a_client_is_sent_mid_step_keeps_its_place_behind_the_burst(
     session.handle_text('{"op":"ping","id":7}')
     edge.subscribe(session, ["ETHUSDT"])
     edge.node.hub.publish(Tick(symbol="ETHUSDT", seq=4, timestamp_ms=4, source="sim"))
-    assert transport.writes == []
+    # The two ticks in one write, then the pong, the snapshot; the last tick waits for
+    # the end of the step.
+    assert [len(w.split(b"\n\n")) - 1 for w in transport.writes] == [2, 1, 1]
     await asyncio.sleep(0)
-    assert len(transport.writes) == 1
     assert [(m["type"], m.get("seq")) for m in transport.messages()] == [
         ("tick", 2),
         ("tick", 3),
@@ -312,6 +313,44 @@ async def test_unsubscribe_stops_ticks_including_held_ones(edge: Edge) -> None:
     out = transport.messages()
     assert [(m["type"], m.get("seq")) for m in out] == [("ack", None), ("tick", 1), ("tick", 4)]
     assert edge.status()["subscriptions"] == 1
+
+
+async def test_an_unsubscribe_in_the_step_of_a_tick_gets_the_tick_before_its_ack(
+    edge: Edge,
+) -> None:
+    """A tick handed over, then an unsubscribe op in the same step (before the fan-out's
+    writes): the tick goes first, then the ack, then nothing more of that symbol; for a
+    client that can write and for one whose socket is full until after the op."""
+    live, blocked = RecordingTransport("sse_event"), RecordingTransport("sse_event")
+    sessions = [
+        edge.open(t, f"1.1.1.{i}", ["BTCUSDT"], snapshot=False)
+        for i, t in enumerate([live, blocked])
+    ]
+    blocked.writable = False
+    edge.node.hub.publish(Tick(symbol="BTCUSDT", seq=1, timestamp_ms=1, source="sim"))
+    for session in sessions:
+        edge.apply(session, session.handle_text('{"op":"unsubscribe","symbols":["BTCUSDT"]}'))
+    await asyncio.sleep(0)
+    blocked.writable = True
+    await publish(edge.node, "BTCUSDT", 2)
+    assert [(m["type"], m.get("seq")) for m in live.messages()] == [("tick", 1), ("ack", None)]
+    # Held while the socket was full, and forgotten with the unsubscribe: the ack alone.
+    assert [m["type"] for m in blocked.messages()] == ["ack"]
+
+
+async def test_a_reset_in_the_step_of_a_tick_comes_after_it_and_nothing_repeats(
+    edge: Edge,
+) -> None:
+    """A tick handed over, then a hub reset in the same step: the client gets the tick,
+    then the reset whose snapshot holds it; the tick is not written again after."""
+    transport = RecordingTransport("sse_event")
+    edge.open(transport, "1.1.1.1", ["BTCUSDT"], snapshot=False)
+    edge.node.hub.publish(Tick(symbol="BTCUSDT", seq=1, timestamp_ms=1, source="sim"))
+    edge.reset_clients("incarnation")
+    await asyncio.sleep(0)
+    got = transport.messages()
+    assert [(m["type"], m.get("seq")) for m in got] == [("tick", 1), ("reset", None)]
+    assert [t["seq"] for t in got[-1]["ticks"]] == [1]  # type: ignore[index, union-attr]
 
 
 async def test_subscribe_op_acks_then_sends_a_snapshot_of_each_new_symbol(edge: Edge) -> None:

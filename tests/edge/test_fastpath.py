@@ -4,6 +4,7 @@ real clients on it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import websockets
 
 from tickcast.edge.leanio import LeanEvent, LeanQueue
-from tickcast.edge.sockets import in_flight, tcp_progress
+from tickcast.edge.sockets import in_flight, tcp_progress, unacked_bytes
 
 from ..support import running_server
 
@@ -82,6 +83,50 @@ def test_tcp_progress_reads_a_real_socket() -> None:
     finally:
         for sock in (client, peer, server):
             sock.close()
+
+
+def test_unacked_bytes_counts_what_a_peer_that_stopped_reading_has_not_taken() -> None:
+    """The descriptor-level count the sweep asks first: nothing once the peer took it all,
+    the bytes stuck in the kernel while the peer's window is shut, None for a closed
+    descriptor."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the peer's, from accept
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    client.connect(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        client.setblocking(False)
+        assert unacked_bytes(client.fileno()) == 0
+        sent, before = 0, -1
+        while sent != before:  # until the peer's window and the send buffer are full
+            before = sent
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sent += client.send(b"x" * 65536)
+            time.sleep(0.05)
+        stuck = unacked_bytes(client.fileno())
+        assert stuck is not None and 0 < stuck <= sent
+        peer.setblocking(False)
+        received = 0
+        deadline = time.monotonic() + 5
+        while received < sent and time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                received += len(peer.recv(1 << 20))
+        assert received == sent
+        while unacked_bytes(client.fileno()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert unacked_bytes(client.fileno()) == 0
+    finally:
+        for sock in (client, peer, server):
+            sock.close()
+    closed = socket.socket()
+    fd = closed.fileno()
+    closed.close()
+    assert unacked_bytes(fd) is None
+    assert unacked_bytes(-1) is None
 
 
 async def test_real_clients_are_served_on_the_fast_path(tmp_path: Path) -> None:

@@ -93,6 +93,10 @@ class Edge:
             trade_queue=settings.client_trade_queue,
         )
         self.sessions: dict[int, Session] = {}
+        # The sessions again, by ``id % len``: the sweep visits one share per turn (see
+        # ``_sweep``), without touching the others.
+        shares = max(1, round(self.limits.slow_client_timeout / 4 / SWEEP_INTERVAL))
+        self._sweep_shares: list[dict[int, Session]] = [{} for _ in range(shares)]
         # The request-head limits the server's HTTP protocol applies (see fastpath).
         self.guard = HandshakeGuard(
             HeadLimits(
@@ -108,11 +112,11 @@ class Edge:
         self.coalescer = (
             WriteCoalescer(settings.flush_ms / 1000, self._schedule) if settings.flush_ms else None
         )
-        # Without a window, the ticks of one event-loop step wait in ``outbuf`` for
-        # ``_end_pass`` (see publish).
-        self._in_pass = False
-        self._pass_sessions: list[Session] = []
-        self._pass_ticks: list[tuple[Message, float]] = []
+        # Without a window, the messages of one event-loop step wait here, with the bytes
+        # of each wire format and the sessions subscribed when it came, until
+        # ``_end_step`` routes them (see publish).
+        self._step: list[tuple[Wire, list[tuple[bytes, tuple[Session, ...]]], float]] = []
+        self._step_scheduled = False
         self._direct_delivered = 0
         self._per_ip: Counter[str] = Counter()
         self._session_ip: dict[int, str] = {}
@@ -251,8 +255,10 @@ class Edge:
             throttle_ms=throttle_ms,
             wants_status=wants_status,
             coalescer=self.coalescer,
+            settle=self.settle,
         )
         self.sessions[session.id] = session
+        self._sweep_shares[session.id % len(self._sweep_shares)][session.id] = session
         self._per_ip[ip] += 1
         self._session_ip[session.id] = ip
         transport.on_pause = session.paused
@@ -342,6 +348,7 @@ class Edge:
         """Forget a client whose connection has ended, however it ended."""
         if self.sessions.pop(session.id, None) is None:
             return
+        del self._sweep_shares[session.id % len(self._sweep_shares)][session.id]
         self.access.detach(session)
         self.unsubscribe(session, list(session.symbols))
         ip = self._session_ip.pop(session.id, "")
@@ -373,13 +380,16 @@ class Edge:
     def publish(self, tick: Message) -> None:
         """The hub listener: one message to every session subscribed to its stream.
 
-        This loop is the server's hot path, so ``Session.offer`` is inlined for the common
-        case: a ``ready`` session (writable, nothing held, no throttle) gets the shared
-        bytes appended to its ``outbuf``, and ``_end_pass`` writes each of those buffers
-        in one go when the event loop finishes the step. The ticks handed over in one step
-        (a burst read from the upstream in one go, a batch Redis confirmed) thus cost each
-        client one system call, not one per tick, and a lone tick waits only for the rest
-        of the step. With a coalescing window set, they wait for the window's end instead.
+        Its bytes are encoded once per wire format, and the sessions subscribed now are
+        noted; the writes wait for the end of the event loop's step (``_end_step``). When
+        that step handed over one message, the usual case, each ready session (writable,
+        nothing held, no throttle) gets one write of the shared bytes, straight to its
+        socket, in one pass. When it handed over several (a burst read from the upstream
+        in one go, a batch Redis confirmed), each session gets what is its in one write:
+        one system call per client per step, not one per message. Anything that changes
+        a session meanwhile (a write of its own, an unsubscribe, a reset) first routes
+        what waits (``settle``), so a client sees everything in the order it happened.
+        With a coalescing window set, messages wait for the window's end instead.
         """
         kind = type(tick)
         if isinstance(tick, Tick):
@@ -391,6 +401,7 @@ class Edge:
             if not self.books.passes(tick):
                 return
             if isinstance(tick, BookStatus):
+                self.settle()
                 self._book_lost(tick)
                 return
         groups = self._by_key.get(tick.key)
@@ -398,12 +409,25 @@ class Edge:
             return
         started = time.perf_counter()
         wire = Wire(tick)
-        coalescer = self.coalescer
-        if coalescer is None and not self._in_pass:
-            self._in_pass = True
+        if self.coalescer is not None:
+            self._route(wire, groups)
+            if self.on_fanout is not None:
+                self.on_fanout(tick, time.perf_counter() - started)
+            return
+        targets = [(wire.get(fmt), tuple(s.values())) for fmt, s in groups.items() if s]
+        if not targets:
+            return
+        if not self._step_scheduled:
+            self._step_scheduled = True
             assert self._loop is not None, "the edge is not started"
-            self._loop.call_soon(self._end_pass)
-        register = self._pass_sessions.append if coalescer is None else coalescer.add
+            self._loop.call_soon(self._end_step)
+        self._step.append((wire, targets, time.perf_counter() - started))
+
+    def _route(self, wire: Wire, groups: dict[WireFormat, dict[int, Session]]) -> None:
+        """With a coalescing window: each ready session's bytes wait in its ``outbuf`` for
+        the window's end (``WriteCoalescer``); the others keep them by their rules."""
+        coalescer = self.coalescer
+        assert coalescer is not None
         delivered = 0
         for fmt, sessions in groups.items():
             if not sessions:
@@ -415,15 +439,90 @@ class Edge:
                     continue
                 outbuf = session.outbuf
                 if not outbuf:
-                    register(session)
+                    coalescer.add(session)
                 outbuf.append(data)
                 delivered += 1
         self._direct_delivered += delivered
-        routed = time.perf_counter() - started
-        if coalescer is None:
-            self._pass_ticks.append((tick, routed))
-        elif self.on_fanout is not None:
-            self.on_fanout(tick, routed)
+
+    def settle(self) -> None:
+        """Route the messages of this step now: something is about to change a session
+        (see publish)."""
+        if self._step:
+            self._route_step()
+
+    def _end_step(self) -> None:
+        self._step_scheduled = False
+        if self._step:
+            self._route_step()
+
+    def _route_step(self) -> None:
+        """Write the step's messages to the sessions subscribed when each came, and tell
+        ``on_fanout`` each one's time: its encoding plus its share of the writes.
+
+        The loops below are the server's hot path, so ``Session.offer`` is inlined for a
+        ready session: its socket's own write (``direct``). A session closed or lost
+        since is not ready, and ``offer`` drops what it is given."""
+        step, self._step = self._step, []
+        started = time.perf_counter()
+        if len(step) == 1:
+            wire, targets, _ = step[0]
+            held = total = 0
+            for data, sessions in targets:
+                total += len(sessions)
+                for session in sessions:
+                    if session.ready:
+                        try:
+                            session.direct(data)
+                        except RuntimeError:
+                            # The socket closed a moment before the protocol heard of it.
+                            session.lost()
+                    else:
+                        held += 1
+                        session.offer(wire)
+            self._direct_delivered += total - held
+        else:
+            self._write_joined(step)
+        if self.on_fanout is not None:
+            share = (time.perf_counter() - started) / len(step)
+            for wire, _, encoded in step:
+                self.on_fanout(wire.message, encoded + share)
+
+    def _write_joined(
+        self, step: list[tuple[Wire, list[tuple[bytes, tuple[Session, ...]]], float]]
+    ) -> None:
+        """Several messages in one step: each ready session's bytes are gathered in its
+        ``outbuf`` in order, then written in one go."""
+        ready: list[Session] = []
+        delivered = 0
+        for wire, targets, _ in step:
+            for data, sessions in targets:
+                for session in sessions:
+                    if not session.ready:
+                        session.offer(wire)
+                        continue
+                    outbuf = session.outbuf
+                    if not outbuf:
+                        ready.append(session)
+                    outbuf.append(data)
+                    delivered += 1
+        self._direct_delivered += delivered
+        for session in ready:
+            outbuf = session.outbuf
+            if not outbuf:
+                continue  # closed or lost since: nothing to write
+            if len(outbuf) == 1:
+                data = outbuf[0]
+            elif session.fmt == "json":
+                # One write is one WebSocket message there: never two messages in one.
+                session.flush_out()
+                continue
+            else:
+                data = b"".join(outbuf)
+            outbuf.clear()
+            try:
+                session.direct(data)
+            except RuntimeError:
+                session.lost()
 
     def _batch_ticker(self, tick: Tick) -> None:
         """Hold ``tick`` for this step's ``tickers`` message (one per upstream batch)."""
@@ -449,39 +548,6 @@ class Edge:
                         told.add(session.id)
                         session.drop_held(status.streams)
                         session.offer(wire)
-
-    def _end_pass(self) -> None:
-        """Write what this step's ticks left in each client's ``outbuf``: one write per
-        client. Each tick's fan-out time is its routing plus its share of the writes.
-
-        ``Session.flush_out`` inlined, with the socket's own write (``direct``): this is
-        the hot path, and a client closed or lost since has an empty ``outbuf``."""
-        self._in_pass = False
-        sessions, self._pass_sessions = self._pass_sessions, []
-        ticks, self._pass_ticks = self._pass_ticks, []
-        started = time.perf_counter()
-        for session in sessions:
-            outbuf = session.outbuf
-            if not outbuf:
-                continue  # closed or lost since: nothing to write
-            if len(outbuf) == 1:
-                data = outbuf[0]
-            elif session.fmt == "json":
-                # One write is one WebSocket message there: never two messages in one.
-                session.flush_out()
-                continue
-            else:
-                data = b"".join(outbuf)
-            outbuf.clear()
-            try:
-                session.direct(data)
-            except RuntimeError:
-                # The socket closed a moment before the protocol heard of it.
-                session.lost()
-        if self.on_fanout is not None and ticks:
-            share = (time.perf_counter() - started) / len(ticks)
-            for tick, routed in ticks:
-                self.on_fanout(tick, routed + share)
 
     def reset_clients(self, reason: str) -> None:
         """The hub lost history (Redis lost its data, or this node fell behind the stream)
@@ -527,25 +593,20 @@ class Edge:
         return self._loop.call_later(delay, callback)
 
     async def _sweep(self) -> None:
-        # Clients the fan-out still writes to are asked the kernel whether they read at
-        # all, a slice per sweep so that each is asked every timeout/4 seconds: one
-        # getsockopt per client per 2.5 s by default, not per sweep.
-        slices = max(1, round(self.limits.slow_client_timeout / 4 / SWEEP_INTERVAL))
+        # Each client is looked at every timeout/4 seconds (every 2.5 s by default), a
+        # share of them per sweep: the verdicts come within a quarter of the timeout, and
+        # a sweep of 10,000 clients touches 2,000.
+        shares = self._sweep_shares
         turn = 0
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.access.sweep()
             now = time.monotonic()
-            turn = (turn + 1) % slices
-            for session in tuple(self.sessions.values()):
+            turn = (turn + 1) % len(shares)
+            for session in tuple(shares[turn].values()):
                 # A ready session is writable with nothing held, and its socket pauses
                 # below the buffer limit (server.py): only the kernel can say more.
-                if session.ready:
-                    if session.id % slices != turn:
-                        continue
-                    verdict = session.check_progress(now)
-                else:
-                    verdict = session.check(now)
+                verdict = session.check_progress(now) if session.ready else session.check(now)
                 if verdict is not None:
                     self.drop(session, verdict)
 

@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.extensions.base import ServerExtensionFactory
+from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from tickcast.edge.contracts import TransportKind
@@ -37,7 +38,7 @@ from tickcast.edge.guard import (
     refusal,
 )
 from tickcast.edge.leanio import LeanEvent, LeanQueue, PingWheel
-from tickcast.edge.sockets import SocketTuning, tcp_progress
+from tickcast.edge.sockets import NOTHING_OUTSTANDING, SocketTuning, tcp_progress, unacked_bytes
 from tickcast.edge.wire import WireFormat
 from tickcast.errors import CloseReason
 
@@ -48,6 +49,9 @@ EXTENSION = "tickcast.raw"
 # a client that is not reading would otherwise pin its buffers until TCP gives up.
 SLOW_CLOSE_GRACE = 1.0
 _LAST_CHUNK = b"0\r\n\r\n"
+# A keep-alive ping: a server's frame is not masked, so its bytes are the same for all.
+PING_PAYLOAD: Final = b"tick"
+_PING_FRAME: Final = Frame(Opcode.PING, PING_PAYLOAD).serialize(mask=False)
 
 
 # The uvicorn releases whose protocol internals these subclasses are tested against;
@@ -126,7 +130,7 @@ def protocol_classes(
 class RawTransport:
     """The fan-out's view of one connection: write now, or be told when it can."""
 
-    __slots__ = ("_sock", "_transport", "on_pause", "on_resume")
+    __slots__ = ("_fd", "_sock", "_transport", "on_pause", "on_resume")
 
     kind: TransportKind
     wire_format: WireFormat
@@ -134,6 +138,7 @@ class RawTransport:
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._sock: socket.socket | None = transport.get_extra_info("socket")
+        self._fd = -1 if self._sock is None else self._sock.fileno()
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
 
@@ -141,9 +146,18 @@ class RawTransport:
         return int(self._transport.get_write_buffer_size())
 
     def progress(self) -> tuple[int, int] | None:
-        """Acknowledged and outstanding bytes, kernel and asyncio buffers together."""
+        """Acknowledged and outstanding bytes, kernel and asyncio buffers together.
+
+        Most clients have read and acknowledged everything when the sweep asks: one
+        ``ioctl`` on the descriptor says so (``NOTHING_OUTSTANDING``), and only the others
+        pay for the kernel's full counters."""
+        if self._transport.is_closing():
+            return None  # its descriptor may already belong to another connection
+        buffered = self.buffered()
+        if not buffered and unacked_bytes(self._fd) == 0:
+            return NOTHING_OUTSTANDING
         found = tcp_progress(self._sock)
-        return None if found is None else (found[0], found[1] + self.buffered())
+        return None if found is None else (found[0], found[1] + buffered)
 
     def _paused(self) -> None:
         if self.on_pause is not None:
@@ -334,6 +348,23 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
         assert self.ping_interval is not None
         delay = max(0.0, self.ping_interval - self.last_ping_rtt)
         self.ping_timer = PingWheel.of(self.loop).schedule(self, delay)  # type: ignore[assignment]
+
+    def send_keepalive_ping(self) -> None:
+        """uvicorn 0.54's ping with one frame encoded once for every connection, where
+        uvicorn builds and serializes a frame with a random payload per ping (most of a
+        ping's cost, at thousands of clients). The payload need not be random: a
+        connection's next ping goes out only once the last one was answered or the
+        connection closed for want of an answer, so no pong can be stale."""
+        self.ping_timer = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.pending_ping_payload = PING_PAYLOAD
+        self.ping_sent_at = self.loop.time()
+        self.transport.write(_PING_FRAME)
+        if self.ping_timeout is not None:
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+        else:
+            self.schedule_ping()
 
     async def send(self, message: Any) -> None:
         await super().send(message)

@@ -84,6 +84,7 @@ class Session(ClientOps):
         "_op_rate",
         "_pending",
         "_schedule",
+        "_settle",
         "_stuck_since",
         "_throttle",
         "_trades",
@@ -120,7 +121,10 @@ class Session(ClientOps):
         throttle_ms: float = 0.0,
         wants_status: bool = False,
         coalescer: Coalescer | None = None,
+        settle: Callable[[], None] | None = None,
     ) -> None:
+        """``settle``: the fan-out's, called before anything changes this session, so
+        that the messages the fan-out still holds for it go first (``Edge.publish``)."""
         self.id = session_id
         self.transport = transport
         self.kind: TransportKind = transport.kind
@@ -167,6 +171,7 @@ class Session(ClientOps):
         self.direct: Callable[[bytes], object] = raw_write or transport.write
         self.outbuf: list[bytes] = []
         self._coalescer = coalescer
+        self._settle = settle
         self.ready = False
         self._refresh_ready()
 
@@ -185,8 +190,11 @@ class Session(ClientOps):
         )
 
     def _emit(self, data: bytes) -> None:
-        """Write ``data`` in order with everything before it: behind the fan-out's bytes
-        still in ``outbuf``, and coalesced when a window is set."""
+        """Write ``data`` in order with everything before it: behind the messages the
+        fan-out still holds, behind its bytes in ``outbuf``, and coalesced when a window
+        is set."""
+        if self._settle is not None:
+            self._settle()
         if self.outbuf:
             self.outbuf.append(data)
         elif self._coalescer is None:
@@ -349,6 +357,8 @@ class Session(ClientOps):
     def drop_held(self, keys: Iterable[str]) -> None:
         """Forget what is held of the streams ``keys`` (a book that broke: nothing more may
         be served from it)."""
+        if self._settle is not None:
+            self._settle()
         gone = set(keys)
         for slot in [s for s, w in self._pending.items() if w.message.key in gone]:
             del self._pending[slot]
@@ -367,6 +377,8 @@ class Session(ClientOps):
         Called when the transport resumes and when the throttle timer fires; an armed
         timer stays armed (and cancellable) when the transport calls.
         """
+        if self._settle is not None:
+            self._settle()
         if self.closed is not None or not self.transport.writable:
             return
         self._blocked_since = None
@@ -385,6 +397,8 @@ class Session(ClientOps):
         """Send ``backlog`` (a resume's missed ticks) ahead of any live tick, paced by the
         transport; call before subscribing, so that live ticks queue behind it. Returns
         to the fast path once the client has caught up (see ``_drain_backlog``)."""
+        if self._settle is not None:
+            self._settle()
         if self.closed is None and backlog:
             self._backlog = backlog
             self.ready = False
@@ -523,13 +537,13 @@ class Session(ClientOps):
         if progress is None or self.closed is not None:
             return None
         acked, outstanding = progress
+        if outstanding <= 0:
+            self._stuck_since = now  # nothing to acknowledge is not a stall
+            return None
         if acked != self._acked:
             # No acknowledgement since this check, at least: the clock starts here.
             self._acked = acked
             self._stuck_since = now
-            return None
-        if outstanding <= 0:
-            self._stuck_since = now  # nothing to acknowledge is not a stall
             return None
         if (
             self._stuck_since is not None
@@ -561,6 +575,8 @@ class Session(ClientOps):
     def unsubscribed(self, keys: Iterable[str]) -> None:
         """Forget the streams ``keys``, with anything still held for them: once the client
         has its unsubscribe ack it must not get another message of those streams."""
+        if self._settle is not None:
+            self._settle()
         gone = set(keys)
         for key in gone:
             self.symbols.discard(key)
@@ -593,6 +609,8 @@ class Session(ClientOps):
         """``send_message`` for a message already encoded (``kind`` names its SSE event)."""
         if self.closed is not None:
             return
+        if self._settle is not None:
+            self._settle()
         wire = encode_message(self.fmt, data, kind, event_id)
         if self._control or not self.transport.writable:
             if len(self._control) >= MAX_PENDING_CONTROL:
@@ -609,6 +627,8 @@ class Session(ClientOps):
         gone."""
         if self.closed is not None:
             return
+        if self._settle is not None:
+            self._settle()
         self._pending.clear()
         self._trades = self._missed = None
         self._backlog = None
