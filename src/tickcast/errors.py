@@ -19,6 +19,8 @@ class CloseReason(Enum):
     RATE_LIMITED = (1008, "too many requests")
     UNAUTHORIZED = (1008, "unauthorized")
     MESSAGE_TOO_BIG = (1009, "message too big")
+    # The server failed handling the client's message (a fault of the server: logged).
+    INTERNAL_ERROR = (1011, "internal error")
     TRY_AGAIN_LATER = (1013, "too many connections, try again later")
     # Private-use range (RFC 6455 §7.4.2): the token's exp passed with no refresh.
     TOKEN_EXPIRED = (4001, "token expired")

@@ -372,8 +372,8 @@ class Access:
                 session.send_message(
                     {"type": "error", "code": "token_expired", "message": "token expired"}
                 )
-                # Ticks of this loop turn may hold the message in ``outbuf``, which a
-                # close drops: it goes out first (an SSE client's only word of why).
+                # A coalescing window may hold the message in ``outbuf``, which a close
+                # drops: it goes out first (an SSE client's only word of why).
                 session.flush_out()
                 session.close(CloseReason.TOKEN_EXPIRED)
 

@@ -121,6 +121,9 @@ class Edge:
         self._per_ip: Counter[str] = Counter()
         self._session_ip: dict[int, str] = {}
         self._ids = itertools.count(1)
+        # What every session is handed of the edge, bound once: a bound method made per
+        # session would cost each one 60 bytes.
+        self._callbacks = _Callbacks(self._schedule, self.settle, self._closed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[Callable[[], None]] = []
@@ -251,11 +254,11 @@ class Edge:
             self.served,
             limits=self.limits,
             clock=time.monotonic,
-            schedule=self._schedule,
+            schedule=self._callbacks.schedule,
             throttle_ms=throttle_ms,
             wants_status=wants_status,
             coalescer=self.coalescer,
-            settle=self.settle,
+            settle=self._callbacks.settle,
         )
         self.sessions[session.id] = session
         self._sweep_shares[session.id % len(self._sweep_shares)][session.id] = session
@@ -263,7 +266,7 @@ class Edge:
         self._session_ip[session.id] = ip
         transport.on_pause = session.paused
         transport.on_resume = session.flush
-        session.on_close = self._closed
+        session.on_close = self._callbacks.closed
         if admission is not None:
             self.access.attach(session, admission)
         self.counters["opened_" + session.kind] += 1
@@ -438,9 +441,11 @@ class Edge:
                     session.offer(wire)
                     continue
                 outbuf = session.outbuf
-                if not outbuf:
+                if outbuf:
+                    outbuf.append(data)
+                else:
                     coalescer.add(session)
-                outbuf.append(data)
+                    session.outbuf = [data]
                 delivered += 1
         self._direct_delivered += delivered
 
@@ -490,9 +495,10 @@ class Edge:
     def _write_joined(
         self, step: list[tuple[Wire, list[tuple[bytes, tuple[Session, ...]]], float]]
     ) -> None:
-        """Several messages in one step: each ready session's bytes are gathered in its
-        ``outbuf`` in order, then written in one go."""
-        ready: list[Session] = []
+        """Several messages in one step: each ready session's bytes are gathered in order,
+        then written in one go. Nothing else runs in between: a session ready for the
+        first message is ready for the last."""
+        joined: dict[Session, list[bytes]] = {}
         delivered = 0
         for wire, targets, _ in step:
             for data, sessions in targets:
@@ -500,27 +506,25 @@ class Edge:
                     if not session.ready:
                         session.offer(wire)
                         continue
-                    outbuf = session.outbuf
-                    if not outbuf:
-                        ready.append(session)
-                    outbuf.append(data)
+                    pieces = joined.get(session)
+                    if pieces is None:
+                        joined[session] = [data]
+                    else:
+                        pieces.append(data)
                     delivered += 1
         self._direct_delivered += delivered
-        for session in ready:
-            outbuf = session.outbuf
-            if not outbuf:
-                continue  # closed or lost since: nothing to write
-            if len(outbuf) == 1:
-                data = outbuf[0]
-            elif session.fmt == "json":
-                # One write is one WebSocket message there: never two messages in one.
-                session.flush_out()
-                continue
-            else:
-                data = b"".join(outbuf)
-            outbuf.clear()
+        for session, pieces in joined.items():
+            if session.closed is not None:
+                continue  # closed by a write to another session (its on_close)
             try:
-                session.direct(data)
+                if len(pieces) == 1:
+                    session.direct(pieces[0])
+                elif session.fmt == "json":
+                    # One write is one WebSocket message there: never two in one.
+                    for data in pieces:
+                        session.direct(data)
+                else:
+                    session.direct(b"".join(pieces))
             except RuntimeError:
                 session.lost()
 
@@ -654,6 +658,13 @@ class Edge:
             "closes": dict(self.closes),
             "auth": self.access.status(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Callbacks:
+    schedule: Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+    settle: Callable[[], None]
+    closed: Callable[[Session, CloseReason], None]
 
 
 class WriteCoalescer:

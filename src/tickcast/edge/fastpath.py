@@ -202,19 +202,25 @@ class RawWebSocket(RawTransport):
     def close(self, reason: CloseReason) -> None:
         self._protocol.close_now(reason)
 
-    def receive_with(self, on_message: Callable[[Message], None]) -> asyncio.Future[None]:
-        """Hand each message from the client to ``on_message`` straight from the
-        protocol's data callback, and return a future that is done when the connection
-        ends. The endpoint awaits that one future instead of a chain of ``receive``
-        coroutines per connection (four coroutines, their frames and a future each:
-        about a kilobyte per client, and objects the garbage collector walks)."""
+    def hand_over(self, handler: Callable[[Message], None]) -> None:
+        """Make the connection ``handler``'s for the rest of its life: each message from
+        the client, and last its disconnect, goes to ``handler`` straight from the
+        protocol's data callback. The app may then return, and its task end: the
+        connection stays open (uvicorn would close it) and lives on in its protocol.
+
+        A task awaiting the end of each connection would hold, for hours, its coroutines
+        (uvicorn's, the app's, the endpoint's), their frames, the ASGI scope and a
+        future: about 2 KB per client, and objects the garbage collector walks."""
         protocol = self._protocol
-        handle = _Inbox(protocol.loop.create_future(), on_message)
-        cast(LeanQueue, protocol.queue).deliver_to(handle)
+        if protocol.close_timer is None:
+            protocol.close_timer = _OPEN_AFTER_APP  # type: ignore[assignment]
+        # The scope served the handshake (uvicorn reads it to log that alone); it holds
+        # this transport (in its extensions), which holds the protocol.
+        del protocol.scope
+        cast(LeanQueue, protocol.queue).deliver_to(handler)
         if protocol.read_paused:  # a message arrived before this: reading waits on it
             protocol.read_paused = False
             protocol.transport.resume_reading()
-        return handle.ended
 
 
 class RawDeflateWebSocket(RawWebSocket):
@@ -225,29 +231,38 @@ class RawDeflateWebSocket(RawWebSocket):
     __slots__ = ()
 
 
-class _Inbox:
-    """A connection's messages, as ``LeanQueue`` hands them over: to ``on_message``, until
-    the disconnect, which ends ``ended``. One small object per client, not a closure."""
+# The addresses the connections hold for their lives (uvicorn's ``server`` and ``client``):
+# the listening address is one for all of them, and the clients' addresses few; each new
+# tuple and string is over 100 bytes a connection.
+_ADDRESSES: dict[object, object] = {}
+_ADDRESSES_MAX = 4096
 
-    __slots__ = ("ended", "on_message")
 
-    def __init__(self, ended: asyncio.Future[None], on_message: Callable[[Message], None]) -> None:
-        self.ended = ended
-        self.on_message = on_message
+def shared_addresses(
+    server: tuple[str, int | None] | None, client: tuple[str, int] | None
+) -> tuple[tuple[str, int | None] | None, tuple[str, int] | None]:
+    """``server`` and ``client`` with the server's tuple and the client's host string
+    shared with the connections before (while there are few distinct ones)."""
+    if len(_ADDRESSES) < _ADDRESSES_MAX:
+        server = cast(tuple[str, int | None] | None, _ADDRESSES.setdefault(server, server))
+        if client is not None:
+            client = (cast(str, _ADDRESSES.setdefault(client[0], client[0])), client[1])
+    return server, client
 
-    def __call__(self, message: Message) -> None:
-        ended = self.ended
-        if ended.done():
-            return
-        if message["type"] == "websocket.disconnect":
-            ended.set_result(None)
-            return
-        try:
-            self.on_message(message)
-        except Exception as exc:
-            # The endpoint fails with it, and uvicorn closes the connection (1011) and
-            # logs it, as for any error of the app.
-            ended.set_exception(exc)
+
+class _OpenAfterApp:
+    """What ``close_timer`` holds for a connection handed over (``RawWebSocket.hand_over``):
+    uvicorn closes a connection whose app returned unless a close is under way, which it
+    tells by ``close_timer`` set. Cancelling it, as uvicorn does when the connection
+    ends, does nothing; the protocol's own close replaces it with a real timer."""
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        pass
+
+
+_OPEN_AFTER_APP: Final = _OpenAfterApp()
 
 
 class _FlowSignals(asyncio.Protocol):
@@ -378,6 +393,7 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.tuning.apply(transport)
+        self.server, self.client = shared_addresses(self.server, self.client)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -421,7 +437,7 @@ class FastWebSocketProtocol(_FlowSignals, WebSocketsSansIOProtocol):
                     self.raw._paused()
                 return
         if cast(LeanQueue, self.queue).direct:
-            # Straight to the session (see ``RawWebSocket.receive_with``), decoded once:
+            # Straight to the session (see ``RawWebSocket.hand_over``), decoded once:
             # no receive call will come to resume reading, so reading is never paused.
             self.frames = []
             if self.close_sent:

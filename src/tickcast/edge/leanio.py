@@ -25,7 +25,9 @@ class LeanQueue:
     __slots__ = ("_handler", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[Any] = []
+        # Made on first use: a connection's queue usually holds one message, once, and
+        # none after ``deliver_to``.
+        self._items: list[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._handler: Callable[[Any], None] | None = None
 
@@ -37,14 +39,16 @@ class LeanQueue:
         """From now on hand every message to ``handler`` as it arrives (what was
         queued first): nothing waits on ``get`` any more."""
         self._handler = handler
-        items, self._items = self._items, []
-        for item in items:
+        items, self._items = self._items, None
+        for item in items or ():
             handler(item)
 
     def put_nowait(self, item: Any) -> None:
         if self._handler is not None:
             self._handler(item)
             return
+        if self._items is None:
+            self._items = []
         self._items.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -69,15 +73,15 @@ class LeanEvent:
 
     def __init__(self) -> None:
         self._flag = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] | None = None  # made on first wait
 
     def is_set(self) -> bool:
         return self._flag
 
     def set(self) -> None:
         self._flag = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -87,6 +91,8 @@ class LeanEvent:
     async def wait(self) -> None:
         while not self._flag:
             waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(waiter)
             await waiter
 

@@ -148,7 +148,8 @@ class Session(ClientOps):
         self.opened_at = clock()  # on the session's clock: how long it lasted, at its end
         self._schedule = schedule
         self._throttle = throttle_ms / 1000.0
-        self._last_sent: dict[str, float] = {}
+        # When each stream was last written, under a throttle alone.
+        self._last_sent: dict[str, float] | None = {} if self._throttle else None
         self._pending: dict[Hashable, Wire] = {}
         # Trades waiting for the client (never conflated; bounded by ``trade_queue``) and
         # how many of each stream were dropped since its last ``gap`` message. Made on
@@ -164,12 +165,12 @@ class Session(ClientOps):
         self._acked = -1
         self._stuck_since: float | None = None
         self._op_rate = OpRateLimit(limits.ops_per_second, limits.ops_burst, clock())
-        # The fan-out's fast path (see Edge.publish): while ``ready``, a tick's bytes go to
-        # ``outbuf`` with no further checks, and the fan-out writes them with ``direct``
-        # (the socket's own write) at the end of the event loop's turn.
+        # The fan-out's fast path (see Edge.publish): while ``ready``, a message's bytes go
+        # with no further checks to ``direct``, the socket's own write. ``outbuf`` holds
+        # what waits for the end of a coalescing window (made when needed).
         raw_write: Callable[[bytes], object] | None = getattr(transport, "raw_write", None)
         self.direct: Callable[[bytes], object] = raw_write or transport.write
-        self.outbuf: list[bytes] = []
+        self.outbuf: list[bytes] | None = None
         self._coalescer = coalescer
         self._settle = settle
         self.ready = False
@@ -201,7 +202,7 @@ class Session(ClientOps):
             self.transport.write(data)
         else:
             self._coalescer.add(self)
-            self.outbuf.append(data)
+            self.outbuf = [data]
 
     def flush_out(self) -> None:
         """Write the bytes waiting in ``outbuf`` in one write (at the end of the fan-out's
@@ -212,14 +213,13 @@ class Session(ClientOps):
         if self.fmt == "json":
             # A server that frames each write as one WebSocket message (generic ASGI):
             # one message per write, never two JSON documents in one message.
-            pieces = list(outbuf)
-            outbuf.clear()
-            for data in pieces:
+            self.outbuf = None
+            for data in outbuf:
                 if self.closed is None:
                     self.transport.write(data)
             return
         data = outbuf[0] if len(outbuf) == 1 else b"".join(outbuf)
-        outbuf.clear()
+        self.outbuf = None
         if self.closed is None:
             self.transport.write(data)
 
@@ -236,7 +236,7 @@ class Session(ClientOps):
         self._pending.clear()
         self._trades = self._missed = None
         self._control.clear()
-        self.outbuf.clear()
+        self.outbuf = None
         self._backlog = None
         self._cancel_flush_timer()
 
@@ -320,14 +320,14 @@ class Session(ClientOps):
     def _due(self, symbol: str) -> float:
         """When ``symbol`` may next be sent under the throttle; its first tick at once,
         however long the window (a sentinel "long ago" would not survive a huge one)."""
-        last = self._last_sent.get(symbol)
+        last = None if self._last_sent is None else self._last_sent.get(symbol)
         return -math.inf if last is None else last + self._throttle
 
     def sent_now(self, symbols: Iterable[str]) -> None:
         """The latest ticks of ``symbols`` were just written outside ``offer`` (an SSE
         stream's opening snapshot, a ``reset``): under a throttle they are the symbols'
         last send, so their next tick waits out the window (latest value wins)."""
-        if self._throttle:
+        if self._last_sent is not None:
             now = self._clock()
             for symbol in symbols:
                 self._last_sent[symbol] = now
@@ -366,7 +366,7 @@ class Session(ClientOps):
     def _send_tick(self, wire: Wire, now: float) -> None:
         self._emit(wire.get(self.fmt))
         self.delivered += 1
-        if self._throttle:
+        if self._last_sent is not None:
             self._last_sent[wire.message.key] = now
         if self.transport.buffered() > self.limits.client_buffer_bytes:
             self.close(CloseReason.BUFFER_FULL)
@@ -580,7 +580,8 @@ class Session(ClientOps):
         gone = set(keys)
         for key in gone:
             self.symbols.discard(key)
-            self._last_sent.pop(key, None)
+            if self._last_sent is not None:
+                self._last_sent.pop(key, None)
         for slot in [s for s, w in self._pending.items() if w.message.key in gone]:
             del self._pending[slot]
         if self._trades:

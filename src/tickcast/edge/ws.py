@@ -79,16 +79,9 @@ async def websocket_endpoint(websocket: WebSocket, edge: Edge) -> None:
     if raw is not None:
         raw_ws: RawWebSocket = raw["transport"]
         session = _open(edge, websocket, raw_ws, throttle_ms, admission)
-        _forget_request(websocket)
-        # Nothing below needs the request object (about 450 bytes a client): the
-        # connection lives on in its protocol and its session.
-        del websocket, raw
-        try:
-            # Ops are applied as they arrive, from the protocol's data callback; this
-            # coroutine only waits for the end of the connection.
-            await raw_ws.receive_with(_Ops(edge, session))
-        finally:
-            edge.detach(session)
+        # Ops are applied as they arrive, from the protocol's data callback, and the
+        # disconnect detaches the session: nothing waits here for the connection's end.
+        raw_ws.hand_over(_Connection(edge, session))
         return
     transport = _queued(websocket)
     async with transport.running():
@@ -157,19 +150,6 @@ async def _read_ops(edge: Edge, websocket: WebSocket, session: Session) -> None:
         _on_message(edge, session, message)
 
 
-def _forget_request(websocket: WebSocket) -> None:
-    """Drop the handshake's headers and query, read once at the start, and the scope's
-    extension and state dicts, used only before the accept: a connection lives for
-    hours, and these would stay in memory all that time (over a kilobyte per client)."""
-    scope = websocket.scope
-    scope["headers"] = []
-    scope["query_string"] = b""
-    scope.pop("extensions", None)
-    scope.pop("state", None)
-    for cached in ("_headers", "_query_params", "_url"):
-        websocket.__dict__.pop(cached, None)
-
-
 def _on_message(edge: Edge, session: Session, message: Message) -> None:
     """One message from the client: an op (text) or a binary frame (refused)."""
     if session.closed is not None:
@@ -181,8 +161,9 @@ def _on_message(edge: Edge, session: Session, message: Message) -> None:
         session.handle_binary()
 
 
-class _Ops:
-    """``_on_message`` bound to one client (a slotted object: lighter than a partial)."""
+class _Connection:
+    """A fast-path client after its handshake (``RawWebSocket.hand_over``): its messages
+    to its session, its disconnect to the edge. One slotted object per client."""
 
     __slots__ = ("edge", "session")
 
@@ -191,7 +172,16 @@ class _Ops:
         self.session = session
 
     def __call__(self, message: Message) -> None:
-        _on_message(self.edge, self.session, message)
+        session = self.session
+        if message["type"] == "websocket.disconnect":
+            self.edge.detach(session)
+            return
+        try:
+            _on_message(self.edge, session, message)
+        except Exception:
+            # No app task is left to fail with it: logged here, and the client closed.
+            log.exception("client %d: closing it after an error handling its message", session.id)
+            session.close(CloseReason.INTERNAL_ERROR)
 
 
 def _queued(websocket: WebSocket) -> QueuedTransport:
