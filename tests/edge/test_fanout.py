@@ -541,3 +541,27 @@ async def test_coalesced_replies_keep_their_place_among_ticks() -> None:
         assert joined.index(b'"seq":1') < joined.index(b'"pong"') < joined.index(b'"seq":2')
     finally:
         await edge.stop()
+
+
+async def test_status_counts_follow_clients_as_they_come_and_go(edge: Edge) -> None:
+    """The counts kept as clients open and detach (by kind, write path, compression) and
+    the totals summed in one pass agree with the sessions there are."""
+    ws, sse, other = RecordingTransport(), RecordingTransport("sse_event"), RecordingTransport()
+    sse.kind = "sse"
+    sessions = [edge.open(t, "1.1.1.1", ["BTCUSDT"]) for t in (ws, sse, other)]
+    await publish(edge.node, "BTCUSDT", 1)
+    status = edge.status()
+    assert status["clients"] == {"ws": 2, "sse": 1, "total": 3}
+    assert status["write_paths"] == {"fast": 0, "portable": 3}
+    assert status["ws_deflate"] == 0
+    assert status["subscriptions"] == 3
+    delivered = status["delivered"]
+    assert isinstance(delivered, int) and delivered >= 3
+    edge.detach(sessions[0])
+    edge.detach(sessions[0])  # twice: counted once
+    edge.detach(sessions[1])
+    status = edge.status()
+    assert status["clients"] == {"ws": 1, "sse": 0, "total": 1}
+    assert status["write_paths"] == {"fast": 0, "portable": 1}
+    assert status["subscriptions"] == 1
+    assert status["delivered"] == delivered  # the gone sessions' counts kept

@@ -66,11 +66,12 @@ class _StateCollector(Collector):
             "Upstream duplicates dropped",
             node.ingest.counts["duplicates"],
         )
-        yield _counter("tickcast_deliveries", "Ticks written to clients", edge.delivered_total())
+        totals = edge.session_totals()  # one pass over the sessions for both
+        yield _counter("tickcast_deliveries", "Ticks written to clients", totals["delivered"])
         yield _counter(
             "tickcast_conflated_updates",
             "Ticks replaced by a newer one before a slow client took them",
-            edge.conflated_total(),
+            totals["conflated"],
         )
         brief = node.source.brief()
         reconnects = brief.get("reconnects")
