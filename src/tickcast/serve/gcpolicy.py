@@ -33,10 +33,6 @@ from typing import Any
 # Grow the frozen heap by this share (and at least FLOOR objects) before a full pass.
 GROWTH = 0.25
 FLOOR = 100_000
-# Counting the frozen objects walks all of them (1.4 million at 20,000 connections: tens
-# of milliseconds with the event loop stopped): at most this often, not at every pass of
-# the oldest generation nor at every /status.
-COUNT_EVERY_S = 5.0
 
 
 @dataclass
@@ -45,12 +41,12 @@ class FrozenHeap:
 
     growth: float = GROWTH
     floor: int = FLOOR
-    count_every: float = COUNT_EVERY_S
     installed: bool = False
     thawed: bool = False
     baseline: int = 0  # frozen objects after the last full pass
-    frozen: int = 0  # frozen objects when last counted
-    counted_at: float = 0.0
+    # Frozen objects as counted at the last pass of the oldest generation: counting walks
+    # all of them (1.4 million at 20,000 connections), which /status must not do per call.
+    frozen: int = 0
     full_passes: int = 0
     last_full_pass_ms: float | None = None
     last_full_pass_collected: int | None = None
@@ -87,8 +83,6 @@ class FrozenHeap:
             self.baseline = self._count()
             return
         gc.freeze()
-        if time.monotonic() - self.counted_at < self.count_every:
-            return
         if self._count() > self.baseline * (1 + self.growth) + self.floor:
             # Thawed, the old generation holds everything again, and CPython's own rule
             # (survivors past a quarter of what the last pass left) soon makes the next
@@ -97,13 +91,13 @@ class FrozenHeap:
             self.thawed = True
 
     def _count(self) -> int:
-        self.frozen, self.counted_at = gc.get_freeze_count(), time.monotonic()
+        self.frozen = gc.get_freeze_count()
         return self.frozen
 
     def status(self) -> dict[str, object]:
         return {
             "policy": "freeze" if self.installed else "default",
-            # As last counted (at most ``count_every`` ago while passes run).
+            # As counted at the last pass of the oldest generation.
             "frozen_objects": self.frozen if self.installed else gc.get_freeze_count(),
             "full_passes": self.full_passes,
             "last_full_pass_ms": self.last_full_pass_ms,
