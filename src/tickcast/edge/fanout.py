@@ -461,8 +461,7 @@ class Edge:
 
     def _end_step(self) -> None:
         self._step_scheduled = False
-        if self._step:
-            self._route_step()
+        self.settle()
 
     def _route_step(self) -> None:
         """Write the step's messages to the sessions subscribed when each came, and tell
@@ -656,10 +655,6 @@ class Edge:
 
     def conflated_total(self) -> int:
         return self.session_totals()["conflated"]
-
-    def dropped_total(self) -> int:
-        """Trades dropped for clients that could not take them (each told by a ``gap``)."""
-        return self.session_totals()["trades_dropped"]
 
     def clients_by_transport(self) -> dict[str, int]:
         return {"ws": self._kinds["ws"], "sse": self._kinds["sse"]}

@@ -55,6 +55,10 @@ MAX_THROTTLE_MS = 60_000
 BACKLOG_PIECE_BYTES = 32 * 1024
 
 
+def _nothing_held() -> None:
+    """``settle`` for a session with no fan-out holding messages for it."""
+
+
 def slot_of(wire: Wire) -> Hashable:
     """What a held message replaces when a newer one comes (SPEC §12): a tick, the last
     tick of its symbol; a candle update, the last update of the same candle, so that a
@@ -172,7 +176,7 @@ class Session(ClientOps):
         self.direct: Callable[[bytes], object] = raw_write or transport.write
         self.outbuf: list[bytes] | None = None
         self._coalescer = coalescer
-        self._settle = settle
+        self._settle = settle if settle is not None else _nothing_held
         self.ready = False
         self._refresh_ready()
 
@@ -194,8 +198,7 @@ class Session(ClientOps):
         """Write ``data`` in order with everything before it: behind the messages the
         fan-out still holds, behind its bytes in ``outbuf``, and coalesced when a window
         is set."""
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         if self.outbuf:
             self.outbuf.append(data)
         elif self._coalescer is None:
@@ -357,8 +360,7 @@ class Session(ClientOps):
     def drop_held(self, keys: Iterable[str]) -> None:
         """Forget what is held of the streams ``keys`` (a book that broke: nothing more may
         be served from it)."""
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         gone = set(keys)
         for slot in [s for s, w in self._pending.items() if w.message.key in gone]:
             del self._pending[slot]
@@ -377,8 +379,7 @@ class Session(ClientOps):
         Called when the transport resumes and when the throttle timer fires; an armed
         timer stays armed (and cancellable) when the transport calls.
         """
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         if self.closed is not None or not self.transport.writable:
             return
         self._blocked_since = None
@@ -397,8 +398,7 @@ class Session(ClientOps):
         """Send ``backlog`` (a resume's missed ticks) ahead of any live tick, paced by the
         transport; call before subscribing, so that live ticks queue behind it. Returns
         to the fast path once the client has caught up (see ``_drain_backlog``)."""
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         if self.closed is None and backlog:
             self._backlog = backlog
             self.ready = False
@@ -575,8 +575,7 @@ class Session(ClientOps):
     def unsubscribed(self, keys: Iterable[str]) -> None:
         """Forget the streams ``keys``, with anything still held for them: once the client
         has its unsubscribe ack it must not get another message of those streams."""
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         gone = set(keys)
         for key in gone:
             self.symbols.discard(key)
@@ -610,8 +609,7 @@ class Session(ClientOps):
         """``send_message`` for a message already encoded (``kind`` names its SSE event)."""
         if self.closed is not None:
             return
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         wire = encode_message(self.fmt, data, kind, event_id)
         if self._control or not self.transport.writable:
             if len(self._control) >= MAX_PENDING_CONTROL:
@@ -628,8 +626,7 @@ class Session(ClientOps):
         gone."""
         if self.closed is not None:
             return
-        if self._settle is not None:
-            self._settle()
+        self._settle()
         self._pending.clear()
         self._trades = self._missed = None
         self._backlog = None
