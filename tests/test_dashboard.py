@@ -475,7 +475,7 @@ def test_a_client_token_connects_says_when_it_expires_and_is_renewed_by_the_page
     browser: Browser, tmp_path: Path
 ) -> None:
     """With TICKCAST_JWT_SECRET and TICKCAST_JWT_REST set, the page opened with ?token=
-    and a token of 3 s loads (its REST reads carry the token) and says the token is
+    and a short-lived token loads (its REST reads carry the token) and says the token is
     expiring; a page that defines window.tickcastRenewToken stays connected
     past the first token's exp (the renewed one went as a refresh)."""
     from .edge.tokenkit import SECRET, hs256
@@ -488,15 +488,17 @@ def test_a_client_token_connects_says_when_it_expires_and_is_renewed_by_the_page
         # Data first (a page's reads during a slow start would outlive its short token).
         headers = {"Authorization": f"Bearer {fresh}"}
         wait_until(lambda: server.get("/price", headers=headers).status_code == 200, 20)
-        short = hs256({"sub": "alice", "exp": int(time.time()) + 6})
+        # Tokens of 20 s and 10 s: inside the 30 s warning from the start, and long enough
+        # for a page's reads on a loaded machine (at 6 s, a slow load outlived them).
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 20})
         with open_page(browser) as page:
             load(page, server.base + "/?token=" + short)
             expect(page.locator("#error")).to_contain_text("expires in", timeout=5_000)
-        short = hs256({"sub": "alice", "exp": int(time.time()) + 6})
+        short = hs256({"sub": "alice", "exp": int(time.time()) + 10})
         with open_page(browser) as page:
             page.add_init_script(f"window.tickcastRenewToken = () => {json.dumps(fresh)};")
             load(page, server.base + "/?token=" + short)
-            page.wait_for_timeout(7_000)
+            page.wait_for_timeout(11_000)  # past the short token's exp
             expect(page.locator("#conn-state")).to_have_text("connected")
             expect(page.locator("#error")).not_to_contain_text("expire")
         closes = server.status()["edge"]["closes"]  # type: ignore[index]
